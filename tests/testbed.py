@@ -1,0 +1,399 @@
+"""Two (or more) Wazo-like nodes on one machine, for the integration and end-to-end tests.
+
+Each node gets:
+- a network namespace with its own 198.18.0.x address, all attached to a bridge that
+  lives in a "hub" namespace (so a node's link can be cut from the hub);
+- a persistent mount namespace where /etc/xivo, /var/lib/wazo, /etc/asterisk,
+  /var/lib/asterisk and /root/.ssh are the node's own directories;
+- its own PostgreSQL 15 cluster (initdb as postgres), listening only on a socket until
+  wazo-ha-config opens it, and optionally its own sshd;
+- a settings file (WAZO_HA_CONFIG) and recording stand-ins for the Wazo-only programs.
+
+Everything is torn down by Testbed.close(), which kills every process of the namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import textwrap
+import time
+import uuid
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(REPO), 'shared')
+FIXTURES = os.path.join(SHARED, 'fixtures')
+SCHEMA = os.path.join(FIXTURES, 'wazo-asterisk-schema.sql')
+POPULATE = os.path.join(FIXTURES, 'wazo-asterisk-populate.sql')
+PG_BIN = '/usr/lib/postgresql/15/bin'
+SUBNET = '198.18.0'
+NODE_DIRS = {
+    '/etc/xivo': 'etc-xivo',
+    '/var/lib/wazo': 'var-lib-wazo',
+    '/etc/asterisk': 'etc-asterisk',
+    '/var/lib/asterisk': 'var-lib-asterisk',
+    '/var/spool/asterisk': 'var-spool-asterisk',
+    '/root/.ssh': 'root-ssh',
+}
+STAND_INS = ('wazo-service', 'xivo-create-config', 'xivo-update-config', 'dhcpd-update',
+             'wazo-confgen', 'wazo-agentd-cli', 'systemctl')
+BIN_DIR = os.path.join(REPO, 'bin')
+
+
+def sh(*argv, check=True, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(a) for a in argv], capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f'{" ".join(map(str, argv))}: exit {result.returncode}: '
+                             f'{result.stderr.strip()[-2000:]}')
+    return result
+
+
+def template_cluster(workdir: str) -> str:
+    """A stopped PostgreSQL data dir with the real Wazo asterisk database (once a session)."""
+    base = os.path.join(workdir, 'template')
+    data, sock, log = f'{base}/data', f'{base}/sock', f'{base}/postgresql.log'
+    os.makedirs(base)
+    shutil.chown(base, 'postgres', 'postgres')
+    sh('runuser', '-u', 'postgres', '--', 'mkdir', '-m', '700', data, sock)
+    sh('runuser', '-u', 'postgres', '--', f'{PG_BIN}/initdb', '-D', data, '--auth=trust',
+       '-E', 'UTF8', '--locale=C.UTF-8', '-U', 'postgres')
+    with open(os.path.join(data, 'postgresql.conf'), 'a') as f:
+        f.write("\nfsync = off\nsynchronous_commit = off\n"
+                "full_page_writes = off\nmax_connections = 50\nshared_buffers = 64MB\n")
+    os.makedirs(os.path.join(data, 'conf.d'))
+    shutil.chown(os.path.join(data, 'conf.d'), 'postgres', 'postgres')
+    sh('runuser', '-u', 'postgres', '--', f'{PG_BIN}/pg_ctl', '-D', data, '-l', log, '-w',
+       '-o', f"-c listen_addresses='' -c unix_socket_directories={sock}", 'start')
+    try:
+        psql = ['runuser', '-u', 'postgres', '--', 'psql', '-h', sock, '-X', '-q',
+                '-v', 'ON_ERROR_STOP=1']
+        sh(*psql, '-d', 'postgres', '-c', 'CREATE DATABASE asterisk')
+        if os.path.exists(SCHEMA):
+            sh(*psql, '-d', 'asterisk', '-f', SCHEMA)
+            sh(*psql, '-d', 'asterisk', '-f', POPULATE,
+               env={**os.environ, 'PGOPTIONS': '-c session_replication_role=replica'})
+    finally:
+        sh('runuser', '-u', 'postgres', '--', f'{PG_BIN}/pg_ctl', '-D', data, '-m', 'fast',
+           '-w', 'stop')
+    return data
+
+
+class Node:
+    def __init__(self, bed: Testbed, name: str, ip: str, with_postgres: bool):
+        self.bed = bed
+        self.name = name
+        self.ip = ip
+        self.ns = f'{bed.prefix}-{name}'
+        self.root = os.path.join(bed.workdir, name)
+        self.mnt = os.path.join(bed.nsdir, f'{name}.mnt')
+        self.pgbase = os.path.join(self.root, 'pg')
+        self.pgdata = os.path.join(self.pgbase, 'data')
+        self.pgsock = os.path.join(self.pgbase, 'sock')
+        self.pglog = os.path.join(self.pgbase, 'postgresql.log')
+        self.config = os.path.join(self.root, 'etc-wazo-ha', 'config.ini')
+        self.calls = os.path.join(self.root, 'calls.log')
+        self.mail_dir = os.path.join(self.root, 'mail')
+        self.with_postgres = with_postgres
+        self.sshd_pid: int | None = None
+
+    # paths as the host sees the node's private directories
+    def host_path(self, node_path: str) -> str:
+        for mount, sub in NODE_DIRS.items():
+            if node_path == mount or node_path.startswith(mount + '/'):
+                return os.path.join(self.root, sub) + node_path[len(mount):]
+        return node_path
+
+    @property
+    def ha_conf(self) -> str:
+        return self.host_path('/etc/xivo/ha.conf')
+
+    @property
+    def sentinel_dir(self) -> str:
+        return self.host_path('/var/lib/wazo')
+
+    @property
+    def log_file(self) -> str:
+        return os.path.join(self.root, 'log', 'wazo-ha.log')
+
+    @property
+    def state_dir(self) -> str:
+        return os.path.join(self.root, 'state')
+
+    @property
+    def env(self) -> dict:
+        path = f'{self.root}/stand-ins:{BIN_DIR}:/usr/sbin:/usr/bin:/sbin:/bin'
+        return {'PATH': path, 'WAZO_HA_CONFIG': self.config, 'PYTHONPATH': REPO,
+                'LANG': 'C.UTF-8', 'HOME': '/root', 'PYTHONDONTWRITEBYTECODE': '1'}
+
+    def nsenter(self, argv) -> list[str]:
+        return ['nsenter', f'--net=/run/netns/{self.ns}', f'--mount={self.mnt}', '--', *argv]
+
+    def run(self, *argv, input=None, timeout=300, env=None) -> subprocess.CompletedProcess:
+        """Run a program inside the node, as root, with the node's settings."""
+        return subprocess.run(self.nsenter([str(a) for a in argv]), capture_output=True,
+                              text=True, input=input, timeout=timeout,
+                              env={**self.env, **(env or {})},
+                              stdin=None if input is not None else subprocess.DEVNULL)
+
+    def popen(self, *argv, env=None, **kwargs) -> subprocess.Popen:
+        return subprocess.Popen(self.nsenter([str(a) for a in argv]),
+                                env={**self.env, **(env or {})}, **kwargs)
+
+    def wazo(self, command: str, *args, **kwargs) -> subprocess.CompletedProcess:
+        """One of the package's commands, from bin/, with Debian's python3."""
+        return self.run('/usr/bin/python3', os.path.join(BIN_DIR, command), *args, **kwargs)
+
+    # set-up
+
+    def build(self) -> None:
+        os.makedirs(self.root)
+        os.chmod(self.root, 0o755)
+        for sub in NODE_DIRS.values():
+            os.makedirs(os.path.join(self.root, sub))
+        os.chmod(os.path.join(self.root, 'root-ssh'), 0o700)
+        for sub in ('state', 'lock', 'log', 'stand-ins', 'mail', 'etc-wazo-ha'):
+            os.makedirs(os.path.join(self.root, sub))
+        self._write_stand_ins()
+        sh('ip', 'netns', 'add', self.ns)
+        veth_node, veth_hub = f'{self.bed.tag}{self.name[:3]}n', f'{self.bed.tag}{self.name[:3]}h'
+        self.hub_if = veth_hub
+        sh('ip', 'link', 'add', veth_node, 'netns', self.ns, 'type', 'veth',
+           'peer', 'name', veth_hub, 'netns', self.bed.hub)
+        sh('ip', '-n', self.bed.hub, 'link', 'set', veth_hub, 'master', 'br0', 'up')
+        sh('ip', '-n', self.ns, 'link', 'set', 'lo', 'up')
+        sh('ip', '-n', self.ns, 'link', 'set', veth_node, 'name', 'eth0')
+        sh('ip', '-n', self.ns, 'addr', 'add', f'{self.ip}/24', 'dev', 'eth0')
+        sh('ip', '-n', self.ns, 'link', 'set', 'eth0', 'up')
+        open(self.mnt, 'w').close()
+        binds = []
+        for mount, sub in NODE_DIRS.items():
+            self.bed.ensure_mountpoint(mount)
+            binds.append(f'mount --bind {os.path.join(self.root, sub)} {mount}')
+        sh('unshare', f'--mount={self.mnt}', '--propagation', 'private',
+           'sh', '-ec', '; '.join(binds))
+        if self.with_postgres:
+            self._init_postgres()
+        self.write_settings()
+
+    def _write_stand_ins(self) -> None:
+        for name in STAND_INS:
+            path = os.path.join(self.root, 'stand-ins', name)
+            with open(path, 'w') as f:
+                f.write(textwrap.dedent(f'''\
+                    #!/bin/sh
+                    # recording stand-in for {name}: logs its arguments, exits as told
+                    echo "{name} $*" >> {self.calls}
+                    rc_file={self.root}/stand-ins/{name}.rc
+                    [ -f "$rc_file" ] && exit "$(cat "$rc_file")"
+                    exit 0
+                    '''))
+            os.chmod(path, 0o755)
+        sendmail = os.path.join(self.root, 'stand-ins', 'sendmail')
+        with open(sendmail, 'w') as f:
+            f.write(f'#!/bin/sh\ncat > "$(mktemp -p {self.mail_dir} mail.XXXXXX)"\n')
+        os.chmod(sendmail, 0o755)
+
+    def stand_in_calls(self) -> list[str]:
+        try:
+            with open(self.calls) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def mails(self) -> list[str]:
+        out = []
+        for name in sorted(os.listdir(self.mail_dir)):
+            with open(os.path.join(self.mail_dir, name)) as f:
+                out.append(f.read())
+        return out
+
+    def _pg_ctl(self, *args) -> list[str]:
+        return ['runuser', '-u', 'postgres', '--', f'{PG_BIN}/pg_ctl', '-D', self.pgdata,
+                '-l', self.pglog, *args]
+
+    def _init_postgres(self) -> None:
+        os.makedirs(self.pgsock)
+        shutil.copytree(self.bed.template, self.pgdata, symlinks=True)
+        sh('chown', '-R', 'postgres:postgres', self.pgbase)
+        with open(os.path.join(self.pgdata, 'postgresql.conf'), 'a') as f:
+            f.write(f"\nunix_socket_directories = '{self.pgsock}'\nlisten_addresses = ''\n"
+                    "include_dir = 'conf.d'  # last, as in Debian's postgresql.conf\n")
+        self.start_postgres()
+
+    def start_postgres(self) -> None:
+        result = self.run(*self._pg_ctl('-w', '-t', '60', 'start'))
+        assert result.returncode == 0, result.stderr + self._pglog_tail()
+
+    def stop_postgres(self, mode: str = 'fast') -> None:
+        self.run(*self._pg_ctl('-m', mode, '-w', 'stop'))
+
+    def _pglog_tail(self) -> str:
+        with contextlib.suppress(OSError), open(self.pglog) as f:
+            return ''.join(f.readlines()[-10:])
+        return ''
+
+    @property
+    def local_dsn(self) -> str:
+        return f'host={self.pgsock} port=5432 dbname=asterisk user=postgres'
+
+    def psql(self, sql: str, db: str = 'asterisk') -> str:
+        """Run SQL on the node's cluster through its socket; returns unaligned output."""
+        result = sh('runuser', '-u', 'postgres', '--', 'psql', '-h', self.pgsock, '-d', db, '-X',
+                    '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-c', sql)
+        return result.stdout.strip()
+
+    def write_settings(self, **overrides: dict) -> None:
+        """The node's config.ini; overrides = {section: {key: value}}."""
+        sections = {
+            'paths': {
+                'ha_conf': '/etc/xivo/ha.conf',
+                'sentinel_dir': '/var/lib/wazo',
+                'state_dir': self.state_dir,
+                'lock_dir': os.path.join(self.root, 'lock'),
+                'log_file': self.log_file,
+                'postgresql_conf_dir': self.pgdata,
+            },
+            'database': {
+                'local_dsn': self.local_dsn,
+                'connect_timeout': '5',
+                'reload_command': ' '.join(self._pg_ctl('reload')),
+                'restart_command': ' '.join(self._pg_ctl('-w', '-m', 'fast', 'restart')),
+            },
+            'check': {'probe_interval': '1', 'down_after': '3', 'up_after': '4',
+                      'run_for': '0', 'probe_timeout': '1'},
+            'sync': {'ssh_key': '/root/.ssh/xivo_id_rsa', 'connect_timeout': '3'},
+            'mail': {'sendmail': os.path.join(self.root, 'stand-ins', 'sendmail')},
+            'wazo_api': {'enabled': 'false'},
+        }
+        for section, values in overrides.items():
+            sections.setdefault(section, {}).update(values)
+        with open(self.config, 'w') as f:
+            for section, values in sections.items():
+                f.write(f'[{section}]\n')
+                for key, value in values.items():
+                    value = str(value).replace('\n', '\n    ')
+                    f.write(f'{key} = {value}\n')
+                f.write('\n')
+
+    def start_sshd(self) -> None:
+        keydir = os.path.join(self.root, 'sshd')
+        os.makedirs(keydir, exist_ok=True)
+        hostkey = os.path.join(keydir, 'host_ed25519')
+        if not os.path.exists(hostkey):
+            sh('ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', hostkey)
+        cfg = os.path.join(keydir, 'sshd_config')
+        with open(cfg, 'w') as f:
+            f.write(textwrap.dedent(f'''\
+                ListenAddress {self.ip}
+                HostKey {hostkey}
+                PidFile {keydir}/sshd.pid
+                PermitRootLogin yes
+                PasswordAuthentication yes
+                KbdInteractiveAuthentication no
+                UsePAM yes
+                AuthorizedKeysFile /root/.ssh/authorized_keys
+                StrictModes yes
+                Subsystem sftp internal-sftp
+                '''))
+        os.makedirs('/run/sshd', exist_ok=True)
+        result = self.run('/usr/sbin/sshd', '-f', cfg, '-E', os.path.join(keydir, 'sshd.log'))
+        assert result.returncode == 0, result.stderr
+        for _ in range(50):
+            with contextlib.suppress(OSError), open(f'{keydir}/sshd.pid') as f:
+                self.sshd_pid = int(f.read())
+                return
+            time.sleep(0.1)
+
+    def stop_sshd(self) -> None:
+        if self.sshd_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.sshd_pid, signal.SIGTERM)
+            self.sshd_pid = None
+
+    def link(self, up: bool) -> None:
+        """Cut or restore the node's network link (from the hub side: the node cannot tell)."""
+        sh('ip', '-n', self.bed.hub, 'link', 'set', self.hub_if, 'up' if up else 'down')
+
+    def teardown(self) -> None:
+        if self.with_postgres and os.path.exists(os.path.join(self.pgdata, 'postmaster.pid')):
+            with contextlib.suppress(Exception):
+                sh(*self.nsenter(self._pg_ctl('-m', 'immediate', '-w', 'stop')), check=False,
+                   timeout=30)
+        _kill_netns(self.ns)
+        sh('ip', 'netns', 'del', self.ns, check=False)
+        sh('umount', self.mnt, check=False)
+
+
+def _kill_netns(ns: str) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = sh('ip', 'netns', 'pids', ns, check=False).stdout.split()
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), sig)
+        for _ in range(30):
+            if not sh('ip', 'netns', 'pids', ns, check=False).stdout.split():
+                return
+            time.sleep(0.1)
+
+
+class Testbed:
+    """Nodes master (198.18.0.1), slave (.2) and optionally others on one bridge."""
+
+    def __init__(self, workdir: str, template: str | None):
+        self.template = template
+        self.tag = 'w' + uuid.uuid4().hex[:4]
+        self.prefix = f'wha{self.tag}'
+        self.hub = f'{self.prefix}-hub'
+        self.workdir = tempfile.mkdtemp(prefix='wazo-ha-bed-', dir=workdir)
+        os.chmod(self.workdir, 0o755)
+        self.nsdir = os.path.join('/run', f'wazo-ha-testbed-{self.tag}')
+        self.nodes: dict[str, Node] = {}
+        self.created_mountpoints: list[str] = []
+        self._nsdir_mounted = False
+
+    def start(self) -> Testbed:
+        os.makedirs(self.nsdir)
+        sh('mount', '--bind', self.nsdir, self.nsdir)
+        self._nsdir_mounted = True
+        sh('mount', '--make-private', self.nsdir)
+        sh('ip', 'netns', 'add', self.hub)
+        sh('ip', '-n', self.hub, 'link', 'add', 'br0', 'type', 'bridge')
+        sh('ip', '-n', self.hub, 'link', 'set', 'br0', 'up')
+        return self
+
+    def add_node(self, name: str, host: int, with_postgres: bool = True) -> Node:
+        node = Node(self, name, f'{SUBNET}.{host}', with_postgres)
+        self.nodes[name] = node
+        node.build()
+        return node
+
+    def ensure_mountpoint(self, path: str) -> None:
+        if os.path.isdir(path):
+            return
+        missing = []
+        p = path
+        while not os.path.exists(p):
+            missing.append(p)
+            p = os.path.dirname(p)
+        os.makedirs(path)
+        self.created_mountpoints.extend(missing)  # deepest first
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            with contextlib.suppress(Exception):
+                node.teardown()
+        _kill_netns(self.hub)
+        sh('ip', 'netns', 'del', self.hub, check=False)
+        if self._nsdir_mounted:
+            sh('umount', self.nsdir, check=False)
+        shutil.rmtree(self.nsdir, ignore_errors=True)
+        for path in self.created_mountpoints:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        shutil.rmtree(self.workdir, ignore_errors=True)

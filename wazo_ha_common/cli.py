@@ -1,0 +1,59 @@
+"""What every bin/ entry point shares: settings, logging, errors mapped to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+from . import __version__, settings as settings_module
+from .errors import WazoHaError
+from .settings import Settings
+from .system import send_mail, setup_logging
+
+logger = logging.getLogger('wazo-ha')
+
+Handler = Callable[[Settings, argparse.Namespace], int | None]
+
+
+def parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--config', metavar='FILE',
+                   help='settings file (default: $WAZO_HA_CONFIG or /etc/wazo-ha/config.ini)')
+    p.add_argument('-v', '--verbose', action='store_true', help='also log every step to stderr')
+    p.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
+    return p
+
+
+def run(prog: str, args: argparse.Namespace, handler: Handler,
+        mail_subject: str | None = None) -> int:
+    """Load settings, set up logging, call handler; expected failures become one stderr line."""
+    try:
+        settings = settings_module.load(args.config)
+    except WazoHaError as e:
+        print(f'{prog}: error: {e}', file=sys.stderr)
+        return e.exit_code
+    setup_logging(prog, settings.paths.log_file, args.verbose)
+    try:
+        return handler(settings, args) or 0
+    except WazoHaError as e:
+        logger.error('%s', e)
+        print(f'{prog}: error: {e}', file=sys.stderr)
+        if mail_subject and e.exit_code == 1:
+            send_mail(settings.mail.sendmail, settings.mail.recipient, mail_subject,
+                      f'{prog} failed on this node:\n\n{e}\n\nSee {settings.paths.log_file}.\n')
+        return e.exit_code
+    except KeyboardInterrupt:
+        logger.error('interrupted')
+        print(f'{prog}: interrupted', file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: keep the traceback in the log, one line for the user
+        logger.exception('unexpected error')
+        print(f'{prog}: unexpected error: {type(e).__name__}: {e} '
+              f'(traceback in {settings.paths.log_file})', file=sys.stderr)
+        if mail_subject:
+            send_mail(settings.mail.sendmail, settings.mail.recipient, mail_subject,
+                      f'{prog} failed on this node: {type(e).__name__}: {e}\n')
+        return 1

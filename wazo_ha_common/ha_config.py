@@ -1,0 +1,186 @@
+"""wazo-ha-config: what PUT /ha does on a Wazo node, applied locally and through the APIs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from . import ha_state, pg_access
+from .errors import HaConfError, WazoHaError
+from .settings import Settings
+from .wazo_api import ApiError, Client
+
+logger = logging.getLogger('wazo-ha')
+
+# PJSIP AOR options that stand for chan_sip's minexpiry/maxexpiry/defaultexpiry
+EXPIRY_WITH_HA = {'minimum_expiration': '180', 'maximum_expiration': '300',
+                  'default_expiration': '240'}
+EXPIRY_WITHOUT_HA = {'minimum_expiration': '60', 'maximum_expiration': '3600',
+                     'default_expiration': '120'}
+
+
+@dataclass
+class Report:
+    changes: list[str] = field(default_factory=list)
+    not_applied: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# decisions (pure)
+
+def wanted_expiry(old: ha_state.HaConfig | None, new: ha_state.HaConfig) -> dict | None:
+    """AOR expiry options to enforce, or None to leave them as they are."""
+    if new.node_type != 'disabled':
+        return EXPIRY_WITH_HA
+    if old is not None and old.node_type != 'disabled':
+        return EXPIRY_WITHOUT_HA
+    return None
+
+
+def wanted_backup_registrar(old: ha_state.HaConfig | None, new: ha_state.HaConfig) -> str | None:
+    """Backup registrar/proxy host to set ('' = blank), or None to leave registrars alone."""
+    if new.node_type == 'master':
+        return new.remote_address
+    if new.node_type == 'disabled' and (old is None or old.node_type != 'slave'):
+        return ''
+    return None  # a slave runs no provisioning: the master owns these values
+
+
+def with_options(options: list, wanted: dict) -> list:
+    """aor_section_options with the wanted keys set, other options kept in order."""
+    result, seen = [], set()
+    for pair in options:
+        key = pair[0]
+        if key in wanted:
+            if key not in seen:
+                result.append([key, wanted[key]])
+                seen.add(key)
+        else:
+            result.append(list(pair))
+    result.extend([k, v] for k, v in wanted.items() if k not in seen)
+    return result
+
+
+def registrar_update(registrar: dict, backup: str) -> dict | None:
+    """The registrar body to PUT, or None when it already has these backup hosts."""
+    value = backup or None
+    if (registrar.get('backup_host') or None) == value and \
+            (registrar.get('proxy_backup_host') or None) == value:
+        return None
+    body = {k: v for k, v in registrar.items() if k != 'links'}
+    body['backup_host'] = value
+    body['proxy_backup_host'] = value
+    return body
+
+
+# side effects
+
+def current(settings: Settings) -> ha_state.HaConfig | None:
+    """ha.conf as it is, None when it does not exist; corrupt raises HaConfError."""
+    try:
+        return ha_state.load(settings.paths.ha_conf)
+    except HaConfError:
+        if not os.path.exists(settings.paths.ha_conf):
+            return None
+        raise
+
+
+def apply(settings: Settings, new: ha_state.HaConfig, force: bool = False,
+          client: Client | None = None) -> Report:
+    """Bring this node to the configuration `new`; safe to repeat."""
+    report = Report()
+    try:
+        old = current(settings)
+    except HaConfError as e:
+        if not force:
+            raise HaConfError(f'{e} (or replace it: wazo-ha-config set --force ...)') from None
+        old = None
+        report.notes.append(f'{settings.paths.ha_conf} was corrupt and is replaced (--force)')
+
+    master_ip = new.remote_address if new.node_type == 'slave' else None
+    try:
+        report.changes += pg_access.apply(settings, master_ip)
+    except (OSError, WazoHaError) as e:
+        raise WazoHaError(f'PostgreSQL access for the master not applied, nothing else changed: {e}') from None
+
+    if old != new:
+        ha_state.save(settings.paths.ha_conf, new)
+        report.changes.append(f'{settings.paths.ha_conf}: node_type={new.node_type} '
+                              f'remote_address={new.remote_address or "(none)"}')
+    report.changes += ha_state.apply_sentinels(settings.paths.sentinel_dir, new.node_type)
+
+    _apply_remote(settings, old, new, report, client)
+    for line in report.changes:
+        logger.info('changed: %s', line)
+    for line in report.not_applied:
+        logger.error('not applied: %s', line)
+    return report
+
+
+def _apply_remote(settings: Settings, old, new, report: Report, client: Client | None) -> None:
+    expiry = wanted_expiry(old, new)
+    backup = wanted_backup_registrar(old, new)
+    if expiry is None and backup is None:
+        return
+    if not settings.wazo_api.enabled:
+        report.notes.append('Wazo APIs disabled by [wazo_api] enabled: SIP expiry and backup '
+                            'registrar left to the administrator')
+        return
+    client = client or Client(settings.wazo_api)
+    if expiry is not None:
+        try:
+            report.changes += _apply_expiry(client, expiry)
+        except ApiError as e:
+            report.not_applied.append(f'SIP expiry {_describe(expiry)}: {e}')
+    if backup is not None:
+        try:
+            report.changes += _apply_backup(client, backup)
+        except ApiError as e:
+            report.not_applied.append(f'backup registrar/proxy = {backup or "(blank)"}: {e}')
+
+
+def _describe(expiry: dict) -> str:
+    return '/'.join(expiry[k] for k in ('minimum_expiration', 'maximum_expiration',
+                                        'default_expiration')) + ' s'
+
+
+def _apply_expiry(client: Client, expiry: dict) -> list[str]:
+    changes = []
+    for tenant in client.tenants():
+        uuid = tenant.get('global_sip_template_uuid')
+        if not uuid:
+            continue
+        template = client.sip_template(tenant['uuid'], uuid)
+        options = template.get('aor_section_options') or []
+        updated = with_options(options, expiry)
+        if updated != options:
+            body = {k: v for k, v in template.items() if k != 'links'}
+            body['aor_section_options'] = updated
+            client.put_sip_template(tenant['uuid'], uuid, body)
+            changes.append(f'SIP expiry of tenant {tenant["uuid"]} set to {_describe(expiry)}')
+    return changes
+
+
+def _apply_backup(client: Client, backup: str) -> list[str]:
+    changes = []
+    for registrar in client.registrars():
+        body = registrar_update(registrar, backup)
+        if body is not None:
+            client.put_registrar(registrar['id'], body)
+            changes.append(f'registrar {registrar["id"]}: backup registrar/proxy = {backup or "(blank)"}')
+    return changes
+
+
+def next_steps(config: ha_state.HaConfig) -> list[str]:
+    if config.node_type == 'master':
+        return ['wazo-service restart',
+                'on the slave: wazo-ha-config set --node-type slave --remote-address <this master>',
+                'wazo-sync -i   (once: authorises this master on the slave for file sync)',
+                f'xivo-master-slave-db-replication {config.remote_address}   (first replication)',
+                'wazo-sync',
+                'resynchronise the phones so they learn the backup registrar']
+    if config.node_type == 'slave':
+        return ['wazo-service restart',
+                'on the master: wazo-sync -i, then xivo-master-slave-db-replication <this slave>']
+    return ['wazo-service restart']

@@ -1,0 +1,191 @@
+"""Side effects shared by every command: the subprocess runner, locks, mail, logging, files.
+
+This is the only module that imports subprocess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import logging.handlers
+import os
+import shlex
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Iterator, Sequence
+
+from .errors import CommandError, LockBusyError, WazoHaError
+
+logger = logging.getLogger('wazo-ha')
+
+OUTPUT_TAIL_LINES = 5
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def describe(argv: Sequence[str]) -> str:
+    return ' '.join(shlex.quote(a) for a in argv)
+
+
+def tail(text: str, lines: int = OUTPUT_TAIL_LINES) -> str:
+    kept = [line for line in text.strip().splitlines() if line.strip()][-lines:]
+    return ' | '.join(kept)
+
+
+def run(argv: Sequence[str], *, timeout: float = 120, check: bool = True,
+        input: str | None = None, env: dict | None = None) -> Completed:
+    """Run a program (never through a shell), log it, and turn failure into CommandError."""
+    argv = tuple(str(a) for a in argv)
+    shown = describe(argv)
+    logger.debug('running: %s', shown)
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(argv, input=input, capture_output=True, text=True,
+                              timeout=timeout, env=env, errors='replace',
+                              stdin=None if input is not None else subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise CommandError(f'{argv[0]}: command not found (running: {shown})', 127) from None
+    except PermissionError:
+        raise CommandError(f'{argv[0]}: permission denied (running: {shown})', 126) from None
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b'')
+        out = out.decode(errors='replace') if isinstance(out, bytes) else out
+        raise CommandError(f'{shown}: timed out after {timeout:g} s', None, out) from None
+    duration = time.monotonic() - started
+    result = Completed(argv, proc.returncode, proc.stdout, proc.stderr, duration)
+    logger.debug('%s: exit %d in %.2f s', shown, proc.returncode, duration)
+    if check and proc.returncode != 0:
+        detail = tail(proc.stderr) or tail(proc.stdout) or 'no output'
+        raise CommandError(f'{shown} failed with exit status {proc.returncode}: {detail}',
+                           proc.returncode, proc.stdout + proc.stderr)
+    return result
+
+
+@contextlib.contextmanager
+def single_instance(lock_dir: str, name: str, wait: float = 0) -> Iterator[str]:
+    """Hold an exclusive flock on lock_dir/NAME.lock; LockBusyError if another run has it."""
+    os.makedirs(lock_dir, exist_ok=True)
+    path = os.path.join(lock_dir, f'{name}.lock')
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    holder = _read_pid(fd)
+                    raise LockBusyError(
+                        f'another {name} is running{holder} (lock {path}); '
+                        'this run leaves without doing anything') from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.write(fd, f'{os.getpid()}\n'.encode())
+        yield path
+    finally:
+        os.close(fd)
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        pid = os.pread(fd, 32, 0).decode().strip()
+    except OSError:
+        return ''
+    return f' (pid {pid})' if pid.isdigit() else ''
+
+
+def write_atomic(path: str, content: str, mode: int = 0o644) -> None:
+    """Write a file so that readers see the old or the new content, never a mix."""
+    directory = os.path.dirname(path) or '.'
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', dir=directory)
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def read_text(path: str) -> str | None:
+    """Content of a file, or None when it does not exist."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def send_mail(sendmail: str, recipient: str, subject: str, body: str) -> None:
+    """Mail a report through the local MTA; a failure to mail is logged, never raised."""
+    msg = EmailMessage()
+    msg['To'] = recipient
+    msg['From'] = f'wazo-ha <root@{socket.getfqdn()}>'
+    msg['Subject'] = subject
+    msg.set_content(body)
+    try:
+        run([sendmail, '-t', '-oi'], input=msg.as_string(), timeout=60)
+    except WazoHaError as e:
+        logger.error('could not mail %s: %s', recipient, e)
+
+
+def setup_logging(command: str, log_file: str, verbose: bool = False) -> None:
+    """Log to the wazo-ha log file and to syslog; tolerate either being unavailable."""
+    root = logging.getLogger('wazo-ha')
+    root.handlers.clear()
+    root.setLevel(logging.DEBUG)
+    root.propagate = False
+    fmt = logging.Formatter(f'%(asctime)s {command}[%(process)d] %(levelname)s: %(message)s')
+    try:
+        os.makedirs(os.path.dirname(log_file), exist_ok=True)
+        handler = logging.FileHandler(log_file, encoding='utf-8')
+        handler.setFormatter(fmt)
+        handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+        root.addHandler(handler)
+    except OSError:
+        pass
+    if os.path.exists('/dev/log'):
+        try:
+            sys_handler = logging.handlers.SysLogHandler(
+                address='/dev/log', facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+            sys_handler.setFormatter(logging.Formatter(f'{command}[%(process)d]: %(message)s'))
+            sys_handler.setLevel(logging.INFO)
+            root.addHandler(sys_handler)
+        except OSError:
+            pass
+    if verbose:
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter('%(levelname)s: %(message)s'))
+        console.setLevel(logging.DEBUG)
+        root.addHandler(console)
