@@ -4,7 +4,12 @@ import tempfile
 
 import pytest
 
-from testbed import Testbed, template_cluster
+from testbed import Testbed, cleanup_leftovers, template_cluster
+
+
+def pytest_sessionstart(session):
+    for leftover in cleanup_leftovers():
+        print(f'removed a leftover of an interrupted run: {leftover}')
 
 
 @pytest.fixture(scope='session')
@@ -34,3 +39,75 @@ def bed(session_dir, pg_template):
 def pair(bed):
     """A master node (198.18.0.1) and a slave node (198.18.0.2), HA not yet configured."""
     return bed.add_node('master', 1), bed.add_node('slave', 2)
+
+
+class LocalNode:
+    """This machine as a node without namespaces: every path of the settings in a temp dir."""
+
+    def __init__(self, root):
+        self.root = str(root)
+        self.config = os.path.join(self.root, 'config.ini')
+        self.ha_conf = os.path.join(self.root, 'etc-xivo', 'ha.conf')
+        self.sentinel_dir = os.path.join(self.root, 'var-lib-wazo')
+        self.log_file = os.path.join(self.root, 'log', 'wazo-ha.log')
+        self.mail_dir = os.path.join(self.root, 'mail')
+        os.makedirs(self.mail_dir)
+        os.makedirs(os.path.join(self.root, 'postgresql'))
+        with open(os.path.join(self.root, 'postgresql', 'pg_hba.conf'), 'w') as f:
+            f.write('local all postgres peer\n')
+        self.sendmail = os.path.join(self.root, 'sendmail')
+        with open(self.sendmail, 'w') as f:
+            f.write(f'#!/bin/sh\ncat > "$(mktemp -p {self.mail_dir} mail.XXXXXX)"\n')
+        os.chmod(self.sendmail, 0o755)
+        self.write_settings()
+
+    def write_settings(self, extra=''):
+        with open(self.config, 'w') as f:
+            f.write(f'''[paths]
+ha_conf = {self.ha_conf}
+sentinel_dir = {self.sentinel_dir}
+state_dir = {self.root}/state
+lock_dir = {self.root}/lock
+log_file = {self.log_file}
+postgresql_conf_dir = {self.root}/postgresql
+[database]
+local_dsn = host=/nonexistent dbname=asterisk
+reload_command = /bin/true
+restart_command = /bin/true
+[mail]
+sendmail = {self.sendmail}
+[wazo_api]
+enabled = false
+{extra}''')
+
+    def add_conf_d(self, name, text):
+        """A conf.d/*.ini drop-in beside config.ini (read after it: its values win)."""
+        os.makedirs(os.path.join(self.root, 'conf.d'), exist_ok=True)
+        with open(os.path.join(self.root, 'conf.d', name), 'w') as f:
+            f.write(text)
+
+    def run(self, command, *args, input=None, env=None, timeout=120):
+        import subprocess
+        from testbed import BIN_DIR, REPO
+        return subprocess.run(
+            ['/usr/bin/python3', os.path.join(BIN_DIR, command), *args], capture_output=True,
+            text=True, input=input, timeout=timeout,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            env={'PATH': '/usr/sbin:/usr/bin:/sbin:/bin', 'PYTHONPATH': REPO,
+                 'WAZO_HA_CONFIG': self.config, 'LANG': 'C.UTF-8', **(env or {})})
+
+    def snapshot(self):
+        """Every file under the node's ha.conf and sentinel dirs with its content."""
+        found = {}
+        for top in (os.path.dirname(self.ha_conf), self.sentinel_dir):
+            for dirpath, _, files in os.walk(top):
+                for name in files:
+                    path = os.path.join(dirpath, name)
+                    with open(path, 'rb') as f:
+                        found[path] = f.read()
+        return found
+
+
+@pytest.fixture
+def local(tmp_path):
+    return LocalNode(tmp_path)

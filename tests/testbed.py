@@ -342,6 +342,26 @@ def _kill_netns(ns: str) -> None:
             time.sleep(0.1)
 
 
+def cleanup_leftovers() -> list[str]:
+    """Remove what an interrupted (killed) test run left: namespaces, mounts, clusters."""
+    removed = []
+    for line in sh('ip', 'netns', 'list', check=False).stdout.splitlines():
+        ns = line.split()[0] if line.split() else ''
+        if ns.startswith('whaw'):
+            _kill_netns(ns)
+            sh('ip', 'netns', 'del', ns, check=False)
+            removed.append(ns)
+    for name in os.listdir('/run'):
+        if name.startswith('wazo-ha-testbed-'):
+            path = os.path.join('/run', name)
+            for mnt in os.listdir(path):
+                sh('umount', os.path.join(path, mnt), check=False)
+            sh('umount', path, check=False)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 class Testbed:
     """Nodes master (198.18.0.1), slave (.2) and optionally others on one bridge."""
 

@@ -21,7 +21,7 @@ DEFAULT_EXCLUDED_TABLES = ' '.join([
     'stat_queue_periodic', 'mail', 'monitoring', 'netiface', 'resolvconf',
     # the same categories on today's schema: call logs, statistics, node-local state
     'call_logd_*', 'stat_*', 'auth_token', 'auth_session', 'auth_saml_session',
-    'auth_refresh_token', 'auth_external_auth_token',
+    'auth_refresh_token', 'auth_saml_pysaml2_cache', 'provisioning',
 ])
 
 DEFAULT_SYNC_DIRECTORIES = '\n'.join([

@@ -1,0 +1,108 @@
+"""wazo-ha-config as an administrator runs it: round trips, refusals, exit codes."""
+
+import json
+import os
+
+import pytest
+
+PEER = '198.18.0.2'
+
+
+def test_master_configuration_round_trips(local):
+    result = local.run('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address', PEER)
+    assert result.returncode == 0, result.stderr
+    assert f'xivo-master-slave-db-replication {PEER}' in result.stdout
+    shown = local.run('wazo-ha-config', 'show', '--json')
+    assert json.loads(shown.stdout) == {'node_type': 'master', 'remote_address': PEER}
+    assert os.listdir(local.sentinel_dir) == ['is-primary']
+    assert oct(os.stat(local.ha_conf).st_mode & 0o777) == '0o644'
+
+
+def test_json_body_from_stdin_and_from_a_file(local, tmp_path):
+    body = {'node_type': 'slave', 'remote_address': '198.18.0.1'}
+    result = local.run('wazo-ha-config', 'set', '--json', '-', input=json.dumps(body))
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(local.sentinel_dir) == ['is-secondary']
+    body_file = tmp_path / 'body.json'
+    body_file.write_text(json.dumps({'node_type': 'disabled'}))
+    result = local.run('wazo-ha-config', 'set', '--json', str(body_file))
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(local.sentinel_dir) == []
+    with open(local.ha_conf) as f:
+        assert json.load(f) == {'node_type': 'disabled', 'remote_address': ''}
+
+
+def test_switching_role_never_leaves_both_sentinels(local):
+    local.run('wazo-ha-config', 'set', '--node-type', 'slave', '--remote-address', PEER)
+    local.run('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address', PEER)
+    assert os.listdir(local.sentinel_dir) == ['is-primary']
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--node-type', 'master', '--remote-address', 'slave.example.com'], 'not an IP address'),
+    (['--node-type', 'master', '--remote-address', '198.18.0.2; rm -rf /'], 'not an IP address'),
+    (['--node-type', 'master', '--remote-address', '$(reboot)'], 'not an IP address'),
+    (['--node-type', 'master', '--remote-address', '127.0.0.1'], 'cannot be the address'),
+    (['--node-type', 'master'], 'remote_address is required'),
+    (['--node-type', 'slave', '--remote-address', ''], 'remote_address is required'),
+    (['--json', '-'], 'node_type must be one of'),
+])
+def test_bad_input_exits_2_and_changes_nothing(local, args, message):
+    local.run('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address', PEER)
+    before = local.snapshot()
+    result = local.run('wazo-ha-config', 'set', *args,
+                       input='{"node_type": "primary", "remote_address": "1.2.3.4"}')
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, 'one clear line'
+    assert local.snapshot() == before
+
+
+def test_bad_node_type_is_refused_by_the_parser(local):
+    result = local.run('wazo-ha-config', 'set', '--node-type', 'primary', '--remote-address', PEER)
+    assert result.returncode == 2
+    assert 'invalid choice' in result.stderr
+
+
+def test_corrupt_ha_conf_is_an_error_not_disabled(local):
+    os.makedirs(os.path.dirname(local.ha_conf))
+    with open(local.ha_conf, 'w') as f:
+        f.write('{"node_type": "master", "remote_addr')
+    before = local.snapshot()
+    shown = local.run('wazo-ha-config', 'show')
+    assert shown.returncode == 2
+    assert local.ha_conf in shown.stderr and 'corrupt' in shown.stderr
+    result = local.run('wazo-ha-config', 'set', '--node-type', 'disabled')
+    assert result.returncode == 2
+    assert '--force' in result.stderr
+    assert local.snapshot() == before
+    forced = local.run('wazo-ha-config', 'set', '--force', '--node-type', 'disabled')
+    assert forced.returncode == 0, forced.stderr
+    assert 'was corrupt and is replaced' in forced.stdout
+
+
+def test_missing_ha_conf_is_reported_on_show(local):
+    result = local.run('wazo-ha-config', 'show')
+    assert result.returncode == 2
+    assert 'does not exist' in result.stderr
+
+
+def test_bad_setting_names_file_and_key(local):
+    local.write_settings('[check]\ndown_after = soon\n')
+    result = local.run('wazo-ha-config', 'show')
+    assert result.returncode == 2
+    assert local.config in result.stderr
+    assert '[check] down_after' in result.stderr
+
+
+def test_missing_settings_file(local):
+    result = local.run('wazo-ha-config', 'show', env={'WAZO_HA_CONFIG': '/nonexistent.ini'})
+    assert result.returncode == 2
+    assert '/nonexistent.ini' in result.stderr
+
+
+def test_every_change_is_logged(local):
+    local.run('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address', PEER)
+    with open(local.log_file) as f:
+        log = f.read()
+    assert f'changed: {local.ha_conf}: node_type=master remote_address={PEER}' in log

@@ -1,0 +1,61 @@
+from wazo_ha_common import ha_config, pg_access
+from wazo_ha_common.ha_state import DISABLED, HaConfig
+
+MASTER = HaConfig('master', '198.18.0.2')
+SLAVE = HaConfig('slave', '198.18.0.1')
+
+
+def test_expiry_is_enforced_on_both_roles_and_restored_on_disable():
+    assert ha_config.wanted_expiry(None, MASTER) == ha_config.EXPIRY_WITH_HA
+    assert ha_config.wanted_expiry(DISABLED, SLAVE) == ha_config.EXPIRY_WITH_HA
+    assert ha_config.wanted_expiry(MASTER, DISABLED) == ha_config.EXPIRY_WITHOUT_HA
+    assert ha_config.wanted_expiry(DISABLED, DISABLED) is None, "never touched HA: leave them"
+
+
+def test_backup_registrar_set_on_master_blanked_on_disable_unless_was_slave():
+    assert ha_config.wanted_backup_registrar(None, MASTER) == '198.18.0.2'
+    assert ha_config.wanted_backup_registrar(MASTER, DISABLED) == ''
+    assert ha_config.wanted_backup_registrar(SLAVE, DISABLED) is None
+    assert ha_config.wanted_backup_registrar(DISABLED, SLAVE) is None
+
+
+def test_with_options_keeps_other_options_and_their_order():
+    options = [['max_contacts', '1'], ['default_expiration', '120'], ['qualify', '60']]
+    assert ha_config.with_options(options, ha_config.EXPIRY_WITH_HA) == [
+        ['max_contacts', '1'], ['default_expiration', '240'], ['qualify', '60'],
+        ['minimum_expiration', '180'], ['maximum_expiration', '300']]
+    done = ha_config.with_options(options, ha_config.EXPIRY_WITH_HA)
+    assert ha_config.with_options(done, ha_config.EXPIRY_WITH_HA) == done
+
+
+def test_registrar_update_only_when_needed():
+    reg = {'id': 'default', 'backup_host': None, 'proxy_backup_host': None, 'links': []}
+    body = ha_config.registrar_update(reg, '198.18.0.2')
+    assert body == {'id': 'default', 'backup_host': '198.18.0.2', 'proxy_backup_host': '198.18.0.2'}
+    assert ha_config.registrar_update(body, '198.18.0.2') is None
+    assert ha_config.registrar_update(reg, '') is None
+
+
+HBA = 'local all postgres peer\nhost all all 0.0.0.0/0 reject\n'
+
+
+def test_hba_block_goes_first_and_only_for_the_master():
+    text = pg_access.render_hba(HBA, '198.18.0.1', 'asterisk', 'postgres')
+    lines = text.splitlines()
+    assert lines[0] == pg_access.BEGIN
+    assert lines[1] == 'host asterisk postgres 198.18.0.1/32 trust'
+    assert lines[2] == pg_access.END
+    assert text.endswith(HBA)
+    assert pg_access.render_hba(text, '198.18.0.1', 'asterisk', 'postgres') == text
+    moved = pg_access.render_hba(text, '198.18.0.9', 'asterisk', 'postgres')
+    assert '198.18.0.1' not in moved and moved.count(pg_access.BEGIN) == 1
+    assert pg_access.render_hba(text, None, 'asterisk', 'postgres') == HBA
+
+
+def test_hba_untouched_when_never_opened():
+    assert pg_access.render_hba('no newline at end', None, 'asterisk', 'postgres') == 'no newline at end'
+
+
+def test_ipv6_master_gets_a_128_prefix():
+    assert pg_access.hba_lines('2001:db8::1', 'asterisk', 'postgres') == [
+        'host asterisk postgres 2001:db8::1/128 trust']

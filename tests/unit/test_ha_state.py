@@ -1,0 +1,75 @@
+import json
+
+import pytest
+
+from wazo_ha_common import ha_state
+from wazo_ha_common.errors import HaConfError, InputError
+
+OWN = {'198.18.0.1', '127.0.0.1'}
+
+
+@pytest.mark.parametrize('text', ['wazo-slave', 'wazo-slave.example.org', '198.18.0.2;id',
+                                  '198.18.0.2 && reboot', '`id`', '$(id)', '198.18.0',
+                                  '0.0.0.0', '127.0.0.1', '::1', '224.0.0.1', ''])
+def test_peer_must_be_a_usable_ip(text):
+    with pytest.raises(InputError):
+        ha_state.validate_peer(text, own=OWN)
+
+
+def test_own_address_is_refused():
+    with pytest.raises(InputError, match='address of this node'):
+        ha_state.validate_peer('198.18.0.1', own=OWN)
+
+
+def test_ipv6_peer_is_normalised():
+    assert ha_state.validate_peer('2001:DB8::0002', own=OWN) == '2001:db8::2'
+
+
+@pytest.mark.parametrize('body, message', [
+    ({'node_type': 'primary', 'remote_address': '198.18.0.2'}, 'node_type must be one of'),
+    ({'node_type': 'master'}, 'remote_address is required'),
+    ({'node_type': 'master', 'remote_address': '198.18.0.2', 'extra': 1}, 'unknown field'),
+    (['master'], 'JSON object'),
+    ({'node_type': 'slave', 'remote_address': 12}, 'not an IP'),
+])
+def test_put_ha_body_validation(body, message):
+    with pytest.raises(InputError, match=message):
+        ha_state.validate(body, own=OWN)
+
+
+def test_disabled_needs_no_address():
+    assert ha_state.validate({'node_type': 'disabled'}, own=OWN) == ha_state.DISABLED
+
+
+def test_save_then_load(tmp_path):
+    path = str(tmp_path / 'ha.conf')
+    config = ha_state.HaConfig('master', '198.18.0.2')
+    ha_state.save(path, config)
+    assert ha_state.load(path) == config
+    assert json.loads(open(path).read()) == config.as_json()
+    assert [p.name for p in tmp_path.iterdir()] == ['ha.conf'], 'no temp file left behind'
+
+
+@pytest.mark.parametrize('content', ['', '{', '[]', '{"node_type": "slave"}',
+                                     '{"node_type": "master", "remote_address": "host"}',
+                                     '\xff\xfe'])
+def test_corrupt_ha_conf_names_the_file(tmp_path, content):
+    path = tmp_path / 'ha.conf'
+    path.write_text(content, encoding='latin-1')
+    with pytest.raises(HaConfError, match=str(path)):
+        ha_state.load(str(path))
+
+
+def test_missing_ha_conf_is_not_silently_disabled(tmp_path):
+    with pytest.raises(HaConfError, match='does not exist'):
+        ha_state.load(str(tmp_path / 'ha.conf'))
+
+
+def test_sentinels_follow_the_role(tmp_path):
+    d = str(tmp_path)
+    assert ha_state.apply_sentinels(d, 'master') == [f'created {d}/is-primary']
+    assert ha_state.apply_sentinels(d, 'master') == []
+    assert ha_state.apply_sentinels(d, 'slave') == [f'removed {d}/is-primary', f'created {d}/is-secondary']
+    assert ha_state.current_sentinels(d) == {'is-secondary'}
+    ha_state.apply_sentinels(d, 'disabled')
+    assert ha_state.current_sentinels(d) == set()

@@ -1,0 +1,181 @@
+"""The only SQL helper: connections and the catalog/content queries replication needs."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from .errors import WazoHaError
+
+# the text form of every value must be the same on both nodes for fingerprints to compare
+SESSION_SETTINGS = ("SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; "
+                    "SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; "
+                    "SET bytea_output = 'hex'; SET client_encoding = 'UTF8'; "
+                    "SET statement_timeout = 0; SET lock_timeout = '60s'")
+
+
+class DatabaseError(WazoHaError):
+    """A PostgreSQL connection or statement failed."""
+
+
+def connect(dsn: str, what: str, application: str = 'wazo-ha', **kwargs):
+    try:
+        conn = psycopg2.connect(dsn, application_name=application, **kwargs)
+    except psycopg2.Error as e:
+        raise DatabaseError(f'cannot connect to {what}: {first_line(e)}') from None
+    conn.autocommit = False
+    with conn.cursor() as cur:
+        cur.execute(SESSION_SETTINGS)
+    conn.commit()
+    return conn
+
+
+def first_line(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    return ' '.join(text.splitlines()[0].split())
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[tuple[str, str], ...]  # (column, type) in name order
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c for c, _ in self.columns)
+
+
+def tables(cur) -> dict[str, Table]:
+    """Ordinary and partitioned tables of the public schema with their columns."""
+    cur.execute("""
+        SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
+        FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+          AND a.attgenerated = ''
+        ORDER BY c.relname, a.attname""")
+    found: dict[str, list] = {}
+    for table, column, type_ in cur.fetchall():
+        found.setdefault(table, []).append((column, type_))
+    return {t: Table(t, tuple(cols)) for t, cols in found.items()}
+
+
+def foreign_keys(cur) -> list[tuple[str, str]]:
+    """(referencing table, referenced table) pairs inside the public schema."""
+    cur.execute("""
+        SELECT DISTINCT src.relname, dst.relname
+        FROM pg_constraint k
+        JOIN pg_class src ON src.oid = k.conrelid
+        JOIN pg_class dst ON dst.oid = k.confrelid
+        JOIN pg_namespace n ON n.oid = src.relnamespace
+        WHERE k.contype = 'f' AND n.nspname = 'public'""")
+    return cur.fetchall()
+
+
+def owned_sequences(cur) -> dict[str, str]:
+    """sequence name -> the table that owns it (serial and identity columns)."""
+    cur.execute("""
+        SELECT s.relname, t.relname
+        FROM pg_class s
+        JOIN pg_namespace n ON n.oid = s.relnamespace
+        JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass
+                        AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+        JOIN pg_class t ON t.oid = d.refobjid
+        WHERE s.relkind = 'S' AND n.nspname = 'public'""")
+    return dict(cur.fetchall())
+
+
+def sequence_state(cur, name: str) -> tuple[int, bool]:
+    """(last_value, is_called) of a sequence."""
+    cur.execute(sql.SQL('SELECT last_value, is_called FROM {}').format(sql.Identifier(name)))
+    last, called = cur.fetchone()
+    return int(last), bool(called)
+
+
+def restart_sequence(cur, name: str, state: tuple[int, bool]) -> None:
+    """Give a sequence this state inside the current transaction.
+
+    ALTER SEQUENCE ... RESTART gives the sequence a new relation file, so unlike setval()
+    it is undone if the transaction rolls back; the nextval() that follows (to reach
+    is_called = true) lands in that same new file."""
+    last, called = state
+    cur.execute(sql.SQL('ALTER SEQUENCE {} RESTART WITH {}').format(
+        sql.Identifier(name), sql.Literal(last)))
+    if called:
+        cur.execute('SELECT nextval(%s::regclass)', (sql.Identifier(name).as_string(cur),))
+
+
+def fingerprint_query(table: Table) -> sql.Composed:
+    """count and a 128-bit order-independent sum of row hashes over the named columns."""
+    row = sql.SQL(', ').join(sql.Identifier(c) for c in table.column_names)
+    return sql.SQL("""
+        SELECT count(*),
+               coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0),
+               coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)
+        FROM (SELECT md5(ROW({row})::text) AS h FROM {table}) AS rows""").format(
+        row=row, table=sql.Identifier(table.name))
+
+
+def fingerprint(cur, table: Table) -> tuple:
+    cur.execute(fingerprint_query(table))
+    count, a, b = cur.fetchone()
+    return (int(count), int(a), int(b))
+
+
+def database_encoding(cur) -> dict[str, str]:
+    cur.execute("""SELECT pg_encoding_to_char(encoding), datcollate, datctype
+                   FROM pg_database WHERE datname = current_database()""")
+    encoding, collate, ctype = cur.fetchone()
+    return {'encoding': encoding, 'collate': collate, 'ctype': ctype}
+
+
+def alembic_version(cur) -> str | None:
+    cur.execute("SELECT to_regclass('public.alembic_version') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return None
+    cur.execute('SELECT string_agg(version_num, \',\' ORDER BY version_num) FROM alembic_version')
+    return cur.fetchone()[0]
+
+
+def stream_table(source, target, table: Table) -> int:
+    """COPY one table from source to target through a pipe (binary, nothing kept in memory).
+
+    Returns the number of rows written on target."""
+    columns = sql.SQL(', ').join(sql.Identifier(c) for c in table.column_names)
+    out_sql = sql.SQL('COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)').format(
+        columns, sql.Identifier(table.name)).as_string(source)
+    in_sql = sql.SQL('COPY {} ({}) FROM STDIN (FORMAT binary)').format(
+        sql.Identifier(table.name), columns).as_string(target)
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def produce():
+        try:
+            with os.fdopen(write_fd, 'wb', buffering=1 << 16) as pipe, source.cursor() as cur:
+                cur.copy_expert(out_sql, pipe, size=1 << 16)
+        except BaseException as e:  # reported by the consumer side
+            failure.append(e)
+
+    producer = threading.Thread(target=produce, name=f'copy-{table.name}', daemon=True)
+    producer.start()
+    try:
+        with os.fdopen(read_fd, 'rb', buffering=1 << 16) as pipe, target.cursor() as cur:
+            try:
+                cur.copy_expert(in_sql, pipe, size=1 << 16)
+            except psycopg2.Error:
+                if failure:
+                    raise DatabaseError(f'reading {table.name} on the master: '
+                                        f'{first_line(failure[0])}') from None
+                raise
+            rows = cur.rowcount
+    finally:
+        producer.join()
+    if failure:
+        raise DatabaseError(f'reading {table.name} on the master: {first_line(failure[0])}')
+    return rows

@@ -1,0 +1,294 @@
+"""xivo-master-slave-db-replication: copy the master's configuration database to the slave.
+
+The master is read from one REPEATABLE READ snapshot; the slave is written in one
+transaction, so it holds either its old content or the new copy, never a mix. Tables whose
+content already matches (same row count and same 128-bit sum of row hashes on both sides)
+are only read, never rewritten or locked for writing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import fnmatch
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import psycopg2
+
+from . import db, ha_state
+from .errors import InputError, WazoHaError, WrongRoleError
+from .settings import Settings
+from .system import single_instance, write_atomic
+
+logger = logging.getLogger('wazo-ha')
+
+NAME = 'xivo-master-slave-db-replication'
+MAIL_SUBJECT = 'Slave replication failed'
+STATE_FILE = 'replication.json'
+
+
+class SchemaMismatch(WazoHaError):
+    """The two nodes do not run the same Wazo schema: replication would corrupt the slave."""
+
+
+@dataclass
+class Result:
+    slave: str
+    started_at: float
+    duration: float = 0.0
+    tables_copied: list[str] = field(default_factory=list)
+    tables_unchanged: int = 0
+    tables_excluded: list[str] = field(default_factory=list)
+    sequences_set: int = 0
+    rows: int = 0
+    slave_write_seconds: float = 0.0
+
+    def sentence(self) -> str:
+        if not self.tables_copied and not self.sequences_set:
+            return (f'replication to {self.slave}: the slave was already up to date '
+                    f'({self.tables_unchanged} tables compared, {len(self.tables_excluded)} '
+                    f'excluded) in {self.duration:.2f} s')
+        return (f'replication to {self.slave}: {len(self.tables_copied)} tables copied '
+                f'({self.rows} rows), {self.sequences_set} sequences set, '
+                f'{self.tables_unchanged} unchanged, {len(self.tables_excluded)} excluded, '
+                f'in {self.duration:.2f} s (slave written for {self.slave_write_seconds:.2f} s)')
+
+
+# decisions (pure)
+
+def is_excluded(table: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(table, p) for p in patterns)
+
+
+def split_tables(names, patterns) -> tuple[list[str], list[str]]:
+    copied = sorted(t for t in names if not is_excluded(t, patterns))
+    excluded = sorted(t for t in names if is_excluded(t, patterns))
+    return copied, excluded
+
+
+def schema_differences(master: dict, slave: dict, patterns: tuple[str, ...]) -> list[str]:
+    """What differs between the two nodes' copied tables, one sentence each."""
+    out = []
+    for name in sorted(set(master) | set(slave)):
+        if is_excluded(name, patterns):
+            continue
+        if name not in slave:
+            out.append(f'table {name} is missing on the slave')
+        elif name not in master:
+            out.append(f'table {name} exists on the slave only')
+        elif master[name].columns != slave[name].columns:
+            m, s = dict(master[name].columns), dict(slave[name].columns)
+            for column in sorted(set(m) | set(s)):
+                if column not in s:
+                    out.append(f'column {name}.{column} is missing on the slave')
+                elif column not in m:
+                    out.append(f'column {name}.{column} exists on the slave only')
+                elif m[column] != s[column]:
+                    out.append(f'column {name}.{column} is {m[column]} on the master, '
+                               f'{s[column]} on the slave')
+    return out
+
+
+def truncatable(rewritten: set[str], foreign_keys) -> set[str]:
+    """Tables that TRUNCATE may empty: every table referencing them is emptied too.
+
+    The others are emptied with DELETE (with FK triggers off), so that rows of excluded
+    tables referencing a copied table (auth_session -> auth_tenant) survive."""
+    result = set(rewritten)
+    changed = True
+    while changed:
+        changed = False
+        for src, dst in foreign_keys:
+            if dst in result and src not in result:
+                result.discard(dst)
+                changed = True
+    return result
+
+
+# the run
+
+def resolve_slave(config: ha_state.HaConfig, argument: str | None, own=None) -> str:
+    if config.node_type != 'master':
+        raise WrongRoleError(f'this node is not a master (ha.conf says {config.node_type}): '
+                             'replication runs on the master only; nothing done')
+    if argument is None:
+        return config.remote_address
+    ip = ha_state.validate_peer(argument, own)
+    if ip != config.remote_address:
+        raise InputError(f'{ip} is not the slave configured in ha.conf '
+                         f'({config.remote_address}); nothing done')
+    return ip
+
+
+def run(settings: Settings, argument: str | None) -> Result:
+    config = ha_state.load(settings.paths.ha_conf)
+    slave_ip = resolve_slave(config, argument)
+    with single_instance(settings.paths.lock_dir, NAME):
+        result = Result(slave=slave_ip, started_at=time.time())
+        started = time.monotonic()
+        try:
+            _replicate(settings, slave_ip, result)
+        except WazoHaError as e:
+            _save_state(settings, result, started, error=str(e))
+            raise
+        except psycopg2.Error as e:
+            message = f'replication to {slave_ip} failed, the slave is unchanged: {db.first_line(e)}'
+            _save_state(settings, result, started, error=message)
+            raise db.DatabaseError(message) from None
+        _save_state(settings, result, started)
+        logger.info('%s', result.sentence())
+        return result
+
+
+def _save_state(settings: Settings, result: Result, started: float, error: str | None = None):
+    result.duration = time.monotonic() - started
+    state = {**asdict(result), 'result': 'failed' if error else 'ok', 'error': error,
+             'finished_at': time.time()}
+    try:
+        write_atomic(os.path.join(settings.paths.state_dir, STATE_FILE),
+                     json.dumps(state, indent=1) + '\n')
+    except OSError as e:
+        logger.error('cannot record the replication state in %s: %s', settings.paths.state_dir, e)
+
+
+def slave_dsn(settings: Settings, ip: str) -> str:
+    d = settings.database
+    return (f"host={ip} port={d.remote_port} dbname={d.name} user={d.remote_user} "
+            f"connect_timeout={d.connect_timeout} keepalives=1 keepalives_idle=10 "
+            f"keepalives_interval=5 keepalives_count=3 tcp_user_timeout=30000")
+
+
+def _replicate(settings: Settings, slave_ip: str, result: Result) -> None:
+    patterns = settings.database.excluded_tables
+    master = db.connect(settings.database.local_dsn, 'the master database ([database] local_dsn)',
+                        application=NAME)
+    try:
+        slave = db.connect(slave_dsn(settings, slave_ip),
+                           f'the slave database {settings.database.name} at '
+                           f'{slave_ip}:{settings.database.remote_port} (is this node allowed '
+                           'there? run wazo-ha-config on the slave)', application=NAME)
+    except BaseException:
+        master.close()
+        raise
+    try:
+        _end_stale_sessions(slave)
+        master.set_session(isolation_level='REPEATABLE READ', readonly=True)
+        with master.cursor() as mcur, slave.cursor() as scur:
+            _check_compatible(mcur, scur)
+            master_tables, slave_tables = db.tables(mcur), db.tables(scur)
+            differences = schema_differences(master_tables, slave_tables, patterns)
+            if differences:
+                raise SchemaMismatch(
+                    'the slave does not have the same database schema as the master: '
+                    + '; '.join(differences[:10])
+                    + (f' (and {len(differences) - 10} more)' if len(differences) > 10 else '')
+                    + '. Both nodes must run the same Wazo version: upgrade the slave, then '
+                    'the master, then replicate again. The slave is unchanged.')
+            copied, excluded = split_tables(master_tables, patterns)
+            result.tables_excluded = excluded
+            tables = [master_tables[t] for t in copied]
+            expected = _changed_tables(mcur, scur, tables)
+            changed = [t for t in tables if t.name in expected]
+            sequences = _changed_sequences(mcur, scur, set(copied))
+            result.tables_unchanged = len(copied) - len(changed)
+            if changed or sequences:
+                _write(master, slave, scur, changed, expected, sequences,
+                       db.foreign_keys(scur), result)
+            else:
+                slave.rollback()
+        master.rollback()
+    finally:
+        master.close()
+        slave.close()
+
+
+# make the slave notice a master that vanished (killed, cut off) within about 30 s, so the
+# open transaction is rolled back and its locks released without waiting hours for TCP
+SLAVE_SESSION_TIMEOUTS = ('SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; '
+                          'SET tcp_keepalives_count = 3; SET tcp_user_timeout = 30000')
+
+
+def _end_stale_sessions(slave) -> None:
+    """End what a killed or cut-off earlier run left on the slave (its open transaction
+    would otherwise hold its locks until the slave notices the dead connection). Only one
+    run at a time holds the master's lock, so any other session of ours is stale."""
+    with slave.cursor() as cur:
+        cur.execute(SLAVE_SESSION_TIMEOUTS)
+        cur.execute('SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity '
+                    'WHERE application_name = %s AND pid <> pg_backend_pid()', (NAME,))
+        for pid, _ in cur.fetchall():
+            logger.warning('ended session %s left on the slave by an interrupted replication', pid)
+    slave.commit()
+
+
+def _check_compatible(mcur, scur) -> None:
+    m, s = db.database_encoding(mcur), db.database_encoding(scur)
+    if m['encoding'] != s['encoding']:
+        raise SchemaMismatch(
+            f"the master's database is encoded in {m['encoding']} (locale {m['ctype']}) and "
+            f"the slave's in {s['encoding']} (locale {s['ctype']}): text cannot be copied "
+            'faithfully. Recreate the slave\'s PostgreSQL cluster with the master\'s locale '
+            '(see "Troubleshooting: locale" in the README). The slave is unchanged.')
+    if (m['collate'], m['ctype']) != (s['collate'], s['ctype']):
+        logger.warning('the master (%s) and the slave (%s) databases use different locales; '
+                       'sorting may differ between them', m['collate'], s['collate'])
+    mv, sv = db.alembic_version(mcur), db.alembic_version(scur)
+    if mv != sv:
+        raise SchemaMismatch(
+            f'the master runs Wazo schema version {mv} and the slave {sv}: both nodes must '
+            'run the same Wazo version (upgrade the slave, then the master, then replicate '
+            'again). The slave is unchanged.')
+
+
+def _changed_tables(mcur, scur, tables: list[db.Table]) -> dict[str, tuple]:
+    """Fingerprint every copied table on both nodes at once: differing ones -> master's."""
+    def all_fingerprints(cur):
+        return [db.fingerprint(cur, t) for t in tables]
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        on_master = pool.submit(all_fingerprints, mcur)
+        on_slave = pool.submit(all_fingerprints, scur)
+        m, s = on_master.result(), on_slave.result()
+    return {t.name: a for t, a, b in zip(tables, m, s) if a != b}
+
+
+def _changed_sequences(mcur, scur, copied: set[str]) -> dict[str, tuple[int, bool]]:
+    """Sequences of copied tables whose state differs: name -> the master's state."""
+    owned = db.owned_sequences(mcur)
+    slave_owned = db.owned_sequences(scur)
+    out = {}
+    for seq, table in sorted(owned.items()):
+        if table in copied and seq in slave_owned:
+            wanted = db.sequence_state(mcur, seq)
+            if db.sequence_state(scur, seq) != wanted:
+                out[seq] = wanted
+    return out
+
+
+def _write(master, slave, scur, changed, expected, sequences, foreign_keys,
+           result: Result) -> None:
+    write_started = time.monotonic()
+    scur.execute('SET LOCAL session_replication_role = replica')
+    names = {t.name for t in changed}
+    quick = truncatable(names, foreign_keys)
+    if quick:
+        scur.execute(db.sql.SQL('TRUNCATE {}').format(
+            db.sql.SQL(', ').join(db.sql.Identifier(n) for n in sorted(quick))))
+    for name in sorted(names - quick):
+        scur.execute(db.sql.SQL('DELETE FROM {}').format(db.sql.Identifier(name)))
+    for table in changed:
+        result.rows += db.stream_table(master, slave, table)
+        result.tables_copied.append(table.name)
+    for seq, state in sequences.items():
+        db.restart_sequence(scur, seq, state)
+    result.sequences_set = len(sequences)
+    # what was written must be what the master holds, or nothing is kept
+    for table in changed:
+        if db.fingerprint(scur, table) != expected[table.name]:
+            raise db.DatabaseError(f'table {table.name} differs from the master after the copy; '
+                                   'nothing was kept on the slave')
+    slave.commit()
+    result.slave_write_seconds = time.monotonic() - write_started
