@@ -42,6 +42,22 @@ NODE_DIRS = {
 STAND_INS = ('wazo-service', 'xivo-create-config', 'xivo-update-config', 'dhcpd-update',
              'wazo-confgen', 'wazo-agentd-cli', 'systemctl')
 BIN_DIR = os.path.join(REPO, 'bin')
+# what wazo-service does that matters to HA: enable/disable toggle /var/lib/wazo/disabled,
+# start runs everything unless disabled (then only the base services), status all exits 0
+# only when everything runs
+WAZO_SERVICE_BEHAVIOUR = '''\
+state={state}
+case "$1 $2" in
+  "enable "*) rm -f /var/lib/wazo/disabled ;;
+  "disable "*) touch /var/lib/wazo/disabled ;;
+  "start "*) if [ -e /var/lib/wazo/disabled ]; then echo base > $state; else echo all > $state; fi ;;
+  "restart "*) if [ -e /var/lib/wazo/disabled ]; then echo base > $state; else echo all > $state; fi ;;
+  "stop wazo") echo base > $state ;;
+  "stop "*) echo none > $state ;;
+  "status all") [ "$(cat $state 2>/dev/null)" = all ] || exit 1 ;;
+esac
+'''
+
 
 
 def sh(*argv, check=True, **kwargs) -> subprocess.CompletedProcess:
@@ -186,23 +202,37 @@ class Node:
                 f.write(textwrap.dedent(f'''\
                     #!/bin/sh
                     # recording stand-in for {name}: logs its arguments, exits as told
-                    echo "{name} $*" >> {self.calls}
+                    echo "$(date +%s.%N) {name} $*" >> {self.calls}
                     rc_file={self.root}/stand-ins/{name}.rc
                     [ -f "$rc_file" ] && exit "$(cat "$rc_file")"
-                    exit 0
                     '''))
+                if name == 'wazo-service':
+                    f.write(WAZO_SERVICE_BEHAVIOUR.format(state=self.services_state_file))
+                f.write('exit 0\n')
             os.chmod(path, 0o755)
         sendmail = os.path.join(self.root, 'stand-ins', 'sendmail')
         with open(sendmail, 'w') as f:
             f.write(f'#!/bin/sh\ncat > "$(mktemp -p {self.mail_dir} mail.XXXXXX)"\n')
         os.chmod(sendmail, 0o755)
 
-    def stand_in_calls(self) -> list[str]:
+    @property
+    def services_state_file(self) -> str:
+        return os.path.join(self.root, 'stand-ins', 'wazo-service.state')
+
+    def services_state(self) -> str:
+        """What the wazo-service stand-in runs: all, base (disabled mode) or none."""
+        with contextlib.suppress(FileNotFoundError), open(self.services_state_file) as f:
+            return f.read().strip()
+        return 'none'
+
+    def stand_in_calls(self, timestamps: bool = False) -> list[str]:
+        """Calls made to the stand-ins, oldest first ('wazo-service start', ...)."""
         try:
             with open(self.calls) as f:
-                return f.read().splitlines()
+                lines = f.read().splitlines()
         except FileNotFoundError:
             return []
+        return lines if timestamps else [line.split(" ", 1)[1].rstrip() for line in lines]
 
     def mails(self) -> list[str]:
         out = []
@@ -345,14 +375,21 @@ def _kill_netns(ns: str) -> None:
 def cleanup_leftovers() -> list[str]:
     """Remove what an interrupted (killed) test run left: namespaces, mounts, clusters."""
     removed = []
+    alive = set()
+    for name in os.listdir('/run'):
+        if name.startswith('wazo-ha-testbed-'):
+            with contextlib.suppress(OSError, ValueError), \
+                    open(os.path.join('/run', name, 'owner')) as f:
+                os.kill(int(f.read()), 0)
+                alive.add(name[len('wazo-ha-testbed-'):])
     for line in sh('ip', 'netns', 'list', check=False).stdout.splitlines():
         ns = line.split()[0] if line.split() else ''
-        if ns.startswith('whaw'):
+        if ns.startswith('whaw') and ns[3:8] not in alive:
             _kill_netns(ns)
             sh('ip', 'netns', 'del', ns, check=False)
             removed.append(ns)
     for name in os.listdir('/run'):
-        if name.startswith('wazo-ha-testbed-'):
+        if name.startswith('wazo-ha-testbed-') and name[len('wazo-ha-testbed-'):] not in alive:
             path = os.path.join('/run', name)
             for mnt in os.listdir(path):
                 sh('umount', os.path.join(path, mnt), check=False)
@@ -382,6 +419,8 @@ class Testbed:
         sh('mount', '--bind', self.nsdir, self.nsdir)
         self._nsdir_mounted = True
         sh('mount', '--make-private', self.nsdir)
+        with open(os.path.join(self.nsdir, 'owner'), 'w') as f:
+            f.write(str(os.getpid()))
         sh('ip', 'netns', 'add', self.hub)
         sh('ip', '-n', self.hub, 'link', 'add', 'br0', 'type', 'bridge')
         sh('ip', '-n', self.hub, 'link', 'set', 'br0', 'up')

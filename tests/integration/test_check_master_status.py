@@ -1,0 +1,167 @@
+"""xivo-check-master-status on a slave node probing a master node with real ping."""
+
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+FAST = {'check': {'probe_interval': '1', 'down_after': '3', 'up_after': '4', 'run_for': '0',
+                  'probe_timeout': '1'}}
+
+
+@pytest.fixture
+def nodes(bed):
+    master = bed.add_node('master', 1, with_postgres=False)
+    slave = bed.add_node('slave', 2, with_postgres=False)
+    with open(os.path.join(slave.root, 'pg_hba.conf'), 'w') as f:
+        f.write('local all all peer\n')
+    slave.write_settings(paths={'postgresql_conf_dir': slave.root},
+                         database={'reload_command': '/bin/true', 'restart_command': '/bin/true'},
+                         **FAST)
+    result = slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave', '--remote-address', master.ip)
+    assert result.returncode == 0, result.stderr
+    return master, slave
+
+
+def check(slave, *args, run_for=None, **settings):
+    if run_for is not None or settings:
+        slave.write_settings(paths={'postgresql_conf_dir': slave.root},
+                             database={'reload_command': '/bin/true', 'restart_command': '/bin/true'},
+                             check={**FAST['check'], **({'run_for': str(run_for)} if run_for is not None else {}),
+                                    **settings})
+    return slave.wazo('xivo-check-master-status', *args, timeout=120)
+
+
+def memory(slave):
+    with open(os.path.join(slave.state_dir, 'check.json')) as f:
+        return json.load(f)
+
+
+def test_not_a_secondary_does_nothing(bed):
+    node = bed.add_node('other', 3, with_postgres=False)
+    result = node.wazo('xivo-check-master-status')
+    assert result.returncode == 0
+    assert 'no longer a secondary' in result.stdout
+    assert node.stand_in_calls() == []
+
+
+def test_master_up_keeps_the_slave_stopped_even_after_an_upgrade_started_it(nodes):
+    master, slave = nodes
+    slave.run('wazo-service', 'enable')
+    slave.run('wazo-service', 'restart')  # what wazo-upgrade does on every node
+    assert slave.services_state() == 'all'
+    result = check(slave)
+    assert result.returncode == 0, result.stderr
+    assert 'stays on standby' in result.stdout
+    assert slave.services_state() == 'base'
+    assert os.path.exists(slave.host_path('/var/lib/wazo/disabled'))
+    calls = len(slave.stand_in_calls())
+    check(slave)
+    assert slave.stand_in_calls()[calls:] == ['wazo-service status all'], 'nothing restarted'
+
+
+def test_master_dies_then_returns_failover_then_failback(nodes):
+    master, slave = nodes
+    assert check(slave).returncode == 0
+    master.link(up=False)
+    result = check(slave, run_for=6)
+    assert result.returncode == 0, result.stderr
+    assert 'taking over' in open(slave.log_file).read()
+    assert slave.services_state() == 'all'
+    assert memory(slave)['decision'] == 'down'
+    master.link(up=True)
+    result = check(slave, run_for=7)
+    assert 'giving telephony back' in open(slave.log_file).read()
+    assert slave.services_state() == 'base'
+    assert memory(slave)['decision'] == 'up'
+
+
+def test_detection_carries_over_between_cron_runs(nodes):
+    master, slave = nodes
+    check(slave)
+    master.link(up=False)
+    for _ in range(3):  # three short runs, one probe each, like cron minutes
+        check(slave, run_for=0)
+    assert memory(slave)['failures'] == 3
+    result = check(slave, run_for=0)
+    assert slave.services_state() == 'all', result.stdout
+
+
+def test_witness_silent_too_means_no_failover(bed, nodes):
+    master, slave = nodes
+    bed.add_node('witness', 3, with_postgres=False)
+    check(slave, witness='198.18.0.3')
+    slave.link(up=False)  # the slave is the one cut off: master and witness both silent
+    result = check(slave, run_for=6, witness='198.18.0.3')
+    assert result.returncode == 0
+    assert 'does NOT take over' in result.stdout
+    assert slave.services_state() == 'base'
+
+
+def test_witness_answering_lets_the_slave_take_over(bed, nodes):
+    master, slave = nodes
+    bed.add_node('witness', 3, with_postgres=False)
+    check(slave, witness='198.18.0.3')
+    master.link(up=False)
+    check(slave, run_for=6, witness='198.18.0.3')
+    assert slave.services_state() == 'all'
+
+
+def test_tcp_probe_makes_a_dead_telephony_stack_count_as_down(nodes):
+    master, slave = nodes
+    server = master.popen('python3', '-c', 'import socket,time\n'
+                          's=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n'
+                          's.bind(("198.18.0.1", 5060)); s.listen(); time.sleep(600)')
+    try:
+        time.sleep(0.5)
+        check(slave, tcp_ports='5060')
+        assert slave.services_state() == 'base'
+    finally:
+        server.kill()
+        server.wait()
+    result = check(slave, run_for=6, tcp_ports='5060')  # ping answers, port 5060 closed
+    assert 'TCP 5060 closed' in result.stdout + open(slave.log_file).read()
+    assert slave.services_state() == 'all'
+
+
+def test_sentinel_removed_during_the_run_stops_before_acting(nodes):
+    master, slave = nodes
+    check(slave)
+    master.link(up=False)
+    sentinel = slave.host_path('/var/lib/wazo/is-secondary')
+    threading.Timer(2.0, os.unlink, [sentinel]).start()
+    result = check(slave, run_for=8)
+    assert result.returncode == 0
+    assert 'stopped being a secondary' in result.stdout
+    assert slave.services_state() == 'base', 'HA disabled meanwhile: nothing started'
+
+
+@pytest.mark.parametrize('argument, message', [
+    ('master.example.org', 'not an IP address'),
+    ('198.18.0.2', 'address of this node'),
+    ('198.18.0.1 ; reboot', 'not an IP address'),
+    ('198.18.0.7', 'is not the master configured'),
+])
+def test_bad_arguments(nodes, argument, message):
+    master, slave = nodes
+    result = check(slave, argument)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert slave.stand_in_calls() == []
+
+
+def test_a_second_run_leaves(nodes):
+    master, slave = nodes
+    lock = os.path.join(slave.root, 'lock', 'xivo-check-master-status.lock')
+    holder = subprocess.Popen(['flock', lock, 'sleep', '30'])
+    try:
+        time.sleep(0.3)
+        result = check(slave)
+        assert result.returncode == 1
+        assert 'another xivo-check-master-status is running' in result.stderr
+    finally:
+        holder.kill()
+        holder.wait()

@@ -1,0 +1,98 @@
+"""xivo-manage-slave-services: the exact steps of failover and failback, idempotent."""
+
+import os
+
+import pytest
+
+START_CALLS = [
+    'wazo-service status all',
+    'xivo-create-config',
+    'xivo-update-config',
+    'dhcpd-update -dr',
+    'systemctl start isc-dhcp-server',
+    'systemctl enable isc-dhcp-server',
+    'wazo-confgen asterisk/pjsip.conf --invalidate',
+    'wazo-service enable',
+    'wazo-service start',
+    'wazo-agentd-cli -c relog all --timeout 60',
+]
+STOP_CALLS = [
+    'wazo-service stop wazo',
+    'wazo-service disable',
+    'systemctl stop isc-dhcp-server',
+    'systemctl disable isc-dhcp-server',
+    'wazo-service start',
+]
+
+
+@pytest.fixture
+def slave(bed):
+    node = bed.add_node('slave', 2, with_postgres=False)
+    with open(os.path.join(node.root, 'pg_hba.conf'), 'w') as f:
+        f.write('local all all peer\n')
+    node.write_settings(paths={'postgresql_conf_dir': node.root},
+                        database={'reload_command': '/bin/true', 'restart_command': '/bin/true'})
+    result = node.wazo('wazo-ha-config', 'set', '--node-type', 'slave', '--remote-address', '198.18.0.1')
+    assert result.returncode == 0, result.stderr
+    return node
+
+
+def manage(node, action):
+    return node.wazo('xivo-manage-slave-services', action)
+
+
+def test_start_runs_the_failover_steps_in_order(slave):
+    result = manage(slave, 'start')
+    assert result.returncode == 0, result.stderr
+    assert slave.stand_in_calls() == START_CALLS
+    assert slave.services_state() == 'all'
+    assert not os.path.exists(slave.host_path('/var/lib/wazo/disabled'))
+    assert 'started' in manage(slave, 'status').stdout
+
+
+def test_start_twice_restarts_nothing(slave):
+    manage(slave, 'start')
+    calls = len(slave.stand_in_calls())
+    result = manage(slave, 'start')
+    assert result.returncode == 0
+    assert 'already started' in result.stdout
+    assert slave.stand_in_calls()[calls:] == ['wazo-service status all']
+
+
+def test_stop_runs_the_failback_steps_and_stays_stopped_across_reboot(slave):
+    manage(slave, 'start')
+    calls = len(slave.stand_in_calls())
+    result = manage(slave, 'stop')
+    assert result.returncode == 0, result.stderr
+    assert slave.stand_in_calls()[calls:] == STOP_CALLS
+    assert slave.services_state() == 'base'
+    assert os.path.exists(slave.host_path('/var/lib/wazo/disabled')), \
+        'wazo-service disable keeps the units down at boot'
+    again = manage(slave, 'stop')
+    assert 'already stopped' in again.stdout
+    status = manage(slave, 'status')
+    assert status.stdout.startswith('slave services stopped since ')
+
+
+def test_a_failing_auxiliary_step_does_not_keep_telephony_down(slave):
+    with open(os.path.join(slave.root, 'stand-ins', 'dhcpd-update.rc'), 'w') as f:
+        f.write('3')
+    result = manage(slave, 'start')
+    assert result.returncode == 1
+    assert 'refresh the DHCP phone prefixes' in result.stdout
+    assert slave.services_state() == 'all', 'telephony started anyway'
+    assert 'wazo-agentd-cli -c relog all --timeout 60' in slave.stand_in_calls()
+
+
+def test_not_a_slave_is_refused(bed):
+    node = bed.add_node('master', 1, with_postgres=False)
+    result = manage(node, 'start')
+    assert result.returncode == 1
+    assert 'not a slave' in result.stderr
+    assert node.stand_in_calls() == []
+
+
+def test_bad_action_is_a_usage_error(slave):
+    result = manage(slave, 'restart')
+    assert result.returncode == 2
+    assert 'invalid choice' in result.stderr

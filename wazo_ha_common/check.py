@@ -1,0 +1,103 @@
+"""xivo-check-master-status: probe the master for about a minute, converge the slave.
+
+Every run converges the slave's services to the decision (master up: stopped, master
+down: started); services already in that state are left alone."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict
+
+from . import ha_state, health, probes, services
+from .errors import InputError, WrongRoleError
+from .settings import Settings
+from .system import read_text, single_instance, write_atomic
+
+logger = logging.getLogger('wazo-ha')
+
+NAME = 'xivo-check-master-status'
+STATE_FILE = 'check.json'
+
+
+def boot_id() -> str:
+    return (read_text('/proc/sys/kernel/random/boot_id') or '').strip()
+
+
+def load_memory(settings: Settings) -> health.Memory:
+    text = read_text(os.path.join(settings.paths.state_dir, STATE_FILE))
+    try:
+        return health.memory_from_dict(json.loads(text)) if text else health.Memory()
+    except ValueError:
+        logger.warning('%s/%s is corrupt: starting with no probe history',
+                       settings.paths.state_dir, STATE_FILE)
+        return health.Memory()
+
+
+def save_memory(settings: Settings, memory: health.Memory, verdict: health.Verdict) -> None:
+    data = {**asdict(memory), 'sentence': verdict.sentence, 'written_at': time.time()}
+    write_atomic(os.path.join(settings.paths.state_dir, STATE_FILE), json.dumps(data) + '\n')
+
+
+def resolve_master(settings: Settings, argument: str | None) -> str | None:
+    """The master's address, or None when this node is no longer a secondary."""
+    if not ha_state.is_secondary(settings.paths.sentinel_dir):
+        return None
+    config = ha_state.load(settings.paths.ha_conf)
+    if config.node_type != 'slave':
+        raise WrongRoleError(f'{settings.paths.ha_conf} says {config.node_type} but the '
+                             'is-secondary sentinel exists: run wazo-ha-config set again')
+    if argument is None:
+        return config.remote_address
+    ip = ha_state.validate_peer(argument)
+    if ip != config.remote_address:
+        raise InputError(f'{ip} is not the master configured in ha.conf ({config.remote_address})')
+    return ip
+
+
+def run(settings: Settings, argument: str | None, sleep=time.sleep) -> str:
+    """Returns the closing sentence of the run."""
+    master_ip = resolve_master(settings, argument)
+    if master_ip is None:
+        return 'this node is no longer a secondary: nothing to do'
+    policy = health.Policy(settings.check.probe_interval, settings.check.down_after,
+                           settings.check.up_after)
+    with single_instance(settings.paths.lock_dir, NAME, wait=settings.check.probe_interval + 5):
+        boot = boot_id()
+        deadline = time.monotonic() + settings.check.run_for
+        memory = load_memory(settings)
+        converged = False
+        sentence = ''
+        while True:
+            probe = probes.probe(settings, master_ip)
+            memory, verdict = health.observe(memory, probe, policy, boot)
+            save_memory(settings, memory, verdict)
+            if verdict.changed:
+                logger.warning('decision: master %s: %s', verdict.decision, verdict.sentence)
+            if not ha_state.is_secondary(settings.paths.sentinel_dir):
+                return 'this node stopped being a secondary during the run: nothing done'
+            action = _converge(settings, verdict, force=not converged)
+            converged = True
+            sentence = f'master {master_ip} {verdict.decision}: {verdict.sentence}{action}'
+            logger.debug('%s', sentence)
+            next_probe = probe.at + settings.check.probe_interval
+            if next_probe > deadline:
+                break
+            sleep(max(0.0, next_probe - time.monotonic()))
+        logger.info('%s', sentence)
+        return sentence
+
+
+def _converge(settings: Settings, verdict: health.Verdict, force: bool) -> str:
+    """Bring the services to the decided state on a change, and once per run anyway."""
+    if verdict.decision == health.UNKNOWN or not (verdict.changed or force):
+        return ''
+    if verdict.decision == health.DOWN:
+        outcome = services.start(settings)
+    else:
+        outcome = services.stop(settings)
+    if not outcome.done:
+        return ''
+    return f' -> {outcome.sentence()}'

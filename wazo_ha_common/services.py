@@ -1,0 +1,138 @@
+"""xivo-manage-slave-services: start (failover) or stop (failback) the slave's telephony.
+
+Each step is an external program run through the runner; every outcome is logged.
+Auxiliary steps (DHCP, agents) may fail without keeping telephony from starting."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from .errors import WazoHaError
+from .settings import Settings
+from .system import read_text, run, write_atomic
+
+logger = logging.getLogger('wazo-ha')
+
+NAME = 'xivo-manage-slave-services'
+STATE_FILE = 'services.json'
+STARTED, STOPPED = 'started', 'stopped'
+
+
+@dataclass(frozen=True)
+class Step:
+    what: str
+    argv: tuple[str, ...]
+    auxiliary: bool = False
+    timeout: float = 300
+
+
+def start_steps(dhcp: str) -> list[Step]:
+    return [
+        Step('apply the replicated configuration', ('xivo-create-config',)),
+        Step('update the configuration', ('xivo-update-config',)),
+        Step('refresh the DHCP phone prefixes', ('dhcpd-update', '-dr'), auxiliary=True),
+        Step('start DHCP', ('systemctl', 'start', dhcp), auxiliary=True),
+        Step('enable DHCP at boot', ('systemctl', 'enable', dhcp), auxiliary=True),
+        Step('regenerate the PJSIP configuration', ('wazo-confgen', 'asterisk/pjsip.conf',
+                                                    '--invalidate')),
+        Step('enable the Wazo services at boot', ('wazo-service', 'enable')),
+        Step('start the Wazo services', ('wazo-service', 'start'), timeout=600),
+        Step('log the agents back in', ('wazo-agentd-cli', '-c', 'relog all --timeout 60'),
+             auxiliary=True, timeout=120),
+    ]
+
+
+def stop_steps(dhcp: str) -> list[Step]:
+    return [
+        Step('stop the telephony services', ('wazo-service', 'stop', 'wazo'), timeout=600),
+        Step('keep them stopped at boot', ('wazo-service', 'disable')),
+        Step('stop DHCP', ('systemctl', 'stop', dhcp), auxiliary=True),
+        Step('disable DHCP at boot', ('systemctl', 'disable', dhcp), auxiliary=True),
+        Step('start the base services (disabled mode)', ('wazo-service', 'start'), timeout=600),
+    ]
+
+
+@dataclass
+class Outcome:
+    action: str
+    done: bool                 # False: already in that state, nothing run
+    failed: list[str]
+    critical_failed: bool
+    duration: float
+
+    def sentence(self) -> str:
+        if not self.done:
+            return f'slave services already {self.action}: nothing to do'
+        if not self.failed:
+            return f'slave services {self.action} in {self.duration:.1f} s'
+        return (f'slave services {self.action} in {self.duration:.1f} s with failures: '
+                + '; '.join(self.failed))
+
+
+def flag_path(settings: Settings) -> str:
+    """wazo-service disable creates this file; units do not start while it exists."""
+    return os.path.join(settings.paths.sentinel_dir, 'disabled')
+
+
+def running(settings: Settings) -> bool:
+    """All Wazo services run (`wazo-service status all` exits 0)."""
+    return run(('wazo-service', 'status', 'all'), timeout=60, check=False).returncode == 0
+
+
+def current(settings: Settings) -> str:
+    if running(settings):
+        return STARTED
+    return STOPPED if os.path.exists(flag_path(settings)) else STARTED
+
+
+def start(settings: Settings) -> Outcome:
+    if running(settings):
+        return _record(settings, Outcome(STARTED, False, [], False, 0.0))
+    return _run_steps(settings, STARTED, start_steps('isc-dhcp-server'))
+
+
+def stop(settings: Settings) -> Outcome:
+    if os.path.exists(flag_path(settings)) and not running(settings):
+        return _record(settings, Outcome(STOPPED, False, [], False, 0.0))
+    return _run_steps(settings, STOPPED, stop_steps('isc-dhcp-server'))
+
+
+def _run_steps(settings: Settings, action: str, steps: list[Step]) -> Outcome:
+    began = time.monotonic()
+    failed, critical = [], False
+    for step in steps:
+        try:
+            run(step.argv, timeout=step.timeout)
+            logger.info('%s: ok (%s)', step.what, ' '.join(step.argv))
+        except WazoHaError as e:
+            failed.append(f'{step.what}: {e}')
+            critical = critical or not step.auxiliary
+            logger.error('%s: FAILED%s: %s', step.what,
+                         ' (auxiliary, going on)' if step.auxiliary else '', e)
+    outcome = Outcome(action, True, failed, critical, time.monotonic() - began)
+    logger.info('%s', outcome.sentence())
+    return _record(settings, outcome)
+
+
+def _record(settings: Settings, outcome: Outcome) -> Outcome:
+    path = os.path.join(settings.paths.state_dir, STATE_FILE)
+    previous = load_state(settings)
+    if outcome.done or previous.get('state') != outcome.action:
+        state = {'state': outcome.action, 'since': time.time(), 'failed': outcome.failed}
+        try:
+            write_atomic(path, json.dumps(state) + '\n')
+        except OSError as e:
+            logger.error('cannot record the services state in %s: %s', path, e)
+    return outcome
+
+
+def load_state(settings: Settings) -> dict:
+    text = read_text(os.path.join(settings.paths.state_dir, STATE_FILE))
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return {}
