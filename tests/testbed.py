@@ -309,6 +309,21 @@ class Node:
                     f.write(f'{key} = {value}\n')
                 f.write('\n')
 
+    def set_root_password(self, password: str) -> None:
+        """Inside the node only: /etc/shadow is a bind-mounted copy with this root password."""
+        hashed = sh('openssl', 'passwd', '-6', password).stdout.strip()
+        shadow = os.path.join(self.root, 'shadow')
+        with open('/etc/shadow') as f:
+            lines = f.read().splitlines()
+        with open(shadow, 'w') as f:
+            for line in lines:
+                fields = line.split(':')
+                if fields[0] == 'root':
+                    fields[1] = hashed
+                f.write(':'.join(fields) + '\n')
+        os.chmod(shadow, 0o640)
+        sh(*self.nsenter(['mount', '--bind', shadow, '/etc/shadow']))
+
     def start_sshd(self) -> None:
         keydir = os.path.join(self.root, 'sshd')
         os.makedirs(keydir, exist_ok=True)
@@ -333,7 +348,7 @@ class Node:
         result = self.run('/usr/sbin/sshd', '-f', cfg, '-E', os.path.join(keydir, 'sshd.log'))
         assert result.returncode == 0, result.stderr
         for _ in range(50):
-            with contextlib.suppress(OSError), open(f'{keydir}/sshd.pid') as f:
+            with contextlib.suppress(OSError, ValueError), open(f'{keydir}/sshd.pid') as f:
                 self.sshd_pid = int(f.read())
                 return
             time.sleep(0.1)

@@ -32,6 +32,12 @@ DEFAULT_SYNC_DIRECTORIES = '\n'.join([
     '/var/lib/wazo/sounds/tenants',
 ])
 
+DEFAULT_FAILBACK_DIRECTORIES = '\n'.join([
+    '/var/spool/asterisk/voicemail',
+    '/var/spool/asterisk/monitor',
+    '/var/lib/wazo/sounds/tenants',
+])
+
 # section -> key -> default (as text, the way it would be written in the INI file)
 DEFAULTS: dict[str, dict[str, str]] = {
     'paths': {
@@ -67,6 +73,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
         'ssh_key': '/root/.ssh/xivo_id_rsa',
         'remote_user': 'root',
         'directories': DEFAULT_SYNC_DIRECTORIES,
+        'failback_directories': DEFAULT_FAILBACK_DIRECTORIES,
         'connect_timeout': '10',
         'timeout': '3600',
         'ssh_port': '22',
@@ -126,6 +133,7 @@ class Sync:
     ssh_key: str
     remote_user: str
     directories: tuple[str, ...]
+    failback_directories: tuple[str, ...]
     connect_timeout: int
     timeout: int
     ssh_port: int
@@ -229,6 +237,7 @@ def _typed(p: configparser.ConfigParser, origin: dict, files: tuple[str, ...]) -
         ssh_key=get('sync', 'ssh_key', _abs_path),
         remote_user=get('sync', 'remote_user', _identifier),
         directories=get('sync', 'directories', _abs_paths),
+        failback_directories=get('sync', 'failback_directories', _abs_paths),
         connect_timeout=get('sync', 'connect_timeout', _positive_int),
         timeout=get('sync', 'timeout', _positive_int),
         ssh_port=get('sync', 'ssh_port', _port),
