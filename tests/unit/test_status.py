@@ -1,0 +1,73 @@
+from wazo_ha_common.status import CRITICAL, OK, WARNING, Facts, evaluate, render
+
+NOW = 1_800_000_000.0
+
+
+def master(**kw):
+    base = dict(role='master', peer='198.18.0.2', peer_reachable=True, sync_key=True,
+                replication={'result': 'ok', 'finished_at': NOW - 600, 'duration': 1.2,
+                             'tables_copied': ['userfeatures'], 'tables_unchanged': 3,
+                             'tables_excluded': ['cel']},
+                sync={'result': 'ok', 'finished_at': NOW - 600})
+    base.update(kw)
+    return Facts(**base)
+
+
+def slave(**kw):
+    base = dict(role='slave', peer='198.18.0.1', peer_reachable=True,
+                decision={'decision': 'up', 'written_at': NOW - 30, 'sentence': 'standby'},
+                services={'state': 'stopped', 'since': NOW - 3600})
+    base.update(kw)
+    return Facts(**base)
+
+
+def test_healthy_master_and_slave_are_ok():
+    assert evaluate(master(), NOW) == (OK, [])
+    assert evaluate(slave(), NOW) == (OK, [])
+
+
+def test_old_replication_is_a_warning():
+    facts = master(replication={'result': 'ok', 'finished_at': NOW - 3 * 3600})
+    level, warnings = evaluate(facts, NOW)
+    assert level == WARNING and 'more than 2 hours' in warnings[0]
+
+
+def test_failed_replication_with_schema_mismatch_is_critical():
+    facts = master(replication={'result': 'failed', 'finished_at': NOW,
+                                'error': 'master runs version a, slave b: both nodes must run the same Wazo version'})
+    level, warnings = evaluate(facts, NOW)
+    assert level == CRITICAL
+    assert any('different Wazo schema versions' in w for w in warnings)
+
+
+def test_sync_not_set_up_is_a_warning():
+    level, warnings = evaluate(master(sync_key=False), NOW)
+    assert level == WARNING and 'wazo-sync -i' in warnings[0]
+
+
+def test_both_nodes_active_is_critical():
+    level, warnings = evaluate(slave(services={'state': 'started'}), NOW)
+    assert level == CRITICAL and 'both nodes active' in warnings[0]
+
+
+def test_failover_in_progress_is_a_warning_not_critical():
+    facts = slave(peer_reachable=False, decision={'decision': 'down', 'written_at': NOW},
+                  services={'state': 'started'})
+    level, warnings = evaluate(facts, NOW)
+    assert level == WARNING and 'failover' in warnings[0]
+
+
+def test_check_not_running_is_a_warning():
+    level, warnings = evaluate(slave(decision={'decision': 'up', 'written_at': NOW - 600}), NOW)
+    assert level == WARNING and 'has not run' in warnings[0]
+
+
+def test_corrupt_ha_conf_is_critical():
+    assert evaluate(Facts(role='corrupt', error='ha.conf is corrupt'), NOW)[0] == CRITICAL
+
+
+def test_render_names_every_section():
+    text = render(master(), OK, [])
+    assert 'role: master' in text and 'last replication:' in text and 'last sync:' in text
+    text = render(slave(), OK, [])
+    assert 'failover decision: master up' in text and 'slave services: stopped' in text

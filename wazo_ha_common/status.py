@@ -1,0 +1,141 @@
+"""wazo-ha-status: one screen on either node, and an exit status for monitoring."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+from . import check, ha_state, probes, replication, services, sync
+from .errors import HaConfError
+from .settings import Settings
+from .system import read_text
+
+OK, WARNING, CRITICAL = 0, 1, 2
+LEVEL_NAMES = {OK: 'OK', WARNING: 'WARNING', CRITICAL: 'CRITICAL'}
+REPLICATION_MAX_AGE = 2 * 3600
+
+
+@dataclass
+class Facts:
+    role: str                       # master, slave, disabled, not configured, corrupt
+    peer: str = ''
+    peer_reachable: bool | None = None
+    decision: dict = field(default_factory=dict)     # slave: the check's memory
+    services: dict = field(default_factory=dict)     # slave: state, since
+    replication: dict = field(default_factory=dict)  # master: last run
+    sync: dict = field(default_factory=dict)         # master: last run
+    sync_key: bool | None = None
+    error: str = ''
+
+
+def _load_json(settings: Settings, name: str) -> dict:
+    text = read_text(os.path.join(settings.paths.state_dir, name))
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return {}
+
+
+def gather(settings: Settings) -> Facts:
+    """Read the state files and probe the peer once (side effects live here)."""
+    try:
+        config = ha_state.load(settings.paths.ha_conf)
+    except HaConfError as e:
+        role = 'not configured' if not os.path.exists(settings.paths.ha_conf) else 'corrupt'
+        return Facts(role=role, error=str(e))
+    facts = Facts(role=config.node_type, peer=config.remote_address)
+    if config.node_type == 'disabled':
+        return facts
+    facts.peer_reachable = probes.ping(config.remote_address, settings.check.probe_timeout)
+    if config.node_type == 'slave':
+        facts.decision = _load_json(settings, check.STATE_FILE)
+        facts.services = {'state': services.current(settings),
+                          **{k: v for k, v in services.load_state(settings).items() if k != 'state'}}
+    else:
+        facts.replication = _load_json(settings, replication.STATE_FILE)
+        facts.sync = _load_json(settings, sync.STATE_FILE)
+        facts.sync_key = os.path.exists(settings.sync.ssh_key)
+    return facts
+
+
+def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
+    """Warnings and the worst level, from the facts alone."""
+    out: list[tuple[int, str]] = []
+    if facts.role == 'corrupt':
+        out.append((CRITICAL, facts.error))
+    elif facts.role == 'not configured':
+        out.append((WARNING, facts.error))
+    elif facts.role == 'master':
+        rep = facts.replication
+        if not rep:
+            out.append((WARNING, 'no replication has run yet'))
+        else:
+            if rep.get('result') != 'ok':
+                out.append((CRITICAL, f"last replication failed: {rep.get('error')}"))
+            last_ok = rep.get('finished_at') if rep.get('result') == 'ok' else None
+            if last_ok is None or now - last_ok > REPLICATION_MAX_AGE:
+                out.append((WARNING, 'no successful replication for more than 2 hours'))
+            if 'same Wazo version' in (rep.get('error') or ''):
+                out.append((CRITICAL, 'the two nodes run different Wazo schema versions'))
+        if not facts.sync_key:
+            out.append((WARNING, 'file sync is not set up: run wazo-sync -i'))
+        elif facts.sync.get('result') == 'failed':
+            out.append((WARNING, f"last file sync failed: {facts.sync.get('sentence')}"))
+        if facts.peer_reachable is False:
+            out.append((WARNING, f'the slave {facts.peer} does not answer ping'))
+    elif facts.role == 'slave':
+        decision = facts.decision.get('decision', 'unknown')
+        running = facts.services.get('state') == services.STARTED
+        if running and facts.peer_reachable and decision != 'down':
+            out.append((CRITICAL, f'both nodes active: the master {facts.peer} answers and the '
+                                  'slave services run'))
+        if decision == 'down':
+            out.append((WARNING, f'failover: the master {facts.peer} is down, this slave serves '
+                                 'telephony'))
+        if not facts.decision:
+            out.append((WARNING, 'xivo-check-master-status has not run yet (is cron running?)'))
+        elif now - facts.decision.get('written_at', 0) > 180:
+            out.append((WARNING, 'xivo-check-master-status has not run for more than 3 minutes'))
+    level = max((lvl for lvl, _ in out), default=OK)
+    return level, [f'{LEVEL_NAMES[lvl]}: {text}' for lvl, text in out]
+
+
+def _when(ts) -> str:
+    if not ts:
+        return 'never'
+    return time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts))
+
+
+def render(facts: Facts, level: int, warnings: list[str]) -> str:
+    lines = [f'wazo-ha status: {LEVEL_NAMES[level]}', f'role: {facts.role}']
+    if facts.peer:
+        reach = {True: 'answers ping', False: 'does NOT answer ping', None: 'not probed'}
+        lines.append(f'peer: {facts.peer} ({reach[facts.peer_reachable]})')
+    if facts.role == 'slave':
+        d = facts.decision
+        lines.append(f"failover decision: master {d.get('decision', 'unknown')}"
+                     + (f" ({d.get('sentence')})" if d.get('sentence') else ''))
+        s = facts.services
+        lines.append(f"slave services: {s.get('state')}"
+                     + (f" since {_when(s.get('since'))}" if s.get('since') else ''))
+    if facts.role == 'master':
+        r = facts.replication
+        if r:
+            lines.append(f"last replication: {_when(r.get('finished_at'))} {r.get('result')}, "
+                         f"{r.get('duration', 0):.1f} s, {len(r.get('tables_copied', []))} tables "
+                         f"copied, {r.get('tables_unchanged', 0)} unchanged, "
+                         f"{len(r.get('tables_excluded', []))} excluded")
+        else:
+            lines.append('last replication: never')
+        sy = facts.sync
+        lines.append(f"last sync: {_when(sy.get('finished_at'))} {sy.get('result', '')}".rstrip()
+                     if sy else 'last sync: never')
+    lines += warnings
+    return '\n'.join(lines)
+
+
+def as_json(facts: Facts, level: int, warnings: list[str]) -> str:
+    return json.dumps({**asdict(facts), 'status': LEVEL_NAMES[level], 'exit_code': level,
+                       'warnings': warnings}, indent=1)
