@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from typing import Callable
 
 from . import __version__, settings as settings_module
@@ -36,6 +37,10 @@ def run(prog: str, args: argparse.Namespace, handler: Handler,
         print(f'{prog}: error: {e}', file=sys.stderr)
         return e.exit_code
     setup_logging(prog, settings.paths.log_file, args.verbose)
+    # errors that Python would print as tracebacks (in threads, in C extensions' callbacks)
+    # go to the log: stderr keeps one line per failure
+    sys.unraisablehook = lambda u: logger.debug('ignored: %s: %s', u.exc_type.__name__, u.exc_value)
+    threading.excepthook = lambda a: logger.debug('thread %s: %s', a.thread, a.exc_value)
     try:
         return handler(settings, args) or 0
     except WazoHaError as e:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -11,6 +14,8 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from .errors import WazoHaError
+
+logger = logging.getLogger('wazo-ha')
 
 # the text form of every value must be the same on both nodes for fingerprints to compare
 SESSION_SETTINGS = ("SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; "
@@ -166,13 +171,22 @@ def stream_table(source, target, table: Table) -> int:
     producer.start()
     try:
         with os.fdopen(read_fd, 'rb', buffering=1 << 16) as pipe, target.cursor() as cur:
+            # when the slave's connection dies mid-COPY, psycopg2 prints a traceback itself
+            # (PyErr_Print): keep it for the log, stderr gets our one line
+            printed = io.StringIO()
             try:
-                cur.copy_expert(in_sql, pipe, size=1 << 16)
-            except psycopg2.Error:
+                with contextlib.redirect_stderr(printed):
+                    cur.copy_expert(in_sql, pipe, size=1 << 16)
+            except Exception as e:
+                if printed.getvalue():
+                    logger.debug('psycopg2 printed: %s', printed.getvalue())
                 if failure:
                     raise DatabaseError(f'reading {table.name} on the master: '
                                         f'{first_line(failure[0])}') from None
-                raise
+                # psycopg2 may wrap the server's error in a SystemError: report the cause
+                cause = e if isinstance(e, psycopg2.Error) else (e.__cause__ or e)
+                raise DatabaseError(f'writing {table.name} on the slave: '
+                                    f'{first_line(cause)}') from None
             rows = cur.rowcount
     finally:
         producer.join()

@@ -131,10 +131,10 @@ def run(settings: Settings, argument: str | None) -> Result:
         started = time.monotonic()
         try:
             _replicate(settings, slave_ip, result)
-        except WazoHaError as e:
+        except SchemaMismatch as e:
             _save_state(settings, result, started, error=str(e))
             raise
-        except psycopg2.Error as e:
+        except (db.DatabaseError, psycopg2.Error) as e:
             message = f'replication to {slave_ip} failed, the slave is unchanged: {db.first_line(e)}'
             _save_state(settings, result, started, error=message)
             raise db.DatabaseError(message) from None
@@ -201,8 +201,11 @@ def _replicate(settings: Settings, slave_ip: str, result: Result) -> None:
                 slave.rollback()
         master.rollback()
     finally:
-        master.close()
-        slave.close()
+        for conn in (master, slave):
+            try:
+                conn.close()
+            except psycopg2.Error:
+                pass  # already broken: the server rolls the transaction back
 
 
 # make the slave notice a master that vanished (killed, cut off) within about 30 s, so the
