@@ -21,6 +21,7 @@ import signal
 import subprocess
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 
@@ -471,3 +472,50 @@ class Testbed:
             with contextlib.suppress(OSError):
                 os.rmdir(path)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class Cron(threading.Thread):
+    """Starts xivo-check-master-status on a node every `period` seconds, as cron does."""
+
+    def __init__(self, node: Node, period: float):
+        super().__init__(daemon=True)
+        self.node, self.period = node, period
+        self.stop = threading.Event()
+        self.procs: list[subprocess.Popen] = []
+
+    def run(self) -> None:
+        next_at = time.monotonic()
+        while not self.stop.is_set():
+            self.procs = [p for p in self.procs if p.poll() is None]
+            self.procs.append(self.node.popen(
+                '/usr/bin/python3', os.path.join(BIN_DIR, 'xivo-check-master-status'),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            next_at += self.period
+            self.stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join(timeout=5)
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+def calls_after(node: Node, what: str, since: float) -> list[float]:
+    """Wall-clock times of the stand-in calls `what` made after `since`."""
+    out = []
+    for line in node.stand_in_calls(timestamps=True):
+        stamp, call = line.split(' ', 1)
+        if call.strip() == what and float(stamp) > since:
+            out.append(float(stamp))
+    return out
+
+
+def wait_call(node: Node, what: str, since: float, timeout: float) -> float | None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = calls_after(node, what, since)
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    return None

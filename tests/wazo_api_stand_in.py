@@ -21,6 +21,7 @@ class WazoStandIn:
                             'backup_host': None, 'proxy_main_host': '198.18.0.1',
                             'proxy_backup_host': None, 'links': []}]
         self.ha = {'node_type': 'disabled', 'remote_address': ''}
+        self.route_ha_status = 204
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -79,6 +80,8 @@ class WazoStandIn:
         if path == '/confd/ha':
             if method == 'GET':
                 return 200, self.ha
+            if self.route_ha_status >= 400:
+                return self.route_ha_status, {'message': 'Input Error - remote_address'}
             self.ha = body
             return 204, None
         return 404, {'message': f'no {method} {path} here'}

@@ -6,10 +6,11 @@ import argparse
 import logging
 import sys
 import threading
+import time
 from typing import Callable
 
-from . import __version__, settings as settings_module
-from .errors import WazoHaError
+from . import __version__, schedule, settings as settings_module
+from .errors import LockBusyError, WazoHaError
 from .settings import Settings
 from .system import send_mail, setup_logging
 
@@ -29,8 +30,11 @@ def parser(prog: str, description: str, epilog: str | None = None) -> argparse.A
 
 
 def run(prog: str, args: argparse.Namespace, handler: Handler,
-        mail_subject: str | None = None) -> int:
-    """Load settings, set up logging, call handler; expected failures become one stderr line."""
+        mail_subject: str | None = None, cron_period: int | None = None) -> int:
+    """Load settings, set up logging, call handler; expected failures become one stderr line.
+
+    cron_period (seconds): when cron starts this job, run it once per period whichever
+    cron file started it (see schedule)."""
     try:
         settings = settings_module.load(args.config)
     except WazoHaError as e:
@@ -41,8 +45,20 @@ def run(prog: str, args: argparse.Namespace, handler: Handler,
     # go to the log: stderr keeps one line per failure
     sys.unraisablehook = lambda u: logger.debug('ignored: %s: %s', u.exc_type.__name__, u.exc_value)
     threading.excepthook = lambda a: logger.debug('thread %s: %s', a.thread, a.exc_value)
+    by_cron = cron_period is not None and schedule.started_by_cron()
+    if by_cron and not schedule.claim(settings.paths.state_dir, prog, cron_period, time.time()):
+        logger.info('another cron run of %s already started in this %s: leaving', prog,
+                    'minute' if cron_period == 60 else 'hour')
+        return 0
     try:
         return handler(settings, args) or 0
+    except LockBusyError as e:
+        if by_cron:
+            logger.info('%s (started by another cron file?)', e)
+            return 0
+        logger.error('%s', e)
+        print(f'{prog}: error: {e}', file=sys.stderr)
+        return e.exit_code
     except WazoHaError as e:
         logger.error('%s', e)
         print(f'{prog}: error: {e}', file=sys.stderr)

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import ha_state, pg_access
-from .errors import HaConfError, WazoHaError
+from .errors import HaConfError, InputError, WazoHaError
 from .settings import Settings
 from .wazo_api import ApiError, Client
 
@@ -98,6 +98,10 @@ def apply(settings: Settings, new: ha_state.HaConfig, force: bool = False,
         old = None
         report.notes.append(f'{settings.paths.ha_conf} was corrupt and is replaced (--force)')
 
+    client = client or (Client(settings.wazo_api) if settings.wazo_api.enabled else None)
+    if client is not None:
+        _put_ha(client, new, report)
+
     master_ip = new.remote_address if new.node_type == 'slave' else None
     try:
         report.changes += pg_access.apply(settings, master_ip)
@@ -116,6 +120,22 @@ def apply(settings: Settings, new: ha_state.HaConfig, force: bool = False,
     for line in report.not_applied:
         logger.error('not applied: %s', line)
     return report
+
+
+def _put_ha(client: Client, new: ha_state.HaConfig, report: Report) -> None:
+    """Through wazo-confd first, so that Wazo's own HA state never disagrees with ours
+    (wazo-sysconfd then writes ha.conf, the sentinels and its cron files too)."""
+    try:
+        current_ha = client.get_ha()
+        if current_ha == new.as_json():
+            return
+        client.put_ha(new.as_json())
+        report.changes.append('wazo-confd: PUT /ha accepted')
+    except ApiError as e:
+        if e.status is not None and 400 <= e.status < 500 and e.status not in (401, 403, 404):
+            raise InputError(f'wazo-confd refused this configuration: {e}') from None
+        report.notes.append(f'wazo-confd did not take PUT /ha ({e}): the local effects are '
+                            'applied by wazo-ha-config alone')
 
 
 def _apply_remote(settings: Settings, old, new, report: Report, client: Client | None) -> None:

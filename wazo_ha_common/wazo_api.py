@@ -14,7 +14,11 @@ logger = logging.getLogger('wazo-ha')
 
 
 class ApiError(WazoHaError):
-    """A Wazo API did not answer, or answered with an error."""
+    """A Wazo API did not answer (status None), or answered with an error status."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 def read_key_file(path: str) -> tuple[str, str]:
@@ -48,7 +52,8 @@ class Client:
             raise ApiError(f'{method} {url}: no answer ({type(e).__name__})') from None
         logger.debug('%s %s -> %s', method, url, response.status_code)
         if response.status_code >= 400:
-            raise ApiError(f'{method} {url}: HTTP {response.status_code}: {response.text[:200].strip()}')
+            raise ApiError(f'{method} {url}: HTTP {response.status_code}: '
+                           f'{response.text[:200].strip()}', response.status_code)
         if not response.content:
             return None
         try:

@@ -24,15 +24,18 @@ def test_master_sets_expiry_and_backup_registrar(local, api):
     assert api.requests[0] == ('POST', '/auth/token', {'expiration': 600})
     writes = api.writes()
     assert [(m, p) for m, p, _ in writes] == [
+        ('PUT', '/confd/ha'),
         ('PUT', f'/confd/endpoints/sip/templates/{TEMPLATE}'),
         ('PUT', '/confd/registrars/default'),
     ]
-    assert writes[0][2]['aor_section_options'] == [
+    assert writes[0][2] == {'node_type': 'master', 'remote_address': SLAVE}
+    assert api.ha == {'node_type': 'master', 'remote_address': SLAVE}
+    assert writes[1][2]['aor_section_options'] == [
         ['qualify_frequency', '60'], ['maximum_contacts', '1'],
         *[[k, v] for k, v in HA_EXPIRY.items()]]
-    assert 'links' not in writes[1][2]
-    assert writes[1][2]['backup_host'] == SLAVE and writes[1][2]['proxy_backup_host'] == SLAVE
-    assert writes[1][2]['main_host'] == '198.18.0.1', 'the rest of the registrar is kept'
+    assert 'links' not in writes[2][2]
+    assert writes[2][2]['backup_host'] == SLAVE and writes[2][2]['proxy_backup_host'] == SLAVE
+    assert writes[2][2]['main_host'] == '198.18.0.1', 'the rest of the registrar is kept'
 
     api.requests.clear()
     again = local.run('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address', SLAVE)
@@ -70,6 +73,15 @@ def test_unreachable_api_does_the_local_part_and_says_what_is_missing(local, tmp
     assert result.returncode == 1
     assert 'not applied: SIP expiry 180/300/240 s' in result.stderr
     assert f'not applied: backup registrar/proxy = {SLAVE}' in result.stderr
+    assert 'did not take PUT /ha' in result.stdout
     assert 'no answer' in result.stderr
     show = local.run('wazo-ha-config', 'show', '--json')
     assert '"master"' in show.stdout, 'the local part is done'
+
+
+def test_wazo_confd_refusing_the_configuration_changes_nothing(local, api):
+    api.route_ha_status = 400
+    result = local.run('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address', SLAVE)
+    assert result.returncode == 2
+    assert 'wazo-confd refused' in result.stderr
+    assert local.snapshot() == {}

@@ -1,32 +1,14 @@
 """The .deb: built with `make deb`, lintian-clean of errors, installs and purges cleanly."""
 
 import os
-import subprocess
 
-import pytest
-
-from testbed import REPO
+from package_helpers import sh
 
 COMMANDS = ['/usr/sbin/xivo-master-slave-db-replication', '/usr/sbin/xivo-manage-slave-services',
             '/usr/sbin/xivo-check-master-status', '/usr/bin/wazo-sync', '/usr/sbin/wazo-ha-config',
             '/usr/sbin/wazo-ha-status']
 OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/log/wazo-ha.log', '/etc/cron.d/wazo-ha',
          '/etc/logrotate.d/wazo-ha']
-
-
-def sh(*argv, **kw):
-    return subprocess.run(argv, capture_output=True, text=True, **kw)
-
-
-@pytest.fixture(scope='module')
-def deb():
-    if sh('dpkg-query', '-W', 'wazo-ha').returncode == 0:
-        pytest.fail('wazo-ha is already installed on this machine: remove it before the tests')
-    build = sh('make', '-s', 'deb', cwd=REPO, timeout=600)
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    path = os.path.join(REPO, 'dist', 'wazo-ha_0.1.0_all.deb')
-    assert os.path.exists(path)
-    return path, build.stdout + build.stderr
 
 
 def test_lintian_reports_no_error(deb):

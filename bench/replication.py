@@ -1,0 +1,181 @@
+#!/usr/bin/python3
+"""Replication benchmark: xivo-master-slave-db-replication against the documented procedure.
+
+Two nodes of the testbed (network namespaces, real PostgreSQL 15, the real Wazo schema), a
+generated large installation on the master (USERS users with lines, extensions, voicemails,
+function keys, groups and queue members, and HISTORY rows of CEL plus call logs and queue logs),
+and the slave holding its own history. Three scenarios: full copy (the slave has none of the
+master's configuration), no change, 1% of the configuration rows changed.
+
+Baseline: what the documentation describes, written here as a script: pg_dump --data-only of
+the asterisk database minus the excluded tables, piped into psql on the slave inside one
+transaction that first empties the copied tables (TRUNCATE, DELETE for those that excluded
+tables reference) with session_replication_role = replica.
+
+Printed: wall time, peak RSS of the client processes, and how long the slave's copied tables
+were held by a writing transaction (the baseline's whole load; ours from the first write to
+the commit, 0 when nothing is written).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(HERE, '..', 'tests'), os.path.join(HERE, '..')]
+
+from datagen import installation_sql  # noqa: E402
+from testbed import Testbed, cleanup_leftovers, template_cluster  # noqa: E402
+
+from wazo_ha_common import replication, settings as settings_module  # noqa: E402
+
+BASELINE_LOAD = r'''
+set -eu
+slave="host=$SLAVE port=5432 dbname=asterisk user=postgres"
+excluded="$EXCLUDE_ARGS"
+{
+  echo 'BEGIN;'
+  echo 'SET session_replication_role = replica;'
+  echo "$EMPTY_SQL"
+  pg_dump --data-only --no-owner --no-privileges -h "$MASTER_SOCK" -U postgres $excluded asterisk
+  echo 'COMMIT;'
+} | psql -X -q -v ON_ERROR_STOP=1 -d "$slave" >/dev/null
+'''
+
+
+def timed(node, argv, env=None):
+    """Run argv in the node; wall time and the peak RSS of its process tree (KiB)."""
+    started = time.monotonic()
+    proc = node.popen(*argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode()
+    if proc.returncode != 0:
+        raise SystemExit(f'{argv[:3]} failed: {err}')
+    # on Linux, wait4's ru_maxrss covers the process and the descendants it waited for
+    # (pg_dump and psql under the baseline's shell)
+    return wall, usage.ru_maxrss
+
+
+def excluded_tables(node, patterns):
+    names = node.psql("SELECT string_agg(tablename, ' ') FROM pg_tables WHERE schemaname = 'public'").split()
+    return [n for n in names if replication.is_excluded(n, patterns)], \
+           [n for n in names if not replication.is_excluded(n, patterns)]
+
+
+def empty_sql(node, copied):
+    fks = [tuple(r.split('|')) for r in node.psql(
+        "SELECT DISTINCT src.relname || '|' || dst.relname FROM pg_constraint k "
+        "JOIN pg_class src ON src.oid = k.conrelid JOIN pg_class dst ON dst.oid = k.confrelid "
+        "WHERE k.contype = 'f'").splitlines()]
+    quick = replication.truncatable(set(copied), fks)
+    sql = 'TRUNCATE ' + ', '.join(sorted(quick)) + ';\n'
+    sql += ''.join(f'DELETE FROM {t};\n' for t in sorted(set(copied) - quick))
+    return sql
+
+
+def change_one_percent(master):
+    master.psql("""
+        UPDATE userfeatures SET firstname = firstname || 'x' WHERE id % 100 = 0;
+        UPDATE linefeatures SET description = 'changed' WHERE id % 100 = 0;
+        UPDATE extensions SET exten = exten || '9' WHERE id % 100 = 0;
+        UPDATE voicemail SET fullname = fullname || 'x' WHERE uniqueid % 100 = 0;
+        UPDATE func_key_mapping SET label = label || 'x' WHERE func_key_id % 100 = 0;
+        UPDATE queuemember SET penalty = 1 WHERE userid % 100 = 0;""")
+
+
+def reset_slave_config(slave, copied, empty):
+    slave.psql('BEGIN; SET session_replication_role = replica; ' + empty + ' COMMIT;')
+
+
+def ours(master, slave):
+    wall, rss = timed(master, ['/usr/bin/python3', os.path.join(HERE, '..', 'bin',
+                                                               'xivo-master-slave-db-replication')])
+    with open(os.path.join(master.state_dir, 'replication.json')) as f:
+        state = json.load(f)
+    return wall, rss, state['slave_write_seconds'], len(state['tables_copied']), state['rows']
+
+
+def baseline(master, slave, exclude_args, empty):
+    env = {'SLAVE': slave.ip, 'MASTER_SOCK': master.pgsock, 'EXCLUDE_ARGS': exclude_args,
+           'EMPTY_SQL': empty}
+    wall, rss = timed(master, ['bash', '-c', BASELINE_LOAD], env=env)
+    return wall, rss, wall
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--users', type=int, default=20000)
+    parser.add_argument('--history', type=int, default=2000000)
+    parser.add_argument('--repeat', type=int, default=3, help='runs per scenario (best kept)')
+    args = parser.parse_args()
+    cleanup_leftovers()
+    workdir = os.environ.get('TMPDIR', '/tmp')
+    import tempfile
+    base = tempfile.mkdtemp(prefix='wazo-ha-bench-', dir=workdir)
+    os.chmod(base, 0o755)
+    bed = Testbed(base, template_cluster(base))
+    try:
+        bed.start()
+        master, slave = bed.add_node('master', 1), bed.add_node('slave', 2)
+        print(f'generating: {args.users} users, {args.history} CEL rows (+ call logs, queue logs)',
+              flush=True)
+        t = time.monotonic()
+        master.psql(installation_sql(args.users, args.history))
+        slave.psql(installation_sql(0, args.history // 2, groups=0))
+        print(f'generated in {time.monotonic() - t:.0f} s', flush=True)
+        for node, role, peer in ((slave, 'slave', master), (master, 'master', slave)):
+            r = node.wazo('wazo-ha-config', 'set', '--node-type', role, '--remote-address', peer.ip)
+            assert r.returncode == 0, r.stderr
+        patterns = settings_module.load(master.config).database.excluded_tables
+        excluded, copied = excluded_tables(master, patterns)
+        exclude_args = ' '.join(f'--exclude-table-data=public.{t}' for t in excluded)
+        empty = empty_sql(master, copied)
+        rows = master.psql('SELECT ' + ' + '.join(f'(SELECT count(*) FROM {t})' for t in copied))
+        hist = master.psql('SELECT (SELECT count(*) FROM cel) + (SELECT count(*) FROM call_logd_call_log)'
+                           ' + (SELECT count(*) FROM queue_log)')
+        print(f'{len(copied)} copied tables ({rows} rows), {len(excluded)} excluded ({hist} rows on the master)\n',
+              flush=True)
+
+        results = {}
+        for scenario in ('full copy', 'no change', '1% changed'):
+            best_ours, best_base = None, None
+            for _ in range(args.repeat):
+                # baseline: always a whole dump and load
+                if scenario == 'full copy':
+                    reset_slave_config(slave, copied, empty)
+                b = baseline(master, slave, exclude_args, empty)
+                best_base = b if best_base is None or b[0] < best_base[0] else best_base
+                # ours, from the same starting point
+                if scenario == 'full copy':
+                    reset_slave_config(slave, copied, empty)
+                elif scenario == '1% changed':
+                    ours(master, slave)          # slave equal to the master
+                    change_one_percent(master)
+                else:
+                    ours(master, slave)
+                o = ours(master, slave)
+                best_ours = o if best_ours is None or o[0] < best_ours[0] else best_ours
+            results[scenario] = (best_base, best_ours)
+            print(f'{scenario}: baseline {best_base[0]:.2f} s, wazo-ha {best_ours[0]:.2f} s', flush=True)
+
+        print()
+        print('| scenario | baseline wall (s) | wazo-ha wall (s) | ratio | baseline peak RSS (MB) '
+              '| wazo-ha peak RSS (MB) | baseline slave lock (s) | wazo-ha slave lock (s) '
+              '| tables rewritten | rows written |')
+        print('|---|---|---|---|---|---|---|---|---|---|')
+        for scenario, (b, o) in results.items():
+            print(f'| {scenario} | {b[0]:.2f} | {o[0]:.2f} | {o[0] / b[0]:.2f} | {b[1] / 1024:.0f} '
+                  f'| {o[1] / 1024:.0f} | {b[2]:.2f} | {o[2]:.2f} | {o[3]} | {o[4]} |')
+    finally:
+        bed.close()
+        import shutil
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,173 @@
+"""The whole cluster as an administrator lives with it, one step at a time.
+
+Used by `make demo` (demo/demo.py prints it) and by the end-to-end test (which asserts
+every step). Two nodes in network namespaces: a master (198.18.0.1) and a slave
+(198.18.0.2), each with PostgreSQL 15 holding the real Wazo schema; the slave runs sshd.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(HERE, '..', 'tests'), os.path.join(HERE, '..')]
+
+from datagen import installation_sql  # noqa: E402
+from testbed import Cron, Testbed, cleanup_leftovers, template_cluster, wait_call  # noqa: E402
+
+ROOT_PASSWORD = 'demo-slave-password'
+DEFAULT_CHECK = {'probe_interval': '5', 'down_after': '15', 'up_after': '60', 'run_for': '55'}
+FAST_CHECK = {'probe_interval': '1', 'down_after': '3', 'up_after': '6', 'run_for': '8',
+              'probe_timeout': '1'}
+FILES = {
+    '/etc/asterisk/extensions_extra.d/demo.conf': '[demo]\nexten = 999,1,Playback(hello-world)\n',
+    '/var/lib/asterisk/agi-bin/demo.agi': '#!/bin/sh\necho demo\n',
+    '/var/lib/wazo/sounds/tenants/acme/greeting.wav': 'RIFF' + 'demo' * 4096,
+}
+VOICEMAIL = '/var/spool/asterisk/voicemail/default/10001/INBOX/msg0000.txt'
+
+
+class Story:
+    def __init__(self, fast: bool = False, users: int = 2000, say=print):
+        self.fast = fast
+        self.users = users
+        self.say = say
+        self.check = FAST_CHECK if fast else DEFAULT_CHECK
+        self.cron_period = 10.0 if fast else 60.0
+        self.timeline: list[tuple[float, str]] = []
+        self.t0 = time.time()
+        self.bed = None
+        self.cron = None
+        cleanup_leftovers()
+        self.base = tempfile.mkdtemp(prefix='wazo-ha-demo-')
+        os.chmod(self.base, 0o755)
+
+    def mark(self, event: str) -> None:
+        self.timeline.append((time.time() - self.t0, event))
+        self.say(f'[{time.time() - self.t0:6.1f} s] {event}')
+
+    # building
+
+    def build(self) -> None:
+        self.bed = Testbed(self.base, template_cluster(self.base))
+        self.bed.start()
+        self.master = self.bed.add_node('master', 1)
+        self.slave = self.bed.add_node('slave', 2)
+        for node in (self.master, self.slave):
+            node.write_settings(check=self.check)
+        self.slave.set_root_password(ROOT_PASSWORD)
+        self.slave.start_sshd()
+        askpass = os.path.join(self.master.root, 'askpass')
+        with open(askpass, 'w') as f:
+            f.write(f'#!/bin/sh\necho {ROOT_PASSWORD}\n')
+        os.chmod(askpass, 0o755)
+        self.askpass = {'SSH_ASKPASS': askpass, 'SSH_ASKPASS_REQUIRE': 'force', 'DISPLAY': ':0'}
+        self.mark('two nodes up: master 198.18.0.1 and slave 198.18.0.2, each with '
+                  'PostgreSQL 15 and the Wazo schema; sshd on the slave')
+
+    def generate(self) -> None:
+        self.master.psql(installation_sql(self.users, self.users * 20))
+        self.slave.psql(installation_sql(0, 500, groups=0))  # the slave's own call history
+        self.mark(f'master holds {self.users} users with lines, extensions, voicemails, '
+                  f'function keys, groups; {self.users * 20} CEL rows')
+
+    def run(self, node, command, *args, **kw):
+        started = time.monotonic()
+        result = node.wazo(command, *args, **kw)
+        return result, time.monotonic() - started
+
+    def configure(self):
+        slave, t1 = self.run(self.slave, 'wazo-ha-config', 'set', '--node-type', 'slave',
+                             '--remote-address', self.master.ip)
+        master, t2 = self.run(self.master, 'wazo-ha-config', 'set', '--node-type', 'master',
+                              '--remote-address', self.slave.ip)
+        self.slave.run('wazo-service', 'restart')
+        self.mark(f'wazo-ha-config: slave ({t1:.1f} s, exit {slave.returncode}), '
+                  f'master ({t2:.1f} s, exit {master.returncode})')
+        return slave, master
+
+    def sync_init(self):
+        result, took = self.run(self.master, 'wazo-sync', '-i', env=self.askpass)
+        self.mark(f'wazo-sync -i: key made and authorised on the slave ({took:.1f} s, '
+                  f'exit {result.returncode})')
+        return result
+
+    def replicate(self, label: str):
+        result, took = self.run(self.master, 'xivo-master-slave-db-replication', self.slave.ip)
+        self.mark(f'{label}: {result.stdout.strip() or result.stderr.strip()} '
+                  f'(command took {took:.2f} s)')
+        return result
+
+    def change_one_user(self) -> None:
+        self.master.psql("UPDATE userfeatures SET firstname = 'Renamed' "
+                         "WHERE id = (SELECT min(id) FROM userfeatures)")
+
+    def write_files(self) -> None:
+        for path, content in FILES.items():
+            real = self.master.host_path(path)
+            os.makedirs(os.path.dirname(real), exist_ok=True)
+            with open(real, 'w') as f:
+                f.write(content)
+
+    def sync(self):
+        result, took = self.run(self.master, 'wazo-sync')
+        self.mark(f'wazo-sync: {result.stdout.strip()} (exit {result.returncode})')
+        return result
+
+    def status(self, node) -> tuple[int, dict]:
+        result = node.wazo('wazo-ha-status', '--json')
+        return result.returncode, json.loads(result.stdout)
+
+    def start_cron(self) -> None:
+        self.cron = Cron(self.slave, self.cron_period)
+        self.cron.start()
+        deadline = time.time() + 3 * self.cron_period
+        while time.time() < deadline and self.slave.services_state() != 'base':
+            time.sleep(0.5)
+        self.mark(f'cron on the slave starts xivo-check-master-status every '
+                  f'{self.cron_period:.0f} s; slave services: {self.slave.services_state()}')
+
+    def master_dies(self) -> float | None:
+        died = time.time()
+        self.master.link(False)
+        self.mark("master's link cut: the master is dead for the slave and the phones")
+        started = wait_call(self.slave, 'wazo-service start', died, 240)
+        if started:
+            self.mark(f'FAILOVER: the slave started telephony {started - died:.1f} s after '
+                      'the master died')
+        return started - died if started else None
+
+    def voicemail_left_on_slave(self) -> None:
+        path = self.slave.host_path(VOICEMAIL)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'w') as f:
+            f.write('[message]\ncallerid=Alice <10002>\n')
+        self.mark('a caller leaves a voicemail on the slave while the master is down')
+
+    def master_returns(self) -> float | None:
+        back = time.time()
+        self.master.link(True)
+        self.mark('master back on the network')
+        stopped = wait_call(self.slave, 'wazo-service stop wazo', back, 400)
+        if stopped:
+            self.mark(f'FAILBACK: the slave stopped telephony {stopped - back:.1f} s after the '
+                      f'master came back (it must answer for {self.check["up_after"]} s first)')
+        return stopped - back if stopped else None
+
+    def copy_back(self):
+        result, took = self.run(self.master, 'wazo-sync', '--failback')
+        self.mark(f'wazo-sync --failback: {result.stdout.strip().splitlines()[-1]} '
+                  f'(exit {result.returncode})')
+        return result
+
+    def close(self) -> None:
+        if self.cron:
+            self.cron.close()
+        if self.bed:
+            self.bed.close()
+        import shutil
+        shutil.rmtree(self.base, ignore_errors=True)

@@ -1,0 +1,96 @@
+"""The whole cluster, as an administrator lives with it: set-up, replication, sync,
+failover, failback, voicemail copied back, and wazo-ha-status at every stage."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'demo'))
+
+from replication_helpers import table_rows  # noqa: E402
+from story import FILES, VOICEMAIL, Story  # noqa: E402
+
+
+@pytest.fixture
+def story():
+    s = Story(fast=True, users=300, say=lambda *a: None)
+    try:
+        s.build()
+        s.generate()
+        yield s
+    finally:
+        s.close()
+
+
+def test_the_whole_story(story):
+    master, slave = story.master, story.slave
+
+    # configured: roles, and the master warns that nothing is replicated nor synced yet
+    s_conf, m_conf = story.configure()
+    assert s_conf.returncode == 0 and m_conf.returncode == 0, s_conf.stderr + m_conf.stderr
+    code, status = story.status(master)
+    assert status['role'] == 'master' and status['peer'] == slave.ip
+    assert code == 1
+    assert any('no replication has run yet' in w for w in status['warnings'])
+    assert any('wazo-sync -i' in w for w in status['warnings'])
+
+    # replication: every copied row equal, the slave's own history untouched
+    slave_cel = table_rows(slave, 'cel')
+    assert story.sync_init().returncode == 0
+    first = story.replicate('first')
+    assert first.returncode == 0, first.stderr
+    for table in ('userfeatures', 'linefeatures', 'extensions', 'voicemail', 'func_key_mapping',
+                  'queuemember', 'groupfeatures', 'tenant', 'context'):
+        assert table_rows(master, table) == table_rows(slave, table), table
+    assert table_rows(slave, 'cel') == slave_cel
+    assert 'already up to date' in story.replicate('again').stdout
+    story.change_one_user()
+    assert '1 tables copied' in story.replicate('one change').stdout
+    assert table_rows(master, 'userfeatures') == table_rows(slave, 'userfeatures')
+
+    # sync: files equal
+    story.write_files()
+    assert story.sync().returncode == 0
+    for path in FILES:
+        with open(master.host_path(path)) as a, open(slave.host_path(path)) as b:
+            assert a.read() == b.read(), path
+    code, status = story.status(master)
+    assert code == 0, status['warnings']
+    assert status['replication']['result'] == 'ok' and status['sync']['result'] == 'ok'
+
+    # standby: the check stops what `wazo-service restart` started on the slave
+    story.start_cron()
+    assert slave.services_state() == 'base'
+    code, status = story.status(slave)
+    assert code == 0, status['warnings']
+    assert status['decision']['decision'] == 'up' and status['services']['state'] == 'stopped'
+    assert master.services_state() == 'none', 'nothing touches the master'
+
+    # failover
+    took = story.master_dies()
+    assert took is not None and took < 15, took
+    assert slave.services_state() == 'all'
+    assert not os.path.exists(slave.host_path('/var/lib/wazo/disabled'))
+    code, status = story.status(slave)
+    assert code == 1 and status['decision']['decision'] == 'down'
+    assert status['peer_reachable'] is False
+    assert any('failover' in w for w in status['warnings'])
+    code, status = story.status(master)
+    assert status['peer_reachable'] is False, 'the master is cut off too'
+
+    # failback, and the voicemail left on the slave comes back
+    story.voicemail_left_on_slave()
+    took = story.master_returns()
+    assert took is not None and took < 6 + 15, took
+    assert slave.services_state() == 'base'
+    assert os.path.exists(slave.host_path('/var/lib/wazo/disabled'))
+    code, status = story.status(slave)
+    assert status['decision']['decision'] == 'up' and status['services']['state'] == 'stopped'
+    assert code == 0, status['warnings']
+    result = story.copy_back()
+    assert result.returncode == 0, result.stderr
+    with open(master.host_path(VOICEMAIL)) as f:
+        assert 'Alice' in f.read()
+    assert [e for _, e in story.timeline if e.startswith('FAILOVER')]
+    assert [e for _, e in story.timeline if e.startswith('FAILBACK')]

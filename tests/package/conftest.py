@@ -1,0 +1,1 @@
+from package_helpers import deb  # noqa: F401 (fixture)

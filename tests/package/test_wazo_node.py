@@ -1,0 +1,121 @@
+"""Installing on a Wazo node: xivo-config and xivo-sync own the HA commands already.
+
+Stand-in .debs built here own the same paths; wazo-ha takes them over with dpkg-divert
+and gives them back, byte for byte, when it is removed or purged."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from package_helpers import sh
+
+XIVO_CONFIG_FILES = ['/usr/sbin/xivo-master-slave-db-replication',
+                     '/usr/sbin/xivo-manage-slave-services',
+                     '/usr/sbin/xivo-check-master-status']
+XIVO_SYNC_FILES = ['/usr/bin/wazo-sync']
+
+
+def build_stand_in(tmp_path, name, version, files):
+    root = tmp_path / f'{name}-{version}'
+    (root / 'DEBIAN').mkdir(parents=True)
+    (root / 'DEBIAN' / 'control').write_text(
+        f'Package: {name}\nVersion: {version}\nArchitecture: all\n'
+        'Maintainer: tests <tests@example.org>\nDescription: stand-in owning the HA paths\n')
+    for path in files:
+        target = root / path.lstrip('/')
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(f'#!/bin/sh\necho "original {os.path.basename(path)} {version}"\n')
+        target.chmod(0o755)
+    deb = tmp_path / f'{name}_{version}_all.deb'
+    result = sh('dpkg-deb', '--root-owner-group', '--build', str(root), str(deb))
+    assert result.returncode == 0, result.stderr
+    return str(deb)
+
+
+def digest(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def diversions():
+    return sh('dpkg-divert', '--list', 'wazo-ha').stdout
+
+
+@pytest.fixture
+def wazo_node(tmp_path, deb):
+    for name in ('xivo-config', 'xivo-sync', 'wazo-ha'):
+        if sh('dpkg-query', '-W', name).returncode == 0:
+            pytest.fail(f'{name} is installed on this machine: the test would change it')
+    config_deb = build_stand_in(tmp_path, 'xivo-config', '1.0', XIVO_CONFIG_FILES)
+    sync_deb = build_stand_in(tmp_path, 'xivo-sync', '1.0', XIVO_SYNC_FILES)
+    result = sh('dpkg', '-i', config_deb, sync_deb)
+    assert result.returncode == 0, result.stderr
+    originals = {p: digest(p) for p in XIVO_CONFIG_FILES + XIVO_SYNC_FILES}
+    try:
+        yield deb[0], originals, tmp_path
+    finally:
+        sh('dpkg', '--purge', 'wazo-ha')
+        sh('dpkg', '--purge', 'xivo-config', 'xivo-sync')
+
+
+def test_diverts_the_originals_and_gives_them_back_on_remove(wazo_node):
+    deb, originals, _ = wazo_node
+    result = sh('dpkg', '-i', deb)
+    assert result.returncode == 0, result.stderr
+    for path in originals:
+        assert f'diversion of {path} to {path}.distrib by wazo-ha' in diversions()
+        assert digest(f'{path}.distrib') == originals[path]
+        ours = sh(path, '--help')
+        assert ours.returncode == 0 and 'usage:' in ours.stdout, path
+    assert sh('dpkg-query', '-W', 'xivo-config').returncode == 0, 'both stay installed'
+
+    result = sh('dpkg', '-r', 'wazo-ha')
+    assert result.returncode == 0, result.stderr
+    assert diversions() == ''
+    for path, checksum in originals.items():
+        assert digest(path) == checksum, f'{path} not restored byte for byte'
+        assert not os.path.exists(f'{path}.distrib')
+
+
+def test_purge_restores_too_and_the_originals_stay_upgradable(wazo_node):
+    deb, originals, tmp_path = wazo_node
+    assert sh('dpkg', '-i', deb).returncode == 0
+    # xivo-config is upgraded while wazo-ha holds its paths: its new files go aside
+    newer = build_stand_in(tmp_path, 'xivo-config', '2.0', XIVO_CONFIG_FILES)
+    result = sh('dpkg', '-i', newer)
+    assert result.returncode == 0, result.stderr
+    for path in XIVO_CONFIG_FILES:
+        assert 'original' in open(f'{path}.distrib').read() and '2.0' in open(f'{path}.distrib').read()
+        assert 'usage:' in sh(path, '--help').stdout, 'ours still in place'
+    result = sh('dpkg', '--purge', 'wazo-ha')
+    assert result.returncode == 0, result.stderr
+    for path in XIVO_CONFIG_FILES:
+        assert sh(path).stdout.strip() == f'original {os.path.basename(path)} 2.0'
+    for path in XIVO_SYNC_FILES:
+        assert digest(path) == originals[path]
+    assert diversions() == ''
+
+
+def test_two_cron_files_starting_the_same_job_in_the_same_minute_run_it_once(tmp_path, local):
+    # cron is an ancestor of what it starts: a copy of sh named cron stands for it
+    fake_cron = tmp_path / 'cron'
+    shutil.copy('/bin/sh', fake_cron)
+    local.run('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address', '198.18.0.2')
+    env = {'PATH': '/usr/sbin:/usr/bin:/sbin:/bin', 'PYTHONPATH': os.getcwd(),
+           'WAZO_HA_CONFIG': local.config}
+    os.makedirs(os.path.join(local.root, 'etc-asterisk'), exist_ok=True)
+    command = f'/usr/bin/python3 {os.getcwd()}/bin/wazo-sync'
+    runs = [subprocess.Popen([str(fake_cron), '-c', command], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [r.communicate(timeout=60) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], outputs
+    with open(local.log_file) as f:
+        log = f.read()
+    assert log.count('file synchronisation is not set up') == 1, log
+    assert log.count('already started in this hour') == 1, log
+    # by hand, the same job still runs
+    by_hand = local.run('wazo-sync')
+    assert by_hand.returncode == 0 and 'not set up' in by_hand.stdout
