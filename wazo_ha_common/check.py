@@ -50,7 +50,7 @@ def resolve_master(settings: Settings, argument: str | None) -> str | None:
         raise WrongRoleError(f'{settings.paths.ha_conf} says {config.node_type} but the '
                              'is-secondary sentinel exists: run wazo-ha-config set again')
     if argument is None:
-        return config.remote_address
+        return ha_state.validate_peer(config.remote_address)
     ip = ha_state.validate_peer(argument)
     if ip != config.remote_address:
         raise InputError(f'{ip} is not the master configured in ha.conf ({config.remote_address})')

@@ -115,7 +115,7 @@ def resolve_slave(config: ha_state.HaConfig, argument: str | None, own=None) -> 
         raise WrongRoleError(f'this node is not a master (ha.conf says {config.node_type}): '
                              'replication runs on the master only; nothing done')
     if argument is None:
-        return config.remote_address
+        return ha_state.validate_peer(config.remote_address, own)
     ip = ha_state.validate_peer(argument, own)
     if ip != config.remote_address:
         raise InputError(f'{ip} is not the slave configured in ha.conf '

@@ -43,6 +43,7 @@ def master_config(settings: Settings) -> ha_state.HaConfig:
     if config.node_type != 'master':
         raise WrongRoleError(f'this node is not a master (ha.conf says {config.node_type}): '
                              'file synchronisation runs on the master only; nothing done')
+    ha_state.validate_peer(config.remote_address)  # never this node itself
     return config
 
 

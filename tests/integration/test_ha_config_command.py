@@ -106,3 +106,23 @@ def test_every_change_is_logged(local):
     with open(local.log_file) as f:
         log = f.read()
     assert f'changed: {local.ha_conf}: node_type=master remote_address={PEER}' in log
+
+
+def test_ha_conf_naming_this_node_as_its_peer_is_refused_by_every_command(local):
+    import netifaces
+    own = [a['addr'] for i in netifaces.interfaces()
+           for a in netifaces.ifaddresses(i).get(netifaces.AF_INET, []) if a['addr'] != '127.0.0.1']
+    if not own:
+        pytest.skip('this machine has no non-loopback address')
+    os.makedirs(os.path.dirname(local.ha_conf))
+    for role, command in (('master', 'xivo-master-slave-db-replication'), ('master', 'wazo-sync'),
+                          ('slave', 'xivo-check-master-status')):
+        with open(local.ha_conf, 'w') as f:
+            json.dump({'node_type': role, 'remote_address': own[0]}, f)
+        os.makedirs(local.sentinel_dir, exist_ok=True)
+        open(os.path.join(local.sentinel_dir, 'is-secondary' if role == 'slave' else 'is-primary'), 'w').close()
+        result = local.run(command)
+        assert result.returncode == 2, (command, result.stderr)
+        assert 'address of this node' in result.stderr
+        for name in os.listdir(local.sentinel_dir):
+            os.unlink(os.path.join(local.sentinel_dir, name))
