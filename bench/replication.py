@@ -89,7 +89,11 @@ def change_one_percent(master):
 
 
 def reset_slave_config(slave, copied, empty):
-    slave.psql('BEGIN; SET session_replication_role = replica; ' + empty + ' COMMIT;')
+    """The slave before its first replication: an installed Wazo of the same version (its
+    alembic_version) without the master's configuration."""
+    slave.psql('BEGIN; SET session_replication_role = replica; '
+               "CREATE TEMP TABLE keep AS SELECT * FROM alembic_version; " + empty +
+               ' INSERT INTO alembic_version SELECT * FROM keep; COMMIT;')
 
 
 def ours(master, slave):

@@ -96,13 +96,6 @@ def owned_sequences(cur) -> dict[str, str]:
     return dict(cur.fetchall())
 
 
-def sequence_state(cur, name: str) -> tuple[int, bool]:
-    """(last_value, is_called) of a sequence."""
-    cur.execute(sql.SQL('SELECT last_value, is_called FROM {}').format(sql.Identifier(name)))
-    last, called = cur.fetchone()
-    return int(last), bool(called)
-
-
 def restart_sequence(cur, name: str, state: tuple[int, bool]) -> None:
     """Give a sequence this state inside the current transaction.
 
@@ -116,21 +109,67 @@ def restart_sequence(cur, name: str, state: tuple[int, bool]) -> None:
         cur.execute('SELECT nextval(%s::regclass)', (sql.Identifier(name).as_string(cur),))
 
 
-def fingerprint_query(table: Table) -> sql.Composed:
-    """count and a 128-bit order-independent sum of row hashes over the named columns."""
-    row = sql.SQL(', ').join(sql.Identifier(c) for c in table.column_names)
-    return sql.SQL("""
-        SELECT count(*),
-               coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0),
-               coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)
-        FROM (SELECT md5(ROW({row})::text) AS h FROM {table}) AS rows""").format(
-        row=row, table=sql.Identifier(table.name))
+def horizon(cur):
+    """This transaction's snapshot (oldest invisible xid, next xid) and the cluster's identity."""
+    from .tracking import Horizon
+    cur.execute("""
+        SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint,
+               CASE WHEN has_function_privilege('pg_control_system()', 'execute')
+                    THEN (SELECT system_identifier::text FROM pg_control_system())
+                    ELSE 'db-' || (SELECT oid::text FROM pg_database
+                                   WHERE datname = current_database()) END
+        FROM pg_current_snapshot() AS s""")
+    xmin, xmax, system = cur.fetchone()
+    return Horizon(system=system, xmin=int(xmin), next=int(xmax))
+
+
+def change_counts(cur, checks) -> dict[str, tuple[int, int]]:
+    """For (table, horizon xid32 or None, writer xid32 or None): its row count, and how many
+    rows were written by transactions at or after the horizon other than the writer."""
+    parts = []
+    for table, since, writer in checks:
+        if since is None:
+            newer = sql.SQL('0')
+        else:
+            cond = sql.SQL('age(xmin) <= age({}::xid)').format(sql.Literal(str(since)))
+            if writer is not None:
+                cond = sql.SQL('{} AND NOT xmin = {}::xid').format(cond, sql.Literal(str(writer)))
+            newer = sql.SQL('count(*) FILTER (WHERE {})').format(cond)
+        parts.append(sql.SQL('SELECT {}::text, count(*), {} FROM {}').format(
+            sql.Literal(table), newer, sql.Identifier(table)))
+    if not parts:
+        return {}
+    cur.execute(sql.SQL(' UNION ALL ').join(parts))
+    return {name: (int(count), int(newer)) for name, count, newer in cur.fetchall()}
 
 
 def fingerprint(cur, table: Table) -> tuple:
-    cur.execute(fingerprint_query(table))
+    """Row count and an order-independent 128-bit digest of the rows (two seeded 64-bit
+    hashes of each row's text, summed as numeric so nothing overflows)."""
+    row = sql.SQL('ROW({})::text').format(
+        sql.SQL(', ').join(sql.Identifier(c) for c in table.column_names))
+    cur.execute(sql.SQL("""
+        SELECT count(*), coalesce(sum(hashtextextended({row}, 0)), 0),
+               coalesce(sum(hashtextextended({row}, 1)), 0)
+        FROM {table}""").format(row=row, table=sql.Identifier(table.name)))
     count, a, b = cur.fetchone()
-    return (int(count), int(a), int(b))
+    return (int(count), str(a), str(b))
+
+
+def sequence_states(cur, names) -> dict[str, tuple[int, bool]]:
+    """(last_value, is_called) of these sequences, in one query."""
+    if not names:
+        return {}
+    cur.execute(sql.SQL(' UNION ALL ').join(
+        sql.SQL('SELECT {}::text, last_value, is_called FROM {}').format(
+            sql.Literal(n), sql.Identifier(n)) for n in names))
+    return {name: (int(last), bool(called)) for name, last, called in cur.fetchall()}
+
+
+def current_xid32(cur) -> int:
+    """This transaction's id (assigning one), as the 32-bit value rows carry in xmin."""
+    cur.execute('SELECT pg_current_xact_id()::text::bigint')
+    return int(cur.fetchone()[0]) % (1 << 32)
 
 
 def database_encoding(cur) -> dict[str, str]:

@@ -1,9 +1,9 @@
 """xivo-master-slave-db-replication: copy the master's configuration database to the slave.
 
 The master is read from one REPEATABLE READ snapshot; the slave is written in one
-transaction, so it holds either its old content or the new copy, never a mix. Tables whose
-content already matches (same row count and same 128-bit sum of row hashes on both sides)
-are only read, never rewritten or locked for writing.
+transaction, so it holds either its old content or the new copy, never a mix. Tables that
+did not change on either node since the last run (see tracking), or whose content already
+matches, are not rewritten nor locked for writing.
 """
 
 from __future__ import annotations
@@ -18,16 +18,17 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg2
 
-from . import db, ha_state
+from . import db, ha_state, tracking
 from .errors import InputError, WazoHaError, WrongRoleError
 from .settings import Settings
-from .system import single_instance, write_atomic
+from .system import read_text, single_instance, write_atomic
 
 logger = logging.getLogger('wazo-ha')
 
 NAME = 'xivo-master-slave-db-replication'
 MAIL_SUBJECT = 'Slave replication failed'
 STATE_FILE = 'replication.json'
+TRACKING_FILE = 'replication-tracking.json'
 
 
 class SchemaMismatch(WazoHaError):
@@ -190,16 +191,23 @@ def _replicate(settings: Settings, slave_ip: str, result: Result) -> None:
             copied, excluded = split_tables(master_tables, patterns)
             result.tables_excluded = excluded
             tables = [master_tables[t] for t in copied]
-            expected = _changed_tables(mcur, scur, tables)
-            changed = [t for t in tables if t.name in expected]
+            now = (db.horizon(mcur), db.horizon(scur))
+            record = tracking.from_json(read_text(_tracking_path(settings)))
+            why = tracking.usable(record, slave_ip, settings.database.name, *now)
+            if why:
+                logger.info('comparing the tables by content: %s', why)
+                record = None
+            counts, changed = _find_changes(mcur, scur, tables, record)
             sequences = _changed_sequences(mcur, scur, set(copied))
             result.tables_unchanged = len(copied) - len(changed)
+            writer = None
             if changed or sequences:
-                _write(master, slave, scur, changed, expected, sequences,
-                       db.foreign_keys(scur), result)
+                writer = _write(master, slave, scur, changed, counts, sequences,
+                                db.foreign_keys(scur), result)
             else:
                 slave.rollback()
         master.rollback()
+        _save_tracking(settings, slave_ip, now, tables, counts, changed, writer, record)
     finally:
         for conn in (master, slave):
             try:
@@ -246,35 +254,89 @@ def _check_compatible(mcur, scur) -> None:
             'again). The slave is unchanged.')
 
 
-def _changed_tables(mcur, scur, tables: list[db.Table]) -> dict[str, tuple]:
-    """Fingerprint every copied table on both nodes at once: differing ones -> master's."""
-    def all_fingerprints(cur):
-        return [db.fingerprint(cur, t) for t in tables]
+def _tracking_path(settings: Settings) -> str:
+    return os.path.join(settings.paths.state_dir, TRACKING_FILE)
 
+
+def _find_changes(mcur, scur, tables: list[db.Table], record):
+    """Row counts on both nodes and the tables to rewrite.
+
+    Tables the record tracks are judged by counts and row xmins (no content read); the
+    others by counts, then by a digest of their content when the counts are equal."""
+    tracked, untracked = [], []
+    for t in tables:
+        rec = record.tables.get(t.name) if record else None
+        if rec and rec.columns == tracking.columns_digest(t.columns):
+            tracked.append((t, rec))
+        else:
+            untracked.append(t)
+    m_since = tracking.xid32(record.master.xmin) if record else None
+    s_since = tracking.xid32(record.slave_node.xmin) if record else None
+    m_checks = [(t.name, m_since, None) for t, _ in tracked] + [(t.name, None, None) for t in untracked]
+    s_checks = [(t.name, s_since, rec.writer) for t, rec in tracked] + \
+               [(t.name, None, None) for t in untracked]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        on_master = pool.submit(all_fingerprints, mcur)
-        on_slave = pool.submit(all_fingerprints, scur)
+        on_master = pool.submit(db.change_counts, mcur, m_checks)
+        on_slave = pool.submit(db.change_counts, scur, s_checks)
         m, s = on_master.result(), on_slave.result()
-    return {t.name: a for t, a, b in zip(tables, m, s) if a != b}
+    counts = {name: (m[name][0], s[name][0]) for name in m}
+    changed = set()
+    for t, rec in tracked:
+        (mc, mn), (sc, sn) = m[t.name], s[t.name]
+        if mn or sn or mc != rec.master_count or sc != rec.slave_count:
+            changed.add(t.name)
+    same_count = []
+    for t in untracked:
+        if m[t.name][0] != s[t.name][0]:
+            changed.add(t.name)
+        elif m[t.name][0]:
+            same_count.append(t)
+    if same_count:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            on_master = pool.submit(lambda: [db.fingerprint(mcur, t) for t in same_count])
+            on_slave = pool.submit(lambda: [db.fingerprint(scur, t) for t in same_count])
+            for t, a, b in zip(same_count, on_master.result(), on_slave.result()):
+                if a != b:
+                    changed.add(t.name)
+    return counts, [t for t in tables if t.name in changed]
+
+
+def _save_tracking(settings, slave_ip, now, tables, counts, changed, writer, record) -> None:
+    """After a successful run: what the next run compares against."""
+    rewritten = {t.name for t in changed}
+    entries = {}
+    for t in tables:
+        master_count, slave_count = counts[t.name]
+        old = record.tables.get(t.name) if record else None
+        entries[t.name] = tracking.TableRecord(
+            columns=tracking.columns_digest(t.columns), master_count=master_count,
+            slave_count=master_count if t.name in rewritten else slave_count,
+            writer=writer if t.name in rewritten else (old.writer if old else None))
+    new = tracking.Record(slave=slave_ip, database=settings.database.name, master=now[0],
+                          slave_node=now[1], tables=entries)
+    try:
+        write_atomic(_tracking_path(settings), new.to_json() + '\n')
+    except OSError as e:
+        logger.error('cannot record the replication tracking state: %s', e)
 
 
 def _changed_sequences(mcur, scur, copied: set[str]) -> dict[str, tuple[int, bool]]:
     """Sequences of copied tables whose state differs: name -> the master's state."""
     owned = db.owned_sequences(mcur)
-    slave_owned = db.owned_sequences(scur)
-    out = {}
-    for seq, table in sorted(owned.items()):
-        if table in copied and seq in slave_owned:
-            wanted = db.sequence_state(mcur, seq)
-            if db.sequence_state(scur, seq) != wanted:
-                out[seq] = wanted
-    return out
+    names = sorted(seq for seq, table in owned.items() if table in copied)
+    slave_owned = set(db.owned_sequences(scur))
+    names = [n for n in names if n in slave_owned]
+    m, s = db.sequence_states(mcur, names), db.sequence_states(scur, names)
+    return {n: m[n] for n in names if m[n] != s[n]}
 
 
-def _write(master, slave, scur, changed, expected, sequences, foreign_keys,
-           result: Result) -> None:
+def _write(master, slave, scur, changed, counts, sequences, foreign_keys,
+           result: Result) -> int:
+    """Rewrite the changed tables and sequences in the slave's transaction, commit.
+    Returns the transaction's xid (rows it wrote carry it as xmin)."""
     write_started = time.monotonic()
     scur.execute('SET LOCAL session_replication_role = replica')
+    writer = db.current_xid32(scur)
     names = {t.name for t in changed}
     quick = truncatable(names, foreign_keys)
     if quick:
@@ -283,15 +345,16 @@ def _write(master, slave, scur, changed, expected, sequences, foreign_keys,
     for name in sorted(names - quick):
         scur.execute(db.sql.SQL('DELETE FROM {}').format(db.sql.Identifier(name)))
     for table in changed:
-        result.rows += db.stream_table(master, slave, table)
+        rows = db.stream_table(master, slave, table)
+        # what was written must be what the master's snapshot holds, or nothing is kept
+        if rows != counts[table.name][0]:
+            raise db.DatabaseError(f'{rows} rows of {table.name} written, the master has '
+                                   f'{counts[table.name][0]}; nothing was kept on the slave')
+        result.rows += rows
         result.tables_copied.append(table.name)
     for seq, state in sequences.items():
         db.restart_sequence(scur, seq, state)
     result.sequences_set = len(sequences)
-    # what was written must be what the master holds, or nothing is kept
-    for table in changed:
-        if db.fingerprint(scur, table) != expected[table.name]:
-            raise db.DatabaseError(f'table {table.name} differs from the master after the copy; '
-                                   'nothing was kept on the slave')
     slave.commit()
     result.slave_write_seconds = time.monotonic() - write_started
+    return writer

@@ -1,0 +1,86 @@
+"""Which tables changed since the last replication, without reading their content.
+
+A table is unchanged on a node since a snapshot S of an earlier run when it holds the same
+number of rows and no row was written by a transaction S could not see (row xmin >= S.xmin).
+This is exact: a row visible now whose creator is older than S.xmin was visible in S, so
+equal counts mean equal sets of rows. On the slave, rows written by our own last copy (its
+transaction id, the "writer") do not count as foreign changes.
+
+Whenever that reasoning could fail (no record, another cluster answering, a database restored
+from a backup so that transaction ids went backwards, transaction ids too far apart to
+compare, different columns), the record is not valid and the tables are compared by content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+XID_WINDOW = 1 << 30  # beyond this, 32-bit xid ages cannot be compared safely
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """What a node's snapshot tells: the oldest transaction it could not see, the next one."""
+    system: str
+    xmin: int   # 64-bit (epoch included)
+    next: int
+
+
+@dataclass
+class TableRecord:
+    columns: str          # digest of the column list and types
+    master_count: int
+    slave_count: int
+    writer: int | None    # 32-bit xid of our last copy into the slave
+
+
+@dataclass
+class Record:
+    slave: str
+    database: str
+    master: Horizon
+    slave_node: Horizon
+    tables: dict[str, TableRecord] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+
+def columns_digest(columns) -> str:
+    return hashlib.sha256(repr(tuple(columns)).encode()).hexdigest()[:16]
+
+
+def from_json(text: str | None) -> Record | None:
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+        return Record(slave=data['slave'], database=data['database'],
+                      master=Horizon(**data['master']), slave_node=Horizon(**data['slave_node']),
+                      tables={k: TableRecord(**v) for k, v in data['tables'].items()})
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def usable(record: Record | None, slave: str, database: str, master_now: Horizon,
+           slave_now: Horizon) -> str | None:
+    """None if the record can be trusted now, else why not (for the log)."""
+    if record is None:
+        return 'no record of an earlier replication'
+    if (record.slave, record.database) != (slave, database):
+        return 'the last replication went to another slave or database'
+    for name, before, now in (('master', record.master, master_now),
+                              ('slave', record.slave_node, slave_now)):
+        if before.system != now.system:
+            return f'the {name} database is another PostgreSQL cluster than last time'
+        if now.next < before.next:
+            return f'transaction ids went backwards on the {name} (restored from a backup?)'
+        if now.next - before.xmin >= XID_WINDOW:
+            return f'too many transactions on the {name} since the last replication'
+    return None
+
+
+def xid32(xid8: int) -> int:
+    return xid8 % (1 << 32)
