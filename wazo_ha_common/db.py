@@ -83,6 +83,42 @@ def foreign_keys(cur) -> list[tuple[str, str]]:
     return cur.fetchall()
 
 
+def primary_keys(cur) -> dict[str, tuple[str, ...]]:
+    """table -> its primary key columns, for the tables of the public schema that have one."""
+    cur.execute("""
+        SELECT c.relname, array_agg(a.attname ORDER BY array_position(i.indkey, a.attnum))
+        FROM pg_index i
+        JOIN pg_class c ON c.oid = i.indrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
+        WHERE i.indisprimary AND n.nspname = 'public'
+        GROUP BY c.relname""")
+    return {table: tuple(cols) for table, cols in cur.fetchall()}
+
+
+def row_hashes(cur, table: Table, key: tuple[str, ...]) -> dict[tuple, tuple[int, int]]:
+    """primary key -> a 128-bit hash of the row's text, for every row."""
+    row = sql.SQL('ROW({})::text').format(
+        sql.SQL(', ').join(sql.Identifier(c) for c in table.column_names))
+    cur.execute(sql.SQL('SELECT {}, hashtextextended({row}, 0), hashtextextended({row}, 1) '
+                        'FROM {}').format(
+        sql.SQL(', ').join(sql.SQL('{}::text').format(sql.Identifier(c)) for c in key),
+        sql.Identifier(table.name), row=row))
+    n = len(key)
+    return {tuple(r[:n]): (r[n], r[n + 1]) for r in cur}
+
+
+def key_filter(table: Table, key: tuple[str, ...], keys) -> sql.Composed:
+    """WHERE clause matching these primary key values (given as text)."""
+    types = dict(table.columns)
+    values = sql.SQL(', ').join(
+        sql.SQL('({})').format(sql.SQL(', ').join(
+            sql.SQL('{}::{}').format(sql.Literal(v), sql.SQL(types[c])) for c, v in zip(key, k)))
+        for k in keys)
+    return sql.SQL('({}) IN (VALUES {})').format(
+        sql.SQL(', ').join(sql.Identifier(c) for c in key), values)
+
+
 def owned_sequences(cur) -> dict[str, str]:
     """sequence name -> the table that owns it (serial and identity columns)."""
     cur.execute("""
@@ -187,13 +223,13 @@ def alembic_version(cur) -> str | None:
     return cur.fetchone()[0]
 
 
-def stream_table(source, target, table: Table) -> int:
-    """COPY one table from source to target through a pipe (binary, nothing kept in memory).
-
-    Returns the number of rows written on target."""
+def stream_table(source, target, table: Table, where: sql.Composable | None = None) -> int:
+    """COPY one table (or the rows matching `where`) from source to target through a pipe
+    (binary, nothing kept in memory). Returns the number of rows written on target."""
     columns = sql.SQL(', ').join(sql.Identifier(c) for c in table.column_names)
-    out_sql = sql.SQL('COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)').format(
-        columns, sql.Identifier(table.name)).as_string(source)
+    out_sql = sql.SQL('COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT binary)').format(
+        columns, sql.Identifier(table.name),
+        sql.SQL(' WHERE {}').format(where) if where is not None else sql.SQL('')).as_string(source)
     in_sql = sql.SQL('COPY {} ({}) FROM STDIN (FORMAT binary)').format(
         sql.Identifier(table.name), columns).as_string(target)
     read_fd, write_fd = os.pipe()

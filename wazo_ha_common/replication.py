@@ -330,6 +330,40 @@ def _changed_sequences(mcur, scur, copied: set[str]) -> dict[str, tuple[int, boo
     return {n: m[n] for n in names if m[n] != s[n]}
 
 
+# tables up to this size are compared row by row (by primary key) and only the differing
+# rows are rewritten; above it, or past ROW_DIFF_MAX_SHARE of rows differing, the whole table
+ROW_DIFF_MAX_ROWS = 100_000
+ROW_DIFF_MAX_SHARE = 0.3
+
+
+def _rewrite_rows(master, slave, scur, table, key, counts, result) -> bool:
+    """Rewrite only the rows that differ; False when the whole table should be rewritten."""
+    master_count, slave_count = counts[table.name]
+    if not key or not slave_count or max(master_count, slave_count) > ROW_DIFF_MAX_ROWS:
+        return False
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        on_master = pool.submit(db.row_hashes, master.cursor(), table, key)
+        on_slave = pool.submit(db.row_hashes, scur, table, key)
+        m, s = on_master.result(), on_slave.result()
+    stale = [k for k, h in s.items() if m.get(k) != h]
+    fresh = [k for k, h in m.items() if s.get(k) != h]
+    if len(stale) + len(fresh) > ROW_DIFF_MAX_SHARE * max(master_count, slave_count):
+        return False
+    for i in range(0, len(stale), 1000):
+        scur.execute(db.sql.SQL('DELETE FROM {} WHERE {}').format(
+            db.sql.Identifier(table.name), db.key_filter(table, key, stale[i:i + 1000])))
+    written = 0
+    for i in range(0, len(fresh), 1000):
+        written += db.stream_table(master, slave, table,
+                                   where=db.key_filter(table, key, fresh[i:i + 1000]))
+    if written != len(fresh) or slave_count - len(stale) + written != master_count:
+        raise db.DatabaseError(f'{table.name}: {written} of {len(fresh)} rows written, the '
+                               'counts do not add up; nothing was kept on the slave')
+    result.rows += written
+    result.tables_copied.append(table.name)
+    return True
+
+
 def _write(master, slave, scur, changed, counts, sequences, foreign_keys,
            result: Result) -> int:
     """Rewrite the changed tables and sequences in the slave's transaction, commit.
@@ -337,14 +371,19 @@ def _write(master, slave, scur, changed, counts, sequences, foreign_keys,
     write_started = time.monotonic()
     scur.execute('SET LOCAL session_replication_role = replica')
     writer = db.current_xid32(scur)
-    names = {t.name for t in changed}
+    keys = db.primary_keys(scur)
+    whole = []
+    for table in changed:
+        if not _rewrite_rows(master, slave, scur, table, keys.get(table.name), counts, result):
+            whole.append(table)
+    names = {t.name for t in whole}
     quick = truncatable(names, foreign_keys)
     if quick:
         scur.execute(db.sql.SQL('TRUNCATE {}').format(
             db.sql.SQL(', ').join(db.sql.Identifier(n) for n in sorted(quick))))
     for name in sorted(names - quick):
         scur.execute(db.sql.SQL('DELETE FROM {}').format(db.sql.Identifier(name)))
-    for table in changed:
+    for table in whole:
         rows = db.stream_table(master, slave, table)
         # what was written must be what the master's snapshot holds, or nothing is kept
         if rows != counts[table.name][0]:

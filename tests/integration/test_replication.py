@@ -98,6 +98,15 @@ def test_unchanged_database_rewrites_nothing(ha):
 @pytest.mark.parametrize('change, expected_tables', [
     ("UPDATE userfeatures SET firstname = 'Zed' WHERE id = (SELECT min(id) FROM userfeatures)",
      ['userfeatures']),
+    # composite primary key, rows deleted, updated and added in one table
+    ("DELETE FROM queuemember WHERE userid % 11 = 0; "
+     "UPDATE queuemember SET penalty = 3 WHERE userid % 13 = 0; "
+     "INSERT INTO queuemember (queue_name, interface, usertype, userid, channel, category, position) "
+     "SELECT 'grp-new', interface, usertype, userid, channel, category, 1 FROM queuemember "
+     "WHERE userid % 17 = 0",
+     ['queuemember']),
+    # most rows changed: the whole table is rewritten
+    ("UPDATE linefeatures SET description = 'all changed'", ['linefeatures']),
     ("UPDATE voicemail SET password = NULL WHERE uniqueid = (SELECT max(uniqueid) FROM voicemail)",
      ['voicemail']),
     ("DELETE FROM queuemember WHERE userid % 7 = 0", ['queuemember']),
