@@ -108,6 +108,26 @@ def row_hashes(cur, table: Table, key: tuple[str, ...]) -> dict[tuple, tuple[int
     return {tuple(r[:n]): (r[n], r[n + 1]) for r in cur}
 
 
+def keys_since(cur, table: Table, key: tuple[str, ...], since: int,
+               writer: int | None) -> tuple[set, set]:
+    """Primary keys of every row, and of the rows written at or after the horizon `since`
+    (32-bit xid) by another transaction than `writer`."""
+    cond = sql.SQL('age(xmin) <= age({}::xid)').format(sql.Literal(str(since)))
+    if writer is not None:
+        cond = sql.SQL('{} AND NOT xmin = {}::xid').format(cond, sql.Literal(str(writer)))
+    cur.execute(sql.SQL('SELECT {}, {} FROM {}').format(
+        sql.SQL(', ').join(sql.SQL('{}::text').format(sql.Identifier(c)) for c in key),
+        cond, sql.Identifier(table.name)))
+    n = len(key)
+    every, new = set(), set()
+    for r in cur:
+        k = tuple(r[:n])
+        every.add(k)
+        if r[n]:
+            new.add(k)
+    return every, new
+
+
 def key_filter(table: Table, key: tuple[str, ...], keys) -> sql.Composed:
     """WHERE clause matching these primary key values (given as text)."""
     types = dict(table.columns)
