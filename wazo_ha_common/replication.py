@@ -333,6 +333,8 @@ def _changed_sequences(mcur, scur, copied: set[str]) -> dict[str, tuple[int, boo
 # tables up to this size are compared row by row (by primary key) and only the differing
 # rows are rewritten; above it, or past ROW_DIFF_MAX_SHARE of rows differing, the whole table
 ROW_DIFF_MAX_ROWS = 100_000
+# emptied tables receiving at least this many rows get their plain indexes rebuilt
+REBUILD_INDEXES_FROM_ROWS = 5_000
 ROW_DIFF_MAX_SHARE = 0.3
 
 
@@ -403,6 +405,14 @@ def _write(master, slave, scur, changed, counts, sequences, foreign_keys, record
             db.sql.SQL(', ').join(db.sql.Identifier(n) for n in sorted(quick))))
     for name in sorted(names - quick):
         scur.execute(db.sql.SQL('DELETE FROM {}').format(db.sql.Identifier(name)))
+    rebuild = []
+    for table in whole:
+        # an index built once after the load costs less than one maintained row by row;
+        # dropped and rebuilt in this transaction, it is never missing for anyone else
+        if table.name in quick and counts[table.name][0] >= REBUILD_INDEXES_FROM_ROWS:
+            for name, definition in db.plain_indexes(scur, table.name):
+                scur.execute(db.sql.SQL('DROP INDEX {}').format(db.sql.SQL(name)))
+                rebuild.append(definition)
     for table in whole:
         rows = db.stream_table(master, slave, table)
         # what was written must be what the master's snapshot holds, or nothing is kept
@@ -411,6 +421,8 @@ def _write(master, slave, scur, changed, counts, sequences, foreign_keys, record
                                    f'{counts[table.name][0]}; nothing was kept on the slave')
         result.rows += rows
         result.tables_copied.append(table.name)
+    for definition in rebuild:
+        scur.execute(definition)
     for seq, state in sequences.items():
         db.restart_sequence(scur, seq, state)
     result.sequences_set = len(sequences)

@@ -25,6 +25,23 @@ def ha(pair, large_master_sql):
     return master, slave
 
 
+def indexes(node):
+    return node.psql("SELECT string_agg(indexdef, E'\\n' ORDER BY indexname) FROM pg_indexes "
+                     "WHERE schemaname = 'public'")
+
+
+def test_large_full_copy_rebuilds_the_plain_indexes_it_drops(ha):
+    master, slave = ha
+    before = indexes(slave)
+    assert 'userfeatures__idx__' in before or 'CREATE INDEX' in before
+    result = replicate(master)
+    assert result.returncode == 0, result.stderr
+    assert indexes(slave) == before
+    assert slave.psql("SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                      "WHERE NOT i.indisvalid") == '0'
+    assert slave.psql('SELECT count(*) FROM userfeatures') == master.psql('SELECT count(*) FROM userfeatures')
+
+
 def slave_activity(slave):
     return slave.psql(f"SELECT coalesce(string_agg(query, ' || '), '') FROM pg_stat_activity "
                       f"WHERE application_name = '{APP}' AND state = 'active'")
@@ -65,6 +82,7 @@ def test_sigkill_leaves_the_slave_unchanged_and_the_next_run_completes(ha, momen
     assert proc.returncode == -signal.SIGKILL
     wait_until_the_slave_drops_the_session(slave)
     assert snapshot(slave) == before
+    assert indexes(slave) == indexes(master), 'dropped indexes came back with the rollback'
     result = replicate(master)
     assert result.returncode == 0, result.stderr
     assert snapshot(slave) != before
