@@ -264,3 +264,22 @@ def test_missing_ha_conf_is_an_error(pair):
     result = replicate(master)
     assert result.returncode == 2
     assert 'ha.conf does not exist' in result.stderr
+
+
+def test_encoding_mismatch_is_explained_not_a_traceback(pair):
+    master, slave = pair
+    for node, encoding in ((master, 'UTF8'), (slave, 'LATIN1')):
+        node.psql(f"CREATE DATABASE enc TEMPLATE template0 ENCODING '{encoding}' "
+                  "LC_COLLATE 'C' LC_CTYPE 'C'", db='postgres')
+        node.psql("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);"
+                  "INSERT INTO alembic_version VALUES ('1e0ff683a94e');"
+                  "CREATE TABLE t (id int PRIMARY KEY, name text)", db='enc')
+        node.write_settings(database={'name': 'enc',
+                                      'local_dsn': node.local_dsn.replace('dbname=asterisk', 'dbname=enc')})
+    master.psql("INSERT INTO t VALUES (1, 'Zoë')", db='enc')
+    configure(master, slave)
+    result = replicate(master)
+    assert result.returncode == 1
+    assert "encoded in UTF8" in result.stderr and 'in LATIN1' in result.stderr
+    assert 'Traceback' not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert slave.psql('SELECT count(*) FROM t', db='enc') == '0'
