@@ -84,11 +84,7 @@ def main():
         bed.start()
         master = bed.add_node('master', 1, with_postgres=False)
         slave = bed.add_node('slave', 2, with_postgres=False)
-        with open(os.path.join(slave.root, 'pg_hba.conf'), 'w') as f:
-            f.write('local all all peer\n')
-        slave.write_settings(paths={'postgresql_conf_dir': slave.root},
-                             database={'reload_command': '/bin/true', 'restart_command': '/bin/true'},
-                             check=DEFAULTS)
+        slave.write_settings(check=DEFAULTS)
         r = slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave', '--remote-address', master.ip)
         assert r.returncode == 0, r.stderr
         slave.run('wazo-service', 'start')
@@ -142,9 +138,7 @@ def main():
               flush=True)
 
         witness = bed.add_node('witness', 3, with_postgres=False)
-        slave.write_settings(paths={'postgresql_conf_dir': slave.root},
-                             database={'reload_command': '/bin/true', 'restart_command': '/bin/true'},
-                             check={**DEFAULTS, 'witness': witness.ip})
+        slave.write_settings(check={**DEFAULTS, 'witness': witness.ip})
         time.sleep(70)  # one run with the new settings
         t = time.time()
         slave.link(False)

@@ -194,6 +194,10 @@ class Node:
            'sh', '-ec', '; '.join(binds))
         if self.with_postgres:
             self._init_postgres()
+        else:  # a node without a cluster still has a pg_hba.conf for wazo-ha-config to edit
+            os.makedirs(self.pgdata)
+            with open(os.path.join(self.pgdata, 'pg_hba.conf'), 'w') as f:
+                f.write('local all all peer\n')
         self.write_settings()
 
     def _write_stand_ins(self) -> None:
@@ -291,8 +295,10 @@ class Node:
             'database': {
                 'local_dsn': self.local_dsn,
                 'connect_timeout': '5',
-                'reload_command': ' '.join(self._pg_ctl('reload')),
-                'restart_command': ' '.join(self._pg_ctl('-w', '-m', 'fast', 'restart')),
+                'reload_command': ' '.join(self._pg_ctl('reload')) if self.with_postgres
+                else '/bin/true',
+                'restart_command': ' '.join(self._pg_ctl('-w', '-m', 'fast', 'restart'))
+                if self.with_postgres else '/bin/true',
             },
             'check': {'probe_interval': '1', 'down_after': '3', 'up_after': '4',
                       'run_for': '0', 'probe_timeout': '1'},

@@ -16,11 +16,7 @@ FAST = {'check': {'probe_interval': '1', 'down_after': '3', 'up_after': '4', 'ru
 def nodes(bed):
     master = bed.add_node('master', 1, with_postgres=False)
     slave = bed.add_node('slave', 2, with_postgres=False)
-    with open(os.path.join(slave.root, 'pg_hba.conf'), 'w') as f:
-        f.write('local all all peer\n')
-    slave.write_settings(paths={'postgresql_conf_dir': slave.root},
-                         database={'reload_command': '/bin/true', 'restart_command': '/bin/true'},
-                         **FAST)
+    slave.write_settings(**FAST)
     result = slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave', '--remote-address', master.ip)
     assert result.returncode == 0, result.stderr
     return master, slave
@@ -28,9 +24,7 @@ def nodes(bed):
 
 def check(slave, *args, run_for=None, **settings):
     if run_for is not None or settings:
-        slave.write_settings(paths={'postgresql_conf_dir': slave.root},
-                             database={'reload_command': '/bin/true', 'restart_command': '/bin/true'},
-                             check={**FAST['check'], **({'run_for': str(run_for)} if run_for is not None else {}),
+        slave.write_settings(check={**FAST['check'], **({'run_for': str(run_for)} if run_for is not None else {}),
                                     **settings})
     return slave.wazo('xivo-check-master-status', *args, timeout=120)
 

@@ -28,10 +28,6 @@ STOP_CALLS = [
 @pytest.fixture
 def slave(bed):
     node = bed.add_node('slave', 2, with_postgres=False)
-    with open(os.path.join(node.root, 'pg_hba.conf'), 'w') as f:
-        f.write('local all all peer\n')
-    node.write_settings(paths={'postgresql_conf_dir': node.root},
-                        database={'reload_command': '/bin/true', 'restart_command': '/bin/true'})
     result = node.wazo('wazo-ha-config', 'set', '--node-type', 'slave', '--remote-address', '198.18.0.1')
     assert result.returncode == 0, result.stderr
     return node

@@ -14,11 +14,6 @@ KEY = '/root/.ssh/xivo_id_rsa'
 def nodes(bed):
     master = bed.add_node('master', 1, with_postgres=False)
     slave = bed.add_node('slave', 2, with_postgres=False)
-    for node in (master, slave):
-        with open(os.path.join(node.root, 'pg_hba.conf'), 'w') as f:
-            f.write('local all all peer\n')
-        node.write_settings(paths={'postgresql_conf_dir': node.root},
-                            database={'reload_command': '/bin/true', 'restart_command': '/bin/true'})
     slave.set_root_password(PASSWORD)
     slave.start_sshd()
     askpass = os.path.join(master.root, 'askpass')
