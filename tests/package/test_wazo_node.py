@@ -24,6 +24,11 @@ def build_stand_in(tmp_path, name, version, files):
     (root / 'DEBIAN' / 'control').write_text(
         f'Package: {name}\nVersion: {version}\nArchitecture: all\n'
         'Maintainer: tests <tests@example.org>\nDescription: stand-in owning the HA paths\n')
+    # like the real packages, they own more than the diverted commands (a package whose
+    # every file is taken over would "disappear" from dpkg's database)
+    doc = root / 'usr' / 'share' / 'doc' / name / 'README'
+    doc.parent.mkdir(parents=True)
+    doc.write_text(f'{name} stand-in\n')
     for path in files:
         target = root / path.lstrip('/')
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +102,7 @@ def test_purge_restores_too_and_the_originals_stay_upgradable(wazo_node):
     for path in XIVO_SYNC_FILES:
         assert digest(path) == originals[path]
     assert diversions() == ''
+    assert sh('dpkg-query', '-W', 'xivo-sync').returncode == 0, 'xivo-sync still installed'
 
 
 def test_two_cron_files_starting_the_same_job_in_the_same_minute_run_it_once(tmp_path, local):
