@@ -73,6 +73,11 @@ def main():
     parser.add_argument('--trials', type=int, default=20)
     parser.add_argument('--loss-minutes', type=float, default=10)
     parser.add_argument('--outages', type=int, default=5)
+    parser.add_argument('--naive-checkers', type=int, default=1,
+                        help='independent naive checkers watching the same lossy link (more '
+                             'checker-minutes for its rare false failovers to show)')
+    parser.add_argument('--only-loss', action='store_true',
+                        help='skip the timed trials, the outages and the witness scenario')
     args = parser.parse_args()
     cleanup_leftovers()
     base = tempfile.mkdtemp(prefix='wazo-ha-bench-')
@@ -93,7 +98,7 @@ def main():
         assert wait_standby(slave), 'the slave never went to standby'
 
         failovers, failbacks = [], []
-        for trial in range(args.trials):
+        for trial in range(0 if args.only_loss else args.trials):
             time.sleep(random.uniform(0, 60))  # the master dies at a random second
             died = time.time()
             master.link(False)
@@ -110,7 +115,8 @@ def main():
 
         naive_out = os.path.join(slave.root, 'naive.log')
         open(naive_out, 'w').close()
-        naive = slave.popen('bash', '-c', NAIVE_CHECKER, env={'MASTER': master.ip, 'OUT': naive_out})
+        naive = [slave.popen('bash', '-c', NAIVE_CHECKER, env={'MASTER': master.ip, 'OUT': naive_out})
+                 for _ in range(args.naive_checkers)]
 
         def false_failovers(since):
             ours = len(calls_after(slave, 'wazo-service start', since))
@@ -123,8 +129,10 @@ def main():
         time.sleep(args.loss_minutes * 60)
         loss(slave, 0, master.ip)
         loss_result = false_failovers(t)
-        print(f'{args.loss_minutes:g} min of 30% loss: ours {loss_result[0]}, naive {loss_result[1]}',
-              flush=True)
+        print(f'{args.loss_minutes:g} min of 30% loss: ours {loss_result[0]}, naive '
+              f'{loss_result[1]} ({args.naive_checkers} naive checkers)', flush=True)
+        if args.only_loss:
+            return
 
         t = time.time()
         for _ in range(args.outages):
@@ -161,12 +169,13 @@ def main():
         print()
         print('| scenario | wazo-ha failovers | naive (3 pings 10 s apart, every minute) failovers |')
         print('|---|---|---|')
-        print(f'| {args.loss_minutes:g} min of 30% random loss | {loss_result[0]} | {loss_result[1]} |')
+        print(f'| {args.loss_minutes:g} min of 30% random loss | {loss_result[0]} | {loss_result[1]} '
+              f'({args.naive_checkers} checkers) |')
         print(f'| {args.outages} outages of 10 s | {outage_result[0]} | {outage_result[1]} |')
         print(f'| slave cut off 120 s, witness set | {witness_result} | - |')
     finally:
-        if naive:
-            naive.kill()
+        for proc in naive or []:
+            proc.kill()
         if cron:
             cron.close()
         bed.close()
