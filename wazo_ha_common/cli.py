@@ -10,7 +10,7 @@ import time
 from typing import Callable
 
 from . import __version__, schedule, settings as settings_module
-from .errors import LockBusyError, WazoHaError
+from .errors import LockBusyError, WazoHaError, WrongRoleError
 from .settings import Settings
 from .system import send_mail, setup_logging
 
@@ -46,7 +46,13 @@ def run(prog: str, args: argparse.Namespace, handler: Handler,
     sys.unraisablehook = lambda u: logger.debug('ignored: %s: %s', u.exc_type.__name__, u.exc_value)
     threading.excepthook = lambda a: logger.debug('thread %s: %s', a.thread, a.exc_value)
     by_cron = cron_period is not None and schedule.started_by_cron()
-    if by_cron and not schedule.claim(settings.paths.state_dir, prog, cron_period, time.time()):
+    try:
+        claimed = not by_cron or schedule.claim(settings.paths.state_dir, prog, cron_period,
+                                                time.time())
+    except OSError as e:  # cannot record the period: run rather than skip
+        logger.warning('cannot record this cron run in %s: %s', settings.paths.state_dir, e)
+        claimed = True
+    if not claimed:
         logger.info('another cron run of %s already started in this %s: leaving', prog,
                     'minute' if cron_period == 60 else 'hour')
         return 0
@@ -62,7 +68,7 @@ def run(prog: str, args: argparse.Namespace, handler: Handler,
     except WazoHaError as e:
         logger.error('%s', e)
         print(f'{prog}: error: {e}', file=sys.stderr)
-        if mail_subject and e.exit_code == 1:
+        if mail_subject and e.exit_code == 1 and not isinstance(e, WrongRoleError):
             send_mail(settings.mail.sendmail, settings.mail.recipient, mail_subject,
                       f'{prog} failed on this node:\n\n{e}\n\nSee {settings.paths.log_file}.\n')
         return e.exit_code
