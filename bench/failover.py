@@ -18,7 +18,6 @@ import argparse
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -158,7 +157,7 @@ def main():
         finite_fo = [x for x in failovers if x != float('inf')]
         finite_fb = [x for x in failbacks if x != float('inf')]
         print()
-        print(f'| measure | trials | median (s) | worst (s) | best (s) | target |')
+        print('| measure | trials | median (s) | worst (s) | best (s) | target |')
         print('|---|---|---|---|---|---|')
         print(f'| failover (link down -> wazo-service start) | {len(failovers)} | '
               f'{statistics.median(failovers):.1f} | {max(failovers):.1f} | {min(finite_fo):.1f} | '

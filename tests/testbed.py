@@ -361,10 +361,29 @@ class Node:
             time.sleep(0.1)
 
     def stop_sshd(self) -> None:
+        """Stop the node's sshd and wait until it is gone (no half-closed listener left)."""
         if self.sshd_pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.sshd_pid, signal.SIGTERM)
+            for _ in range(100):
+                try:
+                    os.kill(self.sshd_pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
             self.sshd_pid = None
+
+    @contextlib.contextmanager
+    def lock_held(self, command: str):
+        """Another process holds the command's lock (as a running instance would)."""
+        holder = subprocess.Popen(['flock', os.path.join(self.root, 'lock', f'{command}.lock'),
+                                   'sleep', '60'])
+        try:
+            time.sleep(0.3)
+            yield
+        finally:
+            holder.kill()
+            holder.wait()
 
     def link(self, up: bool) -> None:
         """Cut or restore the node's network link (from the hub side: the node cannot tell)."""

@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import threading
 import time
 
@@ -149,13 +148,7 @@ def test_bad_arguments(nodes, argument, message):
 
 def test_a_second_run_leaves(nodes):
     master, slave = nodes
-    lock = os.path.join(slave.root, 'lock', 'xivo-check-master-status.lock')
-    holder = subprocess.Popen(['flock', lock, 'sleep', '30'])
-    try:
-        time.sleep(0.3)
+    with slave.lock_held('xivo-check-master-status'):
         result = check(slave)
         assert result.returncode == 1
         assert 'another xivo-check-master-status is running' in result.stderr
-    finally:
-        holder.kill()
-        holder.wait()
