@@ -5,11 +5,11 @@ DEB := dist/wazo-ha_$(VERSION)_all.deb
 
 # what the tests, the demo and the package build need on a fresh Debian 12 (as root)
 APT_DEPS := postgresql-15 postgresql-contrib openssh-server openssh-client rsync \
-	iputils-ping iproute2 util-linux procps openssl cron \
+	iputils-ping iproute2 util-linux procps openssl cron nftables \
 	python3-psycopg2 python3-requests python3-netifaces python3-pytest \
 	debhelper dh-python python3-all python3-setuptools lintian fakeroot dpkg-dev
 
-.PHONY: check demo demo-fast deb lint deps clean bench-replication bench-failover
+.PHONY: check demo demo-fast deb deps clean bench-replication bench-failover
 
 deps:
 	@missing=$$(for p in $(APT_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -19,8 +19,6 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			--no-install-recommends $$missing >/dev/null; \
 	fi
-	@# the packages above may start their own services; the tests start their own
-	-@pkill -x sshd >/dev/null 2>&1; pg_ctlcluster 15 main stop >/dev/null 2>&1; true
 
 check: deps
 	$(PYTHON) -m pytest; rc=$$?; \
