@@ -34,6 +34,7 @@ def main():
     def stop(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # also when started with SIGINT ignored (in background)
 
     story = Story(fast=args.fast, users=args.users)
     failover = failback = None
