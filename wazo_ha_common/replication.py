@@ -413,6 +413,7 @@ def _write(master, slave, scur, changed, counts, sequences, foreign_keys, record
             for name, definition in db.plain_indexes(scur, table.name):
                 scur.execute(db.sql.SQL('DROP INDEX {}').format(db.sql.SQL(name)))
                 rebuild.append(definition)
+    copy_started = time.monotonic()
     for table in whole:
         rows = db.stream_table(master, slave, table)
         # what was written must be what the master's snapshot holds, or nothing is kept
@@ -421,11 +422,17 @@ def _write(master, slave, scur, changed, counts, sequences, foreign_keys, record
                                    f'{counts[table.name][0]}; nothing was kept on the slave')
         result.rows += rows
         result.tables_copied.append(table.name)
+    rebuild_started = time.monotonic()
     for definition in rebuild:
         scur.execute(definition)
     for seq, state in sequences.items():
         db.restart_sequence(scur, seq, state)
     result.sequences_set = len(sequences)
+    commit_started = time.monotonic()
     slave.commit()
+    logger.info('slave write phases: compare and empty %.2f s, copy %.2f s, %d indexes rebuilt '
+                'and sequences %.2f s, commit %.2f s', copy_started - write_started,
+                rebuild_started - copy_started, len(rebuild), commit_started - rebuild_started,
+                time.monotonic() - commit_started)
     result.slave_write_seconds = time.monotonic() - write_started
     return writer
