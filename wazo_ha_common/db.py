@@ -55,6 +55,16 @@ class Table:
         return tuple(c for c, _ in self.columns)
 
 
+def _columns(table: Table) -> sql.Composed:
+    return sql.SQL(', ').join(sql.Identifier(c) for c in table.column_names)
+
+
+def _row_text(table: Table) -> sql.Composed:
+    """A row's text form over the named columns: the same on both nodes whatever the
+    physical column order (session settings fix the text of every type)."""
+    return sql.SQL('ROW({})::text').format(_columns(table))
+
+
 def tables(cur) -> dict[str, Table]:
     """Ordinary and partitioned tables of the public schema with their columns."""
     cur.execute("""
@@ -98,8 +108,7 @@ def primary_keys(cur) -> dict[str, tuple[str, ...]]:
 
 def row_hashes(cur, table: Table, key: tuple[str, ...]) -> dict[tuple, tuple[int, int]]:
     """primary key -> a 128-bit hash of the row's text, for every row."""
-    row = sql.SQL('ROW({})::text').format(
-        sql.SQL(', ').join(sql.Identifier(c) for c in table.column_names))
+    row = _row_text(table)
     cur.execute(sql.SQL('SELECT {}, hashtextextended({row}, 0), hashtextextended({row}, 1) '
                         'FROM {}').format(
         sql.SQL(', ').join(sql.SQL('{}::text').format(sql.Identifier(c)) for c in key),
@@ -218,8 +227,7 @@ def change_counts(cur, checks) -> dict[str, tuple[int, int]]:
 def fingerprint(cur, table: Table) -> tuple:
     """Row count and an order-independent 128-bit digest of the rows (two seeded 64-bit
     hashes of each row's text, summed as numeric so nothing overflows)."""
-    row = sql.SQL('ROW({})::text').format(
-        sql.SQL(', ').join(sql.Identifier(c) for c in table.column_names))
+    row = _row_text(table)
     cur.execute(sql.SQL("""
         SELECT count(*), coalesce(sum(hashtextextended({row}, 0)), 0),
                coalesce(sum(hashtextextended({row}, 1)), 0)
@@ -262,7 +270,7 @@ def alembic_version(cur) -> str | None:
 def stream_table(source, target, table: Table, where: sql.Composable | None = None) -> int:
     """COPY one table (or the rows matching `where`) from source to target through a pipe
     (binary, nothing kept in memory). Returns the number of rows written on target."""
-    columns = sql.SQL(', ').join(sql.Identifier(c) for c in table.column_names)
+    columns = _columns(table)
     if where is None:  # the table form skips the executor: faster than COPY (SELECT ...)
         out_sql = sql.SQL('COPY {} ({}) TO STDOUT (FORMAT binary)').format(
             sql.Identifier(table.name), columns).as_string(source)
