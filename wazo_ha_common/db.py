@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import logging
-import os
 import threading
 from dataclasses import dataclass
 
@@ -148,20 +148,89 @@ def key_filter(table: Table, key: tuple[str, ...], keys) -> sql.Composed:
         sql.SQL(', ').join(sql.Identifier(c) for c in key), values)
 
 
-def plain_indexes(cur, table: str) -> list[tuple[str, str]]:
-    """(name, definition) of the indexes of a table that back no constraint (not unique,
-    not a primary key, no exclusion constraint, no comment): safe to drop and rebuild."""
+@dataclass(frozen=True)
+class Index:
+    """One index of a table, as the slave's write can drop and rebuild it."""
+    table: str
+    name: str                 # quoted: ready for DROP INDEX / DROP CONSTRAINT
+    definition: str           # CREATE INDEX ..., or the constraint's definition
+    constraint: bool          # backs a PRIMARY KEY or UNIQUE constraint of the table
+    unique: bool
+    movable: bool             # nothing but foreign keys rests on it: no comment, not
+                              # clustered, not the replica identity, no exclusion constraint
+
+    def drop(self) -> sql.Composed:
+        if self.constraint:
+            return sql.SQL('ALTER TABLE {} DROP CONSTRAINT {}').format(
+                sql.Identifier(self.table), sql.SQL(self.name))
+        return sql.SQL('DROP INDEX {}').format(sql.SQL(self.name))
+
+    def create(self) -> sql.Composed:
+        if self.constraint:
+            return sql.SQL('ALTER TABLE {} ADD CONSTRAINT {} {}').format(
+                sql.Identifier(self.table), sql.SQL(self.name), sql.SQL(self.definition))
+        return sql.Composed([sql.SQL(self.definition)])
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """A foreign key constraint pointing at one of the tables asked about."""
+    table: str                # the referencing table
+    schema: str
+    name: str                 # quoted
+    definition: str
+    references: str           # the referenced table (public schema)
+    movable: bool             # no comment: dropping and adding it again loses nothing
+
+    def drop(self) -> sql.Composed:
+        return sql.SQL('ALTER TABLE {}.{} DROP CONSTRAINT {}').format(
+            sql.Identifier(self.schema), sql.Identifier(self.table), sql.SQL(self.name))
+
+    def create(self) -> sql.Composed:
+        return sql.SQL('ALTER TABLE {}.{} ADD CONSTRAINT {} {}').format(
+            sql.Identifier(self.schema), sql.Identifier(self.table), sql.SQL(self.name),
+            sql.SQL(self.definition))
+
+
+def indexes(cur, tables: list[str]) -> list[Index]:
+    """Every index of these public tables, with what rebuilding it takes."""
     cur.execute("""
-        SELECT quote_ident(ic.relname), pg_get_indexdef(i.indexrelid)
+        SELECT c.relname, quote_ident(coalesce(k.conname, ic.relname)), k.contype,
+               coalesce(pg_get_constraintdef(k.oid), pg_get_indexdef(i.indexrelid)),
+               i.indisunique,
+               NOT i.indisclustered AND NOT i.indisreplident
+               AND obj_description(i.indexrelid, 'pg_class') IS NULL
+               AND (k.oid IS NULL OR (k.contype IN ('p', 'u')
+                                      AND obj_description(k.oid, 'pg_constraint') IS NULL))
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                               WHERE d.refclassid = 'pg_class'::regclass
+                                 AND d.refobjid = i.indexrelid
+                                 AND d.classid <> 'pg_constraint'::regclass)
         FROM pg_index i
         JOIN pg_class ic ON ic.oid = i.indexrelid
-        WHERE i.indrelid = (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                            WHERE n.nspname = 'public' AND c.relname = %s)
-          AND NOT i.indisunique AND NOT i.indisprimary AND NOT i.indisclustered
-          AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
-          AND obj_description(i.indexrelid, 'pg_class') IS NULL
-        ORDER BY 1""", (table,))
-    return cur.fetchall()
+        JOIN pg_class c ON c.oid = i.indrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid
+                                  AND k.contype IN ('p', 'u', 'x')
+        WHERE n.nspname = 'public' AND c.relname = ANY(%s)
+        ORDER BY c.relname, ic.relname""", (list(tables),))
+    return [Index(table, name, definition, contype in ('p', 'u'), unique, movable)
+            for table, name, contype, definition, unique, movable in cur.fetchall()]
+
+
+def foreign_keys_into(cur, tables: list[str]) -> list[ForeignKey]:
+    """The foreign keys, from any schema, that reference these public tables."""
+    cur.execute("""
+        SELECT src.relname, sn.nspname, quote_ident(k.conname), pg_get_constraintdef(k.oid),
+               dst.relname, obj_description(k.oid, 'pg_constraint') IS NULL
+        FROM pg_constraint k
+        JOIN pg_class src ON src.oid = k.conrelid
+        JOIN pg_namespace sn ON sn.oid = src.relnamespace
+        JOIN pg_class dst ON dst.oid = k.confrelid
+        JOIN pg_namespace dn ON dn.oid = dst.relnamespace
+        WHERE k.contype = 'f' AND dn.nspname = 'public' AND dst.relname = ANY(%s)
+        ORDER BY src.relname, k.conname""", (list(tables),))
+    return [ForeignKey(*row) for row in cur.fetchall()]
 
 
 def owned_sequences(cur) -> dict[str, str]:
@@ -267,51 +336,141 @@ def alembic_version(cur) -> str | None:
     return cur.fetchone()[0]
 
 
-def stream_table(source, target, table: Table, where: sql.Composable | None = None) -> int:
-    """COPY one table (or the rows matching `where`) from source to target through a pipe
-    (binary, nothing kept in memory). Returns the number of rows written on target."""
-    columns = _columns(table)
-    if where is None:  # the table form skips the executor: faster than COPY (SELECT ...)
-        out_sql = sql.SQL('COPY {} ({}) TO STDOUT (FORMAT binary)').format(
-            sql.Identifier(table.name), columns).as_string(source)
-    else:
-        out_sql = sql.SQL('COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT binary)').format(
-            columns, sql.Identifier(table.name), where).as_string(source)
-    in_sql = sql.SQL('COPY {} ({}) FROM STDIN (FORMAT binary)').format(
-        sql.Identifier(table.name), columns).as_string(target)
-    read_fd, write_fd = os.pipe()
-    failure: list[BaseException] = []
+# the source runs ahead of the target by this much at most (what a copy holds in memory)
+STREAM_BUFFER_BYTES = 32 << 20
+_CHUNK = 1 << 18
+_END, _FAILED = object(), object()
 
-    def produce():
+
+class _QueueWriter(io.RawIOBase):
+    """Where a BufferedWriter spills its full buffers: into the stream's queue."""
+
+    def __init__(self, stream: TableStream):
+        super().__init__()
+        self._stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._stream._put(bytes(data))
+        return len(data)
+
+
+class _QueueReader:
+    """One table's rows for the target's COPY FROM, read from the stream's queue."""
+
+    def __init__(self, stream: TableStream):
+        self._stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        item = self._stream._get()
+        if item is _END:
+            return b''
+        if item is _FAILED:
+            raise DatabaseError('the master stopped sending rows')
+        return item
+
+
+class TableStream:
+    """Binary COPY of tables from source to target, one after the other.
+
+    A thread reads the tables from the source in order into a buffer of at most
+    STREAM_BUFFER_BYTES (plus one chunk), so the source goes on reading while the target is
+    busy between two loads (building the indexes of the table just loaded); nothing else is
+    kept in memory or written anywhere. Use as a context manager, then copy_next() per
+    table."""
+
+    def __init__(self, source, items: list[tuple[Table, sql.Composable | None]]):
+        self._chunks: collections.deque = collections.deque()
+        self._queued = 0  # bytes in _chunks
+        self._ready = threading.Condition()
+        self._stop = threading.Event()
+        self._failure: list[BaseException] = []
+        self._items = list(items)
+        self._thread = threading.Thread(target=self._produce, args=(source,), daemon=True,
+                                        name='copy-from-master')
+
+    def __enter__(self) -> TableStream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        # an unfinished table is read to its end and dropped: the source's connection stays
+        # usable (a COPY cut short would leave it in the middle of the protocol)
+        self._stop.set()
+        self._thread.join()
+
+    def _put(self, item) -> None:
+        size = len(item) if isinstance(item, bytes) else 0
+        with self._ready:
+            while self._queued and self._queued + size > STREAM_BUFFER_BYTES:
+                if self._stop.is_set():
+                    return
+                self._ready.wait(0.1)
+            if self._stop.is_set():
+                return
+            self._chunks.append(item)
+            self._queued += size
+            self._ready.notify_all()
+
+    def _get(self):
+        with self._ready:
+            while not self._chunks:
+                self._ready.wait()
+            item = self._chunks.popleft()
+            if isinstance(item, bytes):
+                self._queued -= len(item)
+            self._ready.notify_all()
+            return item
+
+    def _produce(self, source) -> None:
         try:
-            with os.fdopen(write_fd, 'wb', buffering=1 << 18) as pipe, source.cursor() as cur:
-                cur.copy_expert(out_sql, pipe, size=1 << 18)
-        except BaseException as e:  # reported by the consumer side
-            failure.append(e)
+            with source.cursor() as cur:
+                for table, where in self._items:
+                    if self._stop.is_set():
+                        return
+                    with io.BufferedWriter(_QueueWriter(self), buffer_size=_CHUNK) as sink:
+                        cur.copy_expert(_copy_out(source, table, where), sink, size=_CHUNK)
+                    self._put(_END)
+        except BaseException as e:  # reported by the target's side
+            self._failure.append(e)
+            self._put(_FAILED)
 
-    producer = threading.Thread(target=produce, name=f'copy-{table.name}', daemon=True)
-    producer.start()
-    try:
-        with os.fdopen(read_fd, 'rb', buffering=1 << 18) as pipe, target.cursor() as cur:
+    def copy_next(self, target, table: Table) -> int:
+        """Load the next table of the stream into target; the number of rows written."""
+        in_sql = sql.SQL('COPY {} ({}) FROM STDIN (FORMAT binary)').format(
+            sql.Identifier(table.name), _columns(table)).as_string(target)
+        with target.cursor() as cur:
             # when the slave's connection dies mid-COPY, psycopg2 prints a traceback itself
             # (PyErr_Print): keep it for the log, stderr gets our one line
             printed = io.StringIO()
             try:
                 with contextlib.redirect_stderr(printed):
-                    cur.copy_expert(in_sql, pipe, size=1 << 18)
+                    cur.copy_expert(in_sql, _QueueReader(self), size=_CHUNK)
             except Exception as e:
                 if printed.getvalue():
                     logger.debug('psycopg2 printed: %s', printed.getvalue())
-                if failure:
+                if self._failure:
                     raise DatabaseError(f'reading {table.name} on the master: '
-                                        f'{first_line(failure[0])}') from None
+                                        f'{first_line(self._failure[0])}') from None
                 # psycopg2 may wrap the server's error in a SystemError: report the cause
                 cause = e if isinstance(e, psycopg2.Error) else (e.__cause__ or e)
                 raise DatabaseError(f'writing {table.name} on the slave: '
                                     f'{first_line(cause)}') from None
-            rows = cur.rowcount
-    finally:
-        producer.join()
-    if failure:
-        raise DatabaseError(f'reading {table.name} on the master: {first_line(failure[0])}')
-    return rows
+            return cur.rowcount
+
+
+def _copy_out(source, table: Table, where: sql.Composable | None) -> str:
+    if where is None:  # the table form skips the executor: faster than COPY (SELECT ...)
+        return sql.SQL('COPY {} ({}) TO STDOUT (FORMAT binary)').format(
+            sql.Identifier(table.name), _columns(table)).as_string(source)
+    return sql.SQL('COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT binary)').format(
+        _columns(table), sql.Identifier(table.name), where).as_string(source)
+
+
+def stream_table(source, target, table: Table, where: sql.Composable | None = None) -> int:
+    """COPY one table (or the rows matching `where`) from source to target. Returns the
+    number of rows written on target."""
+    with TableStream(source, [(table, where)]) as stream:
+        return stream.copy_next(target, table)

@@ -1,5 +1,5 @@
 from wazo_ha_common import replication, tracking
-from wazo_ha_common.db import Table
+from wazo_ha_common.db import ForeignKey, Index, Table
 
 PATTERNS = ('cel', 'call_logd_*', 'stat_*', 'auth_session')
 
@@ -24,6 +24,95 @@ def test_truncate_only_what_no_kept_table_references():
     # chains: a -> b -> c with b and c rewritten: b is referenced by the kept a, so b is
     # DELETEd, and TRUNCATE c would then need b in the same TRUNCATE: both DELETEd
     assert replication.truncatable({'b', 'c'}, [('a', 'b'), ('b', 'c')]) == set()
+
+
+def test_empty_tables_join_the_truncate_only_where_that_helps():
+    fks = [('paginguser', 'userfeatures'), ('user_line', 'userfeatures'),
+           ('meeting_owner', 'userfeatures'), ('blocklist', 'tenant'), ('auth_session', 'tenant')]
+    # the empty paginguser and meeting_owner let userfeatures be truncated
+    assert replication.truncatable({'userfeatures', 'user_line'}, fks,
+                                   {'paginguser', 'meeting_owner'}) == \
+        {'userfeatures', 'user_line', 'paginguser', 'meeting_owner'}
+    # without meeting_owner, userfeatures cannot be: paginguser helps nobody and is left alone
+    assert replication.truncatable({'userfeatures', 'user_line'}, fks, {'paginguser'}) == \
+        {'user_line'}
+    # tenant stays DELETEd (the kept auth_session references it): blocklist is not touched
+    assert replication.truncatable({'tenant'}, fks, {'blocklist'}) == set()
+
+
+def index(table, name, constraint=False, unique=False, movable=True):
+    return Index(table, name, f'definition of {name}', constraint, unique or constraint, movable)
+
+
+def fk(table, references, schema='public', movable=True):
+    return ForeignKey(table, schema, f'{table}_{references}_fkey',
+                      f'FOREIGN KEY (x) REFERENCES {references}(id)', references, movable)
+
+
+USERS = [index('userfeatures', 'userfeatures_pkey', constraint=True),
+         index('userfeatures', 'userfeatures_uuid', constraint=True),
+         index('userfeatures', 'userfeatures__idx__lastname'),
+         index('user_line', 'user_line_pkey', constraint=True)]
+INTO_USERS = [fk('user_line', 'userfeatures'), fk('paginguser', 'userfeatures')]
+FKS = [('user_line', 'userfeatures'), ('paginguser', 'userfeatures')]
+
+
+def test_write_plan_rebuilds_every_index_of_a_heavy_table_when_nothing_else_depends_on_them():
+    plan = replication.write_plan({'userfeatures', 'user_line'},
+                                  {'userfeatures': 20000, 'user_line': 20000}, FKS,
+                                  {'paginguser'}, USERS, INTO_USERS)
+    assert plan.whole_tables == {'userfeatures', 'user_line'}
+    assert plan.truncate == {'userfeatures', 'user_line', 'paginguser'}
+    assert [i.name for i in plan.indexes] == [i.name for i in USERS]
+    assert plan.foreign_keys == tuple(INTO_USERS)
+
+
+def test_write_plan_keeps_constraints_in_every_doubtful_case():
+    rewritten, rows = {'userfeatures', 'user_line'}, {'userfeatures': 20000, 'user_line': 20000}
+    plain = ['userfeatures__idx__lastname']
+    cases = {
+        # paginguser holds rows and is not rewritten: its foreign key could not be checked again
+        'referenced by a kept table': dict(empty=set()),
+        'a foreign key from another schema': dict(
+            empty={'paginguser'}, inbound=[*INTO_USERS, fk('other', 'userfeatures', schema='x')]),
+        'a commented foreign key': dict(
+            empty={'paginguser'}, inbound=[INTO_USERS[0], fk('paginguser', 'userfeatures',
+                                                              movable=False)]),
+        'the fallback': dict(empty={'paginguser'}, constraints=False),
+    }
+    for why, case in cases.items():
+        plan = replication.write_plan(rewritten, rows, FKS, case['empty'], USERS,
+                                      case.get('inbound', INTO_USERS),
+                                      case.get('constraints', True))
+        assert 'userfeatures' not in plan.whole_tables, why
+        assert [i.name for i in plan.indexes if i.table == 'userfeatures'] == plain, why
+        assert not [k for k in plan.foreign_keys if k.references == 'userfeatures'], why
+    # an index something else rests on (clustered, commented, replica identity): only the
+    # other plain indexes go
+    odd = [*USERS[:2], index('userfeatures', 'userfeatures__idx__lastname', movable=False),
+           USERS[3]]
+    plan = replication.write_plan(rewritten, rows, FKS, {'paginguser'}, odd, INTO_USERS)
+    assert plan.whole_tables == {'user_line'}
+    assert [i.name for i in plan.indexes] == ['user_line_pkey']
+
+
+def test_write_plan_weighs_rows_against_the_foreign_keys_to_rebuild():
+    # one constraint index over 20,000 rows does not pay for 5 foreign keys to add back
+    inbound = [fk(f'dest_{n}', 'func_key') for n in range(5)]
+    indexes = [index('func_key', 'func_key_pkey', constraint=True),
+               index('func_key', 'func_key__idx__type_id')]
+    fks = [(k.table, 'func_key') for k in inbound]
+    empty = {k.table for k in inbound}
+    plan = replication.write_plan({'func_key'}, {'func_key': 20000}, fks, empty, indexes, inbound)
+    assert plan.whole_tables == set() and plan.foreign_keys == ()
+    assert [i.name for i in plan.indexes] == ['func_key__idx__type_id']
+    assert plan.truncate == set(), 'empty tables are not truncated when that gains nothing'
+    # with 40,000 rows it does
+    plan = replication.write_plan({'func_key'}, {'func_key': 40000}, fks, empty, indexes, inbound)
+    assert plan.whole_tables == {'func_key'} and len(plan.foreign_keys) == 5
+    # small tables keep everything
+    plan = replication.write_plan({'func_key'}, {'func_key': 4999}, fks, empty, indexes, inbound)
+    assert plan == replication.WritePlan(truncate=frozenset())
 
 
 def test_schema_differences_list_tables_and_columns():
