@@ -97,8 +97,11 @@ def reset_slave_config(slave, copied, empty):
 
 
 def ours(master, slave):
+    # byte-compiled modules, as the package installs them (the testbed turns that off)
+    env = {'PYTHONDONTWRITEBYTECODE': '', 'PYTHONPYCACHEPREFIX': os.path.join(master.root, 'pycache')}
     wall, rss = timed(master, ['/usr/bin/python3', os.path.join(HERE, '..', 'bin',
-                                                               'xivo-master-slave-db-replication')])
+                                                               'xivo-master-slave-db-replication')],
+                      env=env)
     with open(os.path.join(master.state_dir, 'replication.json')) as f:
         state = json.load(f)
     return wall, rss, state['slave_write_seconds'], len(state['tables_copied']), state['rows']

@@ -17,7 +17,6 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import Iterator, Sequence
 
 from .errors import CommandError, LockBusyError, WazoHaError
@@ -149,6 +148,8 @@ def read_text(path: str) -> str | None:
 
 def send_mail(sendmail: str, recipient: str, subject: str, body: str) -> None:
     """Mail a report through the local MTA; a failure to mail is logged, never raised."""
+    from email.message import EmailMessage  # only when something failed: quicker start
+
     msg = EmailMessage()
     msg['To'] = recipient
     msg['From'] = f'wazo-ha <root@{socket.getfqdn()}>'

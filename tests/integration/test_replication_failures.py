@@ -249,3 +249,27 @@ def test_memory_stays_bounded_with_large_rows(pair):
     assert peak_mb < 150, f'peak RSS {peak_mb:.0f} MB'
     digest = "SELECT md5(string_agg(md5(var_val), '' ORDER BY id)) FROM staticvoicemail"
     assert slave.psql(digest) == master.psql(digest)
+
+
+def test_commented_and_clustered_indexes_are_left_in_place(pair):
+    """What a drop and rebuild would lose (a comment, the CLUSTER mark) stays: such an index,
+    and the constraints of its table, are kept through the load."""
+    master, slave = pair
+    configure(master, slave)
+    master.psql(installation_sql(users=6000, history=0))
+    slave.psql("COMMENT ON INDEX userfeatures__idx__lastname IS 'asked by the admin'; "
+               "COMMENT ON CONSTRAINT voicemail_pkey ON voicemail IS 'noted'; "
+               "CLUSTER linefeatures USING linefeatures_pkey")
+    before = indexes(slave), constraints(slave)
+    result = replicate(master)
+    assert result.returncode == 0, result.stderr
+    assert (indexes(slave), constraints(slave)) == before
+    assert slave.psql("SELECT obj_description('userfeatures__idx__lastname'::regclass, 'pg_class')") == \
+        'asked by the admin'
+    assert slave.psql("SELECT obj_description(oid, 'pg_constraint') FROM pg_constraint "
+                      "WHERE conname = 'voicemail_pkey'") == 'noted'
+    assert slave.psql("SELECT indisclustered FROM pg_index "
+                      "WHERE indexrelid = 'linefeatures_pkey'::regclass") == 't'
+    for table in ('userfeatures', 'voicemail', 'linefeatures', 'extensions'):
+        assert table_rows(slave, table) == table_rows(master, table), table
+    assert rebuilt(master)[0] > 10, 'the other tables still had their indexes rebuilt'
