@@ -377,12 +377,13 @@ class Node:
     def lock_held(self, command: str):
         """Another process holds the command's lock (as a running instance would)."""
         holder = subprocess.Popen(['flock', os.path.join(self.root, 'lock', f'{command}.lock'),
-                                   'sleep', '60'])
+                                   'sleep', '60'], start_new_session=True)
         try:
             time.sleep(0.3)
             yield
         finally:
-            holder.kill()
+            # flock's child (sleep) holds the lock too: end the whole group
+            os.killpg(holder.pid, signal.SIGKILL)
             holder.wait()
 
     def link(self, up: bool) -> None:

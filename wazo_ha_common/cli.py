@@ -46,6 +46,12 @@ def run(prog: str, args: argparse.Namespace, handler: Handler,
     sys.unraisablehook = lambda u: logger.debug('ignored: %s: %s', u.exc_type.__name__, u.exc_value)
     threading.excepthook = lambda a: logger.debug('thread %s: %s', a.thread, a.exc_value)
     by_cron = cron_period is not None and schedule.started_by_cron()
+    if by_cron:
+        since = schedule.paused_since(settings.paths.state_dir)
+        if since:
+            logger.info('the HA cron jobs are paused (wazo-ha-config pause, %s): leaving; '
+                        'wazo-ha-config resume starts them again', since)
+            return 0
     try:
         claimed = not by_cron or schedule.claim(settings.paths.state_dir, prog, cron_period,
                                                 time.time())

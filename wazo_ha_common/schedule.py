@@ -8,9 +8,14 @@ the same period leaves quietly. Runs started by hand are never held back."""
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 
+logger = logging.getLogger('wazo-ha')
+
 PERIODS = {'minute': 60, 'hour': 3600}
+# written by wazo-ha-config pause: cron-started jobs leave at once (see pause)
+PAUSE_FILE = 'cron-paused'
 
 
 def same_period(last_start: float | None, now: float, period: int) -> bool:
@@ -54,3 +59,19 @@ def claim(state_dir: str, job: str, period: int, now: float) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def pause_marker(state_dir: str) -> str:
+    return os.path.join(state_dir, PAUSE_FILE)
+
+
+def paused_since(state_dir: str) -> str | None:
+    """What wazo-ha-config pause recorded (when, by whom), or None when cron jobs run."""
+    try:
+        with open(pause_marker(state_dir), encoding='utf-8', errors='replace') as f:
+            return f.readline().strip() or 'an unknown time'
+    except FileNotFoundError:
+        return None
+    except OSError as e:  # unreadable: the jobs run (a wrong pause would stop failover)
+        logger.warning('cannot read %s: %s; the cron jobs run', pause_marker(state_dir), e)
+        return None

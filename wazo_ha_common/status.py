@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import check, ha_state, probes, replication, services, sync
+from . import check, ha_state, probes, replication, schedule, services, sync
 from .errors import HaConfError
 from .settings import Settings
 from .system import read_text
@@ -27,6 +27,7 @@ class Facts:
     replication: dict = field(default_factory=dict)  # master: last run
     sync: dict = field(default_factory=dict)         # master: last run
     sync_key: bool | None = None
+    paused: str | None = None       # wazo-ha-config pause: when, by whom
     error: str = ''
 
 
@@ -45,7 +46,8 @@ def gather(settings: Settings) -> Facts:
     except HaConfError as e:
         role = 'not configured' if not os.path.exists(settings.paths.ha_conf) else 'corrupt'
         return Facts(role=role, error=str(e))
-    facts = Facts(role=config.node_type, peer=config.remote_address)
+    facts = Facts(role=config.node_type, peer=config.remote_address,
+                  paused=schedule.paused_since(settings.paths.state_dir))
     if config.node_type == 'disabled':
         return facts
     facts.peer_reachable = probes.ping(config.remote_address, settings.check.probe_timeout)
@@ -63,6 +65,9 @@ def gather(settings: Settings) -> Facts:
 def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
     """Warnings and the worst level, from the facts alone."""
     out: list[tuple[int, str]] = []
+    if facts.paused and facts.role in ('master', 'slave'):
+        out.append((WARNING, f'the HA cron jobs are paused since {facts.paused}: no replication, '
+                             'file sync or failover until wazo-ha-config resume'))
     if facts.role == 'corrupt':
         out.append((CRITICAL, facts.error))
     elif facts.role == 'not configured':
@@ -94,7 +99,9 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
         if decision == 'down':
             out.append((WARNING, f'failover: the master {facts.peer} is down, this slave serves '
                                  'telephony'))
-        if not facts.decision:
+        if facts.paused:
+            pass  # said above
+        elif not facts.decision:
             out.append((WARNING, 'xivo-check-master-status has not run yet (is cron running?)'))
         elif now - facts.decision.get('written_at', 0) > 180:
             out.append((WARNING, 'xivo-check-master-status has not run for more than 3 minutes'))
@@ -109,7 +116,8 @@ def _when(ts) -> str:
 
 
 def render(facts: Facts, level: int, warnings: list[str]) -> str:
-    lines = [f'wazo-ha status: {LEVEL_NAMES[level]}', f'role: {facts.role}']
+    lines = [f'wazo-ha status: {LEVEL_NAMES[level]}', f'role: {facts.role}'
+             + (' (HA cron jobs paused)' if facts.paused else '')]
     if facts.peer:
         reach = {True: 'answers ping', False: 'does NOT answer ping', None: 'not probed'}
         lines.append(f'peer: {facts.peer} ({reach[facts.peer_reachable]})')

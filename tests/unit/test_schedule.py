@@ -36,3 +36,11 @@ def test_started_by_cron_looks_at_the_ancestors(tmp_path):
     assert under_cron.stdout.strip() == 'True', under_cron.stderr
     by_hand = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env)
     assert by_hand.stdout.strip() == 'False'
+
+
+def test_paused_since_reads_what_pause_wrote(tmp_path):
+    assert schedule.paused_since(str(tmp_path)) is None
+    (tmp_path / schedule.PAUSE_FILE).write_text('2026-11-26 09:00:00 +0000 by root\n')
+    assert schedule.paused_since(str(tmp_path)) == '2026-11-26 09:00:00 +0000 by root'
+    (tmp_path / schedule.PAUSE_FILE).write_text('')
+    assert schedule.paused_since(str(tmp_path)) == 'an unknown time'

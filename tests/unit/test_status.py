@@ -71,3 +71,14 @@ def test_render_names_every_section():
     assert 'role: master' in text and 'last replication:' in text and 'last sync:' in text
     text = render(slave(), OK, [])
     assert 'failover decision: master up' in text and 'slave services: stopped' in text
+
+
+def test_paused_cron_jobs_are_a_warning_that_explains_the_silence():
+    since = '2026-11-26 09:00:00 +0000 by root'
+    level, warnings = evaluate(slave(decision={'decision': 'up', 'written_at': NOW - 3600}, paused=since), NOW)
+    assert level == WARNING
+    assert warnings == [f'WARNING: the HA cron jobs are paused since {since}: no replication, '
+                        'file sync or failover until wazo-ha-config resume']
+    level, warnings = evaluate(master(paused=since), NOW)
+    assert level == WARNING and 'paused since' in warnings[0]
+    assert '(HA cron jobs paused)' in render(master(paused=since), level, warnings)

@@ -1,0 +1,66 @@
+"""wazo-ha-config pause|resume: hold the HA cron jobs for an upgrade.
+
+Wazo's upgrade procedure with HA: stop the HA cron jobs, upgrade the slave, then the master,
+replicate by hand, start the jobs again. While paused, a job that cron starts leaves at once
+(it says so in the log); the same commands started by hand run as usual, so the replication by
+hand of the procedure works. Pausing also waits for the jobs already running to end, so that
+nothing of ours is at work when the upgrade starts.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import time
+
+from . import check, replication, schedule, sync
+from .errors import LockBusyError
+from .settings import Settings
+from .system import single_instance, write_atomic
+
+logger = logging.getLogger('wazo-ha')
+
+JOBS = (replication.NAME, sync.NAME, check.NAME)
+
+
+def pause(settings: Settings, wait: float) -> tuple[str, bool, list[str]]:
+    """Record the pause (kept if already paused); then wait up to `wait` seconds for the
+    running jobs. Returns (since, newly paused, the jobs still running)."""
+    since = schedule.paused_since(settings.paths.state_dir)
+    newly = since is None
+    if newly:
+        since = f"{time.strftime('%Y-%m-%d %H:%M:%S %z')} by {_who()}"
+        write_atomic(schedule.pause_marker(settings.paths.state_dir), since + '\n')
+        logger.info('cron jobs paused (%s)', since)
+    deadline = time.monotonic() + wait
+    running = []
+    for job in JOBS:
+        try:
+            with single_instance(settings.paths.lock_dir, job,
+                                 wait=max(0.0, deadline - time.monotonic())):
+                pass
+        except LockBusyError:
+            running.append(job)
+    return since, newly, running
+
+
+def resume(settings: Settings) -> str | None:
+    """Let cron start the jobs again; what the pause had recorded, or None if not paused."""
+    since = schedule.paused_since(settings.paths.state_dir)
+    try:
+        os.unlink(schedule.pause_marker(settings.paths.state_dir))
+    except FileNotFoundError:
+        return None
+    logger.info('cron jobs resumed (paused since %s)', since)
+    return since
+
+
+def _who() -> str:
+    user = os.environ.get('SUDO_USER') or os.environ.get('USER')
+    if not user:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = f'uid {os.getuid()}'
+    return user
