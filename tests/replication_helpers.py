@@ -1,5 +1,8 @@
 """Helpers for replication tests: configure a pair, compare tables row by row."""
 
+import json
+import os
+
 COPIED_SAMPLE = ('userfeatures', 'extensions', 'linefeatures', 'voicemail', 'tenant', 'context')
 
 
@@ -34,3 +37,9 @@ def snapshot(node, tables=None):
 
 def replicate(master, *args, timeout=600):
     return master.wazo('xivo-master-slave-db-replication', *args, timeout=timeout)
+
+
+def tables_copied(master):
+    """The tables the last run rewrote, sorted (from its state file, as wazo-ha-status reads it)."""
+    with open(os.path.join(master.state_dir, 'replication.json')) as f:
+        return sorted(json.load(f)['tables_copied'])

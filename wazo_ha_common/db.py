@@ -81,18 +81,6 @@ def tables(cur) -> dict[str, Table]:
     return {t: Table(t, tuple(cols)) for t, cols in found.items()}
 
 
-def foreign_keys(cur) -> list[tuple[str, str]]:
-    """(referencing table, referenced table) pairs inside the public schema."""
-    cur.execute("""
-        SELECT DISTINCT src.relname, dst.relname
-        FROM pg_constraint k
-        JOIN pg_class src ON src.oid = k.conrelid
-        JOIN pg_class dst ON dst.oid = k.confrelid
-        JOIN pg_namespace n ON n.oid = src.relnamespace
-        WHERE k.contype = 'f' AND n.nspname = 'public'""")
-    return cur.fetchall()
-
-
 def primary_keys(cur) -> dict[str, tuple[str, ...]]:
     """table -> its primary key columns, for the tables of the public schema that have one."""
     cur.execute("""
@@ -174,13 +162,18 @@ class Index:
 
 @dataclass(frozen=True)
 class ForeignKey:
-    """A foreign key constraint pointing at one of the tables asked about."""
+    """A foreign key constraint pointing at a table of the public schema."""
     table: str                # the referencing table
     schema: str
     name: str                 # quoted
     definition: str
     references: str           # the referenced table (public schema)
     movable: bool             # no comment: dropping and adding it again loses nothing
+
+    @property
+    def source(self) -> str:
+        """The referencing table, qualified when outside the public schema."""
+        return self.table if self.schema == 'public' else f'{self.schema}.{self.table}'
 
     def drop(self) -> sql.Composed:
         return sql.SQL('ALTER TABLE {}.{} DROP CONSTRAINT {}').format(
@@ -218,8 +211,8 @@ def indexes(cur, tables: list[str]) -> list[Index]:
             for table, name, contype, definition, unique, movable in cur.fetchall()]
 
 
-def foreign_keys_into(cur, tables: list[str]) -> list[ForeignKey]:
-    """The foreign keys, from any schema, that reference these public tables."""
+def foreign_keys(cur) -> list[ForeignKey]:
+    """Every foreign key pointing at a table of the public schema, from any schema."""
     cur.execute("""
         SELECT src.relname, sn.nspname, quote_ident(k.conname), pg_get_constraintdef(k.oid),
                dst.relname, obj_description(k.oid, 'pg_constraint') IS NULL
@@ -228,8 +221,8 @@ def foreign_keys_into(cur, tables: list[str]) -> list[ForeignKey]:
         JOIN pg_namespace sn ON sn.oid = src.relnamespace
         JOIN pg_class dst ON dst.oid = k.confrelid
         JOIN pg_namespace dn ON dn.oid = dst.relnamespace
-        WHERE k.contype = 'f' AND dn.nspname = 'public' AND dst.relname = ANY(%s)
-        ORDER BY src.relname, k.conname""", (list(tables),))
+        WHERE k.contype = 'f' AND dn.nspname = 'public'
+        ORDER BY src.relname, k.conname""")
     return [ForeignKey(*row) for row in cur.fetchall()]
 
 

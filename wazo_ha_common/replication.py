@@ -100,7 +100,9 @@ def schema_differences(master: dict, slave: dict, patterns: tuple[str, ...]) -> 
 def truncatable(rewritten: set[str], foreign_keys, empty: set[str] = frozenset()) -> set[str]:
     """Tables that TRUNCATE may empty: every table referencing them is emptied too.
 
-    The others are emptied with DELETE (with FK triggers off), so that rows of excluded
+    `foreign_keys`: (referencing, referenced) pairs; a referencing table outside the public
+    schema is named schema.table, so it is never emptied and what it references is not
+    truncated. The others are emptied with DELETE (with FK triggers off), so that rows of excluded
     tables referencing a copied table (auth_session -> auth_tenant) survive. `empty`: tables
     with no row on either node that may join the TRUNCATE (nothing of theirs is lost) where
     that lets a rewritten table they reference be truncated."""
@@ -134,24 +136,24 @@ class WritePlan:
     whole_tables: frozenset[str] = frozenset()  # every index of these, constraints included
 
 
-def write_plan(rewritten: set[str], rows: dict[str, int], foreign_keys, empty: set[str],
-               indexes: list[db.Index], inbound: list[db.ForeignKey],
-               constraints: bool = True) -> WritePlan:
+def write_plan(rewritten: set[str], rows: dict[str, int], foreign_keys: list[db.ForeignKey],
+               empty: set[str], indexes: list[db.Index], constraints: bool = True) -> WritePlan:
     """Indexes are cheaper built once after a load than maintained row by row (measured: a
     build costs about 40% of the maintenance), so tables receiving at least
     REBUILD_INDEXES_FROM_ROWS rows are loaded with their plain indexes dropped.
 
-    `rows`: rows each table receives; `empty`: copied tables without a row on either node;
-    `indexes`/`inbound`: the indexes of the heavy tables and the foreign keys pointing at
-    them. A heavy table also loses its constraint indexes when (a) nothing but foreign keys
-    rests on its indexes, (b) every foreign key pointing at it comes from a public table
-    truncated in this write (adding it back then checks the master's rows, which satisfied
-    it, or no row at all), and (c) that saves more than the foreign keys cost to drop and
-    add back: at least ROWS_PER_FOREIGN_KEY rows x constraint indexes per foreign key.
-    Empty tables pointing at such a table join its TRUNCATE (nothing of theirs is lost).
-    `constraints` False: plain indexes only (the fallback when a constraint cannot be built
-    again over the master's rows)."""
+    `rows`: rows each table receives; `foreign_keys`: every foreign key into the public
+    schema; `empty`: copied tables without a row on either node; `indexes`: the indexes of
+    the heavy tables. A heavy table also loses its constraint indexes when (a) nothing but
+    foreign keys rests on its indexes, (b) every foreign key pointing at it comes from a
+    public table truncated in this write (adding it back then checks the master's rows,
+    which satisfied it, or no row at all), and (c) that saves more than the foreign keys cost
+    to drop and add back: at least ROWS_PER_FOREIGN_KEY rows x constraint indexes per
+    foreign key. Empty tables pointing at such a table join its TRUNCATE (nothing of theirs
+    is lost). `constraints` False: plain indexes only (the fallback when a constraint cannot
+    be built again over the master's rows)."""
     heavy = {t for t in rewritten if rows[t] >= REBUILD_INDEXES_FROM_ROWS}
+    inbound = [k for k in foreign_keys if k.references in heavy]
     candidates = set()
     for table in sorted(heavy) if constraints else ():
         own = [i for i in indexes if i.table == table]
@@ -164,7 +166,7 @@ def write_plan(rewritten: set[str], rows: dict[str, int], foreign_keys, empty: s
             candidates.add(table)
     extras = {k.table for k in inbound
               if k.references in candidates and k.table in empty and k.table not in rewritten}
-    truncate = truncatable(rewritten, foreign_keys, extras)
+    truncate = truncatable(rewritten, [(k.source, k.references) for k in foreign_keys], extras)
     whole = candidates & truncate
     dropped = tuple(i for i in indexes if i.table in whole or (
         i.table in heavy and i.movable and not i.unique and not i.constraint))
@@ -274,7 +276,6 @@ def _replicate(settings: Settings, slave_ip: str, result: Result) -> None:
                     # (loaded with triggers off): write again, constraints kept in place
                     logger.warning('%s; writing again with the constraints kept', e)
                     slave.rollback()
-                    result.rows, result.tables_copied = 0, []
                     writer = _write(master, slave, scur, changed, counts, sequences,
                                     foreign_keys, record, result, constraints=False)
             else:
@@ -471,6 +472,7 @@ def _write(master, slave, scur, changed, counts, sequences, foreign_keys, record
     Returns the transaction's xid (rows it wrote carry it as xmin). `constraints`: whether
     bulk loads may drop and rebuild constraints (write_plan)."""
     write_started = time.monotonic()
+    result.rows, result.tables_copied = 0, []  # counted again if this write is done again
     scur.execute('SET LOCAL session_replication_role = replica')
     writer = db.current_xid32(scur)
     keys = db.primary_keys(scur)
@@ -482,10 +484,8 @@ def _write(master, slave, scur, changed, counts, sequences, foreign_keys, record
     names = {t.name for t in whole}
     rows = {n: counts[n][0] for n in names}
     heavy = sorted(n for n in names if rows[n] >= REBUILD_INDEXES_FROM_ROWS)
-    plan = write_plan(names, rows, foreign_keys,
-                      {n for n, c in counts.items() if c == (0, 0)},
-                      db.indexes(scur, heavy) if heavy else [],
-                      db.foreign_keys_into(scur, heavy) if heavy else [], constraints)
+    plan = write_plan(names, rows, foreign_keys, {n for n, c in counts.items() if c == (0, 0)},
+                      db.indexes(scur, heavy) if heavy else [], constraints)
     if plan.truncate:
         scur.execute(db.sql.SQL('TRUNCATE {}').format(
             db.sql.SQL(', ').join(db.sql.Identifier(n) for n in sorted(plan.truncate))))

@@ -94,11 +94,6 @@ def test_rows_of_the_master_that_break_a_constraint_are_loaded_with_the_constrai
     assert result.returncode == 0 and 'already up to date' in result.stdout, result.stdout
 
 
-def slave_activity(slave):
-    return slave.psql(f"SELECT coalesce(string_agg(query, ' || '), '') FROM pg_stat_activity "
-                      f"WHERE application_name = '{APP}' AND state = 'active'")
-
-
 def wait_for_statement(slave, text, timeout=60):
     """Poll the slave's running statements through one connection (a few hundred
     microseconds a poll: short statements are caught too). PostgreSQL shows the first
@@ -139,6 +134,28 @@ def start_replication(master):
                         stdout=-1, stderr=-1, text=True)
 
 
+def interrupted_run(master, slave, moment, disrupt, restore=lambda: None):
+    """Start a replication and call disrupt(process) while the slave runs `moment`; then
+    restore(). Returns the run's exit status and stderr."""
+    proc = start_replication(master)
+    try:
+        wait_for_statement(slave, moment)
+        disrupt(proc)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        restore()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
+
+
+def assert_clean_failure(code, err):
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1, err
+    assert 'the slave is unchanged' in err, err
+
+
 @pytest.mark.parametrize('moment', ['COPY "endpoint_sip"', 'COPY "userfeatures"',
                                     'ADD CONSTRAINT line_extension_pkey',
                                     'ALTER TABLE "public".'])
@@ -148,13 +165,8 @@ def test_sigkill_leaves_the_slave_unchanged_and_the_next_run_completes(ha, momen
     statements that name a schema)."""
     master, slave = ha
     before, before_constraints = snapshot(slave), constraints(slave)
-    proc = start_replication(master)
-    try:
-        wait_for_statement(slave, moment)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    code, _ = interrupted_run(master, slave, moment, lambda proc: proc.send_signal(signal.SIGKILL))
+    assert code == -signal.SIGKILL
     wait_until_the_slave_drops_the_session(slave)
     assert snapshot(slave) == before
     assert indexes(slave) == indexes(master), 'dropped indexes came back with the rollback'
@@ -167,17 +179,8 @@ def test_sigkill_leaves_the_slave_unchanged_and_the_next_run_completes(ha, momen
 def test_link_cut_mid_copy_fails_cleanly(ha):
     master, slave = ha
     before = snapshot(slave)
-    proc = start_replication(master)
-    try:
-        wait_for(lambda: 'COPY' in slave_activity(slave))
-        slave.link(up=False)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        slave.link(up=True)
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 1
-    assert 'the slave is unchanged' in err, err
+    assert_clean_failure(*interrupted_run(master, slave, 'COPY', lambda _: slave.link(up=False),
+                                          restore=lambda: slave.link(up=True)))
     wait_until_the_slave_drops_the_session(slave)
     assert snapshot(slave) == before
     result = replicate(master)
@@ -187,17 +190,9 @@ def test_link_cut_mid_copy_fails_cleanly(ha):
 def test_slave_postgresql_restart_mid_copy(ha):
     master, slave = ha
     before = snapshot(slave)
-    proc = start_replication(master)
-    try:
-        wait_for(lambda: 'COPY' in slave_activity(slave))
-        slave.stop_postgres(mode='fast')
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        slave.start_postgres()
-    assert proc.returncode == 1
-    assert len(err.strip().splitlines()) == 1, err
+    assert_clean_failure(*interrupted_run(master, slave, 'COPY',
+                                          lambda _: slave.stop_postgres(mode='fast'),
+                                          restore=slave.start_postgres))
     assert snapshot(slave) == before
     result = replicate(master)
     assert result.returncode == 0, result.stderr
@@ -209,24 +204,20 @@ def test_master_session_ended_before_the_copy_is_a_clear_failure(ha):
     master, slave = ha
     before = snapshot(slave)
     blocker = psycopg2.connect(slave.local_dsn)
+
+    def end_the_master_session(_):
+        master.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE application_name = '{APP}'")
+        blocker.rollback()
+
     try:
         with blocker.cursor() as cur:
             cur.execute('LOCK TABLE userfeatures IN ACCESS SHARE MODE')
-        proc = start_replication(master)
-        try:
-            wait_for_statement(slave, 'TRUNCATE')
-            master.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        f"WHERE application_name = '{APP}'")
-            blocker.rollback()
-            out, err = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        code, err = interrupted_run(master, slave, 'TRUNCATE', end_the_master_session)
     finally:
         blocker.close()
-    assert proc.returncode == 1
-    assert len(err.strip().splitlines()) == 1, err
-    assert 'on the master' in err and 'the slave is unchanged' in err, err
+    assert_clean_failure(code, err)
+    assert 'on the master' in err, err
     wait_until_the_slave_drops_the_session(slave)
     assert snapshot(slave) == before
     result = replicate(master)

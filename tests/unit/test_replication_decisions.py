@@ -54,13 +54,12 @@ USERS = [index('userfeatures', 'userfeatures_pkey', constraint=True),
          index('userfeatures', 'userfeatures__idx__lastname'),
          index('user_line', 'user_line_pkey', constraint=True)]
 INTO_USERS = [fk('user_line', 'userfeatures'), fk('paginguser', 'userfeatures')]
-FKS = [('user_line', 'userfeatures'), ('paginguser', 'userfeatures')]
 
 
 def test_write_plan_rebuilds_every_index_of_a_heavy_table_when_nothing_else_depends_on_them():
     plan = replication.write_plan({'userfeatures', 'user_line'},
-                                  {'userfeatures': 20000, 'user_line': 20000}, FKS,
-                                  {'paginguser'}, USERS, INTO_USERS)
+                                  {'userfeatures': 20000, 'user_line': 20000}, INTO_USERS,
+                                  {'paginguser'}, USERS)
     assert plan.whole_tables == {'userfeatures', 'user_line'}
     assert plan.truncate == {'userfeatures', 'user_line', 'paginguser'}
     assert [i.name for i in plan.indexes] == [i.name for i in USERS]
@@ -81,17 +80,20 @@ def test_write_plan_keeps_constraints_in_every_doubtful_case():
         'the fallback': dict(empty={'paginguser'}, constraints=False),
     }
     for why, case in cases.items():
-        plan = replication.write_plan(rewritten, rows, FKS, case['empty'], USERS,
-                                      case.get('inbound', INTO_USERS),
-                                      case.get('constraints', True))
+        plan = replication.write_plan(rewritten, rows, case.get('inbound', INTO_USERS),
+                                      case['empty'], USERS, case.get('constraints', True))
         assert 'userfeatures' not in plan.whole_tables, why
         assert [i.name for i in plan.indexes if i.table == 'userfeatures'] == plain, why
         assert not [k for k in plan.foreign_keys if k.references == 'userfeatures'], why
+    # a table referenced from another schema is not truncated either (TRUNCATE would refuse)
+    plan = replication.write_plan(rewritten, rows, [*INTO_USERS, fk('other', 'userfeatures', schema='x')],
+                                  {'paginguser'}, USERS)
+    assert 'userfeatures' not in plan.truncate
     # an index something else rests on (clustered, commented, replica identity): only the
     # other plain indexes go
     odd = [*USERS[:2], index('userfeatures', 'userfeatures__idx__lastname', movable=False),
            USERS[3]]
-    plan = replication.write_plan(rewritten, rows, FKS, {'paginguser'}, odd, INTO_USERS)
+    plan = replication.write_plan(rewritten, rows, INTO_USERS, {'paginguser'}, odd)
     assert plan.whole_tables == {'user_line'}
     assert [i.name for i in plan.indexes] == ['user_line_pkey']
 
@@ -101,17 +103,16 @@ def test_write_plan_weighs_rows_against_the_foreign_keys_to_rebuild():
     inbound = [fk(f'dest_{n}', 'func_key') for n in range(5)]
     indexes = [index('func_key', 'func_key_pkey', constraint=True),
                index('func_key', 'func_key__idx__type_id')]
-    fks = [(k.table, 'func_key') for k in inbound]
     empty = {k.table for k in inbound}
-    plan = replication.write_plan({'func_key'}, {'func_key': 20000}, fks, empty, indexes, inbound)
+    plan = replication.write_plan({'func_key'}, {'func_key': 20000}, inbound, empty, indexes)
     assert plan.whole_tables == set() and plan.foreign_keys == ()
     assert [i.name for i in plan.indexes] == ['func_key__idx__type_id']
     assert plan.truncate == set(), 'empty tables are not truncated when that gains nothing'
     # with 40,000 rows it does
-    plan = replication.write_plan({'func_key'}, {'func_key': 40000}, fks, empty, indexes, inbound)
+    plan = replication.write_plan({'func_key'}, {'func_key': 40000}, inbound, empty, indexes)
     assert plan.whole_tables == {'func_key'} and len(plan.foreign_keys) == 5
     # small tables keep everything
-    plan = replication.write_plan({'func_key'}, {'func_key': 4999}, fks, empty, indexes, inbound)
+    plan = replication.write_plan({'func_key'}, {'func_key': 4999}, inbound, empty, indexes)
     assert plan == replication.WritePlan(truncate=frozenset())
 
 
