@@ -5,16 +5,14 @@ down: started); services already in that state are left alone."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from dataclasses import asdict
 
 from . import ha_state, health, probes, services
 from .errors import InputError, WrongRoleError
 from .settings import Settings
-from .system import read_text, single_instance, write_atomic
+from .system import read_state, read_text, single_instance, write_state
 
 logger = logging.getLogger('wazo-ha')
 
@@ -27,18 +25,13 @@ def boot_id() -> str:
 
 
 def load_memory(settings: Settings) -> health.Memory:
-    text = read_text(os.path.join(settings.paths.state_dir, STATE_FILE))
-    try:
-        return health.memory_from_dict(json.loads(text)) if text else health.Memory()
-    except ValueError:
-        logger.warning('%s/%s is corrupt: starting with no probe history',
-                       settings.paths.state_dir, STATE_FILE)
-        return health.Memory()
+    """The probe history of the last runs (none when missing or corrupt)."""
+    return health.memory_from_dict(read_state(settings.paths.state_dir, STATE_FILE))
 
 
 def save_memory(settings: Settings, memory: health.Memory, verdict: health.Verdict) -> None:
-    data = {**asdict(memory), 'sentence': verdict.sentence, 'written_at': time.time()}
-    write_atomic(os.path.join(settings.paths.state_dir, STATE_FILE), json.dumps(data) + '\n')
+    write_state(settings.paths.state_dir, STATE_FILE,
+                {**asdict(memory), 'sentence': verdict.sentence, 'written_at': time.time()})
 
 
 def resolve_master(settings: Settings, argument: str | None) -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import fnmatch
-import json
 import logging
 import os
 import time
@@ -21,7 +20,7 @@ import psycopg2
 from . import db, ha_state, tracking
 from .errors import InputError, WazoHaError, WrongRoleError
 from .settings import Settings
-from .system import read_text, single_instance, write_atomic
+from .system import read_text, single_instance, write_atomic, write_state
 
 logger = logging.getLogger('wazo-ha')
 
@@ -211,13 +210,9 @@ def run(settings: Settings, argument: str | None) -> Result:
 
 def _save_state(settings: Settings, result: Result, started: float, error: str | None = None):
     result.duration = time.monotonic() - started
-    state = {**asdict(result), 'result': 'failed' if error else 'ok', 'error': error,
-             'finished_at': time.time()}
-    try:
-        write_atomic(os.path.join(settings.paths.state_dir, STATE_FILE),
-                     json.dumps(state, indent=1) + '\n')
-    except OSError as e:
-        logger.error('cannot record the replication state in %s: %s', settings.paths.state_dir, e)
+    write_state(settings.paths.state_dir, STATE_FILE,
+                {**asdict(result), 'result': 'failed' if error else 'ok', 'error': error,
+                 'finished_at': time.time()})
 
 
 def slave_dsn(settings: Settings, ip: str) -> str:

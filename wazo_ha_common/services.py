@@ -5,7 +5,6 @@ Auxiliary steps (DHCP, agents) may fail without keeping telephony from starting.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -13,7 +12,7 @@ from dataclasses import dataclass
 
 from .errors import WazoHaError
 from .settings import Settings
-from .system import read_text, run, write_atomic
+from .system import read_state, run, write_state
 
 logger = logging.getLogger('wazo-ha')
 
@@ -119,20 +118,12 @@ def _run_steps(settings: Settings, action: str, steps: list[Step]) -> Outcome:
 
 
 def _record(settings: Settings, outcome: Outcome) -> Outcome:
-    path = os.path.join(settings.paths.state_dir, STATE_FILE)
     previous = load_state(settings)
     if outcome.done or previous.get('state') != outcome.action:
-        state = {'state': outcome.action, 'since': time.time(), 'failed': outcome.failed}
-        try:
-            write_atomic(path, json.dumps(state) + '\n')
-        except OSError as e:
-            logger.error('cannot record the services state in %s: %s', path, e)
+        write_state(settings.paths.state_dir, STATE_FILE,
+                    {'state': outcome.action, 'since': time.time(), 'failed': outcome.failed})
     return outcome
 
 
 def load_state(settings: Settings) -> dict:
-    text = read_text(os.path.join(settings.paths.state_dir, STATE_FILE))
-    try:
-        return json.loads(text) if text else {}
-    except ValueError:
-        return {}
+    return read_state(settings.paths.state_dir, STATE_FILE)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from . import check, ha_state, probes, replication, schedule, services, sync
 from .errors import HaConfError
 from .settings import Settings
-from .system import read_text
+from .system import read_state
 
 OK, WARNING, CRITICAL = 0, 1, 2
 LEVEL_NAMES = {OK: 'OK', WARNING: 'WARNING', CRITICAL: 'CRITICAL'}
@@ -31,14 +31,6 @@ class Facts:
     error: str = ''
 
 
-def _load_json(settings: Settings, name: str) -> dict:
-    text = read_text(os.path.join(settings.paths.state_dir, name))
-    try:
-        return json.loads(text) if text else {}
-    except ValueError:
-        return {}
-
-
 def gather(settings: Settings) -> Facts:
     """Read the state files and probe the peer once (side effects live here)."""
     try:
@@ -52,12 +44,12 @@ def gather(settings: Settings) -> Facts:
         return facts
     facts.peer_reachable = probes.ping(config.remote_address, settings.check.probe_timeout)
     if config.node_type == 'slave':
-        facts.decision = _load_json(settings, check.STATE_FILE)
+        facts.decision = read_state(settings.paths.state_dir, check.STATE_FILE)
         facts.services = {'state': services.current(settings),
                           **{k: v for k, v in services.load_state(settings).items() if k != 'state'}}
     else:
-        facts.replication = _load_json(settings, replication.STATE_FILE)
-        facts.sync = _load_json(settings, sync.STATE_FILE)
+        facts.replication = read_state(settings.paths.state_dir, replication.STATE_FILE)
+        facts.sync = read_state(settings.paths.state_dir, sync.STATE_FILE)
         facts.sync_key = os.path.exists(settings.sync.ssh_key)
     return facts
 

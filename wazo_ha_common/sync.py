@@ -6,7 +6,6 @@ forwarding, and only rsync through rrsync, so a stolen key opens no shell there.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -15,7 +14,7 @@ import time
 from . import ha_state
 from .errors import WazoHaError, WrongRoleError
 from .settings import Settings
-from .system import describe, read_text, run, single_instance, tail, write_atomic
+from .system import describe, read_text, run, single_instance, tail, write_state
 
 logger = logging.getLogger('wazo-ha')
 
@@ -195,8 +194,5 @@ def pull_back(settings: Settings) -> list[str]:
 
 
 def _save_state(settings: Settings, result: str, sentence: str) -> None:
-    state = {'result': result, 'sentence': sentence, 'finished_at': time.time()}
-    try:
-        write_atomic(os.path.join(settings.paths.state_dir, STATE_FILE), json.dumps(state) + '\n')
-    except OSError as e:
-        logger.error('cannot record the sync state: %s', e)
+    write_state(settings.paths.state_dir, STATE_FILE,
+                {'result': result, 'sentence': sentence, 'finished_at': time.time()})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import logging.handlers
 import os
@@ -144,6 +145,32 @@ def read_text(path: str) -> str | None:
             return f.read()
     except FileNotFoundError:
         return None
+
+
+def read_state(state_dir: str, name: str) -> dict:
+    """One of the JSON state files the commands keep in state_dir; {} when it is missing or
+    corrupt (said in the log): state files inform, they never stop a command."""
+    path = os.path.join(state_dir, name)
+    text = read_text(path)
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        logger.warning('%s is corrupt: ignored', path)
+        return {}
+    return data
+
+
+def write_state(state_dir: str, name: str, data: dict) -> None:
+    """Write a JSON state file atomically; a failure is logged, not raised."""
+    path = os.path.join(state_dir, name)
+    try:
+        write_atomic(path, json.dumps(data, indent=1) + '\n')
+    except OSError as e:
+        logger.error('cannot record %s: %s', path, e)
 
 
 def send_mail(sendmail: str, recipient: str, subject: str, body: str) -> None:
