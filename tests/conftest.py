@@ -4,6 +4,7 @@ import tempfile
 
 import pytest
 
+from check_helpers import FAST
 from testbed import Testbed, cleanup_leftovers, template_cluster
 
 
@@ -39,6 +40,18 @@ def bed(session_dir, pg_template):
 def pair(bed):
     """A master node (198.18.0.1) and a slave node (198.18.0.2), HA not yet configured."""
     return bed.add_node('master', 1), bed.add_node('slave', 2)
+
+
+@pytest.fixture
+def nodes(bed):
+    """A master (198.18.0.1, no PostgreSQL) and a slave configured as such, with fast
+    detection settings (check_helpers.FAST)."""
+    master = bed.add_node('master', 1, with_postgres=False)
+    slave = bed.add_node('slave', 2, with_postgres=False)
+    slave.write_settings(**FAST)
+    result = slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave', '--remote-address', master.ip)
+    assert result.returncode == 0, result.stderr
+    return master, slave
 
 
 class LocalNode:

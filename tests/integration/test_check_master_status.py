@@ -7,25 +7,7 @@ import time
 
 import pytest
 
-FAST = {'check': {'probe_interval': '1', 'down_after': '3', 'up_after': '4', 'run_for': '0',
-                  'probe_timeout': '1'}}
-
-
-@pytest.fixture
-def nodes(bed):
-    master = bed.add_node('master', 1, with_postgres=False)
-    slave = bed.add_node('slave', 2, with_postgres=False)
-    slave.write_settings(**FAST)
-    result = slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave', '--remote-address', master.ip)
-    assert result.returncode == 0, result.stderr
-    return master, slave
-
-
-def check(slave, *args, run_for=None, **settings):
-    if run_for is not None or settings:
-        slave.write_settings(check={**FAST['check'], **({'run_for': str(run_for)} if run_for is not None else {}),
-                                    **settings})
-    return slave.wazo('xivo-check-master-status', *args, timeout=120)
+from check_helpers import check
 
 
 def memory(slave):

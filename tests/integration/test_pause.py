@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import time
 
-from test_check_master_status import check, nodes  # noqa: F401 (a fixture)
+from check_helpers import check
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
