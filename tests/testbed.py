@@ -4,7 +4,8 @@ Each node gets:
 - a network namespace with its own 198.18.0.x address, all attached to a bridge that
   lives in a "hub" namespace (so a node's link can be cut from the hub);
 - a persistent mount namespace where /etc/xivo, /var/lib/wazo, /etc/asterisk,
-  /var/lib/asterisk and /root/.ssh are the node's own directories;
+  /var/lib/asterisk, /root/.ssh, /root/.config and /var/lib/wazo-auth-keys are the node's
+  own directories;
 - its own PostgreSQL 15 cluster (initdb as postgres), listening only on a socket until
   wazo-ha-config opens it, and optionally its own sshd;
 - a settings file (WAZO_HA_CONFIG) and recording stand-ins for the Wazo-only programs.
@@ -26,8 +27,7 @@ import time
 import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(REPO), 'shared')
-FIXTURES = os.path.join(SHARED, 'fixtures')
+FIXTURES = os.path.join(REPO, 'tests', 'fixtures')
 SCHEMA = os.path.join(FIXTURES, 'wazo-asterisk-schema.sql')
 POPULATE = os.path.join(FIXTURES, 'wazo-asterisk-populate.sql')
 PG_BIN = '/usr/lib/postgresql/15/bin'
@@ -39,6 +39,8 @@ NODE_DIRS = {
     '/var/lib/asterisk': 'var-lib-asterisk',
     '/var/spool/asterisk': 'var-spool-asterisk',
     '/root/.ssh': 'root-ssh',
+    '/root/.config': 'root-config',
+    '/var/lib/wazo-auth-keys': 'var-lib-wazo-auth-keys',
 }
 STAND_INS = ('wazo-service', 'xivo-create-config', 'xivo-update-config', 'dhcpd-update',
              'wazo-confgen', 'wazo-agentd-cli', 'systemctl')
@@ -69,6 +71,11 @@ def sh(*argv, check=True, **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
+def read_fixture(path: str) -> str:
+    with open(path, encoding='utf-8') as f:
+        return f.read()
+
+
 def template_cluster(workdir: str) -> str:
     """A stopped PostgreSQL data dir with the real Wazo asterisk database (once a session)."""
     base = os.path.join(workdir, 'template')
@@ -89,10 +96,11 @@ def template_cluster(workdir: str) -> str:
         psql = ['runuser', '-u', 'postgres', '--', 'psql', '-h', sock, '-X', '-q',
                 '-v', 'ON_ERROR_STOP=1']
         sh(*psql, '-d', 'postgres', '-c', 'CREATE DATABASE asterisk')
-        if os.path.exists(SCHEMA):
-            sh(*psql, '-d', 'asterisk', '-f', SCHEMA)
-            sh(*psql, '-d', 'asterisk', '-f', POPULATE,
-               env={**os.environ, 'PGOPTIONS': '-c session_replication_role=replica'})
+        # on stdin: psql runs as postgres, which may not read the checkout (a clone under
+        # /root is mode 0700)
+        sh(*psql, '-d', 'asterisk', input=read_fixture(SCHEMA))
+        sh(*psql, '-d', 'asterisk', input=read_fixture(POPULATE),
+           env={**os.environ, 'PGOPTIONS': '-c session_replication_role=replica'})
     finally:
         sh('runuser', '-u', 'postgres', '--', f'{PG_BIN}/pg_ctl', '-D', data, '-m', 'fast',
            '-w', 'stop')
