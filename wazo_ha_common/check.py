@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict
 
 from . import ha_state, health, probes, services
-from .errors import InputError, WrongRoleError
+from .errors import InputError
 from .settings import Settings
 from .system import read_state, read_text, single_instance, write_state
 
@@ -34,14 +34,10 @@ def save_memory(settings: Settings, memory: health.Memory, verdict: health.Verdi
                 {**asdict(memory), 'sentence': verdict.sentence, 'written_at': time.time()})
 
 
-def resolve_master(settings: Settings, argument: str | None) -> str | None:
-    """The master's address, or None when this node is no longer a secondary."""
-    if not ha_state.is_secondary(settings.paths.sentinel_dir):
-        return None
-    config = ha_state.load(settings.paths.ha_conf)
-    if config.node_type != 'slave':
-        raise WrongRoleError(f'{settings.paths.ha_conf} says {config.node_type} but the '
-                             'is-secondary sentinel exists: run wazo-ha-config set again')
+def resolve_master(settings: Settings, argument: str | None) -> str:
+    """The master's address; WrongRoleError when this node is not a slave."""
+    config = ha_state.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
+                                   'slave', 'the master check')
     if argument is None:
         return ha_state.validate_peer(config.remote_address)
     ip = ha_state.validate_peer(argument)
@@ -53,8 +49,6 @@ def resolve_master(settings: Settings, argument: str | None) -> str | None:
 def run(settings: Settings, argument: str | None, sleep=time.sleep) -> str:
     """Returns the closing sentence of the run."""
     master_ip = resolve_master(settings, argument)
-    if master_ip is None:
-        return 'this node is no longer a secondary: nothing to do'
     policy = health.Policy(settings.check.probe_interval, settings.check.down_after,
                            settings.check.up_after)
     with single_instance(settings.paths.lock_dir, NAME, wait=settings.check.probe_interval + 5):

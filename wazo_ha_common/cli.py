@@ -64,6 +64,10 @@ def run(prog: str, args: argparse.Namespace, handler: Handler,
         return 0
     try:
         return handler(settings, args) or 0
+    except WrongRoleError as e:  # not a failure: this node's role does not run the command
+        logger.info('%s', e)
+        print(f'{prog}: {e}')
+        return 0
     except LockBusyError as e:
         if by_cron:
             logger.info('%s (started by another cron file?)', e)
@@ -74,7 +78,7 @@ def run(prog: str, args: argparse.Namespace, handler: Handler,
     except WazoHaError as e:
         logger.error('%s', e)
         print(f'{prog}: error: {e}', file=sys.stderr)
-        if mail_subject and e.exit_code == 1 and not isinstance(e, WrongRoleError):
+        if mail_subject and e.exit_code == 1:
             send_mail(settings.mail.sendmail, settings.mail.recipient, mail_subject,
                       f'{prog} failed on this node:\n\n{e}\n\nSee {settings.paths.log_file}.\n')
         return e.exit_code

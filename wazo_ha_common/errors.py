@@ -26,7 +26,9 @@ class HaConfError(UsageError):
 
 
 class WrongRoleError(WazoHaError):
-    """The command does not apply to this node's HA role."""
+    """The command does not apply to this node's HA role: nothing done, not a failure."""
+
+    exit_code = 0
 
 
 class LockBusyError(WazoHaError):

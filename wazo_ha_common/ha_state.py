@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterable
 
-from .errors import HaConfError, InputError
+from .errors import HaConfError, InputError, WrongRoleError
 from .system import write_atomic
 
 NODE_TYPES = ('master', 'slave', 'disabled')
@@ -139,6 +139,21 @@ def apply_sentinels(sentinel_dir: str, node_type: str) -> list[str]:
                 pass
             changes.append(f'created {path}')
     return changes
+
+
+def require_role(ha_conf: str, sentinel_dir: str, role: str, what: str) -> HaConfig:
+    """ha.conf when this node has `role`; WrongRoleError (nothing done, exit 0) otherwise.
+
+    A slave must also hold the is-secondary sentinel: wazo-sysconfd writes the sentinels
+    last, and removing it is how HA is switched off (WAZO-2858)."""
+    if role == 'slave' and not is_secondary(sentinel_dir):
+        raise WrongRoleError(f'this node is not a slave (no {SECONDARY} sentinel): '
+                             f'{what} runs on the slave only; nothing done')
+    config = load(ha_conf)
+    if config.node_type != role:
+        raise WrongRoleError(f'this node is not a {role} (ha.conf says {config.node_type}): '
+                             f'{what} runs on the {role} only; nothing done')
+    return config
 
 
 def is_secondary(sentinel_dir: str) -> bool:

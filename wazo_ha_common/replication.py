@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import psycopg2
 
 from . import db, ha_state, tracking
-from .errors import InputError, WazoHaError, WrongRoleError
+from .errors import InputError, WazoHaError
 from .settings import Settings
 from .system import read_text, single_instance, write_atomic, write_state
 
@@ -176,9 +176,6 @@ def write_plan(rewritten: set[str], rows: dict[str, int], foreign_keys: list[db.
 # the run
 
 def resolve_slave(config: ha_state.HaConfig, argument: str | None, own=None) -> str:
-    if config.node_type != 'master':
-        raise WrongRoleError(f'this node is not a master (ha.conf says {config.node_type}): '
-                             'replication runs on the master only; nothing done')
     if argument is None:
         return ha_state.validate_peer(config.remote_address, own)
     ip = ha_state.validate_peer(argument, own)
@@ -189,7 +186,8 @@ def resolve_slave(config: ha_state.HaConfig, argument: str | None, own=None) -> 
 
 
 def run(settings: Settings, argument: str | None) -> Result:
-    config = ha_state.load(settings.paths.ha_conf)
+    config = ha_state.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
+                                   'master', 'replication')
     slave_ip = resolve_slave(config, argument)
     with single_instance(settings.paths.lock_dir, NAME):
         result = Result(slave=slave_ip, started_at=time.time())

@@ -6,13 +6,14 @@ forwarding, and only rsync through rrsync, so a stolen key opens no shell there.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import socket
 import time
 
 from . import ha_state
-from .errors import WazoHaError, WrongRoleError
+from .errors import WazoHaError
 from .settings import Settings
 from .system import describe, read_text, run, single_instance, tail, write_state
 
@@ -38,10 +39,8 @@ class SyncError(WazoHaError):
 
 
 def master_config(settings: Settings) -> ha_state.HaConfig:
-    config = ha_state.load(settings.paths.ha_conf)
-    if config.node_type != 'master':
-        raise WrongRoleError(f'this node is not a master (ha.conf says {config.node_type}): '
-                             'file synchronisation runs on the master only; nothing done')
+    config = ha_state.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
+                                   'master', 'file synchronisation')
     ha_state.validate_peer(config.remote_address)  # never this node itself
     return config
 
@@ -59,6 +58,19 @@ def restricted_line(public_key: str, master_ip: str) -> str:
     fields = public_key.split()
     key = ' '.join(fields[:2])
     return f'from="{master_ip}",restrict,command="{RRSYNC} /" {key} {KEY_COMMENT}'
+
+
+def expand_directories(patterns: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The directories the settings name on this node now (patterns expanded, in order,
+    once each), and the entries that name none."""
+    found, missing = [], []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        matches = [m for m in matches if os.path.isdir(m)]
+        if not matches:
+            missing.append(pattern)
+        found += [m for m in matches if m not in found]
+    return found, missing
 
 
 def remote(user: str, ip: str) -> str:
@@ -135,9 +147,9 @@ def push(settings: Settings, dry_run: bool = False) -> str:
         _save_state(settings, 'not set up', sentence)
         return sentence
     with single_instance(settings.paths.lock_dir, NAME):
-        existing = [d for d in settings.sync.directories if os.path.isdir(d)]
-        for missing in sorted(set(settings.sync.directories) - set(existing)):
-            logger.info('skipped %s: not on this master', missing)
+        existing, missing = expand_directories(settings.sync.directories)
+        for pattern in missing:
+            logger.info('skipped %s: not on this master', pattern)
         if not existing:
             return 'none of the synced directories exists on this master: nothing to send'
         target = remote(settings.sync.remote_user, config.remote_address)

@@ -1,9 +1,10 @@
 import json
+import re
 
 import pytest
 
 from wazo_ha_common import ha_state
-from wazo_ha_common.errors import HaConfError, InputError
+from wazo_ha_common.errors import HaConfError, InputError, WrongRoleError
 
 OWN = {'198.18.0.1', '127.0.0.1'}
 
@@ -73,3 +74,49 @@ def test_sentinels_follow_the_role(tmp_path):
     assert ha_state.current_sentinels(d) == {'is-secondary'}
     ha_state.apply_sentinels(d, 'disabled')
     assert ha_state.current_sentinels(d) == set()
+
+
+@pytest.fixture
+def node(tmp_path):
+    sentinels = tmp_path / 'var-lib-wazo'
+    sentinels.mkdir()
+    return str(tmp_path / 'ha.conf'), str(sentinels)
+
+
+def configure(node, node_type, sentinel=None):
+    ha_conf, sentinels = node
+    ha_state.save(ha_conf, ha_state.HaConfig(node_type, '' if node_type == 'disabled' else '198.18.0.9'))
+    if sentinel:
+        open(f'{sentinels}/{sentinel}', 'w').close()
+
+
+@pytest.mark.parametrize('node_type, sentinel, role', [
+    ('master', 'is-primary', 'master'),
+    ('slave', 'is-secondary', 'slave'),
+    ('master', None, 'master'),  # the master's commands go by ha.conf, as xivo-sync does
+])
+def test_require_role_returns_the_configuration_of_the_right_role(node, node_type, sentinel, role):
+    configure(node, node_type, sentinel)
+    assert ha_state.require_role(*node, role, 'x').node_type == role
+
+
+@pytest.mark.parametrize('node_type, sentinel, role, message', [
+    ('slave', 'is-secondary', 'master', 'not a master (ha.conf says slave)'),
+    ('disabled', None, 'master', 'not a master (ha.conf says disabled)'),
+    ('master', 'is-primary', 'slave', 'no is-secondary sentinel'),
+    # sysconfd writes ha.conf first and the sentinels last: mid-way, ha.conf decides
+    ('master', 'is-secondary', 'slave', 'not a slave (ha.conf says master)'),
+    ('slave', None, 'slave', 'no is-secondary sentinel'),
+])
+def test_require_role_on_the_wrong_role_is_not_a_failure(node, node_type, sentinel, role, message):
+    configure(node, node_type, sentinel)
+    with pytest.raises(WrongRoleError, match=re.escape(message)) as raised:
+        ha_state.require_role(*node, role, 'the job')
+    assert raised.value.exit_code == 0
+    assert 'nothing done' in str(raised.value)
+
+
+def test_require_role_with_a_missing_ha_conf_is_an_error(node):
+    with pytest.raises(HaConfError, match='does not exist') as raised:
+        ha_state.require_role(*node, 'master', 'x')
+    assert raised.value.exit_code == 2
