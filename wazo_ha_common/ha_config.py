@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from . import ha_state, pg_access
+from . import ha_state, pg_access, services
 from .errors import HaConfError, InputError, WazoHaError
 from .settings import Settings
 from .wazo_api import ApiError, Client
@@ -113,6 +113,8 @@ def apply(settings: Settings, new: ha_state.HaConfig, force: bool = False,
         report.changes.append(f'{settings.paths.ha_conf}: node_type={new.node_type} '
                               f'remote_address={new.remote_address or "(none)"}')
     report.changes += ha_state.apply_sentinels(settings.paths.sentinel_dir, new.node_type)
+    if new.node_type != 'slave':
+        _start_telephony(settings, report)
 
     _apply_remote(settings, old, new, report, client)
     for line in report.changes:
@@ -120,6 +122,22 @@ def apply(settings: Settings, new: ha_state.HaConfig, force: bool = False,
     for line in report.not_applied:
         logger.error('not applied: %s', line)
     return report
+
+
+def _start_telephony(settings: Settings, report: Report) -> None:
+    """What wazo-sysconfd does for a master or a disabled node: its telephony runs, at boot
+    too (a promoted standby serves calls). Already running and enabled: nothing is run."""
+    if not services.available():
+        report.notes.append('wazo-service not found (not a Wazo node): telephony services '
+                            'left as they are')
+        return
+    outcome = services.start(settings)
+    if outcome.done:
+        report.changes.append(outcome.sentence())
+    if outcome.critical_failed:
+        report.not_applied.append('telephony services not started: ' + '; '.join(outcome.failed))
+    elif outcome.failed:
+        report.notes.append('telephony started; auxiliary steps failed: ' + '; '.join(outcome.failed))
 
 
 def _put_ha(client: Client, new: ha_state.HaConfig, report: Report) -> None:

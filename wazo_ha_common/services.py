@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .errors import WazoHaError
 from .settings import Settings
-from .system import read_state, run, write_state
+from .system import find_program, read_state, run, write_state
 
 logger = logging.getLogger('wazo-ha')
 
@@ -77,6 +77,11 @@ def flag_path(settings: Settings) -> str:
     return os.path.join(settings.paths.sentinel_dir, 'disabled')
 
 
+def available() -> bool:
+    """This is a Wazo node: its services are managed by wazo-service."""
+    return find_program('wazo-service') is not None
+
+
 def running(settings: Settings) -> bool:
     """All Wazo services run (`wazo-service status all` exits 0)."""
     return run(('wazo-service', 'status', 'all'), timeout=60, check=False).returncode == 0
@@ -90,7 +95,12 @@ def current(settings: Settings) -> str:
 
 def start(settings: Settings) -> Outcome:
     if running(settings):
-        return _record(settings, Outcome(STARTED, False, [], False, 0.0))
+        if not os.path.exists(flag_path(settings)):
+            return _record(settings, Outcome(STARTED, False, [], False, 0.0))
+        # running but still disabled at boot (started by hand or by wazo-upgrade): only
+        # the boot flag is wrong, and a reboot would leave telephony down
+        return _run_steps(settings, STARTED, [step for step in start_steps('isc-dhcp-server')
+                                              if step.argv == ('wazo-service', 'enable')])
     return _run_steps(settings, STARTED, start_steps('isc-dhcp-server'))
 
 

@@ -13,6 +13,7 @@ import logging
 import logging.handlers
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -76,6 +77,11 @@ def run(argv: Sequence[str], *, timeout: float = 120, check: bool = True,
         raise CommandError(f'{shown} failed with exit status {proc.returncode}: {detail}',
                            proc.returncode, proc.stdout + proc.stderr)
     return result
+
+
+def find_program(name: str) -> str | None:
+    """The path PATH gives for a program, None when it is not installed."""
+    return shutil.which(name)
 
 
 @contextlib.contextmanager

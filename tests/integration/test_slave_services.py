@@ -80,12 +80,36 @@ def test_a_failing_auxiliary_step_does_not_keep_telephony_down(slave):
     assert 'wazo-agentd-cli -c relog all --timeout 60' in slave.stand_in_calls()
 
 
-def test_not_a_slave_is_refused(bed):
-    node = bed.add_node('master', 1, with_postgres=False)
+@pytest.mark.parametrize('role', ['master', 'disabled', None])
+def test_start_and_stop_work_on_any_role(bed, role):
+    """As the original: wazo-sysconfd runs `start` whenever a node becomes master or
+    disabled (wazo_sysconfd/plugins/ha_config/ha.py, _manage_services), and a non-zero exit
+    fails its PUT /ha."""
+    node = bed.add_node('node', 1, with_postgres=False)
+    if role:
+        args = ['--node-type', role] + (['--remote-address', '198.18.0.2'] if role == 'master' else [])
+        assert node.wazo('wazo-ha-config', 'set', *args).returncode == 0
+    calls = len(node.stand_in_calls())
+    result = manage(node, 'stop')
+    assert result.returncode == 0, result.stderr
+    assert node.stand_in_calls()[calls:] == STOP_CALLS
     result = manage(node, 'start')
-    assert result.returncode == 1
-    assert 'not a slave' in result.stderr
-    assert node.stand_in_calls() == []
+    assert result.returncode == 0, result.stderr
+    assert node.services_state() == 'all'
+    assert not os.path.exists(node.host_path('/var/lib/wazo/disabled'))
+
+
+def test_start_of_running_services_still_disabled_at_boot_only_enables_them(slave):
+    """Started by hand (or by wazo-upgrade's restart) while disabled: a reboot would leave
+    telephony down, so start clears the boot flag and restarts nothing."""
+    manage(slave, 'stop')
+    with open(slave.services_state_file, 'w') as f:
+        f.write('all\n')
+    calls = len(slave.stand_in_calls())
+    result = manage(slave, 'start')
+    assert result.returncode == 0, result.stderr
+    assert slave.stand_in_calls()[calls:] == ['wazo-service status all', 'wazo-service enable']
+    assert not os.path.exists(slave.host_path('/var/lib/wazo/disabled'))
 
 
 def test_bad_action_is_a_usage_error(slave):

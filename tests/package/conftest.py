@@ -1,1 +1,1 @@
-from package_helpers import deb  # noqa: F401 (fixture)
+from package_helpers import deb, wazo_node  # noqa: F401 (fixtures)

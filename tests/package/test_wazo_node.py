@@ -3,67 +3,11 @@
 Stand-in .debs built here own the same paths; wazo-ha takes them over with dpkg-divert
 and gives them back, byte for byte, when it is removed or purged."""
 
-import hashlib
 import os
 import shutil
 import subprocess
 
-import pytest
-
-from package_helpers import sh
-
-XIVO_CONFIG_FILES = ['/usr/sbin/xivo-master-slave-db-replication',
-                     '/usr/sbin/xivo-manage-slave-services',
-                     '/usr/sbin/xivo-check-master-status']
-XIVO_SYNC_FILES = ['/usr/bin/wazo-sync']
-
-
-def build_stand_in(tmp_path, name, version, files):
-    root = tmp_path / f'{name}-{version}'
-    (root / 'DEBIAN').mkdir(parents=True)
-    (root / 'DEBIAN' / 'control').write_text(
-        f'Package: {name}\nVersion: {version}\nArchitecture: all\n'
-        'Maintainer: tests <tests@example.org>\nDescription: stand-in owning the HA paths\n')
-    # like the real packages, they own more than the diverted commands (a package whose
-    # every file is taken over would "disappear" from dpkg's database)
-    doc = root / 'usr' / 'share' / 'doc' / name / 'README'
-    doc.parent.mkdir(parents=True)
-    doc.write_text(f'{name} stand-in\n')
-    for path in files:
-        target = root / path.lstrip('/')
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(f'#!/bin/sh\necho "original {os.path.basename(path)} {version}"\n')
-        target.chmod(0o755)
-    deb = tmp_path / f'{name}_{version}_all.deb'
-    result = sh('dpkg-deb', '--root-owner-group', '--build', str(root), str(deb))
-    assert result.returncode == 0, result.stderr
-    return str(deb)
-
-
-def digest(path):
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def diversions():
-    return sh('dpkg-divert', '--list', 'wazo-ha').stdout
-
-
-@pytest.fixture
-def wazo_node(tmp_path, deb):
-    for name in ('xivo-config', 'xivo-sync', 'wazo-ha'):
-        if sh('dpkg-query', '-W', name).returncode == 0:
-            pytest.fail(f'{name} is installed on this machine: the test would change it')
-    config_deb = build_stand_in(tmp_path, 'xivo-config', '1.0', XIVO_CONFIG_FILES)
-    sync_deb = build_stand_in(tmp_path, 'xivo-sync', '1.0', XIVO_SYNC_FILES)
-    result = sh('dpkg', '-i', config_deb, sync_deb)
-    assert result.returncode == 0, result.stderr
-    originals = {p: digest(p) for p in XIVO_CONFIG_FILES + XIVO_SYNC_FILES}
-    try:
-        yield deb[0], originals, tmp_path
-    finally:
-        sh('dpkg', '--purge', 'wazo-ha')
-        sh('dpkg', '--purge', 'xivo-config', 'xivo-sync')
+from package_helpers import XIVO_CONFIG_FILES, XIVO_SYNC_FILES, build_stand_in, digest, diversions, sh
 
 
 def test_diverts_the_originals_and_gives_them_back_on_remove(wazo_node):
