@@ -26,7 +26,7 @@ FAST_CHECK = {'probe_interval': '1', 'down_after': '3', 'up_after': '6', 'run_fo
 FILES = {
     '/etc/asterisk/extensions_extra.d/demo.conf': '[demo]\nexten = 999,1,Playback(hello-world)\n',
     '/var/lib/asterisk/agi-bin/demo.agi': '#!/bin/sh\necho demo\n',
-    '/var/lib/wazo/sounds/tenants/acme/greeting.wav': 'RIFF' + 'demo' * 4096,
+    '/var/lib/wazo/sounds/tenants/acme/playback/greeting.wav': 'RIFF' + 'demo' * 4096,
 }
 VOICEMAIL = '/var/spool/asterisk/voicemail/default/10001/INBOX/msg0000.txt'
 

@@ -24,12 +24,18 @@ DEFAULT_EXCLUDED_TABLES = ' '.join([
     'auth_refresh_token', 'auth_saml_pysaml2_cache', 'provisioning',
 ])
 
+# as Wazo's own xivo-sync: the service keys go with the replicated wazo-auth tables (their
+# passwords cannot be recovered from the database), and of the tenants' sounds only the
+# files made by configuration (acd, playback), never the recordings a slave makes
 DEFAULT_SYNC_DIRECTORIES = '\n'.join([
     '/etc/asterisk/extensions_extra.d',
     '/etc/xivo/asterisk',
+    '/root/.config/wazo-auth-cli',
     '/var/lib/asterisk/agi-bin',
     '/var/lib/asterisk/moh',
-    '/var/lib/wazo/sounds/tenants',
+    '/var/lib/wazo-auth-keys',
+    '/var/lib/wazo/sounds/tenants/*/acd',
+    '/var/lib/wazo/sounds/tenants/*/playback',
 ])
 
 DEFAULT_FAILBACK_DIRECTORIES = '\n'.join([

@@ -83,7 +83,7 @@ def test_sync_copies_files_and_deletes_what_the_master_deleted(nodes):
     write(master, '/etc/asterisk/extensions_extra.d/sub/dir/deep.conf', 'deep\n')
     write(master, '/var/lib/asterisk/agi-bin/script.agi', '#!/bin/sh\n', 0o755)
     write(master, '/var/lib/asterisk/moh/défaut/musique-été.wav', 'RIFF' + 'x' * 1000)
-    big = master.host_path('/var/lib/wazo/sounds/tenants/t1/big.wav')
+    big = master.host_path('/var/lib/wazo/sounds/tenants/t1/playback/big.wav')
     os.makedirs(os.path.dirname(big))
     with open(big, 'wb') as f:
         f.write(os.urandom(20 * 1024 * 1024))
@@ -94,12 +94,14 @@ def test_sync_copies_files_and_deletes_what_the_master_deleted(nodes):
 
     result = master.wazo('wazo-sync')
     assert result.returncode == 0, result.stderr
-    assert 'synced 4 directories' in result.stdout  # /etc/xivo/asterisk does not exist
+    # /etc/xivo/asterisk and /root/.config/wazo-auth-cli do not exist; the node's (empty)
+    # /var/lib/wazo-auth-keys does
+    assert 'synced 5 directories' in result.stdout
     for path in ('/etc/asterisk/extensions_extra.d/custom.conf',
                  '/etc/asterisk/extensions_extra.d/sub/dir/deep.conf',
                  '/var/lib/asterisk/agi-bin/script.agi',
                  '/var/lib/asterisk/moh/défaut/musique-été.wav',
-                 '/var/lib/wazo/sounds/tenants/t1/big.wav'):
+                 '/var/lib/wazo/sounds/tenants/t1/playback/big.wav'):
         with open(master.host_path(path), 'rb') as a, open(slave.host_path(path), 'rb') as b:
             assert a.read() == b.read(), path
         ms, ss = os.stat(master.host_path(path)), os.stat(slave.host_path(path))
@@ -124,12 +126,38 @@ def test_without_a_key_sync_is_not_set_up_and_exits_0(nodes):
     assert 'not set up' in result.stdout
 
 
-def test_wrong_role(nodes):
+def test_a_run_on_the_slave_does_nothing_says_so_and_exits_0(nodes):
     master, slave = nodes
-    for args in ([], ['-i']):
+    for args in ([], ['-i'], ['--failback']):
         result = slave.wazo('wazo-sync', *args)
-        assert result.returncode == 1
-        assert 'not a master' in result.stderr
+        assert result.returncode == 0, result.stderr
+        assert 'not a master' in result.stdout and 'nothing done' in result.stdout
+        assert len(result.stdout.splitlines()) == 1 and result.stderr == ''
+    assert not os.path.exists(slave.host_path(KEY))
+    assert slave.mails() == []
+
+
+def test_recordings_made_on_the_slave_survive_a_push(nodes):
+    """Of the tenants' sounds only acd and playback are pushed (Wazo's xivo-sync since 2019):
+    a recording the slave made while it served is never deleted by --delete-after."""
+    master, slave = nodes
+    assert init(master).returncode == 0
+    write(master, '/var/lib/wazo/sounds/tenants/t1/playback/welcome.wav', 'master playback')
+    write(master, '/var/lib/wazo/sounds/tenants/t1/acd/queue.wav', 'master acd')
+    write(master, '/var/lib/wazo/sounds/tenants/t2/playback/other.wav', 'tenant 2')
+    write(slave, '/var/lib/wazo/sounds/tenants/t1/playback/stale.wav', 'deleted on the master')
+    recording = '/var/lib/wazo/sounds/tenants/t1/monitor/call-1.wav'
+    write(slave, recording, 'recorded on the slave during a failover')
+    result = master.wazo('wazo-sync')
+    assert result.returncode == 0, result.stderr
+    for path in ('/var/lib/wazo/sounds/tenants/t1/playback/welcome.wav',
+                 '/var/lib/wazo/sounds/tenants/t1/acd/queue.wav',
+                 '/var/lib/wazo/sounds/tenants/t2/playback/other.wav'):
+        with open(slave.host_path(path)) as f:
+            assert f.read() == open(master.host_path(path)).read(), path
+    assert not os.path.exists(slave.host_path('/var/lib/wazo/sounds/tenants/t1/playback/stale.wav'))
+    with open(slave.host_path(recording)) as f:
+        assert f.read() == 'recorded on the slave during a failover'
 
 
 def test_sshd_down_is_a_clear_failure_and_mails_root(nodes):

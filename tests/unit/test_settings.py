@@ -16,7 +16,7 @@ def test_defaults_are_the_production_paths(tmp_path):
     assert s.paths.sentinel_dir == '/var/lib/wazo'
     assert s.sync.ssh_key == '/root/.ssh/xivo_id_rsa'
     assert s.check.down_after == 15 and s.check.up_after == 60
-    assert len(s.sync.directories) == 5
+    assert len(s.sync.directories) == 8
     assert 'call_logd_*' in s.database.excluded_tables
 
 
