@@ -27,6 +27,9 @@ def main():
                         help='short detection times (probe 1 s, down after 3 s, up after 6 s, '
                              'cron every 10 s) instead of the defaults')
     parser.add_argument('--users', type=int, default=2000)
+    parser.add_argument('--setup-only', action='store_true',
+                        help='the first stage only: build the nodes, configure HA, replicate '
+                             'once, then clean up')
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit('demo: run as root (it creates network namespaces and PostgreSQL clusters)')
@@ -47,7 +50,9 @@ def main():
         show_status(story, story.master, 'configured')
         story.say('== file synchronisation set-up, first replication and sync')
         story.sync_init()
-        story.replicate('replication, first (full copy)')
+        first = story.replicate('replication, first (full copy)')
+        if args.setup_only:
+            return first.returncode
         story.replicate('replication, nothing changed')
         story.change_one_user()
         story.replicate('replication, one user renamed')
