@@ -76,7 +76,11 @@ def test_the_whole_story(story):
     code, status = story.status(slave)
     assert code == 0, status['warnings']
     assert status['decision']['decision'] == 'up' and status['services']['state'] == 'stopped'
-    assert master.services_state() == 'none', 'nothing touches the master'
+    # set as master, its telephony was started and enabled at boot (wazo-sysconfd's PUT /ha
+    # does the same); nothing of HA stops it
+    assert master.services_state() == 'all', 'the master serves calls'
+    assert not os.path.exists(master.host_path('/var/lib/wazo/disabled'))
+    assert 'wazo-service stop wazo' not in master.stand_in_calls()
 
     # failover
     took = story.master_dies()
