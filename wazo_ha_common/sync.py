@@ -11,17 +11,16 @@ import logging
 import os
 import socket
 import time
+from typing import Callable
 
-from . import ha_state
+from . import role
 from .errors import WazoHaError
+from .jobs import SYNC, LastRun, save_last_run
 from .settings import Settings
-from .system import describe, read_text, run, single_instance, tail, write_state
+from .system import describe, read_text, run, single_instance, tail
 
 logger = logging.getLogger('wazo-ha')
 
-NAME = 'wazo-sync'
-MAIL_SUBJECT = 'Slave file synchronisation failed'
-STATE_FILE = 'sync.json'
 RRSYNC = '/usr/bin/rrsync'
 KEY_COMMENT = 'wazo-ha-sync'
 
@@ -38,10 +37,10 @@ class SyncError(WazoHaError):
     """rsync or ssh failed."""
 
 
-def master_config(settings: Settings) -> ha_state.HaConfig:
-    config = ha_state.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
+def master_config(settings: Settings) -> role.HaConfig:
+    config = role.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
                                    'master', 'file synchronisation')
-    ha_state.validate_peer(config.remote_address)  # never this node itself
+    role.validate_peer(config.remote_address)  # never this node itself
     return config
 
 
@@ -96,13 +95,16 @@ def rsync_shell(settings: Settings) -> str:
     return describe(['ssh', *ssh_options(settings)])
 
 
-def setup(settings: Settings) -> list[str]:
-    """wazo-sync -i: make the key if needed, authorise it on the slave, check it works."""
+def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
+    """wazo-sync -i: make the key if needed, authorise it on the slave, check it works.
+
+    Returns what was done; `tell` shows the one line the user needs before ssh asks for
+    the slave's password."""
     config = master_config(settings)
     slave = config.remote_address
     key = settings.sync.ssh_key
     report = []
-    with single_instance(settings.paths.lock_dir, NAME):
+    with single_instance(settings.paths.lock_dir, SYNC.name):
         if os.path.exists(key):
             report.append(f'using the existing key {key}')
         else:
@@ -117,8 +119,8 @@ def setup(settings: Settings) -> list[str]:
             raise SyncError(f'{key}.pub is missing: remove {key} and run wazo-sync -i again')
         line = restricted_line(public, source_address(slave))
         target = remote(settings.sync.remote_user, slave)
-        print(f"Authorising {key} on {target}: enter {settings.sync.remote_user}'s password "
-              'on the slave when asked.', flush=True)
+        tell(f"Authorising {key} on {target}: enter {settings.sync.remote_user}'s password "
+             'on the slave when asked.')
         result = run(['ssh', *ssh_options(settings, batch=False), target, AUTHORIZE_SCRIPT],
                      input=line + '\n', timeout=120, check=False)
         if result.returncode != 0:
@@ -146,7 +148,7 @@ def push(settings: Settings, dry_run: bool = False) -> str:
         logger.info('%s', sentence)
         _save_state(settings, 'not set up', sentence)
         return sentence
-    with single_instance(settings.paths.lock_dir, NAME):
+    with single_instance(settings.paths.lock_dir, SYNC.name):
         existing, missing = expand_directories(settings.sync.directories)
         for pattern in missing:
             logger.info('skipped %s: not on this master', pattern)
@@ -188,7 +190,7 @@ def pull_back(settings: Settings) -> list[str]:
     target = remote(settings.sync.remote_user, config.remote_address)
     stamp = time.strftime('%Y%m%d%H%M%S')
     copied = []
-    with single_instance(settings.paths.lock_dir, NAME):
+    with single_instance(settings.paths.lock_dir, SYNC.name):
         for directory in settings.sync.failback_directories:
             argv = ['rsync', '-aR', '--update', '--backup', f'--suffix=.before-failback-{stamp}',
                     '--out-format=%n', '-e', rsync_shell(settings), f'{target}:{directory}/', '/']
@@ -206,5 +208,4 @@ def pull_back(settings: Settings) -> list[str]:
 
 
 def _save_state(settings: Settings, result: str, sentence: str) -> None:
-    write_state(settings.paths.state_dir, STATE_FILE,
-                {'result': result, 'sentence': sentence, 'finished_at': time.time()})
+    save_last_run(settings.paths.state_dir, SYNC, LastRun(result, time.time(), sentence))
