@@ -9,7 +9,7 @@ import logging
 import time
 from dataclasses import asdict
 
-from . import health, probes, role, services
+from . import health, probes, role, services, sync
 from .errors import InputError
 from .jobs import CHECK
 from .settings import Settings
@@ -51,6 +51,7 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep) -> str:
     policy = health.Policy(settings.check.probe_interval, settings.check.down_after,
                            settings.check.up_after)
     with single_instance(settings.paths.lock_dir, CHECK.name, wait=settings.check.probe_interval + 5):
+        _keep_daemon_config(settings)
         boot = boot_id()
         deadline = time.monotonic() + settings.check.run_for
         memory = load_memory(settings)
@@ -74,6 +75,15 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep) -> str:
             sleep(max(0.0, next_probe - time.monotonic()))
         logger.info('%s', sentence)
         return sentence
+
+
+def _keep_daemon_config(settings: Settings) -> None:
+    """The rsync daemon configuration follows the settings (what the master's key may do)."""
+    try:
+        for change in sync.apply_daemon_config(settings, slave=True):
+            logger.info('changed: %s', change)
+    except OSError as e:  # file sync is not failover: say so and go on probing
+        logger.error('cannot write the rsync daemon configuration: %s', e)
 
 
 def _converge(settings: Settings, verdict: health.Verdict, force: bool) -> str:

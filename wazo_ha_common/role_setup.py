@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from . import pg_access, role, services
+from . import pg_access, role, services, sync
 from .errors import HaConfError, InputError, WazoHaError
 from .settings import Settings
 from .wazo_api import ApiError, Client
@@ -107,6 +107,10 @@ def apply(settings: Settings, new: role.HaConfig, force: bool = False,
         report.changes += pg_access.apply(settings, master_ip)
     except (OSError, WazoHaError) as e:
         raise WazoHaError(f'PostgreSQL access for the master not applied, nothing else changed: {e}') from None
+    try:
+        report.changes += sync.apply_daemon_config(settings, new.node_type == 'slave')
+    except OSError as e:
+        raise WazoHaError(f'file sync access for the master not applied: {e}') from None
 
     if old != new:
         role.save(settings.paths.ha_conf, new)

@@ -307,6 +307,10 @@ TABLE = (
         '/var/lib/wazo/sounds/tenants',
     ]), Directories(),
             'copied back from the slave by wazo-sync --failback (voicemail, recordings, sounds)'),
+    Setting('sync', 'rsyncd_conf', '/etc/wazo-ha/rsyncd.conf', Path(),
+            "on a slave: the rsync daemon configuration the master's key is bound to (written\n"
+            'by wazo-ha-config and the master check from the two lists above; the same path on\n'
+            'both nodes)'),
     Setting('sync', 'connect_timeout', '10', Number(1, 600, integer=True),
             'seconds to wait for the SSH connection, and for a whole rsync run'),
     Setting('sync', 'timeout', '3600', Number(1, 86400, integer=True), ''),
