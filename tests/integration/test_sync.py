@@ -282,7 +282,7 @@ def test_attack_no_file_outside_the_modules_can_be_written(thief):
     assert rsync(master, f'{ATTACK}/payload', f'root@{slave.ip}:/root/.ssh/authorized_keys').returncode != 0
     assert rsync(master, f'{ATTACK}/payload', f'root@{slave.ip}:/etc/cron.d/{marker}').returncode != 0
     # daemon syntax with .. out of a module: stays inside it (chroot)
-    for dest in (f'../../../root/.ssh/authorized_keys', f'../../../etc/cron.d/{marker}',
+    for dest in ('../../../root/.ssh/authorized_keys', f'../../../etc/cron.d/{marker}',
                  f'/etc/cron.d/{marker}'):
         rsync(master, f'{ATTACK}/payload', f'root@{slave.ip}::{PUSH}/{dest}')
     # into a read-only module, or a module that does not exist
