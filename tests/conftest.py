@@ -87,6 +87,10 @@ postgresql_conf_dir = {self.root}/postgresql
 local_dsn = host=/nonexistent dbname=asterisk
 reload_command = /bin/true
 restart_command = /bin/true
+[sync]
+rsyncd_conf = {self.root}/rsyncd.conf
+directories = {self.root}/files/extensions
+failback_directories = {self.root}/files/voicemail
 [mail]
 sendmail = {self.sendmail}
 [wazo_api]

@@ -41,6 +41,7 @@ NODE_DIRS = {
     '/root/.ssh': 'root-ssh',
     '/root/.config': 'root-config',
     '/var/lib/wazo-auth-keys': 'var-lib-wazo-auth-keys',
+    '/etc/wazo-ha': 'etc-wazo-ha',  # the node's settings and the slave's rsyncd.conf
 }
 STAND_INS = ('wazo-service', 'xivo-create-config', 'xivo-update-config', 'dhcpd-update',
              'wazo-confgen', 'wazo-agentd-cli', 'systemctl')
@@ -180,7 +181,7 @@ class Node:
         for sub in NODE_DIRS.values():
             os.makedirs(os.path.join(self.root, sub))
         os.chmod(os.path.join(self.root, 'root-ssh'), 0o700)
-        for sub in ('state', 'lock', 'log', 'stand-ins', 'mail', 'etc-wazo-ha'):
+        for sub in ('state', 'lock', 'log', 'stand-ins', 'mail'):
             os.makedirs(os.path.join(self.root, sub))
         self._write_stand_ins()
         sh('ip', 'netns', 'add', self.ns)

@@ -11,6 +11,7 @@ from typing import Callable
 
 from . import __version__, schedule, settings as settings_module
 from .errors import LockBusyError, WazoHaError, WrongRoleError
+from .jobs import Job
 from .settings import Settings
 from .system import send_mail, setup_logging
 
@@ -29,12 +30,16 @@ def parser(prog: str, description: str, epilog: str | None = None) -> argparse.A
     return p
 
 
-def run(prog: str, args: argparse.Namespace, handler: Handler,
-        mail_subject: str | None = None, cron_period: int | None = None) -> int:
+def run(job: Job, args: argparse.Namespace, handler: Handler, cron: bool = True,
+        mail: bool = True) -> int:
     """Load settings, set up logging, call handler; expected failures become one stderr line.
 
-    cron_period (seconds): when cron starts this job, run it once per period whichever
-    cron file started it (see schedule)."""
+    Started by cron, the job runs once per its cron period whichever cron file started it
+    (see schedule); a failure mails root when the job has a mail subject. cron/mail False:
+    this kind of run (wazo-sync -i, --dry-run...) is neither."""
+    prog = job.name
+    mail_subject = job.mail_subject if mail else None
+    cron_period = job.cron_period if cron else None
     try:
         settings = settings_module.load(args.config)
     except WazoHaError as e:
@@ -60,7 +65,7 @@ def run(prog: str, args: argparse.Namespace, handler: Handler,
         claimed = True
     if not claimed:
         logger.info('another cron run of %s already started in this %s: leaving', prog,
-                    'minute' if cron_period == 60 else 'hour')
+                    job.period_name)
         return 0
     try:
         return handler(settings, args) or 0

@@ -37,8 +37,3 @@ class LockBusyError(WazoHaError):
 
 class CommandError(WazoHaError):
     """An external program failed or timed out."""
-
-    def __init__(self, message: str, returncode: int | None = None, output: str = ''):
-        super().__init__(message)
-        self.returncode = returncode
-        self.output = output

@@ -14,15 +14,13 @@ import logging
 import os
 import time
 
-from . import check, replication, schedule, sync
+from . import schedule
+from .jobs import SCHEDULED
 from .errors import LockBusyError
 from .settings import Settings
 from .system import single_instance, write_atomic
 
 logger = logging.getLogger('wazo-ha')
-
-JOBS = (replication.NAME, sync.NAME, check.NAME)
-
 
 def pause(settings: Settings, wait: float) -> tuple[str, bool, list[str]]:
     """Record the pause (kept if already paused); then wait up to `wait` seconds for the
@@ -35,13 +33,13 @@ def pause(settings: Settings, wait: float) -> tuple[str, bool, list[str]]:
         logger.info('cron jobs paused (%s)', since)
     deadline = time.monotonic() + wait
     running = []
-    for job in JOBS:
+    for job in SCHEDULED:
         try:
-            with single_instance(settings.paths.lock_dir, job,
+            with single_instance(settings.paths.lock_dir, job.name,
                                  wait=max(0.0, deadline - time.monotonic())):
                 pass
         except LockBusyError:
-            running.append(job)
+            running.append(job.name)
     return since, newly, running
 
 

@@ -17,16 +17,14 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg2
 
-from . import db, ha_state, tracking
+from . import db, jobs, role, tracking
+from .jobs import REPLICATION
 from .errors import InputError, WazoHaError
 from .settings import Settings
-from .system import read_text, single_instance, write_atomic, write_state
+from .system import read_text, single_instance, write_atomic
 
 logger = logging.getLogger('wazo-ha')
 
-NAME = 'xivo-master-slave-db-replication'
-MAIL_SUBJECT = 'Slave replication failed'
-STATE_FILE = 'replication.json'
 TRACKING_FILE = 'replication-tracking.json'
 
 
@@ -175,10 +173,10 @@ def write_plan(rewritten: set[str], rows: dict[str, int], foreign_keys: list[db.
 
 # the run
 
-def resolve_slave(config: ha_state.HaConfig, argument: str | None, own=None) -> str:
+def resolve_slave(config: role.HaConfig, argument: str | None, own=None) -> str:
     if argument is None:
-        return ha_state.validate_peer(config.remote_address, own)
-    ip = ha_state.validate_peer(argument, own)
+        return role.validate_peer(config.remote_address, own)
+    ip = role.validate_peer(argument, own)
     if ip != config.remote_address:
         raise InputError(f'{ip} is not the slave configured in ha.conf '
                          f'({config.remote_address}); nothing done')
@@ -186,16 +184,16 @@ def resolve_slave(config: ha_state.HaConfig, argument: str | None, own=None) -> 
 
 
 def run(settings: Settings, argument: str | None) -> Result:
-    config = ha_state.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
+    config = role.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
                                    'master', 'replication')
     slave_ip = resolve_slave(config, argument)
-    with single_instance(settings.paths.lock_dir, NAME):
+    with single_instance(settings.paths.lock_dir, REPLICATION.name):
         result = Result(slave=slave_ip, started_at=time.time())
         started = time.monotonic()
         try:
             _replicate(settings, slave_ip, result)
         except SchemaMismatch as e:
-            _save_state(settings, result, started, error=str(e))
+            _save_state(settings, result, started, error=str(e), kind=jobs.SCHEMA_MISMATCH)
             raise
         except (db.DatabaseError, psycopg2.Error) as e:
             message = f'replication to {slave_ip} failed, the slave is unchanged: {db.first_line(e)}'
@@ -206,11 +204,12 @@ def run(settings: Settings, argument: str | None) -> Result:
         return result
 
 
-def _save_state(settings: Settings, result: Result, started: float, error: str | None = None):
+def _save_state(settings: Settings, result: Result, started: float, error: str | None = None,
+                kind: str = jobs.FAILED):
     result.duration = time.monotonic() - started
-    write_state(settings.paths.state_dir, STATE_FILE,
-                {**asdict(result), 'result': 'failed' if error else 'ok', 'error': error,
-                 'finished_at': time.time()})
+    jobs.save_last_run(settings.paths.state_dir, REPLICATION, jobs.LastRun(
+        'failed' if error else 'ok', time.time(), error or result.sentence(),
+        kind if error else None, asdict(result)))
 
 
 def slave_dsn(settings: Settings, ip: str) -> str:
@@ -223,12 +222,12 @@ def slave_dsn(settings: Settings, ip: str) -> str:
 def _replicate(settings: Settings, slave_ip: str, result: Result) -> None:
     patterns = settings.database.excluded_tables
     master = db.connect(settings.database.local_dsn, 'the master database ([database] local_dsn)',
-                        application=NAME)
+                        application=REPLICATION.name)
     try:
         slave = db.connect(slave_dsn(settings, slave_ip),
                            f'the slave database {settings.database.name} at '
                            f'{slave_ip}:{settings.database.remote_port} (is this node allowed '
-                           'there? run wazo-ha-config on the slave)', application=NAME)
+                           'there? run wazo-ha-config on the slave)', application=REPLICATION.name)
     except BaseException:
         master.close()
         raise
@@ -299,7 +298,7 @@ def _end_stale_sessions(slave) -> None:
     with slave.cursor() as cur:
         cur.execute(SLAVE_SESSION_TIMEOUTS)
         cur.execute('SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity '
-                    'WHERE application_name = %s AND pid <> pg_backend_pid()', (NAME,))
+                    'WHERE application_name = %s AND pid <> pg_backend_pid()', (REPLICATION.name,))
         for pid, _ in cur.fetchall():
             logger.warning('ended session %s left on the slave by an interrupted replication', pid)
     slave.commit()

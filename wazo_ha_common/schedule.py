@@ -13,7 +13,6 @@ import os
 
 logger = logging.getLogger('wazo-ha')
 
-PERIODS = {'minute': 60, 'hour': 3600}
 # written by wazo-ha-config pause: cron-started jobs leave at once (see pause)
 PAUSE_FILE = 'cron-paused'
 

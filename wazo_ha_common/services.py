@@ -11,14 +11,14 @@ import time
 from dataclasses import dataclass
 
 from .errors import WazoHaError
+from .jobs import SERVICES
 from .settings import Settings
 from .system import find_program, read_state, run, write_state
 
 logger = logging.getLogger('wazo-ha')
 
-NAME = 'xivo-manage-slave-services'
-STATE_FILE = 'services.json'
 STARTED, STOPPED = 'started', 'stopped'
+DHCP = 'isc-dhcp-server'  # the unit Wazo's original starts and stops with the telephony
 
 
 @dataclass(frozen=True)
@@ -29,13 +29,13 @@ class Step:
     timeout: float = 300
 
 
-def start_steps(dhcp: str) -> list[Step]:
+def start_steps() -> list[Step]:
     return [
         Step('apply the replicated configuration', ('xivo-create-config',)),
         Step('update the configuration', ('xivo-update-config',)),
         Step('refresh the DHCP phone prefixes', ('dhcpd-update', '-dr'), auxiliary=True),
-        Step('start DHCP', ('systemctl', 'start', dhcp), auxiliary=True),
-        Step('enable DHCP at boot', ('systemctl', 'enable', dhcp), auxiliary=True),
+        Step('start DHCP', ('systemctl', 'start', DHCP), auxiliary=True),
+        Step('enable DHCP at boot', ('systemctl', 'enable', DHCP), auxiliary=True),
         Step('regenerate the PJSIP configuration', ('wazo-confgen', 'asterisk/pjsip.conf',
                                                     '--invalidate')),
         Step('enable the Wazo services at boot', ('wazo-service', 'enable')),
@@ -45,12 +45,12 @@ def start_steps(dhcp: str) -> list[Step]:
     ]
 
 
-def stop_steps(dhcp: str) -> list[Step]:
+def stop_steps() -> list[Step]:
     return [
         Step('stop the telephony services', ('wazo-service', 'stop', 'wazo'), timeout=600),
         Step('keep them stopped at boot', ('wazo-service', 'disable')),
-        Step('stop DHCP', ('systemctl', 'stop', dhcp), auxiliary=True),
-        Step('disable DHCP at boot', ('systemctl', 'disable', dhcp), auxiliary=True),
+        Step('stop DHCP', ('systemctl', 'stop', DHCP), auxiliary=True),
+        Step('disable DHCP at boot', ('systemctl', 'disable', DHCP), auxiliary=True),
         Step('start the base services (disabled mode)', ('wazo-service', 'start'), timeout=600),
     ]
 
@@ -82,32 +82,32 @@ def available() -> bool:
     return find_program('wazo-service') is not None
 
 
-def running(settings: Settings) -> bool:
+def running() -> bool:
     """All Wazo services run (`wazo-service status all` exits 0)."""
     return run(('wazo-service', 'status', 'all'), timeout=60, check=False).returncode == 0
 
 
 def current(settings: Settings) -> str:
-    if running(settings):
+    if running():
         return STARTED
     return STOPPED if os.path.exists(flag_path(settings)) else STARTED
 
 
 def start(settings: Settings) -> Outcome:
-    if running(settings):
+    if running():
         if not os.path.exists(flag_path(settings)):
             return _record(settings, Outcome(STARTED, False, [], False, 0.0))
         # running but still disabled at boot (started by hand or by wazo-upgrade): only
         # the boot flag is wrong, and a reboot would leave telephony down
-        return _run_steps(settings, STARTED, [step for step in start_steps('isc-dhcp-server')
+        return _run_steps(settings, STARTED, [step for step in start_steps()
                                               if step.argv == ('wazo-service', 'enable')])
-    return _run_steps(settings, STARTED, start_steps('isc-dhcp-server'))
+    return _run_steps(settings, STARTED, start_steps())
 
 
 def stop(settings: Settings) -> Outcome:
-    if os.path.exists(flag_path(settings)) and not running(settings):
+    if os.path.exists(flag_path(settings)) and not running():
         return _record(settings, Outcome(STOPPED, False, [], False, 0.0))
-    return _run_steps(settings, STOPPED, stop_steps('isc-dhcp-server'))
+    return _run_steps(settings, STOPPED, stop_steps())
 
 
 def _run_steps(settings: Settings, action: str, steps: list[Step]) -> Outcome:
@@ -130,10 +130,10 @@ def _run_steps(settings: Settings, action: str, steps: list[Step]) -> Outcome:
 def _record(settings: Settings, outcome: Outcome) -> Outcome:
     previous = load_state(settings)
     if outcome.done or previous.get('state') != outcome.action:
-        write_state(settings.paths.state_dir, STATE_FILE,
+        write_state(settings.paths.state_dir, SERVICES.state_file,
                     {'state': outcome.action, 'since': time.time(), 'failed': outcome.failed})
     return outcome
 
 
 def load_state(settings: Settings) -> dict:
-    return read_state(settings.paths.state_dir, STATE_FILE)
+    return read_state(settings.paths.state_dir, SERVICES.state_file)

@@ -1,164 +1,350 @@
-"""Settings: /etc/wazo-ha/config.ini plus conf.d/*.ini, parsed once into typed objects."""
+"""Settings: /etc/wazo-ha/config.ini plus conf.d/*.ini, parsed once into typed objects.
+
+Every setting is one row of TABLE (section, key, default, kind with its bounds, comment); the
+typed sections and etc/config.ini are made from it (`python3 -m wazo_ha_common.settings`
+prints the file), so adding a setting is adding a row."""
 
 from __future__ import annotations
 
 import configparser
 import glob
+import ipaddress
+import math
 import os
 import shlex
-from dataclasses import dataclass, field
-from typing import Callable
+import sys
+from dataclasses import dataclass, field, make_dataclass
 
 from .errors import SettingsError
 
 DEFAULT_CONFIG_FILE = '/etc/wazo-ha/config.ini'
 ENV_VAR = 'WAZO_HA_CONFIG'
 
-DEFAULT_EXCLUDED_TABLES = ' '.join([
+
+# kinds of values: each parses the text of the INI file and refuses what is out of bounds
+# with a ValueError saying why
+
+class Kind:
+    type: type = str
+
+    def parse(self, raw: str):
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Text(Kind):
+    empty: bool = False
+    forbidden: str = ''       # characters refused (e.g. a quote that would end a value)
+    type = str
+
+    def parse(self, raw):
+        if not raw and not self.empty:
+            raise ValueError('must not be empty')
+        bad = sorted({c for c in raw if c in self.forbidden or ord(c) < 32})
+        if bad:
+            raise ValueError(f'must not contain {" ".join(repr(c) for c in bad)}')
+        return raw
+
+
+@dataclass(frozen=True)
+class Name(Kind):
+    type = str
+
+    def parse(self, raw):
+        if not raw or not all(c.isalnum() or c in '_-' for c in raw) or not raw.isascii():
+            raise ValueError('must be a simple name (letters, digits, _ and -)')
+        return raw
+
+
+@dataclass(frozen=True)
+class Path(Kind):
+    type = str
+
+    def parse(self, raw):
+        return _path(raw)
+
+
+@dataclass(frozen=True)
+class Directories(Kind):
+    """Absolute paths, one per line (shell patterns allowed); never / itself."""
+    type = tuple
+
+    def parse(self, raw):
+        paths = tuple(_path(line) for line in raw.split() if line)
+        if '/' in paths:
+            raise ValueError('/ is not a directory to copy: name the directories')
+        return paths
+
+
+@dataclass(frozen=True)
+class Words(Kind):
+    type = tuple
+
+    def parse(self, raw):
+        return tuple(raw.split())
+
+
+@dataclass(frozen=True)
+class Number(Kind):
+    """A finite number within [low, high]; seconds unless said otherwise."""
+    low: float
+    high: float
+    integer: bool = False
+
+    @property
+    def type(self):
+        return int if self.integer else float
+
+    def parse(self, raw):
+        try:
+            value = int(raw) if self.integer else float(raw)
+        except ValueError:
+            raise ValueError('must be a ' + ('whole number' if self.integer else 'number')) from None
+        if not math.isfinite(value) or not self.low <= value <= self.high:
+            raise ValueError(f'must be between {self.low:g} and {self.high:g}')
+        return value
+
+
+@dataclass(frozen=True)
+class Ports(Kind):
+    type = tuple
+
+    def parse(self, raw):
+        return tuple(PORT.parse(p) for p in raw.replace(',', ' ').split())
+
+
+@dataclass(frozen=True)
+class Bool(Kind):
+    type = bool
+
+    def parse(self, raw):
+        lowered = raw.lower()
+        if lowered in ('1', 'yes', 'true', 'on'):
+            return True
+        if lowered in ('0', 'no', 'false', 'off'):
+            return False
+        raise ValueError('must be true or false')
+
+
+@dataclass(frozen=True)
+class Verify(Kind):
+    """TLS verification: true, false, or the path of a CA bundle."""
+    type = object
+
+    def parse(self, raw):
+        return _path(raw) if raw.startswith('/') else Bool().parse(raw)
+
+
+@dataclass(frozen=True)
+class Url(Kind):
+    empty: bool = False
+    type = str
+
+    def parse(self, raw):
+        if not raw and self.empty:
+            return ''
+        from urllib.parse import urlsplit
+        try:
+            parts = urlsplit(raw)
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError as e:
+            raise ValueError(f'not a URL: {e}') from None
+        if parts.scheme not in ('http', 'https') or not parts.hostname:
+            raise ValueError('must be an http:// or https:// URL with a host')
+        return raw.rstrip('/')
+
+
+@dataclass(frozen=True)
+class Address(Kind):
+    """An IP address of another machine, or empty."""
+    type = str
+
+    def parse(self, raw):
+        if not raw:
+            return ''
+        from .role import parse_ip
+        return str(parse_ip(raw))
+
+
+@dataclass(frozen=True)
+class Command(Kind):
+    type = tuple
+
+    def parse(self, raw):
+        argv = tuple(shlex.split(raw))
+        if not argv:
+            raise ValueError('must name a command')
+        return argv
+
+
+@dataclass(frozen=True)
+class ListenAddresses(Kind):
+    """PostgreSQL's listen_addresses: *, or IP addresses and host names separated by commas."""
+    type = str
+
+    def parse(self, raw):
+        items = [item.strip() for item in raw.split(',')]
+        if not raw or not all(items):
+            raise ValueError('must be * or addresses separated by commas')
+        for item in items:
+            if item == '*':
+                continue
+            try:
+                ipaddress.ip_address(item)
+            except ValueError:
+                if not all(c.isalnum() or c in '.-' for c in item):
+                    raise ValueError(f'{item!r} is not an address') from None
+        return ', '.join(items)
+
+
+def _path(raw: str) -> str:
+    if not raw.startswith('/'):
+        raise ValueError('must be an absolute path')
+    if any(ord(c) < 32 for c in raw):
+        raise ValueError('must not contain control characters')
+    return os.path.normpath(raw)
+
+
+PORT = Number(1, 65535, integer=True)
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    default: str          # as written in the INI file (lines of a list one per line)
+    kind: Kind
+    comment: str          # the lines above the key in etc/config.ini
+
+
+HEADER = """\
+wazo-ha settings. Every key is listed here with its default.
+Local changes are best made in /etc/wazo-ha/conf.d/*.ini (read in name order,
+later files win), so that this file stays as the package ships it.
+The environment variable WAZO_HA_CONFIG names another main file.
+This file is made from wazo_ha_common/settings.py (python3 -m wazo_ha_common.settings)."""
+
+EXCLUDED_TABLES = '\n'.join([
     # the documented list
-    'call_log', 'call_log_participant', 'cel', 'dhcp', 'queue_log', 'session',
-    'stat_agent', 'stat_agent_periodic', 'stat_call_on_queue', 'stat_queue',
-    'stat_queue_periodic', 'mail', 'monitoring', 'netiface', 'resolvconf',
+    'call_log call_log_participant cel dhcp queue_log session',
+    'stat_agent stat_agent_periodic stat_call_on_queue stat_queue stat_queue_periodic',
+    'mail monitoring netiface resolvconf',
     # the same categories on today's schema: call logs, statistics, node-local state
-    'call_logd_*', 'stat_*', 'auth_token', 'auth_session', 'auth_saml_session',
-    'auth_refresh_token', 'auth_saml_pysaml2_cache', 'provisioning',
+    'call_logd_* stat_* auth_token auth_session auth_saml_session',
+    'auth_refresh_token auth_saml_pysaml2_cache provisioning',
 ])
 
-# as Wazo's own xivo-sync: the service keys go with the replicated wazo-auth tables (their
-# passwords cannot be recovered from the database), and of the tenants' sounds only the
-# files made by configuration (acd, playback), never the recordings a slave makes
-DEFAULT_SYNC_DIRECTORIES = '\n'.join([
-    '/etc/asterisk/extensions_extra.d',
-    '/etc/xivo/asterisk',
-    '/root/.config/wazo-auth-cli',
-    '/var/lib/asterisk/agi-bin',
-    '/var/lib/asterisk/moh',
-    '/var/lib/wazo-auth-keys',
-    '/var/lib/wazo/sounds/tenants/*/acd',
-    '/var/lib/wazo/sounds/tenants/*/playback',
-])
+TABLE = (
+    Setting('paths', 'ha_conf', '/etc/xivo/ha.conf', Path(),
+            'HA role of this node, written by wazo-ha-config (and by wazo-sysconfd on Wazo)'),
+    Setting('paths', 'sentinel_dir', '/var/lib/wazo', Path(),
+            'where the is-primary / is-secondary sentinels live'),
+    Setting('paths', 'state_dir', '/var/lib/wazo-ha', Path(),
+            'state kept between runs (failover decision, last replication, last sync)'),
+    Setting('paths', 'lock_dir', '/run/lock/wazo-ha', Path(),
+            'one lock file per command, in a directory only root may enter (made 0700 if missing)'),
+    Setting('paths', 'log_file', '/var/log/wazo-ha.log', Path(), ''),
+    Setting('paths', 'postgresql_conf_dir', '/etc/postgresql/15/main', Path(),
+            "directory holding pg_hba.conf and conf.d/ of this node's PostgreSQL cluster"),
 
-DEFAULT_FAILBACK_DIRECTORIES = '\n'.join([
-    '/var/spool/asterisk/voicemail',
-    '/var/spool/asterisk/monitor',
-    '/var/lib/wazo/sounds/tenants',
-])
+    Setting('database', 'name', 'asterisk', Name(),
+            'database replicated from the master to the slave'),
+    Setting('database', 'local_dsn',
+            'host=localhost dbname=asterisk user=asterisk password=proformatique', Text(),
+            "libpq connection string of this node's own database"),
+    Setting('database', 'remote_user', 'postgres', Name(),
+            "the master connects to the slave's PostgreSQL as this user on this port"),
+    Setting('database', 'remote_port', '5432', PORT, ''),
+    Setting('database', 'connect_timeout', '10', Number(1, 600, integer=True),
+            'seconds to wait for a PostgreSQL connection'),
+    Setting('database', 'excluded_tables', EXCLUDED_TABLES, Words(),
+            'tables never replicated (nor their sequences); shell-style patterns allowed'),
+    Setting('database', 'reload_command', 'pg_ctlcluster 15 main reload', Command(),
+            'how wazo-ha-config makes PostgreSQL read pg_hba.conf again, or restart it\n'
+            '(a restart is needed when listen_addresses changes)'),
+    Setting('database', 'restart_command', 'pg_ctlcluster 15 main restart', Command(), ''),
+    Setting('database', 'listen_addresses', '*', ListenAddresses(),
+            'listen_addresses written to conf.d/wazo-ha.conf on a slave'),
 
-# section -> key -> default (as text, the way it would be written in the INI file)
+    Setting('check', 'probe_interval', '5', Number(0.5, 60),
+            'seconds between two probes of the master'),
+    Setting('check', 'down_after', '15', Number(1, 3600),
+            'master declared down after this many seconds without an answer'),
+    Setting('check', 'up_after', '60', Number(1, 3600),
+            'master declared up again after answering for this many seconds'),
+    Setting('check', 'run_for', '55', Number(0, 3600),
+            'how long one run (started by cron every minute) keeps probing'),
+    Setting('check', 'witness', '', Address(),
+            'optional IP of a third machine: if neither master nor witness answers,\n'
+            'this slave is the one cut off and does not take over'),
+    Setting('check', 'probe_timeout', '2', Number(0.1, 60),
+            "seconds to wait for one probe's answer"),
+    Setting('check', 'tcp_ports', '', Ports(),
+            'optional TCP ports of the master that must accept connections (e.g. 5060 443)'),
+    Setting('check', 'http_url', '', Url(empty=True),
+            'optional URL on the master that must answer with a 2xx/3xx status'),
+
+    Setting('sync', 'ssh_key', '/root/.ssh/xivo_id_rsa', Path(),
+            'SSH key made by wazo-sync -i and used by wazo-sync'),
+    Setting('sync', 'remote_user', 'root', Name(), ''),
+    Setting('sync', 'directories', '\n'.join([
+        '/etc/asterisk/extensions_extra.d',
+        '/etc/xivo/asterisk',
+        '/root/.config/wazo-auth-cli',
+        '/var/lib/asterisk/agi-bin',
+        '/var/lib/asterisk/moh',
+        '/var/lib/wazo-auth-keys',
+        '/var/lib/wazo/sounds/tenants/*/acd',
+        '/var/lib/wazo/sounds/tenants/*/playback',
+    ]), Directories(),
+            'directories copied to the slave, one per line; shell-style patterns are expanded at\n'
+            "each run. As Wazo's xivo-sync: the wazo-auth service keys travel with the replicated\n"
+            "auth tables (a failed-over slave's daemons log in with them), and of the tenants'\n"
+            'sounds only acd and playback: recordings made on the slave are never deleted'),
+    Setting('sync', 'failback_directories', '\n'.join([
+        '/var/spool/asterisk/voicemail',
+        '/var/spool/asterisk/monitor',
+        '/var/lib/wazo/sounds/tenants',
+    ]), Directories(),
+            'copied back from the slave by wazo-sync --failback (voicemail, recordings, sounds)'),
+    Setting('sync', 'rsyncd_conf', '/etc/wazo-ha/rsyncd.conf', Path(),
+            "on a slave: the rsync daemon configuration the master's key is bound to (written\n"
+            'by wazo-ha-config and the master check from the two lists above; the same path on\n'
+            'both nodes)'),
+    Setting('sync', 'connect_timeout', '10', Number(1, 600, integer=True),
+            'seconds to wait for the SSH connection, and for a whole rsync run'),
+    Setting('sync', 'timeout', '3600', Number(1, 86400, integer=True), ''),
+    Setting('sync', 'ssh_port', '22', PORT, ''),
+
+    Setting('mail', 'recipient', 'root@localhost', Text(forbidden=' ,;<>"\'\\'),
+            'failures of the cron jobs are mailed here'),
+    Setting('mail', 'sendmail', '/usr/sbin/sendmail', Path(), ''),
+
+    Setting('wazo_api', 'enabled', 'true', Bool(),
+            'false on a node without the Wazo APIs: SIP expiry and backup registrar are then\n'
+            'left to the administrator'),
+    Setting('wazo_api', 'auth_url', 'https://localhost:9497/api/auth/0.1', Url(), ''),
+    Setting('wazo_api', 'confd_url', 'https://localhost:9486/1.1', Url(), ''),
+    Setting('wazo_api', 'key_file', '/var/lib/wazo-auth-keys/wazo-ha-key.yml', Path(),
+            'wazo-auth service credentials (service_id, service_key), made by wazo-auth-keys'),
+    Setting('wazo_api', 'verify', 'false', Verify(),
+            'true, false, or the path of a CA bundle'),
+    Setting('wazo_api', 'timeout', '10', Number(0.1, 300), ''),
+)
+
+SECTIONS = tuple(dict.fromkeys(s.section for s in TABLE))
 DEFAULTS: dict[str, dict[str, str]] = {
-    'paths': {
-        'ha_conf': '/etc/xivo/ha.conf',
-        'sentinel_dir': '/var/lib/wazo',
-        'state_dir': '/var/lib/wazo-ha',
-        'lock_dir': '/run/lock',
-        'log_file': '/var/log/wazo-ha.log',
-        'postgresql_conf_dir': '/etc/postgresql/15/main',
-    },
-    'database': {
-        'name': 'asterisk',
-        'local_dsn': 'host=localhost dbname=asterisk user=asterisk password=proformatique',
-        'remote_user': 'postgres',
-        'remote_port': '5432',
-        'connect_timeout': '10',
-        'excluded_tables': DEFAULT_EXCLUDED_TABLES,
-        'reload_command': 'pg_ctlcluster 15 main reload',
-        'restart_command': 'pg_ctlcluster 15 main restart',
-        'listen_addresses': '*',
-    },
-    'check': {
-        'probe_interval': '5',
-        'down_after': '15',
-        'up_after': '60',
-        'run_for': '55',
-        'witness': '',
-        'probe_timeout': '2',
-        'tcp_ports': '',
-        'http_url': '',
-    },
-    'sync': {
-        'ssh_key': '/root/.ssh/xivo_id_rsa',
-        'remote_user': 'root',
-        'directories': DEFAULT_SYNC_DIRECTORIES,
-        'failback_directories': DEFAULT_FAILBACK_DIRECTORIES,
-        'connect_timeout': '10',
-        'timeout': '3600',
-        'ssh_port': '22',
-    },
-    'mail': {
-        'recipient': 'root@localhost',
-        'sendmail': '/usr/sbin/sendmail',
-    },
-    'wazo_api': {
-        'enabled': 'true',
-        'auth_url': 'https://localhost:9497/api/auth/0.1',
-        'confd_url': 'https://localhost:9486/1.1',
-        'key_file': '/var/lib/wazo-auth-keys/wazo-ha-key.yml',
-        'verify': 'false',
-        'timeout': '10',
-    },
-}
+    section: {s.key: s.default for s in TABLE if s.section == section} for section in SECTIONS}
 
 
-@dataclass(frozen=True)
-class Paths:
-    ha_conf: str
-    sentinel_dir: str
-    state_dir: str
-    lock_dir: str
-    log_file: str
-    postgresql_conf_dir: str
+def _section_class(section: str) -> type:
+    name = ''.join(part.capitalize() for part in section.split('_'))
+    return make_dataclass(name, [(s.key, s.kind.type) for s in TABLE if s.section == section],
+                          frozen=True)
 
 
-@dataclass(frozen=True)
-class Database:
-    name: str
-    local_dsn: str
-    remote_user: str
-    remote_port: int
-    connect_timeout: int
-    excluded_tables: tuple[str, ...]
-    reload_command: tuple[str, ...]
-    restart_command: tuple[str, ...]
-    listen_addresses: str
-
-
-@dataclass(frozen=True)
-class Check:
-    probe_interval: float
-    down_after: float
-    up_after: float
-    run_for: float
-    witness: str
-    probe_timeout: float
-    tcp_ports: tuple[int, ...]
-    http_url: str
-
-
-@dataclass(frozen=True)
-class Sync:
-    ssh_key: str
-    remote_user: str
-    directories: tuple[str, ...]
-    failback_directories: tuple[str, ...]
-    connect_timeout: int
-    timeout: int
-    ssh_port: int
-
-
-@dataclass(frozen=True)
-class Mail:
-    recipient: str
-    sendmail: str
-
-
-@dataclass(frozen=True)
-class WazoApi:
-    enabled: bool
-    auth_url: str
-    confd_url: str
-    key_file: str
-    verify: bool | str
-    timeout: float
+Paths, Database, Check, Sync, Mail, WazoApi = (_section_class(s) for s in SECTIONS)
+_CLASSES = dict(zip(SECTIONS, (Paths, Database, Check, Sync, Mail, WazoApi)))
 
 
 @dataclass(frozen=True)
@@ -183,174 +369,52 @@ def load(path: str | None = None) -> Settings:
         raise SettingsError(f'{main}: settings file not found')
     extra = sorted(glob.glob(os.path.join(os.path.dirname(main), 'conf.d', '*.ini')))
     files = [main] + extra
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read_dict(DEFAULTS)
-    origin: dict[tuple[str, str], str] = {}
+    values = {(s.section, s.key): (s.default, 'built-in default') for s in TABLE}
     for name in files:
         single = configparser.ConfigParser(interpolation=None)
         try:
             with open(name, encoding='utf-8') as f:
                 single.read_file(f, source=name)
-        except (OSError, UnicodeDecodeError, configparser.Error) as e:
-            raise SettingsError(f'{name}: cannot be read: {_one_line(e)}') from None
+        except (OSError, UnicodeDecodeError, configparser.Error, RecursionError) as e:
+            raise SettingsError(f'{name}: cannot be read: {_short(e)}') from None
         for section in single.sections():
             if section not in DEFAULTS:
-                raise SettingsError(f'{name}: unknown section [{section}]')
+                raise SettingsError(f'{name}: unknown section [{_short(section)}]')
             for key, value in single.items(section, raw=True):
                 if key not in DEFAULTS[section]:
-                    raise SettingsError(f'{name}: [{section}] {key}: unknown key')
-                parser.set(section, key, value)
-                origin[(section, key)] = name
-    return _typed(parser, origin, tuple(files))
-
-
-def _one_line(e: Exception) -> str:
-    return ' '.join(str(e).split())
-
-
-def _typed(p: configparser.ConfigParser, origin: dict, files: tuple[str, ...]) -> Settings:
-    def get(section: str, key: str, convert: Callable = str):
-        raw = p.get(section, key, raw=True).strip()
+                    raise SettingsError(f'{name}: [{section}] {_short(key)}: unknown key')
+                values[(section, key)] = (value, name)
+    typed: dict[str, dict] = {section: {} for section in SECTIONS}
+    for s in TABLE:
+        raw, where = values[(s.section, s.key)]
+        raw = raw.strip()
         try:
-            return convert(raw)
+            typed[s.section][s.key] = s.kind.parse(raw)
         except ValueError as e:
-            where = origin.get((section, key), 'built-in default')
-            raise SettingsError(f'{where}: [{section}] {key}: bad value {raw!r}: {e}') from None
-
-    paths = Paths(**{k: get('paths', k, _abs_path) for k in DEFAULTS['paths']})
-    database = Database(
-        name=get('database', 'name', _identifier),
-        local_dsn=get('database', 'local_dsn'),
-        remote_user=get('database', 'remote_user', _identifier),
-        remote_port=get('database', 'remote_port', _port),
-        connect_timeout=get('database', 'connect_timeout', _positive_int),
-        excluded_tables=tuple(get('database', 'excluded_tables').split()),
-        reload_command=get('database', 'reload_command', _command),
-        restart_command=get('database', 'restart_command', _command),
-        listen_addresses=get('database', 'listen_addresses', _nonempty),
-    )
-    check = Check(
-        probe_interval=get('check', 'probe_interval', _positive_float),
-        down_after=get('check', 'down_after', _positive_float),
-        up_after=get('check', 'up_after', _positive_float),
-        run_for=get('check', 'run_for', _non_negative_float),
-        witness=get('check', 'witness', _optional_ip),
-        probe_timeout=get('check', 'probe_timeout', _positive_float),
-        tcp_ports=get('check', 'tcp_ports', _ports),
-        http_url=get('check', 'http_url', _optional_url),
-    )
-    sync = Sync(
-        ssh_key=get('sync', 'ssh_key', _abs_path),
-        remote_user=get('sync', 'remote_user', _identifier),
-        directories=get('sync', 'directories', _abs_paths),
-        failback_directories=get('sync', 'failback_directories', _abs_paths),
-        connect_timeout=get('sync', 'connect_timeout', _positive_int),
-        timeout=get('sync', 'timeout', _positive_int),
-        ssh_port=get('sync', 'ssh_port', _port),
-    )
-    mail = Mail(recipient=get('mail', 'recipient', _nonempty),
-                sendmail=get('mail', 'sendmail', _abs_path))
-    api = WazoApi(
-        enabled=get('wazo_api', 'enabled', _bool),
-        auth_url=get('wazo_api', 'auth_url', _url),
-        confd_url=get('wazo_api', 'confd_url', _url),
-        key_file=get('wazo_api', 'key_file', _abs_path),
-        verify=get('wazo_api', 'verify', _verify),
-        timeout=get('wazo_api', 'timeout', _positive_float),
-    )
-    return Settings(paths, database, check, sync, mail, api, files)
+            raise SettingsError(f'{where}: [{s.section}] {s.key}: bad value {_short(raw)!r}: '
+                                f'{e}') from None
+    return Settings(**{section: _CLASSES[section](**typed[section]) for section in SECTIONS},
+                    files=tuple(files))
 
 
-# converters: each raises ValueError with a short reason
-
-def _nonempty(raw: str) -> str:
-    if not raw:
-        raise ValueError('must not be empty')
-    return raw
+def _short(value, limit: int = 80) -> str:
+    """One line of at most `limit` characters: a long or many-line value stays readable."""
+    text = ' '.join(str(value).split())
+    return text if len(text) <= limit else text[:limit - 3] + '...'
 
 
-def _abs_path(raw: str) -> str:
-    if not raw.startswith('/'):
-        raise ValueError('must be an absolute path')
-    return os.path.normpath(raw)
+def render_ini() -> str:
+    """etc/config.ini as the package ships it: every key, its default and its comment."""
+    out = [f'# {line}'.rstrip() for line in HEADER.splitlines()]
+    for section in SECTIONS:
+        out += ['', f'[{section}]']
+        for s in (s for s in TABLE if s.section == section):
+            out += [f'# {line}' for line in s.comment.splitlines()]
+            first, *rest = s.default.splitlines() or ['']
+            out.append(f'{s.key} = {first}'.rstrip())
+            out += [f'    {line}' for line in rest]
+    return '\n'.join(out) + '\n'
 
 
-def _abs_paths(raw: str) -> tuple[str, ...]:
-    return tuple(_abs_path(line) for line in raw.split() if line)
-
-
-def _identifier(raw: str) -> str:
-    if not raw or not all(c.isalnum() or c in '_-' for c in raw):
-        raise ValueError('must be a simple name (letters, digits, _ and -)')
-    return raw
-
-
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError('must be a positive integer')
-    return value
-
-
-def _port(raw: str) -> int:
-    value = int(raw)
-    if not 0 < value < 65536:
-        raise ValueError('must be a port number (1-65535)')
-    return value
-
-
-def _ports(raw: str) -> tuple[int, ...]:
-    return tuple(_port(p) for p in raw.replace(',', ' ').split())
-
-
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0:
-        raise ValueError('must be a positive number of seconds')
-    return value
-
-
-def _non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if value < 0:
-        raise ValueError('must be zero or a positive number of seconds')
-    return value
-
-
-def _bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ('1', 'yes', 'true', 'on'):
-        return True
-    if lowered in ('0', 'no', 'false', 'off'):
-        return False
-    raise ValueError('must be true or false')
-
-
-def _verify(raw: str) -> bool | str:
-    if raw.startswith('/'):
-        return raw
-    return _bool(raw)
-
-
-def _url(raw: str) -> str:
-    if not raw.startswith(('http://', 'https://')):
-        raise ValueError('must be an http:// or https:// URL')
-    return raw.rstrip('/')
-
-
-def _optional_url(raw: str) -> str:
-    return _url(raw) if raw else ''
-
-
-def _optional_ip(raw: str) -> str:
-    if not raw:
-        return ''
-    from .ha_state import parse_ip
-    return str(parse_ip(raw))
-
-
-def _command(raw: str) -> tuple[str, ...]:
-    argv = tuple(shlex.split(raw))
-    if not argv:
-        raise ValueError('must name a command')
-    return argv
+if __name__ == '__main__':
+    sys.stdout.write(render_ini())

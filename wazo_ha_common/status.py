@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import check, ha_state, probes, replication, schedule, services, sync
+from . import jobs, probes, role, schedule, services
 from .errors import HaConfError
 from .settings import Settings
 from .system import read_state
@@ -24,8 +24,8 @@ class Facts:
     peer_reachable: bool | None = None
     decision: dict = field(default_factory=dict)     # slave: the check's memory
     services: dict = field(default_factory=dict)     # slave: state, since
-    replication: dict = field(default_factory=dict)  # master: last run
-    sync: dict = field(default_factory=dict)         # master: last run
+    replication: jobs.LastRun | None = None          # master: last run
+    sync: jobs.LastRun | None = None                 # master: last run
     sync_key: bool | None = None
     paused: str | None = None       # wazo-ha-config pause: when, by whom
     error: str = ''
@@ -34,22 +34,22 @@ class Facts:
 def gather(settings: Settings) -> Facts:
     """Read the state files and probe the peer once (side effects live here)."""
     try:
-        config = ha_state.load(settings.paths.ha_conf)
+        config = role.load(settings.paths.ha_conf)
     except HaConfError as e:
-        role = 'not configured' if not os.path.exists(settings.paths.ha_conf) else 'corrupt'
-        return Facts(role=role, error=str(e))
+        what = 'not configured' if not os.path.exists(settings.paths.ha_conf) else 'corrupt'
+        return Facts(role=what, error=str(e))
     facts = Facts(role=config.node_type, peer=config.remote_address,
                   paused=schedule.paused_since(settings.paths.state_dir))
     if config.node_type == 'disabled':
         return facts
     facts.peer_reachable = probes.ping(config.remote_address, settings.check.probe_timeout)
     if config.node_type == 'slave':
-        facts.decision = read_state(settings.paths.state_dir, check.STATE_FILE)
+        facts.decision = read_state(settings.paths.state_dir, jobs.CHECK.state_file)
         facts.services = {'state': services.current(settings),
                           **{k: v for k, v in services.load_state(settings).items() if k != 'state'}}
     else:
-        facts.replication = read_state(settings.paths.state_dir, replication.STATE_FILE)
-        facts.sync = read_state(settings.paths.state_dir, sync.STATE_FILE)
+        facts.replication = jobs.load_last_run(settings.paths.state_dir, jobs.REPLICATION)
+        facts.sync = jobs.load_last_run(settings.paths.state_dir, jobs.SYNC)
         facts.sync_key = os.path.exists(settings.sync.ssh_key)
     return facts
 
@@ -69,17 +69,16 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
         if not rep:
             out.append((WARNING, 'no replication has run yet'))
         else:
-            if rep.get('result') != 'ok':
-                out.append((CRITICAL, f"last replication failed: {rep.get('error')}"))
-            last_ok = rep.get('finished_at') if rep.get('result') == 'ok' else None
-            if last_ok is None or now - last_ok > REPLICATION_MAX_AGE:
+            if not rep.ok:
+                out.append((CRITICAL, f'last replication failed: {rep.sentence}'))
+            if not rep.ok or now - rep.finished_at > REPLICATION_MAX_AGE:
                 out.append((WARNING, 'no successful replication for more than 2 hours'))
-            if 'same Wazo version' in (rep.get('error') or ''):
+            if rep.error_kind == jobs.SCHEMA_MISMATCH:
                 out.append((CRITICAL, 'the two nodes run different Wazo schema versions'))
         if not facts.sync_key:
             out.append((WARNING, 'file sync is not set up: run wazo-sync -i'))
-        elif facts.sync.get('result') == 'failed':
-            out.append((WARNING, f"last file sync failed: {facts.sync.get('sentence')}"))
+        elif facts.sync and facts.sync.result == 'failed':
+            out.append((WARNING, f'last file sync failed: {facts.sync.sentence}'))
         if facts.peer_reachable is False:
             out.append((WARNING, f'the slave {facts.peer} does not answer ping'))
     elif facts.role == 'slave':
@@ -123,15 +122,15 @@ def render(facts: Facts, level: int, warnings: list[str]) -> str:
     if facts.role == 'master':
         r = facts.replication
         if r:
-            lines.append(f"last replication: {_when(r.get('finished_at'))} {r.get('result')}, "
-                         f"{r.get('duration', 0):.1f} s, {len(r.get('tables_copied', []))} tables "
-                         f"copied, {r.get('tables_unchanged', 0)} unchanged, "
-                         f"{len(r.get('tables_excluded', []))} excluded")
+            d = r.details or {}
+            lines.append(f"last replication: {_when(r.finished_at)} {r.result}, "
+                         f"{d.get('duration', 0):.1f} s, {len(d.get('tables_copied', []))} tables "
+                         f"copied, {d.get('tables_unchanged', 0)} unchanged, "
+                         f"{len(d.get('tables_excluded', []))} excluded")
         else:
             lines.append('last replication: never')
         sy = facts.sync
-        lines.append(f"last sync: {_when(sy.get('finished_at'))} {sy.get('result', '')}".rstrip()
-                     if sy else 'last sync: never')
+        lines.append(f'last sync: {_when(sy.finished_at)} {sy.result}' if sy else 'last sync: never')
     lines += warnings
     return '\n'.join(lines)
 

@@ -1,7 +1,9 @@
 """wazo-sync: the master's telephony files to the slave over SSH (rsync), set up once by -i.
 
-The key authorised on the slave is restricted: only from the master's address, no pty or
-forwarding, and only rsync through rrsync, so a stolen key opens no shell there.
+The key authorised on the slave is bound to the master's address and to one forced command,
+an rsync daemon whose modules are the synced directories (write only) and the failback
+directories (read only), each chrooted (see rsync_modules): with the key one can write those
+directories and read those, and nothing else: no shell, no forwarding, no other path.
 """
 
 from __future__ import annotations
@@ -9,28 +11,33 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import shlex
 import socket
+import sys
+import tempfile
 import time
+from typing import Callable
 
-from . import ha_state
+from . import role, rsync_modules, rsync_names
 from .errors import WazoHaError
+from .jobs import SYNC, LastRun, save_last_run
 from .settings import Settings
-from .system import describe, read_text, run, single_instance, tail, write_state
+from .system import describe, read_text, run, single_instance, tail, write_atomic
 
 logger = logging.getLogger('wazo-ha')
 
-NAME = 'wazo-sync'
-MAIL_SUBJECT = 'Slave file synchronisation failed'
-STATE_FILE = 'sync.json'
-RRSYNC = '/usr/bin/rrsync'
 KEY_COMMENT = 'wazo-ha-sync'
 
-# run on the slave with the root password, once: appends the line read on stdin to
-# root's authorized_keys unless that key is already there (no data in the command itself)
+# run on the slave with the root password, once: puts the line read on stdin in root's
+# authorized_keys in place of every line holding the same key (Wazo's own unrestricted
+# "XiVO HA" line on a migrated node, or an older line of ours); no data in the command itself
 AUTHORIZE_SCRIPT = (
     'umask 077; mkdir -p "$HOME/.ssh" && f="$HOME/.ssh/authorized_keys" && touch "$f" && '
     'IFS= read -r line && key=$(printf "%s\\n" "$line" | tr " " "\\n" | grep -E "^AAAA" | head -n 1) && '
-    '[ -n "$key" ] && { grep -qF -- "$key" "$f" && echo already || { printf "%s\\n" "$line" >> "$f" && echo added; }; }'
+    '[ -n "$key" ] && n=$(grep -cF -- "$key" "$f" || true) && '
+    'if [ "$n" = 1 ] && grep -qxF -- "$line" "$f"; then echo already; '
+    'else t=$(mktemp "$f.XXXXXX") && { grep -vF -- "$key" "$f" || true; } > "$t" && '
+    'printf "%s\\n" "$line" >> "$t" && mv -f "$t" "$f" && echo "replaced $n"; fi'
 )
 
 
@@ -38,10 +45,10 @@ class SyncError(WazoHaError):
     """rsync or ssh failed."""
 
 
-def master_config(settings: Settings) -> ha_state.HaConfig:
-    config = ha_state.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
+def master_config(settings: Settings) -> role.HaConfig:
+    config = role.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
                                    'master', 'file synchronisation')
-    ha_state.validate_peer(config.remote_address)  # never this node itself
+    role.validate_peer(config.remote_address)  # never this node itself
     return config
 
 
@@ -53,11 +60,12 @@ def source_address(peer: str) -> str:
         return s.getsockname()[0]
 
 
-def restricted_line(public_key: str, master_ip: str) -> str:
-    """The authorized_keys line: this master only, rsync only, nothing else."""
-    fields = public_key.split()
-    key = ' '.join(fields[:2])
-    return f'from="{master_ip}",restrict,command="{RRSYNC} /" {key} {KEY_COMMENT}'
+def restricted_line(public_key: str, master_ip: str, daemon_config: str) -> str:
+    """The authorized_keys line: this master only, no pty or forwarding, and only the rsync
+    daemon of daemon_config whatever command the client asks for."""
+    key = ' '.join(public_key.split()[:2])
+    return (f'from="{master_ip}",restrict,command="rsync --server --daemon '
+            f'--config={daemon_config} ." {key} {KEY_COMMENT}')
 
 
 def expand_directories(patterns: tuple[str, ...]) -> tuple[list[str], list[str]]:
@@ -96,13 +104,32 @@ def rsync_shell(settings: Settings) -> str:
     return describe(['ssh', *ssh_options(settings)])
 
 
-def setup(settings: Settings) -> list[str]:
-    """wazo-sync -i: make the key if needed, authorise it on the slave, check it works."""
+def daemon_modules(settings: Settings) -> list[rsync_modules.Module]:
+    return rsync_modules.modules(settings.sync.directories, settings.sync.failback_directories)
+
+
+def host_key_fingerprints(settings: Settings, ip: str) -> list[str]:
+    """The slave's SSH host keys as ssh-keygen -l shows them (asked before any password)."""
+    scan = run(['ssh-keyscan', '-T', str(settings.sync.connect_timeout), '-p',
+                str(settings.sync.ssh_port), ip], timeout=settings.sync.connect_timeout + 10,
+               check=False)
+    if not scan.stdout.strip():
+        raise SyncError(f'the slave {ip} does not answer on SSH port {settings.sync.ssh_port}: '
+                        f'{tail(scan.stderr) or "no host key"}')
+    shown = run(['ssh-keygen', '-l', '-f', '-'], input=scan.stdout, timeout=30)
+    return [line for line in shown.stdout.splitlines() if line.strip()]
+
+
+def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
+    """wazo-sync -i: make the key if needed, authorise it on the slave, check it works.
+
+    Returns what was done; `tell` shows what the user needs before ssh asks for the slave's
+    password: the slave's host key fingerprints, then which password is asked."""
     config = master_config(settings)
     slave = config.remote_address
     key = settings.sync.ssh_key
     report = []
-    with single_instance(settings.paths.lock_dir, NAME):
+    with single_instance(settings.paths.lock_dir, SYNC.name):
         if os.path.exists(key):
             report.append(f'using the existing key {key}')
         else:
@@ -115,26 +142,50 @@ def setup(settings: Settings) -> list[str]:
         public = read_text(key + '.pub')
         if not public:
             raise SyncError(f'{key}.pub is missing: remove {key} and run wazo-sync -i again')
-        line = restricted_line(public, source_address(slave))
+        line = restricted_line(public, source_address(slave), settings.sync.rsyncd_conf)
         target = remote(settings.sync.remote_user, slave)
-        print(f"Authorising {key} on {target}: enter {settings.sync.remote_user}'s password "
-              'on the slave when asked.', flush=True)
+        tell(f'The SSH host key of the slave {slave} (compare it with `ssh-keygen -lf '
+             f'/etc/ssh/ssh_host_*_key.pub` on the slave before typing a password):')
+        for fingerprint in host_key_fingerprints(settings, slave):
+            tell(f'  {fingerprint}')
+        tell(f"Authorising {key} on {target}: enter {settings.sync.remote_user}'s password "
+             'on the slave when asked.')
         result = run(['ssh', *ssh_options(settings, batch=False), target, AUTHORIZE_SCRIPT],
                      input=line + '\n', timeout=120, check=False)
         if result.returncode != 0:
             raise SyncError(f'could not authorise the key on {target} (ssh exit status '
                             f'{result.returncode}): {tail(result.stderr) or "no output"}')
-        report.append('the key was already authorised on the slave' if 'already' in result.stdout
-                      else f'authorised the key on {target} (rsync only, from {line.split(chr(34))[1]})')
-        check = run(['rsync', '--list-only', '-e', rsync_shell(settings), f'{target}:/'],
-                    timeout=settings.sync.connect_timeout + 60, check=False)
-        if check.returncode != 0:
-            raise SyncError(f'the key does not work on {target} (rsync exit status '
-                            f'{check.returncode}): {tail(check.stderr) or "no output"}')
-        report.append('checked: rsync with the key works')
+        answer = result.stdout.strip().split()
+        if answer[:1] == ['already']:
+            report.append('the key was already authorised on the slave')
+        else:
+            replaced = int(answer[1]) if len(answer) > 1 and answer[1].isdigit() else 0
+            report.append(f'authorised the key on {target}: rsync daemon only, from '
+                          f'{line.split(chr(34))[1]}' + (f' (replaced {replaced} earlier line(s) '
+                                                         'holding the same key)' if replaced else ''))
+        _check_key(settings, target)
+        report.append('checked: the key can write the synced directories on the slave')
     for line in report:
         logger.info('wazo-sync -i: %s', line)
     return report
+
+
+def _check_key(settings: Settings, target: str) -> None:
+    """A dry-run upload of nothing into the first write module: key, sshd and daemon work."""
+    first = next(m for m in daemon_modules(settings) if m.write)
+    empty = tempfile.mkdtemp(prefix='wazo-sync-check-')
+    try:
+        check = run(['rsync', '--dry-run', '-r', '-e', rsync_shell(settings), f'{empty}/',
+                     f'{target}::{first.name}/'],
+                    timeout=settings.sync.connect_timeout + 60, check=False)
+    finally:
+        os.rmdir(empty)
+    if check.returncode != 0:
+        raise SyncError(f'the key does not work on {target} (rsync exit status '
+                        f'{check.returncode}): {tail(check.stderr) or "no output"}'
+                        + (' - is the slave configured (wazo-ha-config set --node-type slave '
+                           'on the slave)?' if 'config' in check.stderr.lower()
+                           or 'unknown module' in check.stderr.lower() else ''))
 
 
 def push(settings: Settings, dry_run: bool = False) -> str:
@@ -146,26 +197,33 @@ def push(settings: Settings, dry_run: bool = False) -> str:
         logger.info('%s', sentence)
         _save_state(settings, 'not set up', sentence)
         return sentence
-    with single_instance(settings.paths.lock_dir, NAME):
+    with single_instance(settings.paths.lock_dir, SYNC.name):
         existing, missing = expand_directories(settings.sync.directories)
         for pattern in missing:
             logger.info('skipped %s: not on this master', pattern)
-        if not existing:
+        plan = rsync_modules.push_plan(daemon_modules(settings))
+        if not plan:
             return 'none of the synced directories exists on this master: nothing to send'
         target = remote(settings.sync.remote_user, config.remote_address)
-        argv = ['rsync', '-aR', '--delete-after', '--itemize-changes', '-e', rsync_shell(settings)]
-        if dry_run:
-            argv.append('--dry-run')
-        argv += [*existing, f'{target}:/']
         started = time.monotonic()
-        result = run(argv, timeout=settings.sync.timeout, check=False)
-        changes = [line for line in result.stdout.splitlines() if line.strip()]
+        changes, failures = [], []
+        for module, sources in plan:
+            argv = ['rsync', *rsync_modules.TRANSFER_OPTIONS, '-R', '--delete-after',
+                    '--itemize-changes', '-e', rsync_shell(settings)]
+            if dry_run:
+                argv.append('--dry-run')
+            argv += [*sources, f'{target}::{module.name}/']
+            result = run(argv, timeout=settings.sync.timeout, check=False)
+            changes += [f'{module.path}: {line}' for line in result.stdout.splitlines()
+                        if line.strip()]
+            if result.returncode != 0:
+                logger.error('rsync into %s exit status %d; output:\n%s', module.path,
+                             result.returncode, (result.stdout + result.stderr).strip())
+                failures.append(f'{module.path}: rsync exit status {result.returncode}: '
+                                f'{tail(result.stderr, 2) or "no output"}')
         duration = time.monotonic() - started
-        if result.returncode != 0:
-            logger.error('rsync exit status %d; output:\n%s', result.returncode,
-                         (result.stdout + result.stderr).strip())
-            message = (f'sync to {target} failed: rsync exit status {result.returncode}: '
-                       f'{tail(result.stderr, 2) or "no output"}')
+        if failures:
+            message = f'sync to {target} failed: ' + '; '.join(failures)
             _save_state(settings, 'failed', message)
             raise SyncError(message)
         if dry_run:
@@ -188,23 +246,51 @@ def pull_back(settings: Settings) -> list[str]:
     target = remote(settings.sync.remote_user, config.remote_address)
     stamp = time.strftime('%Y%m%d%H%M%S')
     copied = []
-    with single_instance(settings.paths.lock_dir, NAME):
-        for directory in settings.sync.failback_directories:
-            argv = ['rsync', '-aR', '--update', '--backup', f'--suffix=.before-failback-{stamp}',
-                    '--out-format=%n', '-e', rsync_shell(settings), f'{target}:{directory}/', '/']
+    with single_instance(settings.paths.lock_dir, SYNC.name):
+        for module in (m for m in daemon_modules(settings) if not m.write):
+            os.makedirs(module.path, exist_ok=True)
+            argv = ['rsync', *rsync_modules.TRANSFER_OPTIONS, '--update', '--backup',
+                    f'--suffix=.before-failback-{stamp}', '--out-format=%n',
+                    '-e', rsync_shell(settings), f'{target}::{module.name}/', f'{module.path}/']
             result = run(argv, timeout=settings.sync.timeout, check=False)
-            if result.returncode == 23 and 'No such file or directory' in result.stderr \
-                    and '(2)' in result.stderr and not result.stdout.strip():
-                logger.info('failback: %s does not exist on the slave', directory)
-                continue
             if result.returncode != 0:
-                raise SyncError(f'copying {directory} back from {target} failed: rsync exit '
+                raise SyncError(f'copying {module.path} back from {target} failed: rsync exit '
                                 f'status {result.returncode}: {tail(result.stderr, 2)}')
-            copied += ['/' + n for n in result.stdout.splitlines() if n and not n.endswith('/')]
+            copied += [os.path.join(module.path, n) for n in result.stdout.splitlines()
+                       if n and not n.endswith('/')]
     logger.info('failback: %d files copied back from %s', len(copied), target)
     return copied
 
 
+# on the slave
+
+def daemon_config_text(settings: Settings) -> str:
+    converter = f'{shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(rsync_names.__file__))}'
+    return rsync_modules.render_config(daemon_modules(settings), converter)
+
+
+def apply_daemon_config(settings: Settings, slave: bool) -> list[str]:
+    """On a slave, the rsync daemon configuration the master's key is bound to, and every
+    module's directory (a chroot needs it); elsewhere none (the key then opens nothing).
+    Returns what changed."""
+    path = settings.sync.rsyncd_conf
+    changes = []
+    if not slave:
+        if os.path.exists(path):
+            os.unlink(path)
+            changes.append(f'{path}: removed (the master\'s key opens nothing here now)')
+        return changes
+    for module in daemon_modules(settings):
+        if not os.path.isdir(module.path):
+            os.makedirs(module.path, mode=0o755)
+            changes.append(f'{module.path}: created (a module of the rsync daemon)')
+    text = daemon_config_text(settings)
+    if read_text(path) != text:
+        write_atomic(path, text, mode=0o644)
+        changes.append(f'{path}: the master\'s key may write ' + ', '.join(
+            settings.sync.directories) + ' and read ' + ', '.join(settings.sync.failback_directories))
+    return changes
+
+
 def _save_state(settings: Settings, result: str, sentence: str) -> None:
-    write_state(settings.paths.state_dir, STATE_FILE,
-                {'result': result, 'sentence': sentence, 'finished_at': time.time()})
+    save_last_run(settings.paths.state_dir, SYNC, LastRun(result, time.time(), sentence))

@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -30,15 +31,9 @@ OUTPUT_TAIL_LINES = 5
 
 @dataclass(frozen=True)
 class Completed:
-    argv: tuple[str, ...]
     returncode: int
     stdout: str
     stderr: str
-    duration: float
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
 
 
 def describe(argv: Sequence[str]) -> str:
@@ -51,7 +46,7 @@ def tail(text: str, lines: int = OUTPUT_TAIL_LINES) -> str:
 
 
 def run(argv: Sequence[str], *, timeout: float = 120, check: bool = True,
-        input: str | None = None, env: dict | None = None) -> Completed:
+        input: str | None = None) -> Completed:
     """Run a program (never through a shell), log it, and turn failure into CommandError."""
     argv = tuple(str(a) for a in argv)
     shown = describe(argv)
@@ -59,23 +54,20 @@ def run(argv: Sequence[str], *, timeout: float = 120, check: bool = True,
     started = time.monotonic()
     try:
         proc = subprocess.run(argv, input=input, capture_output=True, text=True,
-                              timeout=timeout, env=env, errors='replace',
+                              timeout=timeout, errors='replace',
                               stdin=None if input is not None else subprocess.DEVNULL)
     except FileNotFoundError:
-        raise CommandError(f'{argv[0]}: command not found (running: {shown})', 127) from None
+        raise CommandError(f'{argv[0]}: command not found (running: {shown})') from None
     except PermissionError:
-        raise CommandError(f'{argv[0]}: permission denied (running: {shown})', 126) from None
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b'')
-        out = out.decode(errors='replace') if isinstance(out, bytes) else out
-        raise CommandError(f'{shown}: timed out after {timeout:g} s', None, out) from None
+        raise CommandError(f'{argv[0]}: permission denied (running: {shown})') from None
+    except subprocess.TimeoutExpired:
+        raise CommandError(f'{shown}: timed out after {timeout:g} s') from None
     duration = time.monotonic() - started
-    result = Completed(argv, proc.returncode, proc.stdout, proc.stderr, duration)
+    result = Completed(proc.returncode, proc.stdout, proc.stderr)
     logger.debug('%s: exit %d in %.2f s', shown, proc.returncode, duration)
     if check and proc.returncode != 0:
         detail = tail(proc.stderr) or tail(proc.stdout) or 'no output'
-        raise CommandError(f'{shown} failed with exit status {proc.returncode}: {detail}',
-                           proc.returncode, proc.stdout + proc.stderr)
+        raise CommandError(f'{shown} failed with exit status {proc.returncode}: {detail}')
     return result
 
 
@@ -84,12 +76,36 @@ def find_program(name: str) -> str | None:
     return shutil.which(name)
 
 
+def private_dir(path: str) -> str:
+    """A directory only this user can enter: created mode 0700; whatever else stands at that
+    path (another user's directory, a symlink, a file: in a world-writable parent such as
+    /run/lock anyone may create it first) is moved aside, never used."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    for _ in range(3):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
+            if st.st_mode & 0o077:
+                os.chmod(path, 0o700)
+            return path
+        aside = f'{path}.untrusted-{os.getpid()}-{time.time_ns()}'
+        os.rename(path, aside)
+        logger.warning('%s was not a private directory of uid %d (owner uid %d, mode %o): moved '
+                       'to %s', path, os.geteuid(), st.st_uid, st.st_mode, aside)
+    raise WazoHaError(f'{path}: cannot make it a private directory (replaced again and again)')
+
+
 @contextlib.contextmanager
 def single_instance(lock_dir: str, name: str, wait: float = 0) -> Iterator[str]:
-    """Hold an exclusive flock on lock_dir/NAME.lock; LockBusyError if another run has it."""
-    os.makedirs(lock_dir, exist_ok=True)
-    path = os.path.join(lock_dir, f'{name}.lock')
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    """Hold an exclusive flock on lock_dir/NAME.lock; LockBusyError if another run has it.
+
+    lock_dir is private to this user and the lock file is never opened through a symlink, so
+    another local user can neither hold our locks nor point them at a file of theirs."""
+    path = os.path.join(private_dir(lock_dir), f'{name}.lock')
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         deadline = time.monotonic() + wait
         while True:

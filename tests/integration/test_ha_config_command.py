@@ -46,6 +46,14 @@ def test_switching_role_never_leaves_both_sentinels(local):
     (['--node-type', 'master'], 'remote_address is required'),
     (['--node-type', 'slave', '--remote-address', ''], 'remote_address is required'),
     (['--json', '-'], 'node_type must be one of'),
+    (['--node-type', 'master', '--remote-address', 'fe80::1%eth0'], 'link-local address'),
+    (['--node-type', 'master', '--remote-address', 'fe80::1'], 'cannot be the address'),
+    (['--node-type', 'master', '--remote-address', '169.254.3.4'], 'cannot be the address'),
+    (['--node-type', 'master', '--remote-address', '255.255.255.255'], 'cannot be the address'),
+    (['--node-type', 'master', '--remote-address', '224.0.0.5'], 'cannot be the address'),
+    (['--node-type', 'master', '--remote-address', '0.0.0.0'], 'cannot be the address'),
+    (['--node-type', 'master', '--remote-address', '::ffff:127.0.0.1'], 'cannot be the address'),
+    (['--node-type', 'master', '--remote-address', '1' * 100_000], 'not an IP address'),
 ])
 def test_bad_input_exits_2_and_changes_nothing(local, args, message):
     local.run('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address', PEER)
@@ -55,7 +63,37 @@ def test_bad_input_exits_2_and_changes_nothing(local, args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, 'one clear line'
+    assert len(result.stderr) < 300, 'a short line, whatever the argument'
     assert local.snapshot() == before
+
+
+@pytest.mark.parametrize('body', ['[' * 100_000 + ']' * 100_000,
+                                  '{"node_type": ' * 50_000 + '1' + '}' * 50_000])
+def test_deeply_nested_json_is_refused_in_one_short_line(local, body):
+    local.run('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address', PEER)
+    before = local.snapshot()
+    result = local.run('wazo-ha-config', 'set', '--json', '-', input=body)
+    assert result.returncode == 2 and 'not JSON' in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and len(result.stderr) < 300
+    assert local.snapshot() == before
+    with open(local.ha_conf, 'w') as f:
+        f.write(body)
+    for command in ('wazo-ha-config', 'xivo-master-slave-db-replication', 'wazo-sync'):
+        result = local.run(command, *(['show'] if command == 'wazo-ha-config' else []))
+        assert result.returncode == 2 and 'is corrupt' in result.stderr, command
+        assert len(result.stderr) < 300, command
+
+
+def test_an_ipv4_mapped_address_of_this_node_is_this_node(local):
+    import netifaces
+    own = [a['addr'] for i in netifaces.interfaces()
+           for a in netifaces.ifaddresses(i).get(netifaces.AF_INET, []) if a['addr'] != '127.0.0.1']
+    if not own:
+        pytest.skip('this machine has no non-loopback address')
+    result = local.run('wazo-ha-config', 'set', '--node-type', 'master',
+                       '--remote-address', f'::ffff:{own[0]}')
+    assert result.returncode == 2 and 'address of this node' in result.stderr
+    assert not os.path.exists(local.ha_conf)
 
 
 def test_bad_node_type_is_refused_by_the_parser(local):

@@ -2,6 +2,8 @@
 
 import os
 import stat
+import subprocess
+import time
 
 import pytest
 
@@ -54,7 +56,9 @@ def test_init_creates_a_restricted_key_and_is_idempotent(nodes):
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
     lines = authorized_keys(slave)
     assert len(lines) == 1
-    assert lines[0].startswith(f'from="{master.ip}",restrict,command="/usr/bin/rrsync /" ssh-rsa ')
+    assert lines[0].startswith(f'from="{master.ip}",restrict,command="rsync --server --daemon '
+                               '--config=/etc/wazo-ha/rsyncd.conf ." ssh-rsa ')
+    assert 'host key of the slave' in result.stdout and 'ED25519' in result.stdout
     with open(key, 'rb') as f:
         key_bytes = f.read()
     again = init(master)
@@ -65,15 +69,22 @@ def test_init_creates_a_restricted_key_and_is_idempotent(nodes):
         assert f.read() == key_bytes, 'not overwritten'
 
 
-def test_the_key_opens_no_shell_on_the_slave(nodes):
+def test_init_replaces_an_unrestricted_line_of_the_same_key(nodes):
+    """A node migrated from Wazo's own HA has its key as a plain line (comment XiVO HA)."""
     master, slave = nodes
-    assert init(master).returncode == 0
-    result = master.run('ssh', '-i', KEY, '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes',
-                        f'root@{slave.ip}', 'touch /tmp/wazo-ha-pwned; id')
-    assert result.returncode != 0
-    assert 'uid=0' not in result.stdout
-    assert not os.path.exists('/tmp/wazo-ha-pwned')
-    assert 'rrsync' in result.stderr or 'rsync' in result.stderr
+    os.makedirs(os.path.dirname(master.host_path(KEY)), exist_ok=True)
+    master.run('ssh-keygen', '-q', '-t', 'rsa', '-N', '', '-C', 'XiVO HA', '-f', KEY)
+    with open(master.host_path(KEY + '.pub')) as f:
+        plain = f.read().strip()
+    write(slave, '/root/.ssh/authorized_keys', f'ssh-ed25519 AAAAC3NzaOTHER admin@laptop\n{plain}\n',
+          0o600)
+    result = init(master)
+    assert result.returncode == 0, result.stderr
+    assert 'replaced 1 earlier line' in result.stdout
+    lines = authorized_keys(slave)
+    assert lines[0] == 'ssh-ed25519 AAAAC3NzaOTHER admin@laptop', 'other keys kept'
+    assert len(lines) == 2 and lines[1].startswith(f'from="{master.ip}",restrict,command=')
+    assert plain not in lines
 
 
 def test_sync_copies_files_and_deletes_what_the_master_deleted(nodes):
@@ -222,3 +233,135 @@ def test_failback_copies_voicemail_back_keeps_newer_master_files_deletes_nothing
         assert f.read() == 'newer on the master\n'
     assert os.path.exists(master.host_path(f'{inbox}/msg0009.txt'))
     assert os.path.exists(slave.host_path(f'{inbox}/msg0000.txt')), 'nothing deleted on the slave'
+
+
+# Attack: what the master's key can do on the slave, tried as a thief of the key would.
+# Everything below runs in the master's namespace with the key, and must fail or stay inside
+# the synced directories; the slave's own files are compared before and after.
+
+SSH = f'ssh -i {KEY} -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=no ' \
+      '-o UserKnownHostsFile=/dev/null'
+PUSH = 'push.etc.asterisk.extensions_extra.d'
+PULL = 'pull.var.spool.asterisk.voicemail'
+ATTACK = '/var/lib/asterisk/attack'  # the thief's files, on the master node only
+
+
+@pytest.fixture
+def thief(nodes):
+    master, slave = nodes
+    assert init(master).returncode == 0
+    write(master, f'{ATTACK}/payload', 'ssh-ed25519 AAAAC3NzaTHIEF thief\n* * * * * root id\n')
+    marker = f'wazo-ha-attack-{os.getpid()}'
+    guarded = ['/root/.ssh/authorized_keys', '/etc/shadow', '/etc/passwd']
+    before = {p: slave.run('cat', p).stdout for p in guarded}
+    yield master, slave, marker
+    try:
+        for p in guarded:
+            assert slave.run('cat', p).stdout == before[p], f'{p} changed on the slave'
+        assert not os.path.exists(f'/etc/cron.d/{marker}'), 'a cron job was planted'
+    finally:
+        if os.path.exists(f'/etc/cron.d/{marker}'):
+            os.unlink(f'/etc/cron.d/{marker}')
+
+
+def rsync(master, *args):
+    return master.run('rsync', '-e', SSH, *args, timeout=60)
+
+
+def test_attack_the_key_opens_no_shell(thief):
+    master, slave, marker = thief
+    for command in ('id', f'touch /tmp/{marker}', 'sh -c id', 'cat /etc/shadow'):
+        result = master.run(*SSH.split(), f'root@{slave.ip}', command, timeout=30)
+        assert 'uid=0' not in result.stdout and 'root:' not in result.stdout
+    assert not os.path.exists(f'/tmp/{marker}')
+
+
+def test_attack_no_file_outside_the_modules_can_be_written(thief):
+    master, slave, marker = thief
+    # plain remote-shell syntax: the forced command is a daemon, not a server for this
+    assert rsync(master, f'{ATTACK}/payload', f'root@{slave.ip}:/root/.ssh/authorized_keys').returncode != 0
+    assert rsync(master, f'{ATTACK}/payload', f'root@{slave.ip}:/etc/cron.d/{marker}').returncode != 0
+    # daemon syntax with .. out of a module: stays inside it (chroot)
+    for dest in ('../../../root/.ssh/authorized_keys', f'../../../etc/cron.d/{marker}',
+                 f'/etc/cron.d/{marker}'):
+        rsync(master, f'{ATTACK}/payload', f'root@{slave.ip}::{PUSH}/{dest}')
+    # into a read-only module, or a module that does not exist
+    assert rsync(master, f'{ATTACK}/payload', f'root@{slave.ip}::{PULL}/x').returncode != 0
+    assert rsync(master, f'{ATTACK}/payload', f'root@{slave.ip}::root/etc/x').returncode != 0
+
+
+def test_attack_a_symlink_leads_nowhere_outside(thief):
+    master, slave, marker = thief
+    # planted on the slave inside a synced directory, pointing out of it
+    os.symlink('/etc/cron.d', slave.host_path('/etc/asterisk/extensions_extra.d/planted'))
+    rsync(master, f'{ATTACK}/payload', f'root@{slave.ip}::{PUSH}/planted/{marker}')
+    # uploaded by the thief, then written through
+    master.run('ln', '-s', '/etc/cron.d', f'{ATTACK}/uploaded')
+    rsync(master, '-l', f'{ATTACK}/uploaded', f'root@{slave.ip}::{PUSH}/')
+    rsync(master, f'{ATTACK}/payload', f'root@{slave.ip}::{PUSH}/uploaded/{marker}')
+    # in a pattern module (tenants/*/acd), a symlink is stored munged: it leads nowhere
+    master.run('mkdir', '-p', f'{ATTACK}/t/t1')
+    master.run('ln', '-s', '../t2/monitor', f'{ATTACK}/t/t1/acd')
+    rsync(master, '-rl', f'{ATTACK}/t/', f'root@{slave.ip}::push.var.lib.wazo.sounds.tenants/')
+    link = slave.host_path('/var/lib/wazo/sounds/tenants/t1/acd')
+    assert not os.path.exists(link) or os.readlink(link).startswith('/rsyncd-munged/')
+
+
+def test_attack_no_file_outside_the_failback_directories_can_be_read(thief, tmp_path):
+    master, slave, _ = thief
+    for source in (f'root@{slave.ip}:/etc/shadow', f'root@{slave.ip}::{PULL}/../../../../etc/shadow',
+                   f'root@{slave.ip}::{PUSH}/', f'root@{slave.ip}::root/etc/shadow'):
+        rsync(master, '-r', source, f'{ATTACK}/stolen/')
+    stolen = master.host_path(f'{ATTACK}/stolen')
+    found = [os.path.join(d, f) for d, _, fs in os.walk(stolen) for f in fs] if os.path.isdir(stolen) else []
+    assert not any('root:' in open(p, errors='replace').read() for p in found), found
+
+
+def test_attack_no_set_uid_file_nor_device_can_be_planted(thief):
+    master, slave, _ = thief
+    write(master, f'{ATTACK}/suid', '#!/bin/sh\nid\n', 0o4755)
+    os.chmod(master.host_path(f'{ATTACK}/suid'), 0o6755)
+    assert rsync(master, '-rlptgo', f'{ATTACK}/suid', f'root@{slave.ip}::{PUSH}/').returncode == 0
+    mode = os.stat(slave.host_path('/etc/asterisk/extensions_extra.d/suid')).st_mode
+    assert not mode & 0o6000, oct(mode)
+    master.run('mknod', f'{ATTACK}/disk', 'b', '8', '0')
+    result = rsync(master, '-rD', f'{ATTACK}/disk', f'root@{slave.ip}::{PUSH}/')
+    assert result.returncode != 0
+    assert not os.path.exists(slave.host_path('/etc/asterisk/extensions_extra.d/disk'))
+
+
+def test_attack_no_port_forwarding(thief):
+    master, slave, _ = thief
+    result = master.run(*SSH.split(), '-o', 'ExitOnForwardFailure=yes', '-N', '-R',
+                        '127.0.0.1:2299:127.0.0.1:22', f'root@{slave.ip}', timeout=30)
+    assert result.returncode != 0 and 'forwarding failed' in result.stderr
+    tunnel = master.popen(*SSH.split(), '-N', '-L', '127.0.0.1:2298:127.0.0.1:22',
+                          f'root@{slave.ip}', stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.5)
+        probe = master.run('/usr/bin/python3', '-c',
+                           'import socket; s = socket.create_connection(("127.0.0.1", 2298), 5); '
+                           's.settimeout(5); print(repr(s.recv(64)))', timeout=30)
+        assert 'SSH-2.0' not in probe.stdout, 'the tunnel reached the slave'
+    finally:
+        tunnel.kill()
+        tunnel.wait()
+
+
+def test_the_slave_side_follows_the_settings_and_refuses_the_rest(nodes):
+    """A directory added to [sync] directories on both nodes is accepted after the slave's
+    next check run; one the slave's settings do not list is refused."""
+    master, slave = nodes
+    assert init(master).returncode == 0
+    write(master, '/var/lib/asterisk/sounds/custom/hello.wav', 'hello')
+    extra = {'sync': {'directories': '/etc/asterisk/extensions_extra.d\n/var/lib/asterisk/sounds/custom',
+                      'ssh_key': KEY, 'connect_timeout': '3'}}
+    master.write_settings(**extra)
+    result = master.wazo('wazo-sync')
+    assert result.returncode == 1 and 'var/lib/asterisk/sounds/custom' in result.stderr
+    slave.write_settings(**extra)
+    assert slave.wazo('xivo-check-master-status').returncode == 0
+    result = master.wazo('wazo-sync')
+    assert result.returncode == 0, result.stderr
+    with open(slave.host_path('/var/lib/asterisk/sounds/custom/hello.wav')) as f:
+        assert f.read() == 'hello'

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from wazo_ha_common import settings
@@ -67,14 +69,69 @@ def test_missing_file(tmp_path):
         settings.load(str(tmp_path / 'none.ini'))
 
 
-def test_shipped_config_ini_lists_every_key_with_its_default():
-    import configparser
-    import os
+def test_shipped_config_ini_is_made_from_the_table():
     shipped = os.path.join(os.path.dirname(__file__), '..', '..', 'etc', 'config.ini')
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read(shipped)
-    for section, keys in settings.DEFAULTS.items():
-        for key, default in keys.items():
-            value = parser.get(section, key, fallback=None)
-            assert value is not None, f'[{section}] {key} missing from etc/config.ini'
-            assert value.split() == default.split(), f'[{section}] {key} differs from the default'
+    with open(shipped) as f:
+        assert f.read() == settings.render_ini(), \
+            'etc/config.ini is stale: python3 -m wazo_ha_common.settings > etc/config.ini'
+
+
+def test_the_shipped_file_read_alone_gives_the_defaults(tmp_path):
+    path = write(tmp_path, settings.render_ini())
+    assert settings.load(path).check == settings.load(write(tmp_path, '', 'empty.ini')).check
+    assert settings.load(path).database.excluded_tables == settings.load(
+        write(tmp_path, '', 'empty2.ini')).database.excluded_tables
+
+
+def out_of_bounds(setting):
+    """Values each kind of setting must refuse."""
+    kind = setting.kind
+    if isinstance(kind, settings.Number):
+        values = ['inf', '-inf', 'nan', str(kind.low - 1), str(kind.high + 1), 'soon', '']
+        if kind.low > 0:
+            values += ['0', str(kind.low / 2)]
+        if kind.integer:
+            values.append(str(kind.low + 0.5))
+        return values
+    return {
+        settings.Path: ['relative/path', '', '/a\x01b'],
+        settings.Directories: ['/', 'relative', '/etc/asterisk\n    /'],
+        settings.Name: ['post gres', 'x;y', '', 'ébc'],
+        settings.Bool: ['maybe', ''],
+        settings.Verify: ['maybe', 'relative/ca.pem'],
+        settings.Url: ['http://', 'ftp://host', 'localhost:9497', 'http://:80/', 'https://h:99999/'],
+        settings.Address: ['witness.example.org', '127.0.0.1', '224.0.0.1', '0.0.0.0',
+                           'fe80::1%eth0', '169.254.0.1', '255.255.255.255'],
+        settings.Ports: ['0', '65536', 'http', '-1'],
+        settings.ListenAddresses: ["*'; ssl = off; x = '", '198.18.0.2,', "'*'", ''],
+        settings.Command: ['', '"unclosed'],
+        settings.Text: [] if getattr(kind, 'empty', True) else [''],
+        settings.Words: [],
+    }[type(kind)]
+
+
+MATRIX = [(s, v) for s in settings.TABLE for v in out_of_bounds(s)]
+
+
+@pytest.mark.parametrize('setting, value', MATRIX,
+                         ids=[f'{s.section}.{s.key}={v!r}' for s, v in MATRIX])
+def test_every_setting_outside_its_bounds_is_refused_naming_file_and_key(tmp_path, setting, value):
+    text = value.replace('\n', '\n')
+    path = write(tmp_path, f'[{setting.section}]\n{setting.key} = {text}\n')
+    with pytest.raises(SettingsError) as e:
+        settings.load(path)
+    message = str(e.value)
+    assert path in message and f'[{setting.section}] {setting.key}' in message
+    assert len(message) < 300 and '\n' not in message
+
+
+def test_every_default_is_within_its_bounds(tmp_path):
+    loaded = settings.load(write(tmp_path, ''))
+    assert loaded.check.probe_interval == 5.0 and loaded.paths.lock_dir == '/run/lock/wazo-ha'
+
+
+def test_a_huge_or_deeply_nested_settings_file_gives_one_short_line(tmp_path):
+    path = write(tmp_path, '[check]\nprobe_interval = ' + '9' * 100_000 + '\n')
+    with pytest.raises(SettingsError) as e:
+        settings.load(path)
+    assert len(str(e.value)) < 300

@@ -1,3 +1,11 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from wazo_ha_common import jobs
+from wazo_ha_common.jobs import LastRun
 from wazo_ha_common.status import CRITICAL, OK, WARNING, Facts, evaluate, render
 
 NOW = 1_800_000_000.0
@@ -5,10 +13,10 @@ NOW = 1_800_000_000.0
 
 def master(**kw):
     base = dict(role='master', peer='198.18.0.2', peer_reachable=True, sync_key=True,
-                replication={'result': 'ok', 'finished_at': NOW - 600, 'duration': 1.2,
-                             'tables_copied': ['userfeatures'], 'tables_unchanged': 3,
-                             'tables_excluded': ['cel']},
-                sync={'result': 'ok', 'finished_at': NOW - 600})
+                replication=LastRun('ok', NOW - 600, 'replication done', None,
+                                    {'duration': 1.2, 'tables_copied': ['userfeatures'],
+                                     'tables_unchanged': 3, 'tables_excluded': ['cel']}),
+                sync=LastRun('ok', NOW - 600, 'synced'))
     base.update(kw)
     return Facts(**base)
 
@@ -27,17 +35,42 @@ def test_healthy_master_and_slave_are_ok():
 
 
 def test_old_replication_is_a_warning():
-    facts = master(replication={'result': 'ok', 'finished_at': NOW - 3 * 3600})
+    facts = master(replication=LastRun('ok', NOW - 3 * 3600))
     level, warnings = evaluate(facts, NOW)
     assert level == WARNING and 'more than 2 hours' in warnings[0]
 
 
 def test_failed_replication_with_schema_mismatch_is_critical():
-    facts = master(replication={'result': 'failed', 'finished_at': NOW,
-                                'error': 'master runs version a, slave b: both nodes must run the same Wazo version'})
+    facts = master(replication=LastRun('failed', NOW, 'the schemas differ', jobs.SCHEMA_MISMATCH))
     level, warnings = evaluate(facts, NOW)
     assert level == CRITICAL
     assert any('different Wazo schema versions' in w for w in warnings)
+    # the kind decides, not the wording of the error
+    other = master(replication=LastRun('failed', NOW, 'both nodes must run the same Wazo version',
+                                       jobs.FAILED))
+    assert not any('different Wazo schema versions' in w for w in evaluate(other, NOW)[1])
+
+
+@pytest.mark.parametrize('data', [
+    {'result': 'ok'},                                             # no finished_at
+    {'result': 'ok', 'finished_at': '5'},                         # wrong type
+    {'result': 'ok', 'finished_at': 5.0, 'details': 'x'},
+    {'result': 'ok', 'finished_at': 5.0, 'unknown': 1, 'error_kind': 3},
+])
+def test_a_last_run_record_of_another_shape_is_no_record(data):
+    assert LastRun.from_dict(data) is None
+
+
+def test_a_last_run_record_round_trips():
+    run = LastRun('failed', 5.0, 'boom', jobs.SCHEMA_MISMATCH, {'rows': 3})
+    assert LastRun.from_dict(run.as_dict()) == run
+
+
+def test_status_and_pause_do_not_load_the_database_driver():
+    code = ('import sys; import wazo_ha_common.status, wazo_ha_common.pause; '
+            'sys.exit(1 if "psycopg2" in sys.modules else 0)')
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert subprocess.run([sys.executable, '-c', code], cwd=repo).returncode == 0
 
 
 def test_sync_not_set_up_is_a_warning():

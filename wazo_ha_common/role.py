@@ -29,16 +29,32 @@ class HaConfig:
 DISABLED = HaConfig('disabled', '')
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """A value quoted for an error message, cut short: a 100 kB argument gives one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 5] + "...'"
+
+
 def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """An IP address usable as a peer; hostnames and special addresses are refused."""
+    """An IP address usable as a peer; hostnames and special addresses are refused.
+
+    An IPv4 address written IPv4-mapped (::ffff:a.b.c.d) is that IPv4 address."""
     if not isinstance(text, str):
-        raise InputError(f'{text!r} is not an IP address')
+        raise InputError(f'{shown(text)} is not an IP address')
     try:
         ip = ipaddress.ip_address(text.strip())
     except ValueError:
-        raise InputError(f'{text!r} is not an IP address (a hostname is not accepted)') from None
-    if ip.is_unspecified or ip.is_loopback or ip.is_multicast:
-        raise InputError(f'{text} cannot be the address of the other node')
+        raise InputError(f'{shown(text)} is not an IP address (a hostname is not '
+                         'accepted)') from None
+    if ip.version == 6 and ip.scope_id:
+        raise InputError(f'{shown(text)}: a link-local address with a zone cannot be the '
+                         'address of the other node')
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    broadcast = ip == ipaddress.IPv4Address('255.255.255.255')
+    if ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_link_local or broadcast:
+        raise InputError(f'{ip} (unspecified, loopback, multicast, link-local or broadcast) '
+                         'cannot be the address of the other node')
     return ip
 
 
@@ -70,10 +86,10 @@ def validate(body: object, own: Iterable[str] | None = None) -> HaConfig:
         raise InputError('the HA configuration must be a JSON object')
     unknown = set(body) - {'node_type', 'remote_address'}
     if unknown:
-        raise InputError(f'unknown field(s): {", ".join(sorted(unknown))}')
+        raise InputError(f'unknown field(s): {shown(", ".join(sorted(map(str, unknown))))}')
     node_type = body.get('node_type')
     if node_type not in NODE_TYPES:
-        raise InputError(f'node_type must be one of {", ".join(NODE_TYPES)}, not {node_type!r}')
+        raise InputError(f'node_type must be one of {", ".join(NODE_TYPES)}, not {shown(node_type)}')
     remote = body.get('remote_address') or ''
     if node_type == 'disabled':
         if remote:
@@ -96,8 +112,9 @@ def load(path: str) -> HaConfig:
         raise HaConfError(f'{path} cannot be read: {e}') from None
     try:
         body = json.loads(text)
-    except ValueError as e:
-        raise HaConfError(f'{path} is corrupt (not JSON: {e}); fix it with wazo-ha-config set') from None
+    except (ValueError, RecursionError) as e:
+        raise HaConfError(f'{path} is corrupt (not JSON: {shown(str(e))}); fix it with '
+                          'wazo-ha-config set') from None
     if isinstance(body, dict) and body.get('node_type') == 'disabled':
         body = {'node_type': 'disabled', 'remote_address': body.get('remote_address') or ''}
     try:
@@ -159,6 +176,3 @@ def require_role(ha_conf: str, sentinel_dir: str, role: str, what: str) -> HaCon
 def is_secondary(sentinel_dir: str) -> bool:
     return os.path.exists(sentinel_paths(sentinel_dir)[SECONDARY])
 
-
-def is_primary(sentinel_dir: str) -> bool:
-    return os.path.exists(sentinel_paths(sentinel_dir)[PRIMARY])

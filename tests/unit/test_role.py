@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from wazo_ha_common import ha_state
+from wazo_ha_common import role
 from wazo_ha_common.errors import HaConfError, InputError, WrongRoleError
 
 OWN = {'198.18.0.1', '127.0.0.1'}
@@ -14,16 +14,16 @@ OWN = {'198.18.0.1', '127.0.0.1'}
                                   '0.0.0.0', '127.0.0.1', '::1', '224.0.0.1', ''])
 def test_peer_must_be_a_usable_ip(text):
     with pytest.raises(InputError):
-        ha_state.validate_peer(text, own=OWN)
+        role.validate_peer(text, own=OWN)
 
 
 def test_own_address_is_refused():
     with pytest.raises(InputError, match='address of this node'):
-        ha_state.validate_peer('198.18.0.1', own=OWN)
+        role.validate_peer('198.18.0.1', own=OWN)
 
 
 def test_ipv6_peer_is_normalised():
-    assert ha_state.validate_peer('2001:DB8::0002', own=OWN) == '2001:db8::2'
+    assert role.validate_peer('2001:DB8::0002', own=OWN) == '2001:db8::2'
 
 
 @pytest.mark.parametrize('body, message', [
@@ -35,18 +35,18 @@ def test_ipv6_peer_is_normalised():
 ])
 def test_put_ha_body_validation(body, message):
     with pytest.raises(InputError, match=message):
-        ha_state.validate(body, own=OWN)
+        role.validate(body, own=OWN)
 
 
 def test_disabled_needs_no_address():
-    assert ha_state.validate({'node_type': 'disabled'}, own=OWN) == ha_state.DISABLED
+    assert role.validate({'node_type': 'disabled'}, own=OWN) == role.DISABLED
 
 
 def test_save_then_load(tmp_path):
     path = str(tmp_path / 'ha.conf')
-    config = ha_state.HaConfig('master', '198.18.0.2')
-    ha_state.save(path, config)
-    assert ha_state.load(path) == config
+    config = role.HaConfig('master', '198.18.0.2')
+    role.save(path, config)
+    assert role.load(path) == config
     assert json.loads(open(path).read()) == config.as_json()
     assert [p.name for p in tmp_path.iterdir()] == ['ha.conf'], 'no temp file left behind'
 
@@ -58,22 +58,22 @@ def test_corrupt_ha_conf_names_the_file(tmp_path, content):
     path = tmp_path / 'ha.conf'
     path.write_text(content, encoding='latin-1')
     with pytest.raises(HaConfError, match=str(path)):
-        ha_state.load(str(path))
+        role.load(str(path))
 
 
 def test_missing_ha_conf_is_not_silently_disabled(tmp_path):
     with pytest.raises(HaConfError, match='does not exist'):
-        ha_state.load(str(tmp_path / 'ha.conf'))
+        role.load(str(tmp_path / 'ha.conf'))
 
 
 def test_sentinels_follow_the_role(tmp_path):
     d = str(tmp_path)
-    assert ha_state.apply_sentinels(d, 'master') == [f'created {d}/is-primary']
-    assert ha_state.apply_sentinels(d, 'master') == []
-    assert ha_state.apply_sentinels(d, 'slave') == [f'removed {d}/is-primary', f'created {d}/is-secondary']
-    assert ha_state.current_sentinels(d) == {'is-secondary'}
-    ha_state.apply_sentinels(d, 'disabled')
-    assert ha_state.current_sentinels(d) == set()
+    assert role.apply_sentinels(d, 'master') == [f'created {d}/is-primary']
+    assert role.apply_sentinels(d, 'master') == []
+    assert role.apply_sentinels(d, 'slave') == [f'removed {d}/is-primary', f'created {d}/is-secondary']
+    assert role.current_sentinels(d) == {'is-secondary'}
+    role.apply_sentinels(d, 'disabled')
+    assert role.current_sentinels(d) == set()
 
 
 @pytest.fixture
@@ -85,22 +85,22 @@ def node(tmp_path):
 
 def configure(node, node_type, sentinel=None):
     ha_conf, sentinels = node
-    ha_state.save(ha_conf, ha_state.HaConfig(node_type, '' if node_type == 'disabled' else '198.18.0.9'))
+    role.save(ha_conf, role.HaConfig(node_type, '' if node_type == 'disabled' else '198.18.0.9'))
     if sentinel:
         open(f'{sentinels}/{sentinel}', 'w').close()
 
 
-@pytest.mark.parametrize('node_type, sentinel, role', [
+@pytest.mark.parametrize('node_type, sentinel, wanted', [
     ('master', 'is-primary', 'master'),
     ('slave', 'is-secondary', 'slave'),
     ('master', None, 'master'),  # the master's commands go by ha.conf, as xivo-sync does
 ])
-def test_require_role_returns_the_configuration_of_the_right_role(node, node_type, sentinel, role):
+def test_require_role_returns_the_configuration_of_the_right_role(node, node_type, sentinel, wanted):
     configure(node, node_type, sentinel)
-    assert ha_state.require_role(*node, role, 'x').node_type == role
+    assert role.require_role(*node, wanted, 'x').node_type == wanted
 
 
-@pytest.mark.parametrize('node_type, sentinel, role, message', [
+@pytest.mark.parametrize('node_type, sentinel, wanted, message', [
     ('slave', 'is-secondary', 'master', 'not a master (ha.conf says slave)'),
     ('disabled', None, 'master', 'not a master (ha.conf says disabled)'),
     ('master', 'is-primary', 'slave', 'no is-secondary sentinel'),
@@ -108,15 +108,42 @@ def test_require_role_returns_the_configuration_of_the_right_role(node, node_typ
     ('master', 'is-secondary', 'slave', 'not a slave (ha.conf says master)'),
     ('slave', None, 'slave', 'no is-secondary sentinel'),
 ])
-def test_require_role_on_the_wrong_role_is_not_a_failure(node, node_type, sentinel, role, message):
+def test_require_role_on_the_wrong_role_is_not_a_failure(node, node_type, sentinel, wanted, message):
     configure(node, node_type, sentinel)
     with pytest.raises(WrongRoleError, match=re.escape(message)) as raised:
-        ha_state.require_role(*node, role, 'the job')
+        role.require_role(*node, wanted, 'the job')
     assert raised.value.exit_code == 0
     assert 'nothing done' in str(raised.value)
 
 
 def test_require_role_with_a_missing_ha_conf_is_an_error(node):
     with pytest.raises(HaConfError, match='does not exist') as raised:
-        ha_state.require_role(*node, 'master', 'x')
+        role.require_role(*node, 'master', 'x')
     assert raised.value.exit_code == 2
+
+
+@pytest.mark.parametrize('text', ['fe80::1%eth0', 'fe80::1', '169.254.1.1', '255.255.255.255',
+                                  '::', '::ffff:127.0.0.1', 'ff02::1', '239.1.1.1'])
+def test_special_addresses_cannot_be_the_peer(text):
+    with pytest.raises(InputError, match='cannot be the address of the other node'):
+        role.validate_peer(text, own=OWN)
+
+
+def test_an_ipv4_mapped_address_of_this_node_is_this_node():
+    with pytest.raises(InputError, match='198.18.0.1 is an address of this node'):
+        role.validate_peer('::ffff:198.18.0.1', own=OWN)
+    assert role.validate_peer('::ffff:198.18.0.2', own=OWN) == '198.18.0.2'
+
+
+def test_a_huge_argument_gives_a_short_message():
+    with pytest.raises(InputError) as e:
+        role.validate_peer('1' * 100_000, own=OWN)
+    assert len(str(e.value)) < 120
+
+
+def test_deeply_nested_json_in_ha_conf_is_corrupt_not_a_crash(tmp_path):
+    path = tmp_path / 'ha.conf'
+    path.write_text('[' * 100_000 + ']' * 100_000)
+    with pytest.raises(HaConfError, match='is corrupt') as e:
+        role.load(str(path))
+    assert len(str(e.value)) < 300

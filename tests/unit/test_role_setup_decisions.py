@@ -1,39 +1,39 @@
-from wazo_ha_common import ha_config, pg_access
-from wazo_ha_common.ha_state import DISABLED, HaConfig
+from wazo_ha_common import role_setup, pg_access
+from wazo_ha_common.role import DISABLED, HaConfig
 
 MASTER = HaConfig('master', '198.18.0.2')
 SLAVE = HaConfig('slave', '198.18.0.1')
 
 
 def test_expiry_is_enforced_on_both_roles_and_restored_on_disable():
-    assert ha_config.wanted_expiry(None, MASTER) == ha_config.EXPIRY_WITH_HA
-    assert ha_config.wanted_expiry(DISABLED, SLAVE) == ha_config.EXPIRY_WITH_HA
-    assert ha_config.wanted_expiry(MASTER, DISABLED) == ha_config.EXPIRY_WITHOUT_HA
-    assert ha_config.wanted_expiry(DISABLED, DISABLED) is None, "never touched HA: leave them"
+    assert role_setup.wanted_expiry(None, MASTER) == role_setup.EXPIRY_WITH_HA
+    assert role_setup.wanted_expiry(DISABLED, SLAVE) == role_setup.EXPIRY_WITH_HA
+    assert role_setup.wanted_expiry(MASTER, DISABLED) == role_setup.EXPIRY_WITHOUT_HA
+    assert role_setup.wanted_expiry(DISABLED, DISABLED) is None, "never touched HA: leave them"
 
 
 def test_backup_registrar_set_on_master_blanked_on_disable_unless_was_slave():
-    assert ha_config.wanted_backup_registrar(None, MASTER) == '198.18.0.2'
-    assert ha_config.wanted_backup_registrar(MASTER, DISABLED) == ''
-    assert ha_config.wanted_backup_registrar(SLAVE, DISABLED) is None
-    assert ha_config.wanted_backup_registrar(DISABLED, SLAVE) is None
+    assert role_setup.wanted_backup_registrar(None, MASTER) == '198.18.0.2'
+    assert role_setup.wanted_backup_registrar(MASTER, DISABLED) == ''
+    assert role_setup.wanted_backup_registrar(SLAVE, DISABLED) is None
+    assert role_setup.wanted_backup_registrar(DISABLED, SLAVE) is None
 
 
 def test_with_options_keeps_other_options_and_their_order():
     options = [['max_contacts', '1'], ['default_expiration', '120'], ['qualify', '60']]
-    assert ha_config.with_options(options, ha_config.EXPIRY_WITH_HA) == [
+    assert role_setup.with_options(options, role_setup.EXPIRY_WITH_HA) == [
         ['max_contacts', '1'], ['default_expiration', '240'], ['qualify', '60'],
         ['minimum_expiration', '180'], ['maximum_expiration', '300']]
-    done = ha_config.with_options(options, ha_config.EXPIRY_WITH_HA)
-    assert ha_config.with_options(done, ha_config.EXPIRY_WITH_HA) == done
+    done = role_setup.with_options(options, role_setup.EXPIRY_WITH_HA)
+    assert role_setup.with_options(done, role_setup.EXPIRY_WITH_HA) == done
 
 
 def test_registrar_update_only_when_needed():
     reg = {'id': 'default', 'backup_host': None, 'proxy_backup_host': None, 'links': []}
-    body = ha_config.registrar_update(reg, '198.18.0.2')
+    body = role_setup.registrar_update(reg, '198.18.0.2')
     assert body == {'id': 'default', 'backup_host': '198.18.0.2', 'proxy_backup_host': '198.18.0.2'}
-    assert ha_config.registrar_update(body, '198.18.0.2') is None
-    assert ha_config.registrar_update(reg, '') is None
+    assert role_setup.registrar_update(body, '198.18.0.2') is None
+    assert role_setup.registrar_update(reg, '') is None
 
 
 HBA = 'local all postgres peer\nhost all all 0.0.0.0/0 reject\n'

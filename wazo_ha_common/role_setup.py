@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from . import ha_state, pg_access, services
+from . import pg_access, role, services, sync
 from .errors import HaConfError, InputError, WazoHaError
 from .settings import Settings
 from .wazo_api import ApiError, Client
@@ -29,7 +29,7 @@ class Report:
 
 # decisions (pure)
 
-def wanted_expiry(old: ha_state.HaConfig | None, new: ha_state.HaConfig) -> dict | None:
+def wanted_expiry(old: role.HaConfig | None, new: role.HaConfig) -> dict | None:
     """AOR expiry options to enforce, or None to leave them as they are."""
     if new.node_type != 'disabled':
         return EXPIRY_WITH_HA
@@ -38,7 +38,7 @@ def wanted_expiry(old: ha_state.HaConfig | None, new: ha_state.HaConfig) -> dict
     return None
 
 
-def wanted_backup_registrar(old: ha_state.HaConfig | None, new: ha_state.HaConfig) -> str | None:
+def wanted_backup_registrar(old: role.HaConfig | None, new: role.HaConfig) -> str | None:
     """Backup registrar/proxy host to set ('' = blank), or None to leave registrars alone."""
     if new.node_type == 'master':
         return new.remote_address
@@ -76,17 +76,17 @@ def registrar_update(registrar: dict, backup: str) -> dict | None:
 
 # side effects
 
-def current(settings: Settings) -> ha_state.HaConfig | None:
+def current(settings: Settings) -> role.HaConfig | None:
     """ha.conf as it is, None when it does not exist; corrupt raises HaConfError."""
     try:
-        return ha_state.load(settings.paths.ha_conf)
+        return role.load(settings.paths.ha_conf)
     except HaConfError:
         if not os.path.exists(settings.paths.ha_conf):
             return None
         raise
 
 
-def apply(settings: Settings, new: ha_state.HaConfig, force: bool = False,
+def apply(settings: Settings, new: role.HaConfig, force: bool = False,
           client: Client | None = None) -> Report:
     """Bring this node to the configuration `new`; safe to repeat."""
     report = Report()
@@ -107,12 +107,16 @@ def apply(settings: Settings, new: ha_state.HaConfig, force: bool = False,
         report.changes += pg_access.apply(settings, master_ip)
     except (OSError, WazoHaError) as e:
         raise WazoHaError(f'PostgreSQL access for the master not applied, nothing else changed: {e}') from None
+    try:
+        report.changes += sync.apply_daemon_config(settings, new.node_type == 'slave')
+    except OSError as e:
+        raise WazoHaError(f'file sync access for the master not applied: {e}') from None
 
     if old != new:
-        ha_state.save(settings.paths.ha_conf, new)
+        role.save(settings.paths.ha_conf, new)
         report.changes.append(f'{settings.paths.ha_conf}: node_type={new.node_type} '
                               f'remote_address={new.remote_address or "(none)"}')
-    report.changes += ha_state.apply_sentinels(settings.paths.sentinel_dir, new.node_type)
+    report.changes += role.apply_sentinels(settings.paths.sentinel_dir, new.node_type)
     if new.node_type != 'slave':
         _start_telephony(settings, report)
 
@@ -140,7 +144,7 @@ def _start_telephony(settings: Settings, report: Report) -> None:
         report.notes.append('telephony started; auxiliary steps failed: ' + '; '.join(outcome.failed))
 
 
-def _put_ha(client: Client, new: ha_state.HaConfig, report: Report) -> None:
+def _put_ha(client: Client, new: role.HaConfig, report: Report) -> None:
     """Through wazo-confd first, so that Wazo's own HA state never disagrees with ours
     (wazo-sysconfd then writes ha.conf, the sentinels and its cron files too)."""
     try:
@@ -210,7 +214,7 @@ def _apply_backup(client: Client, backup: str) -> list[str]:
     return changes
 
 
-def next_steps(config: ha_state.HaConfig) -> list[str]:
+def next_steps(config: role.HaConfig) -> list[str]:
     if config.node_type == 'master':
         return ['wazo-service restart',
                 'on the slave: wazo-ha-config set --node-type slave --remote-address <this master>',

@@ -1,0 +1,117 @@
+"""What the master's SSH key may do on the slave: rsync daemon modules, one per directory.
+
+The key's forced command on the slave is `rsync --server --daemon --config=FILE .`: whatever
+the client asks, it talks to an rsync daemon that only knows these modules. Each synced
+directory is a write-only module, each failback directory a read-only one; every module is
+chrooted into its directory, so no path, `..` or symlink reaches outside it. A directory given
+as a pattern (tenants/*/acd) becomes one module at the fixed part of the path with a daemon
+filter that admits the matching subdirectories only, and uploaded symlinks are munged there.
+Devices and special files are refused and set-uid/set-gid bits dropped, so nothing written
+through the key can become a way to root on the slave.
+
+Pure functions: the slave renders the configuration, the master plans its transfers."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+
+PUSH, PULL = 'push', 'pull'
+# -a without -D: the daemon refuses devices and special files
+TRANSFER_OPTIONS = ('-rlptgo',)
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    path: str                   # the directory the daemon chroots into
+    write: bool                 # write-only (push) or read-only (pull)
+    patterns: tuple[str, ...]   # subdirectories admitted, relative ('' = the whole directory)
+
+    @property
+    def filter_rules(self) -> list[str]:
+        """Daemon filter: the parents of each admitted subdirectory, then it whole."""
+        if '' in self.patterns:
+            return []
+        rules = []
+        for pattern in self.patterns:
+            parts = pattern.split('/')
+            for depth in range(1, len(parts)):
+                rule = '+ /' + '/'.join(parts[:depth]) + '/'
+                if rule not in rules:
+                    rules.append(rule)
+            rules.append(f'+ /{pattern}/***')
+        return rules + ['- *']
+
+
+def split_pattern(entry: str) -> tuple[str, str]:
+    """(fixed directory, pattern below it): /a/b/*/c -> ('/a/b', '*/c'); /a/b -> ('/a/b', '')."""
+    parts = entry.strip('/').split('/')
+    for i, part in enumerate(parts):
+        if glob.has_magic(part):
+            return '/' + '/'.join(parts[:i]), '/'.join(parts[i:])
+    return '/' + '/'.join(parts), ''
+
+
+def module_name(kind: str, path: str) -> str:
+    return f'{kind}.' + (path.strip('/').replace('/', '.') or 'root')
+
+
+def modules(directories: tuple[str, ...], failback: tuple[str, ...]) -> list[Module]:
+    """The daemon's modules for these settings, in a stable order."""
+    out = []
+    for kind, entries in ((PUSH, directories), (PULL, failback)):
+        grouped: dict[str, list[str]] = {}
+        for entry in entries:
+            root, pattern = split_pattern(entry)
+            grouped.setdefault(root, [])
+            if pattern not in grouped[root]:
+                grouped[root].append(pattern)
+        for root, patterns in grouped.items():
+            out.append(Module(module_name(kind, root), root, kind == PUSH, tuple(patterns)))
+    return out
+
+
+def render_config(mods: list[Module], name_converter: str) -> str:
+    """rsyncd.conf for the slave (the forced command of the master's key reads it)."""
+    lines = ['# Written by wazo-ha (wazo-ha-config on a slave, kept in step by the master check).',
+             '# The master\'s SSH key runs "rsync --server --daemon" with this file: it can only',
+             '# write the synced directories and read the failback ones, nothing else.',
+             'uid = 0', 'gid = 0', 'use chroot = yes', 'numeric ids = no',
+             f'name converter = {name_converter}', 'list = no',
+             'refuse options = devices specials',
+             'incoming chmod = ug-s', 'reverse lookup = no', '']
+    for m in mods:
+        lines += [f'[{m.name}]', f'path = {m.path}',
+                  f'read only = {"no" if m.write else "yes"}',
+                  f'write only = {"yes" if m.write else "no"}']
+        if m.filter_rules:
+            lines.append(f'filter = {" ".join(m.filter_rules)}')
+            if m.write:  # an uploaded symlink could lead outside the admitted subdirectories
+                lines.append('munge symlinks = yes')
+        lines.append('')
+    return '\n'.join(lines)
+
+
+def push_plan(mods: list[Module], exists=os.path.isdir) -> list[tuple[Module, list[str]]]:
+    """For each write module, the sources to send (`ROOT/./RELATIVE`, for rsync -R), keeping
+    only what exists on this node now; modules with nothing to send are left out."""
+    plan = []
+    for m in mods:
+        if not m.write:
+            continue
+        sources = []
+        for pattern in m.patterns:
+            if not pattern:
+                found = [m.path] if exists(m.path) else []
+            else:
+                found = [p for p in sorted(glob.glob(os.path.join(m.path, pattern))) if exists(p)]
+            for path in found:
+                relative = os.path.relpath(path, m.path)
+                source = f'{m.path}/./' if relative == '.' else f'{m.path}/./{relative}'
+                if source not in sources:
+                    sources.append(source)
+        if sources:
+            plan.append((m, sources))
+    return plan
