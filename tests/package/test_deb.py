@@ -14,6 +14,7 @@ COMMANDS = ['/usr/sbin/xivo-master-slave-db-replication', '/usr/sbin/xivo-manage
             '/usr/sbin/xivo-check-master-status', '/usr/bin/wazo-sync', '/usr/sbin/wazo-ha-config',
             '/usr/sbin/wazo-ha-status']
 OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/log/wazo-ha.log', '/etc/cron.d/wazo-ha',
+         '/etc/wazo-auth-keys/conf.d/wazo-ha.yml',
          '/etc/logrotate.d/wazo-ha']
 
 
@@ -25,7 +26,8 @@ DIR, FILE, EXEC = 'drwxr-xr-x', '-rw-r--r--', '-rwxr-xr-x'
 # installed for setup.py packages (the debhelper-built package had it too)
 EXPECTED_FILES = sorted(
     [(DIR, d) for d in (
-        '/', '/etc/', '/etc/cron.d/', '/etc/logrotate.d/', '/etc/wazo-ha/', '/etc/wazo-ha/conf.d/',
+        '/', '/etc/', '/etc/cron.d/', '/etc/logrotate.d/', '/etc/wazo-auth-keys/',
+        '/etc/wazo-auth-keys/conf.d/', '/etc/wazo-ha/', '/etc/wazo-ha/conf.d/',
         '/usr/', '/usr/bin/', '/usr/lib/', '/usr/lib/python3/', '/usr/lib/python3/dist-packages/',
         f'/usr/lib/python3/dist-packages/wazo_ha-{__version__}.egg-info/',
         '/usr/lib/python3/dist-packages/wazo_ha_common/', '/usr/sbin/', '/usr/share/',
@@ -34,6 +36,7 @@ EXPECTED_FILES = sorted(
         '/usr/share/man/man8/', '/var/', '/var/lib/', '/var/lib/wazo-ha/')]
     + [(FILE, f) for f in (
         '/etc/cron.d/wazo-ha', '/etc/logrotate.d/wazo-ha', '/etc/wazo-ha/config.ini',
+        '/etc/wazo-auth-keys/conf.d/wazo-ha.yml',
         f'/usr/lib/python3/dist-packages/wazo_ha-{__version__}.egg-info/PKG-INFO',
         f'/usr/lib/python3/dist-packages/wazo_ha-{__version__}.egg-info/dependency_links.txt',
         f'/usr/lib/python3/dist-packages/wazo_ha-{__version__}.egg-info/top_level.txt',
@@ -51,7 +54,8 @@ EXPECTED_FIELDS = {
                'openssh-client, postgresql-client, iputils-ping, cron',
     'Recommends': 'default-mta | mail-transport-agent, logrotate',
 }
-EXPECTED_CONFFILES = ['/etc/cron.d/wazo-ha', '/etc/logrotate.d/wazo-ha', '/etc/wazo-ha/config.ini']
+EXPECTED_CONFFILES = ['/etc/cron.d/wazo-ha', '/etc/logrotate.d/wazo-ha',
+                      '/etc/wazo-auth-keys/conf.d/wazo-ha.yml', '/etc/wazo-ha/config.ini']
 
 
 def deb_entries(path):
