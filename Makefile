@@ -1,13 +1,18 @@
 # wazo-ha: the two README commands are `make demo` and `make check`.
 PYTHON := /usr/bin/python3
 VERSION := $(shell $(PYTHON) -c 'import wazo_ha_common; print(wazo_ha_common.__version__)')
-DEB := dist/wazo-ha_$(VERSION)_all.deb
+# stdeb always adds a Debian revision (stdeb.cfg Debian-Version): the package is VERSION-REVISION
+DEBIAN_REVISION := $(shell $(PYTHON) -c 'import configparser; c = configparser.ConfigParser(); \
+	c.read("stdeb.cfg"); print(c["wazo-ha"]["debian-version"])')
+DEB := dist/wazo-ha_$(VERSION)-$(DEBIAN_REVISION)_all.deb
+# the date of stdeb's changelog entry, hence of every file in the .deb: the last commit's
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 
 # what the tests, the demo and the package build need on a fresh Debian 12 (as root)
 APT_DEPS := postgresql-15 postgresql-contrib openssh-server openssh-client rsync \
 	iputils-ping iproute2 util-linux procps openssl cron nftables \
-	python3-psycopg2 python3-requests python3-netifaces python3-pytest \
-	debhelper dh-python python3-all python3-setuptools lintian fakeroot dpkg-dev
+	python3-psycopg2 python3-requests python3-netifaces python3-pytest python3-yaml \
+	python3-stdeb debhelper dh-python python3-all python3-setuptools lintian fakeroot dpkg-dev
 
 .PHONY: check demo demo-fast deb deps clean bench-replication bench-failover
 
@@ -31,14 +36,15 @@ demo: deps
 demo-fast: deps
 	$(PYTHON) demo/demo.py --fast
 
+# built by stdeb: the sdist (MANIFEST.in) carries debian/'s maintainer scripts and dh files;
+# stdeb writes debian/control, rules and changelog from stdeb.cfg and setup.py into deb_dist/
 deb: deps
-	rm -f $(DEB)
+	rm -rf deb_dist wazo_ha.egg-info $(DEB)
 	mkdir -p dist
-	dpkg-checkbuilddeps
-	debian/rules clean
-	debian/rules build
-	debian/rules binary
-	lintian --fail-on error $(DEB)
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(PYTHON) setup.py --command-packages=stdeb.command bdist_deb
+	cp deb_dist/$(notdir $(DEB)) $(DEB)
+	rm -f wazo-ha-$(VERSION).tar.gz
+	lintian --fail-on error,warning $(DEB)
 	@echo "built $(DEB)"
 
 bench-replication: deps
@@ -48,6 +54,5 @@ bench-failover: deps
 	$(PYTHON) bench/failover.py
 
 clean:
-	rm -rf build dist .pybuild debian/wazo-ha debian/.debhelper debian/files \
-		debian/*.substvars debian/*.debhelper.log debian/debhelper-build-stamp *.egg-info
+	rm -rf build dist deb_dist *.egg-info wazo-ha-*.tar.gz
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,14 +1,116 @@
-"""The .deb: built with `make deb`, lintian-clean of errors, installs and purges cleanly."""
+"""The .deb: built with `make deb` through stdeb, holds exactly the expected files, is
+lintian-clean of errors and warnings, installs and purges cleanly."""
 
+import configparser
+import gzip
 import os
+import subprocess
 
-from package_helpers import sh
+from package_helpers import package_version, sh
+from testbed import REPO
+from wazo_ha_common import __version__
 
 COMMANDS = ['/usr/sbin/xivo-master-slave-db-replication', '/usr/sbin/xivo-manage-slave-services',
             '/usr/sbin/xivo-check-master-status', '/usr/bin/wazo-sync', '/usr/sbin/wazo-ha-config',
             '/usr/sbin/wazo-ha-status']
 OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/log/wazo-ha.log', '/etc/cron.d/wazo-ha',
+         '/etc/wazo-auth-keys/conf.d/wazo-ha.yml',
          '/etc/logrotate.d/wazo-ha']
+
+
+MODULES = ['__init__', 'check', 'cli', 'db', 'errors', 'health', 'jobs', 'pause', 'pg_access',
+           'probes', 'replication', 'role', 'role_setup', 'rsync_modules', 'rsync_names',
+           'schedule', 'services', 'settings', 'status', 'sync', 'system', 'tracking', 'wazo_api']
+DIR, FILE, EXEC = 'drwxr-xr-x', '-rw-r--r--', '-rwxr-xr-x'
+# every entry of the .deb (mode, path); the egg-info directory is the one dh_python3 has always
+# installed for setup.py packages (the debhelper-built package had it too)
+EXPECTED_FILES = sorted(
+    [(DIR, d) for d in (
+        '/', '/etc/', '/etc/cron.d/', '/etc/logrotate.d/', '/etc/wazo-auth-keys/',
+        '/etc/wazo-auth-keys/conf.d/', '/etc/wazo-ha/', '/etc/wazo-ha/conf.d/',
+        '/usr/', '/usr/bin/', '/usr/lib/', '/usr/lib/python3/', '/usr/lib/python3/dist-packages/',
+        f'/usr/lib/python3/dist-packages/wazo_ha-{__version__}.egg-info/',
+        '/usr/lib/python3/dist-packages/wazo_ha_common/', '/usr/lib/tmpfiles.d/', '/usr/sbin/',
+        '/usr/share/',
+        '/usr/share/doc/', '/usr/share/doc/wazo-ha/', '/usr/share/lintian/',
+        '/usr/share/lintian/overrides/', '/usr/share/man/', '/usr/share/man/man1/',
+        '/usr/share/man/man8/', '/var/', '/var/lib/', '/var/lib/wazo-ha/')]
+    + [(FILE, f) for f in (
+        '/etc/cron.d/wazo-ha', '/etc/logrotate.d/wazo-ha', '/etc/wazo-ha/config.ini',
+        '/etc/wazo-auth-keys/conf.d/wazo-ha.yml',
+        f'/usr/lib/python3/dist-packages/wazo_ha-{__version__}.egg-info/PKG-INFO',
+        f'/usr/lib/python3/dist-packages/wazo_ha-{__version__}.egg-info/dependency_links.txt',
+        f'/usr/lib/python3/dist-packages/wazo_ha-{__version__}.egg-info/top_level.txt',
+        '/usr/share/doc/wazo-ha/changelog.Debian.gz', '/usr/share/doc/wazo-ha/copyright',
+        '/usr/share/lintian/overrides/wazo-ha', '/usr/share/man/man1/wazo-sync.1.gz',
+        '/usr/lib/tmpfiles.d/wazo-ha.conf')]
+    + [(FILE, f'/usr/lib/python3/dist-packages/wazo_ha_common/{m}.py') for m in MODULES]
+    + [(FILE, f'/usr/share/man/man8/{os.path.basename(c)}.8.gz')
+       for c in COMMANDS if c.startswith('/usr/sbin/')]
+    + [(EXEC, c) for c in COMMANDS])
+EXPECTED_FIELDS = {
+    'Package': 'wazo-ha',
+    'Architecture': 'all',
+    'Section': 'net',
+    'Depends': 'python3:any, python3-psycopg2, python3-requests, python3-netifaces, rsync, '
+               'openssh-client, postgresql-client, iputils-ping, cron',
+    'Recommends': 'default-mta | mail-transport-agent, logrotate',
+}
+EXPECTED_CONFFILES = ['/etc/cron.d/wazo-ha', '/etc/logrotate.d/wazo-ha',
+                      '/etc/wazo-auth-keys/conf.d/wazo-ha.yml', '/etc/wazo-ha/config.ini']
+
+
+def deb_entries(path):
+    listing = sh('dpkg-deb', '--contents', path).stdout.splitlines()
+    entries = []
+    for line in listing:
+        mode, owner, _size, _date, _time, name = line.split(None, 5)
+        assert owner == 'root/root', line
+        entries.append((mode, name[1:]))   # ./usr/... -> /usr/...
+    return sorted(entries)
+
+
+def test_the_deb_holds_exactly_the_expected_files_and_modes(deb):
+    path, _ = deb
+    assert deb_entries(path) == EXPECTED_FILES
+
+
+def test_control_fields_and_conffiles_are_the_expected_ones(deb):
+    path, _ = deb
+    for field, value in EXPECTED_FIELDS.items():
+        assert sh('dpkg-deb', '-f', path, field).stdout.strip() == value, field
+    assert sh('dpkg-deb', '-f', path, 'Version').stdout.strip() == package_version()
+    assert sorted(sh('dpkg-deb', '-I', path, 'conffiles').stdout.split()) == EXPECTED_CONFFILES
+    for script in ('preinst', 'postinst', 'postrm'):
+        assert sh('dpkg-deb', '-I', path, script).returncode == 0, f'{script} missing'
+    assert 'dpkg-divert --package wazo-ha --add' in sh('dpkg-deb', '-I', path, 'preinst').stdout
+    assert 'dpkg-divert --package wazo-ha --remove' in sh('dpkg-deb', '-I', path, 'postrm').stdout
+
+
+def test_the_build_went_through_stdeb(deb):
+    path, log = deb
+    assert 'running bdist_deb' in log and 'running sdist_dsc' in log
+    # nothing hand-written to build from: stdeb writes control, rules and changelog
+    for name in ('control', 'rules', 'changelog'):
+        assert not os.path.exists(os.path.join(REPO, 'debian', name)), f'debian/{name} in the tree'
+    upstream = package_version().rsplit('-', 1)[0]
+    generated = os.path.join(REPO, 'deb_dist', f'wazo-ha-{upstream}', 'debian')
+    with open(os.path.join(generated, 'rules')) as f:
+        assert 'This file was automatically generated by stdeb' in f.read()
+    # the control stdeb wrote carries stdeb.cfg's fields
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(REPO, 'stdeb.cfg'))
+    with open(os.path.join(generated, 'control')) as f:
+        control = f.read()
+    depends = ', '.join(d.strip() for d in cfg['wazo-ha']['depends3'].split(','))
+    assert f'Depends: ${{misc:Depends}}, ${{python3:Depends}}, {depends}\n' in control
+    assert f"Package: {cfg['wazo-ha']['package3']}\n" in control
+    assert f"Section: {cfg['wazo-ha']['section']}\n" in control
+    # and the package itself says so in its changelog
+    extracted = subprocess.run(['dpkg-deb', '--fsys-tarfile', path], capture_output=True).stdout
+    changelog = subprocess.run(['tar', '-xO', './usr/share/doc/wazo-ha/changelog.Debian.gz'],
+                               input=extracted, capture_output=True).stdout
+    assert b'automatically created by stdeb' in gzip.decompress(changelog)
 
 
 def test_lintian_reports_no_error_nor_warning(deb):
@@ -16,17 +118,6 @@ def test_lintian_reports_no_error_nor_warning(deb):
     result = sh('lintian', path)
     found = [line for line in result.stdout.splitlines() if line.startswith(('E:', 'W:'))]
     assert found == []
-
-
-def test_package_declares_its_dependencies_and_conffiles(deb):
-    path, _ = deb
-    depends = sh('dpkg-deb', '-f', path, 'Depends').stdout
-    for dep in ('python3-psycopg2', 'python3-requests', 'python3-netifaces', 'rsync',
-                'openssh-client', 'postgresql-client', 'iputils-ping', 'cron'):
-        assert dep in depends
-    conffiles = sh('dpkg-deb', '-I', path, 'conffiles').stdout.split()
-    assert '/etc/wazo-ha/config.ini' in conffiles
-    assert '/etc/cron.d/wazo-ha' in conffiles
 
 
 def test_install_run_help_and_purge(deb):
