@@ -61,11 +61,7 @@ class Story:
             node.write_settings(check=self.check)
         self.slave.set_root_password(ROOT_PASSWORD)
         self.slave.start_sshd()
-        askpass = os.path.join(self.master.root, 'askpass')
-        with open(askpass, 'w') as f:
-            f.write(f'#!/bin/sh\necho {ROOT_PASSWORD}\n')
-        os.chmod(askpass, 0o755)
-        self.askpass = {'SSH_ASKPASS': askpass, 'SSH_ASKPASS_REQUIRE': 'force', 'DISPLAY': ':0'}
+        self.askpass = self.master.password_answers(ROOT_PASSWORD)
         self.mark('two nodes up: master 198.18.0.1 and slave 198.18.0.2, each with '
                   'PostgreSQL 15 and the Wazo schema; sshd on the slave')
 

@@ -340,6 +340,15 @@ class Node:
         os.chmod(shadow, 0o640)
         sh(*self.nsenter(['mount', '--bind', shadow, '/etc/shadow']))
 
+    def password_answers(self, password: str, name: str = 'askpass') -> dict:
+        """The environment that makes ssh, run in this node, type `password` when asked
+        (what an administrator does once for wazo-sync -i)."""
+        askpass = os.path.join(self.root, name)
+        with open(askpass, 'w') as f:
+            f.write(f'#!/bin/sh\necho {password}\n')
+        os.chmod(askpass, 0o755)
+        return {'SSH_ASKPASS': askpass, 'SSH_ASKPASS_REQUIRE': 'force', 'DISPLAY': ':0'}
+
     def start_sshd(self) -> None:
         keydir = os.path.join(self.root, 'sshd')
         os.makedirs(keydir, exist_ok=True)

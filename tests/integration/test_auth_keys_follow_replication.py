@@ -23,16 +23,11 @@ def ha(pair):
     master, slave = pair
     slave.set_root_password(PASSWORD)
     slave.start_sshd()
-    askpass = os.path.join(master.root, 'askpass')
-    with open(askpass, 'w') as f:
-        f.write(f'#!/bin/sh\necho {PASSWORD}\n')
-    os.chmod(askpass, 0o755)
     assert slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave',
                       '--remote-address', master.ip).returncode == 0
     assert master.wazo('wazo-ha-config', 'set', '--node-type', 'master',
                        '--remote-address', slave.ip).returncode == 0
-    init = master.wazo('wazo-sync', '-i', env={'SSH_ASKPASS': askpass, 'DISPLAY': ':0',
-                                               'SSH_ASKPASS_REQUIRE': 'force'})
+    init = master.wazo('wazo-sync', '-i', env=master.password_answers(PASSWORD))
     assert init.returncode == 0, init.stderr
     return master, slave
 

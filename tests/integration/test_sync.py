@@ -17,11 +17,7 @@ def nodes(bed):
     slave = bed.add_node('slave', 2, with_postgres=False)
     slave.set_root_password(PASSWORD)
     slave.start_sshd()
-    askpass = os.path.join(master.root, 'askpass')
-    with open(askpass, 'w') as f:
-        f.write(f'#!/bin/sh\necho {PASSWORD}\n')
-    os.chmod(askpass, 0o755)
-    master.askpass = {'SSH_ASKPASS': askpass, 'SSH_ASKPASS_REQUIRE': 'force', 'DISPLAY': ':0'}
+    master.askpass = master.password_answers(PASSWORD)
     assert slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave',
                       '--remote-address', master.ip).returncode == 0
     assert master.wazo('wazo-ha-config', 'set', '--node-type', 'master',
@@ -198,11 +194,7 @@ def test_unreachable_slave(nodes):
 
 def test_init_with_a_wrong_password_fails_cleanly(nodes):
     master, slave = nodes
-    askpass = os.path.join(master.root, 'askpass-wrong')
-    with open(askpass, 'w') as f:
-        f.write('#!/bin/sh\necho wrong\n')
-    os.chmod(askpass, 0o755)
-    result = master.wazo('wazo-sync', '-i', env={**master.askpass, 'SSH_ASKPASS': askpass})
+    result = master.wazo('wazo-sync', '-i', env=master.password_answers('wrong', 'askpass-wrong'))
     assert result.returncode == 1
     assert 'could not authorise the key' in result.stderr
     assert not os.path.exists(slave.host_path('/root/.ssh/authorized_keys'))
