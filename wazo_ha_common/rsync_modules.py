@@ -80,7 +80,7 @@ def render_config(mods: list[Module], name_converter: str) -> str:
              '# write the synced directories and read the failback ones, nothing else.',
              'uid = 0', 'gid = 0', 'use chroot = yes', 'numeric ids = no',
              f'name converter = {name_converter}', 'list = no',
-             'refuse options = devices specials',
+             'refuse options = D devices specials write-devices copy-devices',
              'incoming chmod = ug-s', 'reverse lookup = no', '']
     for m in mods:
         lines += [f'[{m.name}]', f'path = {m.path}',
