@@ -7,6 +7,6 @@ setup(
     version=__version__,
     description='Master/slave high availability for a pair of Wazo telephony servers',
     license='GPL-3.0-or-later',
-    packages=['wazo_ha_common'],
+    packages=['wazo_ha_common', 'wazo_ha_common.replication'],
     python_requires='>=3.11',
 )
