@@ -82,5 +82,20 @@ def usable(record: Record | None, slave: str, database: str, master_now: Horizon
     return None
 
 
+def trusted_tables(record: Record | None, tables) -> dict[str, TableRecord]:
+    """The tables whose changes the record can tell by row xmin: those it recorded with the
+    same columns. A column added since (a Wazo upgrade) may have given the existing rows a
+    value of its own on each node (a volatile DEFAULT such as now() is evaluated once per
+    node, without rewriting a row: no xmin moves), so such a table is compared by content."""
+    if record is None:
+        return {}
+    out = {}
+    for table in tables:
+        rec = record.tables.get(table.name)
+        if rec is not None and rec.columns == columns_digest(table.columns):
+            out[table.name] = rec
+    return out
+
+
 def xid32(xid8: int) -> int:
     return xid8 % (1 << 32)

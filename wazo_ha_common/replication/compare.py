@@ -57,10 +57,12 @@ def _check_compatible(nodes: Nodes) -> None:
 @dataclass
 class Changes:
     """What the comparison found: row counts (master, slave) of every copied table, the
-    tables to rewrite, the sequences to set (name -> the master's state)."""
+    tables to rewrite, the sequences to set (name -> the master's state), and the tables
+    whose rows may be compared by xmin (see tracking.trusted_tables)."""
     counts: dict[str, tuple[int, int]]
     tables: list[db.Table]
     sequences: dict[str, tuple[int, bool]]
+    trusted: dict[str, tracking.TableRecord]
 
     def __bool__(self) -> bool:
         return bool(self.tables or self.sequences)
@@ -69,15 +71,12 @@ class Changes:
 def find_changes(nodes: Nodes, tables: list[db.Table], record: tracking.Record | None) -> Changes:
     """Row counts on both nodes and the tables to rewrite.
 
-    Tables the record tracks are judged by counts and row xmins (no content read); the
-    others by counts, then by a digest of their content when the counts are equal."""
-    tracked, untracked = [], []
-    for t in tables:
-        rec = record.tables.get(t.name) if record else None
-        if rec and rec.columns == tracking.columns_digest(t.columns):
-            tracked.append((t, rec))
-        else:
-            untracked.append(t)
+    Tables the record can be trusted for are judged by counts and row xmins (no content
+    read); the others by counts, then by a digest of their content when the counts are
+    equal."""
+    trusted = tracking.trusted_tables(record, tables)
+    tracked = [(t, trusted[t.name]) for t in tables if t.name in trusted]
+    untracked = [t for t in tables if t.name not in trusted]
     m_since = tracking.xid32(record.master.xmin) if record else None
     s_since = tracking.xid32(record.slave_node.xmin) if record else None
     m_checks = [(t.name, m_since, None) for t, _ in tracked] + [(t.name, None, None) for t in untracked]
@@ -102,7 +101,7 @@ def find_changes(nodes: Nodes, tables: list[db.Table], record: tracking.Record |
             if a != b:
                 changed.add(t.name)
     return Changes(counts, [t for t in tables if t.name in changed],
-                   _changed_sequences(nodes, {t.name for t in tables}))
+                   _changed_sequences(nodes, {t.name for t in tables}), trusted)
 
 
 def _fingerprints(cur, tables: list[db.Table]) -> list[tuple]:
@@ -118,13 +117,13 @@ def _changed_sequences(nodes: Nodes, copied: set[str]) -> dict[str, tuple[int, b
 
 
 def differing_rows(nodes: Nodes, table: db.Table, key: tuple[str, ...],
-                   record: tracking.Record | None) -> tuple[list, list]:
+                   record: tracking.Record | None, rec: tracking.TableRecord | None
+                   ) -> tuple[list, list]:
     """Keys of the slave rows to delete and of the master rows to copy.
 
-    With a usable tracking record, only rows written since the last run on either node
-    (and keys present on one node only) differ: no content is read. Without, rows are
-    compared by a 128-bit hash of their content."""
-    rec = record.tables.get(table.name) if record else None
+    With `rec`, the table's entry in a trusted record, only rows written since the last run
+    on either node (and keys present on one node only) differ: no content is read. Without,
+    rows are compared by a 128-bit hash of their content."""
     if rec is not None:
         (m_keys, m_new), (s_keys, s_new) = nodes.both(
             db.keys_since, master_args=(table, key, tracking.xid32(record.master.xmin), None),

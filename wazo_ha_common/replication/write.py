@@ -71,7 +71,8 @@ class Writer:
         master_count, slave_count = self.changes.counts[table.name]
         if not rewrite_rows_only(master_count, slave_count, bool(key)):
             return False
-        stale, fresh = differing_rows(self.nodes, table, key, self.record)
+        stale, fresh = differing_rows(self.nodes, table, key, self.record,
+                                      self.changes.trusted.get(table.name))
         if not few_rows_differ(len(stale) + len(fresh), master_count, slave_count):
             return False
         db.delete_rows(self.nodes.scur, table, key, stale)
