@@ -326,16 +326,22 @@ def restart_sequence(cur, name: str, state: tuple[int, bool]) -> None:
 
 @_translated
 def horizon(cur) -> dict:
-    """This transaction's snapshot (oldest invisible xid, next xid) and the cluster's identity."""
+    """This transaction's snapshot (oldest invisible xid, next xid), the cluster's identity,
+    and its WAL: timeline (0 without the right to ask) and insert position in bytes."""
     cur.execute("""
         SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint,
                CASE WHEN has_function_privilege('pg_control_system()', 'execute')
                     THEN (SELECT system_identifier::text FROM pg_control_system())
                     ELSE 'db-' || (SELECT oid::text FROM pg_database
-                                   WHERE datname = current_database()) END
+                                   WHERE datname = current_database()) END,
+               CASE WHEN has_function_privilege('pg_walfile_name(pg_lsn)', 'execute')
+                    THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+                    ELSE 0 END,
+               (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint
         FROM pg_current_snapshot() AS s""")
-    xmin, xmax, system = cur.fetchone()
-    return {'system': system, 'xmin': int(xmin), 'next': int(xmax)}
+    xmin, xmax, system, timeline, lsn = cur.fetchone()
+    return {'system': system, 'xmin': int(xmin), 'next': int(xmax), 'timeline': int(timeline),
+            'lsn': int(lsn)}
 
 
 @_translated

@@ -133,25 +133,43 @@ H = tracking.Horizon
 
 
 def record():
-    return tracking.Record('198.18.0.2', 'asterisk', H('m1', 1000, 1010), H('s1', 500, 520), {})
+    return tracking.Record('198.18.0.2', 'asterisk', H('m1', 1000, 1010, 1, 5000),
+                          H('s1', 500, 520, 1, 9000), {})
 
 
 def test_tracking_record_usable_only_when_nothing_can_fool_it():
-    now = (H('m1', 1100, 1110), H('s1', 600, 610))
+    now = (H('m1', 1100, 1110, 1, 6000), H('s1', 600, 610, 1, 9000))
     assert tracking.usable(record(), '198.18.0.2', 'asterisk', *now) is None
     assert 'no record' in tracking.usable(None, '198.18.0.2', 'asterisk', *now)
     assert 'another slave' in tracking.usable(record(), '198.18.0.3', 'asterisk', *now)
     assert 'another PostgreSQL cluster' in tracking.usable(
-        record(), '198.18.0.2', 'asterisk', H('m2', 1100, 1110), now[1])
+        record(), '198.18.0.2', 'asterisk', H('m2', 1100, 1110, 1, 6000), now[1])
     assert 'went backwards on the slave' in tracking.usable(
-        record(), '198.18.0.2', 'asterisk', now[0], H('s1', 400, 410))
+        record(), '198.18.0.2', 'asterisk', now[0], H('s1', 400, 410, 1, 9000))
     assert 'too many transactions' in tracking.usable(
-        record(), '198.18.0.2', 'asterisk', H('m1', 1 << 31, 1 << 31), now[1])
+        record(), '198.18.0.2', 'asterisk', H('m1', 1 << 31, 1 << 31, 1, 6000), now[1])
+
+
+def test_a_restored_cluster_is_not_trusted_whatever_its_transaction_ids():
+    """Restored from a base backup or to a point in time: the transaction ids may already be
+    past the record, the WAL position or the timeline tell."""
+    ahead = dict(xmin=1100, next=1110)
+    slave_now = H('s1', 600, 610, 1, 9000)
+    assert 'another WAL timeline' in tracking.usable(
+        record(), '198.18.0.2', 'asterisk', H('m1', **ahead, timeline=2, lsn=9999), slave_now)
+    assert 'WAL position is behind' in tracking.usable(
+        record(), '198.18.0.2', 'asterisk', H('m1', **ahead, timeline=1, lsn=4999), slave_now)
+    assert 'WAL position is behind' in tracking.usable(
+        record(), '198.18.0.2', 'asterisk', H('m1', **ahead, timeline=1, lsn=6000),
+        H('s1', 600, 610, 1, 8999))
+    assert tracking.usable(record(), '198.18.0.2', 'asterisk',
+                           H('m1', **ahead, timeline=1, lsn=5000), slave_now) is None
 
 
 def test_tracking_record_round_trips_and_corrupt_is_none():
     r = record()
     r.tables['userfeatures'] = tracking.TableRecord('abc', 10, 10, 4242)
+    assert tracking.from_json(r.to_json()).master.lsn == 5000
     assert tracking.from_json(r.to_json()) == r
     assert tracking.from_json('{"slave": 1}') is None
     assert tracking.from_json('not json') is None

@@ -7,7 +7,8 @@ H = tracking.Horizon
 
 
 def record():
-    return tracking.Record('198.18.0.2', 'asterisk', H('m1', 1000, 1010), H('s1', 500, 520), {})
+    return tracking.Record('198.18.0.2', 'asterisk', H('m1', 1000, 1010, 1, 5000),
+                          H('s1', 500, 520, 1, 9000), {})
 
 
 def test_a_table_whose_columns_changed_is_never_judged_by_xmin():
