@@ -237,6 +237,10 @@ class ForeignKey:
     definition: str
     references: str           # the referenced table (public schema)
     movable: bool             # no comment: dropping and adding it again loses nothing
+    columns: tuple[str, ...] = ()        # referencing columns, in key order
+    ref_columns: tuple[str, ...] = ()    # the referenced columns they match
+    on_delete: str = 'a'      # pg_constraint.confdeltype: a, r, c, n (set null), d (default)
+    set_columns: tuple[str, ...] = ()    # ON DELETE SET NULL/DEFAULT (columns): only these
 
     @property
     def source(self) -> str:
@@ -285,7 +289,17 @@ def foreign_keys(cur) -> list[ForeignKey]:
     """Every foreign key pointing at a table of the public schema, from any schema."""
     cur.execute("""
         SELECT src.relname, sn.nspname, quote_ident(k.conname), pg_get_constraintdef(k.oid),
-               dst.relname, obj_description(k.oid, 'pg_constraint') IS NULL
+               dst.relname, obj_description(k.oid, 'pg_constraint') IS NULL,
+               ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY u(n, o)
+                     JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n
+                     ORDER BY u.o),
+               ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY u(n, o)
+                     JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n
+                     ORDER BY u.o),
+               k.confdeltype,
+               ARRAY(SELECT a.attname FROM unnest(k.confdelsetcols) WITH ORDINALITY u(n, o)
+                     JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n
+                     ORDER BY u.o)
         FROM pg_constraint k
         JOIN pg_class src ON src.oid = k.conrelid
         JOIN pg_namespace sn ON sn.oid = src.relnamespace
@@ -293,7 +307,33 @@ def foreign_keys(cur) -> list[ForeignKey]:
         JOIN pg_namespace dn ON dn.oid = dst.relnamespace
         WHERE k.contype = 'f' AND dn.nspname = 'public'
         ORDER BY src.relname, k.conname""")
-    return [ForeignKey(*row) for row in cur.fetchall()]
+    return [ForeignKey(*row[:6], tuple(row[6]), tuple(row[7]), row[8], tuple(row[9]))
+            for row in cur.fetchall()]
+
+
+@_translated
+def clear_orphans(cur, key: ForeignKey) -> int:
+    """Do to the rows breaking this foreign key (their parent row is gone) what its ON DELETE
+    says: CASCADE deletes them, SET NULL / SET DEFAULT sets their columns (rows whose default
+    has no parent either are then deleted), NO ACTION / RESTRICT: deleted. The number of rows."""
+    table = sql.SQL('{}.{}').format(sql.Identifier(key.schema), sql.Identifier(key.table))
+    orphan = sql.SQL('{} AND NOT EXISTS (SELECT 1 FROM public.{} p WHERE {})').format(
+        sql.SQL(' AND ').join(sql.SQL('r.{} IS NOT NULL').format(sql.Identifier(c))
+                              for c in key.columns),
+        sql.Identifier(key.references),
+        sql.SQL(' AND ').join(sql.SQL('p.{} = r.{}').format(sql.Identifier(p), sql.Identifier(c))
+                              for c, p in zip(key.columns, key.ref_columns)))
+    if key.on_delete in ('n', 'd'):
+        value = sql.SQL('NULL' if key.on_delete == 'n' else 'DEFAULT')
+        cur.execute(sql.SQL('UPDATE {} r SET {} WHERE {}').format(
+            table, sql.SQL(', ').join(sql.SQL('{} = {}').format(sql.Identifier(c), value)
+                                      for c in key.set_columns or key.columns), orphan))
+        count = cur.rowcount
+        if key.on_delete == 'd':
+            cur.execute(sql.SQL('DELETE FROM {} r WHERE {}').format(table, orphan))
+        return count
+    cur.execute(sql.SQL('DELETE FROM {} r WHERE {}').format(table, orphan))
+    return cur.rowcount
 
 
 @_translated

@@ -9,8 +9,12 @@ import time
 import pytest
 
 from datagen import installation_sql
-from replication_helpers import configure, replicate, table_rows, tables_copied
+from replication_helpers import (broken_foreign_keys, configure, replicate, table_rows,
+                                 tables_copied)
 from testbed import PG_BIN, sh
+
+TENANT = '00000000-0000-4000-8000-0000000000d1'
+USER = '00000000-0000-4000-8000-0000000000d2'
 
 
 @pytest.fixture
@@ -99,3 +103,65 @@ def test_a_master_restored_from_a_base_backup_is_not_trusted(ha, point_in_time):
     assert result.returncode == 0, result.stderr
     assert ('another WAL timeline' if point_in_time else 'WAL position is behind') in log_of(master)
     assert tables_copied(master) == ['userfeatures', 'voicemail']
+
+
+def test_a_tenant_deleted_on_the_master_takes_the_slave_sessions_and_tokens_with_it(ha):
+    """auth_session (excluded) -> auth_tenant and auth_refresh_token (excluded) -> auth_user
+    are ON DELETE CASCADE, auth_token (excluded) -> auth_session too, and
+    stat_switchboard_queue (excluded) -> queuefeatures: the slave's rows of those go as a
+    DELETE on the slave would have taken them, in the same transaction."""
+    master, slave = ha
+    master.psql(f"""
+        INSERT INTO auth_tenant (uuid, name, slug, parent_uuid, default_authentication_method)
+            VALUES ('{TENANT}', 'gone', 'gone', '{TENANT}', 'native');
+        INSERT INTO auth_user (uuid, username, tenant_uuid, purpose, authentication_method)
+            VALUES ('{USER}', 'gone', '{TENANT}', 'user', 'default');
+        INSERT INTO queuefeatures (tenant_uuid, name, displayname, number, context)
+            SELECT tenant_uuid, 'sb-gone', 'SB', '', 'default' FROM context LIMIT 1""")
+    assert replicate(master).returncode == 0
+    slave.psql(f"""
+        INSERT INTO auth_session (uuid, tenant_uuid, mobile)
+            VALUES ('00000000-0000-4000-8000-0000000000e1', '{TENANT}', false);
+        INSERT INTO auth_token (uuid, session_uuid, auth_id, pbx_user_uuid, xivo_uuid,
+                                issued_t, expire_t, acl, metadata, user_agent, remote_addr)
+            VALUES ('00000000-0000-4000-8000-0000000000e2', '00000000-0000-4000-8000-0000000000e1',
+                    'gone', NULL, NULL, 0, 1, '{{}}', '', '', '');
+        INSERT INTO auth_refresh_token (uuid, client_id, user_uuid, backend, login, mobile)
+            VALUES ('00000000-0000-4000-8000-0000000000e3', 'app', '{USER}', 'native', 'gone', false);
+        INSERT INTO stat_switchboard_queue (time, end_type, wait_time, queue_id)
+            SELECT now(), 'abandoned', 1, id FROM queuefeatures WHERE name = 'sb-gone'""")
+    kept = slave.psql('SELECT count(*) FROM auth_session')
+    master.psql(f"DELETE FROM auth_user WHERE uuid = '{USER}'; "
+                f"DELETE FROM auth_tenant WHERE uuid = '{TENANT}'; "
+                "DELETE FROM queuefeatures WHERE name = 'sb-gone'")
+    result = replicate(master)
+    assert result.returncode == 0, result.stderr
+    assert broken_foreign_keys(slave) == {}
+    assert slave.psql('SELECT count(*) FROM auth_session') == str(int(kept) - 1)
+    for table in ('auth_token', 'auth_refresh_token', 'stat_switchboard_queue'):
+        assert slave.psql(f'SELECT count(*) FROM {table}') == '0', table
+    log = log_of(master)
+    assert 'auth_session: 1 row deleted (ON DELETE CASCADE of auth_session_tenant_uuid_fkey)' in log
+    assert 'auth_token: 1 row deleted' in log and 'stat_switchboard_queue: 1 row deleted' in log
+
+
+def test_orphans_of_a_no_action_key_are_removed_and_set_null_is_applied(ha):
+    """The same for keys of other kinds, added to excluded tables: NO ACTION leaves the rows to
+    remove, SET NULL empties the column."""
+    master, slave = ha
+    for node in (master, slave):
+        node.psql('ALTER TABLE stat_agent ADD COLUMN user_id integer REFERENCES userfeatures (id); '
+                  'ALTER TABLE stat_queue ADD COLUMN user_id integer '
+                  'REFERENCES userfeatures (id) ON DELETE SET NULL')
+    slave.psql("INSERT INTO stat_agent (name, tenant_uuid, user_id) "
+               "SELECT 'a', tenant_uuid, max(id) FROM userfeatures GROUP BY tenant_uuid; "
+               "INSERT INTO stat_queue (name, tenant_uuid, user_id) "
+               "SELECT 'q', tenant_uuid, max(id) FROM userfeatures GROUP BY tenant_uuid")
+    master.psql('SET session_replication_role = replica; '
+                'DELETE FROM userfeatures WHERE id = (SELECT max(id) FROM userfeatures)')
+    result = replicate(master)
+    assert result.returncode == 0, result.stderr
+    assert slave.psql('SELECT count(*) FROM stat_agent') == '0'
+    assert slave.psql("SELECT count(*) FROM stat_queue WHERE name = 'q' AND user_id IS NULL") == '1'
+    log = log_of(master)
+    assert 'stat_agent: 1 row removed (NO ACTION' in log and 'stat_queue: 1 row set to NULL' in log

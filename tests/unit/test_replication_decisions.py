@@ -44,9 +44,10 @@ def index(table, name, constraint=False, unique=False, movable=True):
     return Index(table, name, f'definition of {name}', constraint, unique or constraint, movable)
 
 
-def fk(table, references, schema='public', movable=True):
+def fk(table, references, schema='public', movable=True, on_delete='a'):
     return ForeignKey(table, schema, f'{table}_{references}_fkey',
-                      f'FOREIGN KEY (x) REFERENCES {references}(id)', references, movable)
+                      f'FOREIGN KEY (x) REFERENCES {references}(id)', references, movable,
+                      ('x',), ('id',), on_delete)
 
 
 USERS = [index('userfeatures', 'userfeatures_pkey', constraint=True),
@@ -127,6 +128,28 @@ def test_schema_differences_list_tables_and_columns():
         'table b is missing on the slave',
         'table c exists on the slave only',
     ]
+
+
+def test_orphans_are_looked_for_from_the_tables_the_copy_leaves_alone():
+    keys = [fk('auth_session', 'auth_tenant'), fk('auth_user', 'auth_tenant'),
+            fk('auth_token', 'auth_session'), fk('other', 'auth_tenant', schema='x'),
+            fk('stat_switchboard_queue', 'queuefeatures')]
+    copied = {'auth_tenant', 'auth_user', 'queuefeatures'}
+    found = replication.orphan_keys(keys, copied, {'auth_tenant'})
+    assert [(k.source, k.references) for k in found] == [('auth_session', 'auth_tenant'),
+                                                         ('x.other', 'auth_tenant')]
+    # the next round follows from the excluded tables that lost rows
+    assert [k.table for k in replication.orphan_keys(keys, copied, {'auth_session'})] == \
+        ['auth_token']
+    assert replication.orphan_keys(keys, copied, set()) == []
+
+
+def test_orphan_actions_follow_on_delete():
+    assert replication.orphan_action(fk('a', 'b', on_delete='c')) == 'deleted (ON DELETE CASCADE'
+    assert replication.orphan_action(fk('a', 'b', on_delete='n')) == 'set to NULL (ON DELETE SET NULL'
+    assert replication.orphan_action(fk('a', 'b', on_delete='d')).startswith('set to their default')
+    assert replication.orphan_action(fk('a', 'b', on_delete='a')) == 'removed (NO ACTION'
+    assert replication.orphan_action(fk('a', 'b', on_delete='r')) == 'removed (RESTRICT'
 
 
 H = tracking.Horizon

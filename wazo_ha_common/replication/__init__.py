@@ -11,10 +11,11 @@ differs; write: the slave's transaction; job: the run.
 
 from .compare import SchemaMismatch
 from .job import MAIL_SUBJECT, NAME, STATE_FILE, TRACKING_FILE, Result, run
-from .plan import (WritePlan, is_excluded, schema_differences, split_tables, truncatable,
-                   write_plan)
+from .plan import (WritePlan, is_excluded, orphan_action, orphan_keys, schema_differences,
+                   split_tables, truncatable, write_plan)
 from .write import ConstraintRebuildFailed
 
 __all__ = ['NAME', 'STATE_FILE', 'MAIL_SUBJECT', 'TRACKING_FILE', 'Result', 'run',
            'SchemaMismatch', 'ConstraintRebuildFailed', 'WritePlan', 'is_excluded',
-           'schema_differences', 'split_tables', 'truncatable', 'write_plan']
+           'schema_differences', 'split_tables', 'truncatable', 'write_plan', 'orphan_action',
+           'orphan_keys']

@@ -34,6 +34,7 @@ class Result:
     sequences_set: int = 0
     rows: int = 0
     slave_write_seconds: float = 0.0
+    orphans: int = 0          # rows of tables not copied that lost their parent in the write
 
     def sentence(self) -> str:
         if not self.tables_copied and not self.sequences_set:
@@ -43,7 +44,9 @@ class Result:
         return (f'replication to {self.slave}: {len(self.tables_copied)} tables copied '
                 f'({self.rows} rows), {self.sequences_set} sequences set, '
                 f'{self.tables_unchanged} unchanged, {len(self.tables_excluded)} excluded, '
-                f'in {self.duration:.2f} s (slave written for {self.slave_write_seconds:.2f} s)')
+                + (f'{self.orphans} rows of the slave left without their parent cleared, '
+                   if self.orphans else '')
+                + f'in {self.duration:.2f} s (slave written for {self.slave_write_seconds:.2f} s)')
 
 
 def resolve_slave(config: ha_state.HaConfig, argument: str | None, own=None) -> str:

@@ -143,3 +143,25 @@ def write_plan(rewritten: set[str], rows: dict[str, int], foreign_keys: list[For
         i.table in heavy and i.movable and not i.unique and not i.constraint))
     return WritePlan(frozenset(truncate), dropped,
                      tuple(k for k in inbound if k.references in whole), frozenset(whole))
+
+
+# what a foreign key's ON DELETE (pg_constraint.confdeltype) does to the rows left without
+# their parent, as the log says it
+ORPHAN_ACTIONS = {'c': 'deleted (ON DELETE CASCADE', 'n': 'set to NULL (ON DELETE SET NULL',
+                  'd': 'set to their default (ON DELETE SET DEFAULT', 'a': 'removed (NO ACTION',
+                  'r': 'removed (RESTRICT'}
+
+
+def orphan_action(key: ForeignKey) -> str:
+    return ORPHAN_ACTIONS[key.on_delete]
+
+
+def orphan_keys(foreign_keys: list[ForeignKey], copied: set[str], touched: set[str]
+                ) -> list[ForeignKey]:
+    """The foreign keys whose rows the write may have left without a parent: from a table it
+    does not rewrite (excluded, or outside the public schema) into a table that lost rows
+    under session_replication_role = replica (`touched`), where no trigger did what the
+    key's ON DELETE says."""
+    return [k for k in foreign_keys if k.references in touched
+            and not (k.schema == 'public' and k.table in copied)]
+
