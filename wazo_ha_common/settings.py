@@ -64,6 +64,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
         'reload_command': 'pg_ctlcluster 15 main reload',
         'restart_command': 'pg_ctlcluster 15 main restart',
         'listen_addresses': '*',
+        'verify_every': '86400',
     },
     'check': {
         'probe_interval': '5',
@@ -120,6 +121,7 @@ class Database:
     reload_command: tuple[str, ...]
     restart_command: tuple[str, ...]
     listen_addresses: str
+    verify_every: int           # seconds between two verifications by content; 0: never
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,7 @@ def _typed(p: configparser.ConfigParser, origin: dict, files: tuple[str, ...]) -
         reload_command=get('database', 'reload_command', _command),
         restart_command=get('database', 'restart_command', _command),
         listen_addresses=get('database', 'listen_addresses', _nonempty),
+        verify_every=get('database', 'verify_every', _non_negative_int),
     )
     check = Check(
         probe_interval=get('check', 'probe_interval', _positive_float),
@@ -289,6 +292,13 @@ def _positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
         raise ValueError('must be a positive integer')
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError('must be zero or a positive integer')
     return value
 
 

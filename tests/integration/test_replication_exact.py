@@ -9,8 +9,8 @@ import time
 import pytest
 
 from datagen import installation_sql
-from replication_helpers import (broken_foreign_keys, configure, replicate, table_rows,
-                                 tables_copied)
+from replication_helpers import (assert_slave_consistent, broken_foreign_keys, configure,
+                                 replicate, table_rows, tables_copied)
 from testbed import PG_BIN, sh
 
 TENANT = '00000000-0000-4000-8000-0000000000d1'
@@ -165,3 +165,50 @@ def test_orphans_of_a_no_action_key_are_removed_and_set_null_is_applied(ha):
     assert slave.psql("SELECT count(*) FROM stat_queue WHERE name = 'q' AND user_id IS NULL") == '1'
     log = log_of(master)
     assert 'stat_agent: 1 row removed (NO ACTION' in log and 'stat_queue: 1 row set to NULL' in log
+
+
+def fool_the_tracking(master, slave):
+    """A difference the record cannot see: a row edited on the slave, then the record's
+    horizon of the slave moved past it (as a defect of the tracking would)."""
+    slave.psql("UPDATE extensions SET exten = 'edited' WHERE id = (SELECT min(id) FROM extensions)")
+    path = os.path.join(master.state_dir, 'replication-tracking.json')
+    record = tracking_record(master)
+    now = int(slave.psql('SELECT pg_snapshot_xmin(pg_current_snapshot())::text'))
+    record['slave_node']['xmin'] = record['slave_node']['next'] = now
+    with open(path, 'w') as f:
+        json.dump(record, f)
+    result = replicate(master, check=False)
+    assert 'already up to date' in result.stdout, 'the record was fooled'
+    assert table_rows(master, 'extensions') != table_rows(slave, 'extensions')
+
+
+def test_verify_repairs_what_the_tracking_missed_and_mails_root(ha):
+    master, slave = ha
+    fool_the_tracking(master, slave)
+    result = replicate(master, '--verify')
+    assert result.returncode == 0, result.stderr
+    assert 'verified by content' in result.stdout
+    assert tables_copied(master) == ['extensions']
+    log = log_of(master)
+    assert 'the replication tracking missed a difference in extensions' in log
+    mails = master.mails()
+    assert len(mails) == 1 and 'extensions' in mails[0] and 'tracking' in mails[0]
+    status = master.wazo('wazo-ha-status')
+    assert 'last verification:' in status.stdout and 'missed by tracking: extensions' in status.stdout
+
+
+def test_the_daily_verification_runs_by_itself_when_due(ha):
+    master, slave = ha
+    with open(os.path.join(master.state_dir, 'replication-verification.json')) as f:
+        first = json.load(f)  # the first run ever is a verification (never verified)
+    assert 'userfeatures' in first['differing'] and first['missed_by_tracking'] == []
+    fool_the_tracking(master, slave)  # verify_every (a day) has not passed: not verified
+    master.write_settings(database={'verify_every': '1'})
+    time.sleep(1.1)
+    result = replicate(master)
+    assert result.returncode == 0, result.stderr
+    assert 'verified by content' in result.stdout and tables_copied(master) == ['extensions']
+    assert_slave_consistent(master, slave)
+    master.write_settings(database={'verify_every': '0'})
+    result = replicate(master)
+    assert 'verified' not in result.stdout and 'already up to date' in result.stdout

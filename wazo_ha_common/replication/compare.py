@@ -63,17 +63,20 @@ class Changes:
     tables: list[db.Table]
     sequences: dict[str, tuple[int, bool]]
     trusted: dict[str, tracking.TableRecord]
+    missed: list[str]     # a verification's find: differing tables the record said unchanged
 
     def __bool__(self) -> bool:
         return bool(self.tables or self.sequences)
 
 
-def find_changes(nodes: Nodes, tables: list[db.Table], record: tracking.Record | None) -> Changes:
+def find_changes(nodes: Nodes, tables: list[db.Table], record: tracking.Record | None,
+                 verify: bool = False) -> Changes:
     """Row counts on both nodes and the tables to rewrite.
 
     Tables the record can be trusted for are judged by counts and row xmins (no content
     read); the others by counts, then by a digest of their content when the counts are
-    equal."""
+    equal. `verify`: every table is judged by content whatever the record says; the tables
+    the record would have missed are noted, and rows are then compared by content too."""
     trusted = tracking.trusted_tables(record, tables)
     tracked = [(t, trusted[t.name]) for t in tables if t.name in trusted]
     untracked = [t for t in tables if t.name not in trusted]
@@ -89,6 +92,9 @@ def find_changes(nodes: Nodes, tables: list[db.Table], record: tracking.Record |
         (mc, mn), (sc, sn) = m[t.name], s[t.name]
         if mn or sn or mc != rec.master_count or sc != rec.slave_count:
             changed.add(t.name)
+    said_changed = set(changed)
+    if verify:
+        changed, untracked = set(), tables
     same_count = []
     for t in untracked:
         if m[t.name][0] != s[t.name][0]:
@@ -100,8 +106,10 @@ def find_changes(nodes: Nodes, tables: list[db.Table], record: tracking.Record |
         for t, a, b in zip(same_count, on_master, on_slave):
             if a != b:
                 changed.add(t.name)
+    missed = sorted(changed - said_changed) if verify else []
     return Changes(counts, [t for t in tables if t.name in changed],
-                   _changed_sequences(nodes, {t.name for t in tables}), trusted)
+                   _changed_sequences(nodes, {t.name for t in tables}),
+                   {} if verify else trusted, [n for n in missed if n in trusted])
 
 
 def _fingerprints(cur, tables: list[db.Table]) -> list[tuple]:

@@ -19,6 +19,16 @@ REBUILD_INDEXES_FROM_ROWS = 5_000
 # that has to be dropped and added back for it (measured here: a foreign key costs about 2 ms
 # to drop and add back, a unique index about 0.4 ms per 1,000 rows to maintain, not build)
 ROWS_PER_FOREIGN_KEY = 5_000
+# a verification is due a little before its period is over, so that a cron start a few
+# seconds earlier than the day before does not put it off by an hour
+VERIFY_SLACK_SECONDS = 900
+
+
+def verification_due(last: float | None, now: float, every: int) -> bool:
+    """Whether this run compares every copied table by content (`every` 0: never)."""
+    if not every:
+        return False
+    return last is None or now - last >= every - min(VERIFY_SLACK_SECONDS, every / 10)
 
 
 def is_excluded(table: str, patterns: tuple[str, ...]) -> bool:
