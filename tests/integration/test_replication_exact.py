@@ -41,7 +41,7 @@ def test_a_column_added_with_a_volatile_default_is_compared_by_content(ha):
     once per node without rewriting a row, so the nodes differ while no xmin moved."""
     master, slave = ha
     for node in (master, slave):
-        node.psql('ALTER TABLE userfeatures ADD COLUMN created_at timestamptz DEFAULT now()')
+        node.psql('ALTER TABLE userfeatures ADD COLUMN upgraded_at timestamptz DEFAULT now()')
         time.sleep(0.01)
     assert table_rows(master, 'userfeatures') != table_rows(slave, 'userfeatures')
     result = replicate(master)
