@@ -4,8 +4,9 @@
 Two nodes of the testbed (network namespaces, real PostgreSQL 15, the real Wazo schema), a
 generated large installation on the master (USERS users with lines, extensions, voicemails,
 function keys, groups and queue members, and HISTORY rows of CEL plus call logs and queue logs),
-and the slave holding its own history. Three scenarios: full copy (the slave has none of the
-master's configuration), no change, 1% of the configuration rows changed.
+and the slave holding its own history. Four scenarios: full copy (the slave has none of the
+master's configuration), no change, 1% of the configuration rows changed, and the verification
+(--verify: every copied table compared by content, nothing changed).
 
 Baseline: what the documentation describes, written here as a script: pg_dump --data-only of
 the asterisk database minus the excluded tables, piped into psql on the slave inside one
@@ -96,12 +97,12 @@ def reset_slave_config(slave, copied, empty):
                ' INSERT INTO alembic_version SELECT * FROM keep; COMMIT;')
 
 
-def ours(master, slave):
+def ours(master, slave, *args):
     # byte-compiled modules, as the package installs them (the testbed turns that off)
     env = {'PYTHONDONTWRITEBYTECODE': '', 'PYTHONPYCACHEPREFIX': os.path.join(master.root, 'pycache')}
     wall, rss = timed(master, ['/usr/bin/python3', os.path.join(HERE, '..', 'bin',
-                                                               'xivo-master-slave-db-replication')],
-                      env=env)
+                                                               'xivo-master-slave-db-replication'),
+                               *args], env=env)
     with open(os.path.join(master.state_dir, 'replication.json')) as f:
         state = json.load(f)
     return wall, rss, state['slave_write_seconds'], len(state['tables_copied']), state['rows']
@@ -158,7 +159,7 @@ def main():
               flush=True)
 
         results = {}
-        for scenario in ('full copy', 'no change', '1% changed'):
+        for scenario in ('full copy', 'no change', '1% changed', 'verification'):
             best_ours, best_base = None, None
             for _ in range(args.repeat):
                 # baseline: always a whole dump and load
@@ -174,7 +175,7 @@ def main():
                     change_one_percent(master)
                 else:
                     ours(master, slave)
-                o = ours(master, slave)
+                o = ours(master, slave, *(['--verify'] if scenario == 'verification' else []))
                 best_ours = o if best_ours is None or o[0] < best_ours[0] else best_ours
             results[scenario] = (best_base, best_ours)
             print(f'{scenario}: baseline {best_base[0]:.2f} s, wazo-ha {best_ours[0]:.2f} s', flush=True)

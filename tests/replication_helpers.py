@@ -1,7 +1,10 @@
-"""Helpers for replication tests: configure a pair, compare tables row by row."""
+"""Helpers for replication tests: configure a pair, compare tables row by row, and after
+every run check that the slave's foreign keys hold and its copied tables equal the master's."""
 
 import json
 import os
+
+from wazo_ha_common import replication, settings as settings_module
 
 COPIED_SAMPLE = ('userfeatures', 'extensions', 'linefeatures', 'voicemail', 'tenant', 'context')
 
@@ -24,6 +27,16 @@ def table_rows(node, table):
                      f'FROM public.{table} t')
 
 
+def table_digests(node, tables):
+    """table -> md5 of its rows as text, sorted."""
+    if not tables:
+        return {}
+    rows = node.psql(' UNION ALL '.join(
+        f"SELECT '{t}' || ' ' || md5(coalesce(string_agg(x::text, ',' ORDER BY x::text), '')) "
+        f"FROM public.{t} x" for t in tables))
+    return dict(line.split(' ', 1) for line in rows.splitlines())
+
+
 def snapshot(node, tables=None):
     """A digest of every row of every public table plus every sequence's state."""
     tables = tables or public_tables(node)
@@ -35,8 +48,65 @@ def snapshot(node, tables=None):
     return '\n'.join(sorted(rows.splitlines())) + '\n' + seqs
 
 
-def replicate(master, *args, timeout=600):
-    return master.wazo('xivo-master-slave-db-replication', *args, timeout=timeout)
+# every foreign key of the database, with its columns in key order (any schema)
+FOREIGN_KEYS = """
+SELECT k.conname, k.conrelid::regclass, k.confrelid::regclass,
+       (SELECT string_agg(quote_ident(a.attname), ',' ORDER BY u.o)
+        FROM unnest(k.conkey) WITH ORDINALITY u(n, o)
+        JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n),
+       (SELECT string_agg(quote_ident(a.attname), ',' ORDER BY u.o)
+        FROM unnest(k.confkey) WITH ORDINALITY u(n, o)
+        JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n)
+FROM pg_constraint k WHERE k.contype = 'f' ORDER BY 1, 2"""
+
+
+def broken_foreign_keys(node):
+    """'table.constraint' -> rows that break it, for every foreign key that does not hold:
+    one anti-join per key, in one query."""
+    checks = []
+    for line in node.psql(FOREIGN_KEYS).splitlines():
+        name, src, dst, cols, refs = line.split('|')
+        cols, refs = cols.split(','), refs.split(',')
+        filled = ' AND '.join(f'r.{c} IS NOT NULL' for c in cols)
+        match = ' AND '.join(f'p.{p} = r.{c}' for c, p in zip(cols, refs))
+        checks.append(f"SELECT '{src}.{name}', count(*) FROM {src} r WHERE {filled} "
+                      f"AND NOT EXISTS (SELECT 1 FROM {dst} p WHERE {match})")
+    assert len(checks) > 100, 'the Wazo schema has a few hundred foreign keys'
+    out = node.psql(' UNION ALL '.join(checks))
+    return {key: int(n) for key, n in (line.split('|') for line in out.splitlines()) if n != '0'}
+
+
+def copied_table_names(master):
+    """The public tables the master's settings copy."""
+    patterns = settings_module.load(master.config).database.excluded_tables
+    return replication.split_tables(public_tables(master), patterns)[0]
+
+
+def assert_slave_consistent(master, slave):
+    """Every foreign key of the slave holds, unless the master breaks it the same way (its own
+    rows, copied as they are), and every copied table holds the master's rows."""
+    broken = broken_foreign_keys(slave)
+    if broken:
+        on_master = broken_foreign_keys(master)
+        assert {k: n for k, n in broken.items() if on_master.get(k) != n} == {}, \
+            'foreign keys broken on the slave'
+    tables = copied_table_names(master)
+    m, s = table_digests(master, tables), table_digests(slave, tables)
+    assert [t for t in tables if m[t] != s[t]] == [], 'copied tables differ'
+
+
+def replicate(master, *args, timeout=600, check=True):
+    """One run on the master. With a slave in the testbed, after it: the slave's foreign keys
+    hold, and after a successful run its copied tables equal the master's."""
+    result = master.wazo('xivo-master-slave-db-replication', *args, timeout=timeout)
+    slave = master.bed.nodes.get('slave') if master.name == 'master' else None
+    if check and slave is not None and slave.with_postgres:
+        if result.returncode == 0 and 'replication to' in result.stdout:
+            assert_slave_consistent(master, slave)
+        else:
+            broken = broken_foreign_keys(slave)
+            assert broken == {} or broken.items() <= broken_foreign_keys(master).items(), broken
+    return result
 
 
 def tables_copied(master):

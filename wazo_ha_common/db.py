@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import io
 import logging
 import threading
@@ -28,16 +29,79 @@ class DatabaseError(WazoHaError):
     """A PostgreSQL connection or statement failed."""
 
 
+class IntegrityViolation(DatabaseError):
+    """A statement broke a constraint (a duplicate key, a dangling reference)."""
+
+
+def _translated(function):
+    """psycopg2's errors leave this module as DatabaseError, with the server's first line."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except psycopg2.IntegrityError as e:
+            raise IntegrityViolation(first_line(e)) from None
+        except psycopg2.Error as e:
+            raise DatabaseError(first_line(e)) from None
+    return wrapper
+
+
 def connect(dsn: str, what: str, application: str = 'wazo-ha', **kwargs):
     try:
         conn = psycopg2.connect(dsn, application_name=application, **kwargs)
+        conn.autocommit = False
+        with conn.cursor() as cur:
+            cur.execute(SESSION_SETTINGS)
+        conn.commit()
     except psycopg2.Error as e:
         raise DatabaseError(f'cannot connect to {what}: {first_line(e)}') from None
-    conn.autocommit = False
-    with conn.cursor() as cur:
-        cur.execute(SESSION_SETTINGS)
-    conn.commit()
     return conn
+
+
+@_translated
+def cursor(conn):
+    return conn.cursor()
+
+
+@_translated
+def read_snapshot(conn) -> None:
+    """From the next statement on, this connection reads one consistent snapshot."""
+    conn.set_session(isolation_level='REPEATABLE READ', readonly=True)
+
+
+@_translated
+def commit(conn) -> None:
+    conn.commit()
+
+
+@_translated
+def rollback(conn) -> None:
+    conn.rollback()
+
+
+def close(conn) -> None:
+    """Close, whatever state the connection is in (a broken one: the server rolls back)."""
+    with contextlib.suppress(psycopg2.Error):
+        conn.close()
+
+
+# make a peer notice a client that vanished (killed, cut off) within about 30 s, so its open
+# transaction is rolled back and its locks released without waiting hours for TCP
+SESSION_TIMEOUTS = ('SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; '
+                    'SET tcp_keepalives_count = 3; SET tcp_user_timeout = 30000')
+
+
+@_translated
+def end_other_sessions(conn, application: str) -> list[int]:
+    """Set this session's keepalive timeouts, end every other session of `application`
+    (what a killed or cut-off earlier run left), commit. Returns their pids."""
+    with conn.cursor() as cur:
+        cur.execute(SESSION_TIMEOUTS)
+        cur.execute('SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity '
+                    'WHERE application_name = %s AND pid <> pg_backend_pid()', (application,))
+        pids = [pid for pid, _ in cur.fetchall()]
+    conn.commit()
+    return pids
 
 
 def first_line(e: Exception) -> str:
@@ -65,6 +129,7 @@ def _row_text(table: Table) -> sql.Composed:
     return sql.SQL('ROW({})::text').format(_columns(table))
 
 
+@_translated
 def tables(cur) -> dict[str, Table]:
     """Ordinary and partitioned tables of the public schema with their columns."""
     cur.execute("""
@@ -81,6 +146,7 @@ def tables(cur) -> dict[str, Table]:
     return {t: Table(t, tuple(cols)) for t, cols in found.items()}
 
 
+@_translated
 def primary_keys(cur) -> dict[str, tuple[str, ...]]:
     """table -> its primary key columns, for the tables of the public schema that have one."""
     cur.execute("""
@@ -94,6 +160,7 @@ def primary_keys(cur) -> dict[str, tuple[str, ...]]:
     return {table: tuple(cols) for table, cols in cur.fetchall()}
 
 
+@_translated
 def row_hashes(cur, table: Table, key: tuple[str, ...]) -> dict[tuple, tuple[int, int]]:
     """primary key -> a 128-bit hash of the row's text, for every row."""
     row = _row_text(table)
@@ -105,6 +172,7 @@ def row_hashes(cur, table: Table, key: tuple[str, ...]) -> dict[tuple, tuple[int
     return {tuple(r[:n]): (r[n], r[n + 1]) for r in cur}
 
 
+@_translated
 def keys_since(cur, table: Table, key: tuple[str, ...], since: int,
                writer: int | None) -> tuple[set, set]:
     """Primary keys of every row, and of the rows written at or after the horizon `since`
@@ -169,6 +237,10 @@ class ForeignKey:
     definition: str
     references: str           # the referenced table (public schema)
     movable: bool             # no comment: dropping and adding it again loses nothing
+    columns: tuple[str, ...] = ()        # referencing columns, in key order
+    ref_columns: tuple[str, ...] = ()    # the referenced columns they match
+    on_delete: str = 'a'      # pg_constraint.confdeltype: a, r, c, n (set null), d (default)
+    set_columns: tuple[str, ...] = ()    # ON DELETE SET NULL/DEFAULT (columns): only these
 
     @property
     def source(self) -> str:
@@ -185,6 +257,7 @@ class ForeignKey:
             sql.SQL(self.definition))
 
 
+@_translated
 def indexes(cur, tables: list[str]) -> list[Index]:
     """Every index of these public tables, with what rebuilding it takes."""
     cur.execute("""
@@ -211,11 +284,22 @@ def indexes(cur, tables: list[str]) -> list[Index]:
             for table, name, contype, definition, unique, movable in cur.fetchall()]
 
 
+@_translated
 def foreign_keys(cur) -> list[ForeignKey]:
     """Every foreign key pointing at a table of the public schema, from any schema."""
     cur.execute("""
         SELECT src.relname, sn.nspname, quote_ident(k.conname), pg_get_constraintdef(k.oid),
-               dst.relname, obj_description(k.oid, 'pg_constraint') IS NULL
+               dst.relname, obj_description(k.oid, 'pg_constraint') IS NULL,
+               ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY u(n, o)
+                     JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n
+                     ORDER BY u.o),
+               ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY u(n, o)
+                     JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n
+                     ORDER BY u.o),
+               k.confdeltype,
+               ARRAY(SELECT a.attname FROM unnest(k.confdelsetcols) WITH ORDINALITY u(n, o)
+                     JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n
+                     ORDER BY u.o)
         FROM pg_constraint k
         JOIN pg_class src ON src.oid = k.conrelid
         JOIN pg_namespace sn ON sn.oid = src.relnamespace
@@ -223,9 +307,36 @@ def foreign_keys(cur) -> list[ForeignKey]:
         JOIN pg_namespace dn ON dn.oid = dst.relnamespace
         WHERE k.contype = 'f' AND dn.nspname = 'public'
         ORDER BY src.relname, k.conname""")
-    return [ForeignKey(*row) for row in cur.fetchall()]
+    return [ForeignKey(*row[:6], tuple(row[6]), tuple(row[7]), row[8], tuple(row[9]))
+            for row in cur.fetchall()]
 
 
+@_translated
+def clear_orphans(cur, key: ForeignKey) -> int:
+    """Do to the rows breaking this foreign key (their parent row is gone) what its ON DELETE
+    says: CASCADE deletes them, SET NULL / SET DEFAULT sets their columns (rows whose default
+    has no parent either are then deleted), NO ACTION / RESTRICT: deleted. The number of rows."""
+    table = sql.SQL('{}.{}').format(sql.Identifier(key.schema), sql.Identifier(key.table))
+    orphan = sql.SQL('{} AND NOT EXISTS (SELECT 1 FROM public.{} p WHERE {})').format(
+        sql.SQL(' AND ').join(sql.SQL('r.{} IS NOT NULL').format(sql.Identifier(c))
+                              for c in key.columns),
+        sql.Identifier(key.references),
+        sql.SQL(' AND ').join(sql.SQL('p.{} = r.{}').format(sql.Identifier(p), sql.Identifier(c))
+                              for c, p in zip(key.columns, key.ref_columns)))
+    if key.on_delete in ('n', 'd'):
+        value = sql.SQL('NULL' if key.on_delete == 'n' else 'DEFAULT')
+        cur.execute(sql.SQL('UPDATE {} r SET {} WHERE {}').format(
+            table, sql.SQL(', ').join(sql.SQL('{} = {}').format(sql.Identifier(c), value)
+                                      for c in key.set_columns or key.columns), orphan))
+        count = cur.rowcount
+        if key.on_delete == 'd':
+            cur.execute(sql.SQL('DELETE FROM {} r WHERE {}').format(table, orphan))
+        return count
+    cur.execute(sql.SQL('DELETE FROM {} r WHERE {}').format(table, orphan))
+    return cur.rowcount
+
+
+@_translated
 def owned_sequences(cur) -> dict[str, str]:
     """sequence name -> the table that owns it (serial and identity columns)."""
     cur.execute("""
@@ -239,6 +350,7 @@ def owned_sequences(cur) -> dict[str, str]:
     return dict(cur.fetchall())
 
 
+@_translated
 def restart_sequence(cur, name: str, state: tuple[int, bool]) -> None:
     """Give a sequence this state inside the current transaction.
 
@@ -252,20 +364,27 @@ def restart_sequence(cur, name: str, state: tuple[int, bool]) -> None:
         cur.execute('SELECT nextval(%s::regclass)', (sql.Identifier(name).as_string(cur),))
 
 
-def horizon(cur):
-    """This transaction's snapshot (oldest invisible xid, next xid) and the cluster's identity."""
-    from .tracking import Horizon
+@_translated
+def horizon(cur) -> dict:
+    """This transaction's snapshot (oldest invisible xid, next xid), the cluster's identity,
+    and its WAL: timeline (0 without the right to ask) and insert position in bytes."""
     cur.execute("""
         SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint,
                CASE WHEN has_function_privilege('pg_control_system()', 'execute')
                     THEN (SELECT system_identifier::text FROM pg_control_system())
                     ELSE 'db-' || (SELECT oid::text FROM pg_database
-                                   WHERE datname = current_database()) END
+                                   WHERE datname = current_database()) END,
+               CASE WHEN has_function_privilege('pg_walfile_name(pg_lsn)', 'execute')
+                    THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+                    ELSE 0 END,
+               (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint
         FROM pg_current_snapshot() AS s""")
-    xmin, xmax, system = cur.fetchone()
-    return Horizon(system=system, xmin=int(xmin), next=int(xmax))
+    xmin, xmax, system, timeline, lsn = cur.fetchone()
+    return {'system': system, 'xmin': int(xmin), 'next': int(xmax), 'timeline': int(timeline),
+            'lsn': int(lsn)}
 
 
+@_translated
 def change_counts(cur, checks) -> dict[str, tuple[int, int]]:
     """For (table, horizon xid32 or None, writer xid32 or None): its row count, and how many
     rows were written by transactions at or after the horizon other than the writer."""
@@ -286,6 +405,7 @@ def change_counts(cur, checks) -> dict[str, tuple[int, int]]:
     return {name: (int(count), int(newer)) for name, count, newer in cur.fetchall()}
 
 
+@_translated
 def fingerprint(cur, table: Table) -> tuple:
     """Row count and an order-independent 128-bit digest of the rows (two seeded 64-bit
     hashes of each row's text, summed as numeric so nothing overflows)."""
@@ -298,6 +418,7 @@ def fingerprint(cur, table: Table) -> tuple:
     return (int(count), str(a), str(b))
 
 
+@_translated
 def sequence_states(cur, names) -> dict[str, tuple[int, bool]]:
     """(last_value, is_called) of these sequences, in one query."""
     if not names:
@@ -308,12 +429,14 @@ def sequence_states(cur, names) -> dict[str, tuple[int, bool]]:
     return {name: (int(last), bool(called)) for name, last, called in cur.fetchall()}
 
 
+@_translated
 def current_xid32(cur) -> int:
     """This transaction's id (assigning one), as the 32-bit value rows carry in xmin."""
     cur.execute('SELECT pg_current_xact_id()::text::bigint')
     return int(cur.fetchone()[0]) % (1 << 32)
 
 
+@_translated
 def database_encoding(cur) -> dict[str, str]:
     cur.execute("""SELECT pg_encoding_to_char(encoding), datcollate, datctype
                    FROM pg_database WHERE datname = current_database()""")
@@ -321,12 +444,44 @@ def database_encoding(cur) -> dict[str, str]:
     return {'encoding': encoding, 'collate': collate, 'ctype': ctype}
 
 
+@_translated
 def alembic_version(cur) -> str | None:
     cur.execute("SELECT to_regclass('public.alembic_version') IS NOT NULL")
     if not cur.fetchone()[0]:
         return None
     cur.execute('SELECT string_agg(version_num, \',\' ORDER BY version_num) FROM alembic_version')
     return cur.fetchone()[0]
+
+
+@_translated
+def replica_role(cur) -> None:
+    """Until the transaction ends: no trigger fires, foreign keys included."""
+    cur.execute('SET LOCAL session_replication_role = replica')
+
+
+@_translated
+def delete_rows(cur, table: Table, key: tuple[str, ...], keys) -> None:
+    """Delete the rows of these primary key values (given as text)."""
+    for i in range(0, len(keys), 1000):
+        cur.execute(sql.SQL('DELETE FROM {} WHERE {}').format(
+            sql.Identifier(table.name), key_filter(table, key, keys[i:i + 1000])))
+
+
+@_translated
+def empty_tables(cur, truncate, delete) -> None:
+    """TRUNCATE the first tables together, DELETE every row of the others."""
+    if truncate:
+        cur.execute(sql.SQL('TRUNCATE {}').format(
+            sql.SQL(', ').join(sql.Identifier(n) for n in sorted(truncate))))
+    for name in sorted(delete):
+        cur.execute(sql.SQL('DELETE FROM {}').format(sql.Identifier(name)))
+
+
+@_translated
+def execute_together(cur, statements) -> None:
+    """Statements sent together: one round trip."""
+    if statements:
+        cur.execute(sql.SQL('; ').join(statements))
 
 
 # the source runs ahead of the target by this much at most (what a copy holds in memory)

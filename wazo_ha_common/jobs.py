@@ -34,6 +34,9 @@ SERVICES = Job('xivo-manage-slave-services', 'services.json', None, None)
 CONFIG = Job('wazo-ha-config', None, None, None)
 STATUS = Job('wazo-ha-status', None, None, None)
 
+# the replication's last verification by content (see replication.job), for wazo-ha-status
+VERIFICATION_FILE = 'replication-verification.json'
+
 ALL = (REPLICATION, SYNC, CHECK, SERVICES, CONFIG, STATUS)
 SCHEDULED = tuple(job for job in ALL if job.cron_period)   # what pause holds
 

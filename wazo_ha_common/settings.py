@@ -259,6 +259,11 @@ TABLE = (
             'seconds to wait for a PostgreSQL connection'),
     Setting('database', 'excluded_tables', EXCLUDED_TABLES, Words(),
             'tables never replicated (nor their sequences); shell-style patterns allowed'),
+    Setting('database', 'verify_every', '86400', Number(0, 30 * 86400, integer=True),
+            'seconds between two verifications: a replication run then compares every copied table\n'
+            'by content whatever the tracking record says, repairs any difference and mails root when\n'
+            'the tracking had missed one (also by hand: xivo-master-slave-db-replication --verify);\n'
+            '0 = never'),
     Setting('database', 'reload_command', 'pg_ctlcluster 15 main reload', Command(),
             'how wazo-ha-config makes PostgreSQL read pg_hba.conf again, or restart it\n'
             '(a restart is needed when listen_addresses changes)'),

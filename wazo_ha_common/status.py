@@ -25,6 +25,7 @@ class Facts:
     decision: dict = field(default_factory=dict)     # slave: the check's memory
     services: dict = field(default_factory=dict)     # slave: state, since
     replication: jobs.LastRun | None = None          # master: last run
+    verification: dict = field(default_factory=dict)  # master: last verification by content
     sync: jobs.LastRun | None = None                 # master: last run
     sync_key: bool | None = None
     paused: str | None = None       # wazo-ha-config pause: when, by whom
@@ -49,6 +50,7 @@ def gather(settings: Settings) -> Facts:
                           **{k: v for k, v in services.load_state(settings).items() if k != 'state'}}
     else:
         facts.replication = jobs.load_last_run(settings.paths.state_dir, jobs.REPLICATION)
+        facts.verification = read_state(settings.paths.state_dir, jobs.VERIFICATION_FILE)
         facts.sync = jobs.load_last_run(settings.paths.state_dir, jobs.SYNC)
         facts.sync_key = os.path.exists(settings.sync.ssh_key)
     return facts
@@ -129,10 +131,22 @@ def render(facts: Facts, level: int, warnings: list[str]) -> str:
                          f"{len(d.get('tables_excluded', []))} excluded")
         else:
             lines.append('last replication: never')
+        lines.append(_verification(facts.verification))
         sy = facts.sync
         lines.append(f'last sync: {_when(sy.finished_at)} {sy.result}' if sy else 'last sync: never')
     lines += warnings
     return '\n'.join(lines)
+
+
+def _verification(v: dict) -> str:
+    if not v:
+        return 'last verification: never'
+    found = (f"{len(v.get('differing', []))} tables differed, repaired"
+             if v.get('differing') else 'every copied table equal')
+    missed = v.get('missed_by_tracking')
+    return (f"last verification: {_when(v.get('finished_at'))}"
+            f"{' (by hand)' if v.get('by_hand') else ''}, {found}"
+            + (f"; missed by tracking: {', '.join(missed)}" if missed else ''))
 
 
 def as_json(facts: Facts, level: int, warnings: list[str]) -> str:

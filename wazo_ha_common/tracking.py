@@ -6,9 +6,13 @@ This is exact: a row visible now whose creator is older than S.xmin was visible 
 equal counts mean equal sets of rows. On the slave, rows written by our own last copy (its
 transaction id, the "writer") do not count as foreign changes.
 
-Whenever that reasoning could fail (no record, another cluster answering, a database restored
-from a backup so that transaction ids went backwards, transaction ids too far apart to
-compare, different columns), the record is not valid and the tables are compared by content.
+Whenever that reasoning could fail (no record, another cluster answering, a cluster restored
+from a backup or to a point in time, transaction ids too far apart to compare, different
+columns), the record is not valid and the tables are compared by content. A restored cluster
+reuses transaction ids below the recorded horizon for the rows written after the restore, and
+traffic soon pushes its next id past the horizon: the ids alone cannot tell. Its WAL can: a
+point-in-time recovery ends on a new timeline, and a base backup restored as it is resumes
+writing WAL behind the position recorded since.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ XID_WINDOW = 1 << 30  # beyond this, 32-bit xid ages cannot be compared safely
 
 @dataclass(frozen=True)
 class Horizon:
-    """What a node's snapshot tells: the oldest transaction it could not see, the next one."""
+    """What a node's snapshot tells: the oldest transaction it could not see, the next one,
+    and where the cluster's WAL stood (its timeline and insert position)."""
     system: str
     xmin: int   # 64-bit (epoch included)
     next: int
+    timeline: int
+    lsn: int    # bytes since 0/0
 
 
 @dataclass
@@ -75,11 +82,32 @@ def usable(record: Record | None, slave: str, database: str, master_now: Horizon
                               ('slave', record.slave_node, slave_now)):
         if before.system != now.system:
             return f'the {name} database is another PostgreSQL cluster than last time'
+        if before.timeline != now.timeline:
+            return (f'the {name} cluster is on another WAL timeline than last time (restored to '
+                    'a point in time, or promoted?)')
+        if now.lsn < before.lsn:
+            return (f"the {name} cluster's WAL position is behind the last replication's "
+                    '(restored from a backup?)')
         if now.next < before.next:
             return f'transaction ids went backwards on the {name} (restored from a backup?)'
         if now.next - before.xmin >= XID_WINDOW:
             return f'too many transactions on the {name} since the last replication'
     return None
+
+
+def trusted_tables(record: Record | None, tables) -> dict[str, TableRecord]:
+    """The tables whose changes the record can tell by row xmin: those it recorded with the
+    same columns. A column added since (a Wazo upgrade) may have given the existing rows a
+    value of its own on each node (a volatile DEFAULT such as now() is evaluated once per
+    node, without rewriting a row: no xmin moves), so such a table is compared by content."""
+    if record is None:
+        return {}
+    out = {}
+    for table in tables:
+        rec = record.tables.get(table.name)
+        if rec is not None and rec.columns == columns_digest(table.columns):
+            out[table.name] = rec
+    return out
 
 
 def xid32(xid8: int) -> int:

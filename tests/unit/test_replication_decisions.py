@@ -44,9 +44,10 @@ def index(table, name, constraint=False, unique=False, movable=True):
     return Index(table, name, f'definition of {name}', constraint, unique or constraint, movable)
 
 
-def fk(table, references, schema='public', movable=True):
+def fk(table, references, schema='public', movable=True, on_delete='a'):
     return ForeignKey(table, schema, f'{table}_{references}_fkey',
-                      f'FOREIGN KEY (x) REFERENCES {references}(id)', references, movable)
+                      f'FOREIGN KEY (x) REFERENCES {references}(id)', references, movable,
+                      ('x',), ('id',), on_delete)
 
 
 USERS = [index('userfeatures', 'userfeatures_pkey', constraint=True),
@@ -129,29 +130,93 @@ def test_schema_differences_list_tables_and_columns():
     ]
 
 
+def test_orphans_are_looked_for_from_the_tables_the_copy_leaves_alone():
+    keys = [fk('auth_session', 'auth_tenant'), fk('auth_user', 'auth_tenant'),
+            fk('auth_token', 'auth_session'), fk('other', 'auth_tenant', schema='x'),
+            fk('stat_switchboard_queue', 'queuefeatures')]
+    copied = {'auth_tenant', 'auth_user', 'queuefeatures'}
+    found = replication.orphan_keys(keys, copied, {'auth_tenant'})
+    assert [(k.source, k.references) for k in found] == [('auth_session', 'auth_tenant'),
+                                                         ('x.other', 'auth_tenant')]
+    # the next round follows from the excluded tables that lost rows
+    assert [k.table for k in replication.orphan_keys(keys, copied, {'auth_session'})] == \
+        ['auth_token']
+    assert replication.orphan_keys(keys, copied, set()) == []
+
+
+def test_orphan_actions_follow_on_delete():
+    assert replication.orphan_action(fk('a', 'b', on_delete='c')) == 'deleted (ON DELETE CASCADE'
+    assert replication.orphan_action(fk('a', 'b', on_delete='n')) == 'set to NULL (ON DELETE SET NULL'
+    assert replication.orphan_action(fk('a', 'b', on_delete='d')).startswith('set to their default')
+    assert replication.orphan_action(fk('a', 'b', on_delete='a')) == 'removed (NO ACTION'
+    assert replication.orphan_action(fk('a', 'b', on_delete='r')) == 'removed (RESTRICT'
+
+
 H = tracking.Horizon
 
 
 def record():
-    return tracking.Record('198.18.0.2', 'asterisk', H('m1', 1000, 1010), H('s1', 500, 520), {})
+    return tracking.Record('198.18.0.2', 'asterisk', H('m1', 1000, 1010, 1, 5000),
+                          H('s1', 500, 520, 1, 9000), {})
 
 
 def test_tracking_record_usable_only_when_nothing_can_fool_it():
-    now = (H('m1', 1100, 1110), H('s1', 600, 610))
+    now = (H('m1', 1100, 1110, 1, 6000), H('s1', 600, 610, 1, 9000))
     assert tracking.usable(record(), '198.18.0.2', 'asterisk', *now) is None
     assert 'no record' in tracking.usable(None, '198.18.0.2', 'asterisk', *now)
     assert 'another slave' in tracking.usable(record(), '198.18.0.3', 'asterisk', *now)
     assert 'another PostgreSQL cluster' in tracking.usable(
-        record(), '198.18.0.2', 'asterisk', H('m2', 1100, 1110), now[1])
+        record(), '198.18.0.2', 'asterisk', H('m2', 1100, 1110, 1, 6000), now[1])
     assert 'went backwards on the slave' in tracking.usable(
-        record(), '198.18.0.2', 'asterisk', now[0], H('s1', 400, 410))
+        record(), '198.18.0.2', 'asterisk', now[0], H('s1', 400, 410, 1, 9000))
     assert 'too many transactions' in tracking.usable(
-        record(), '198.18.0.2', 'asterisk', H('m1', 1 << 31, 1 << 31), now[1])
+        record(), '198.18.0.2', 'asterisk', H('m1', 1 << 31, 1 << 31, 1, 6000), now[1])
+
+
+def test_a_restored_cluster_is_not_trusted_whatever_its_transaction_ids():
+    """Restored from a base backup or to a point in time: the transaction ids may already be
+    past the record, the WAL position or the timeline tell."""
+    ahead = dict(xmin=1100, next=1110)
+    slave_now = H('s1', 600, 610, 1, 9000)
+    assert 'another WAL timeline' in tracking.usable(
+        record(), '198.18.0.2', 'asterisk', H('m1', **ahead, timeline=2, lsn=9999), slave_now)
+    assert 'WAL position is behind' in tracking.usable(
+        record(), '198.18.0.2', 'asterisk', H('m1', **ahead, timeline=1, lsn=4999), slave_now)
+    assert 'WAL position is behind' in tracking.usable(
+        record(), '198.18.0.2', 'asterisk', H('m1', **ahead, timeline=1, lsn=6000),
+        H('s1', 600, 610, 1, 8999))
+    assert tracking.usable(record(), '198.18.0.2', 'asterisk',
+                           H('m1', **ahead, timeline=1, lsn=5000), slave_now) is None
 
 
 def test_tracking_record_round_trips_and_corrupt_is_none():
     r = record()
     r.tables['userfeatures'] = tracking.TableRecord('abc', 10, 10, 4242)
+    assert tracking.from_json(r.to_json()).master.lsn == 5000
+    assert tracking.from_json(r.to_json()) == r
+    assert tracking.from_json('{"slave": 1}') is None
+    assert tracking.from_json('not json') is None
+
+
+def test_xid32_wraps():
+    assert tracking.xid32((5 << 32) + 7) == 7
+
+
+def test_verification_is_due_once_per_period_give_or_take_a_cron_start():
+    due = replication.verification_due
+    assert due(None, 1_000_000, 86400)
+    assert not due(1_000_000, 1_000_000 + 3600, 86400)
+    # cron starts a few seconds earlier one day than the day before: still due
+    assert due(1_000_000, 1_000_000 + 86400 - 30, 86400)
+    assert not due(1_000_000, 1_000_000 + 86400 - 3600, 86400)
+    assert not due(None, 1_000_000, 0) and not due(1, 1_000_000, 0), '0: never'
+    assert due(1_000_000, 1_000_002, 1)
+
+
+def test_tracking_record_round_trips_and_corrupt_is_none():
+    r = record()
+    r.tables['userfeatures'] = tracking.TableRecord('abc', 10, 10, 4242)
+    assert tracking.from_json(r.to_json()).master.lsn == 5000
     assert tracking.from_json(r.to_json()) == r
     assert tracking.from_json('{"slave": 1}') is None
     assert tracking.from_json('not json') is None

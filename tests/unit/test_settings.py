@@ -20,6 +20,7 @@ def test_defaults_are_the_production_paths(tmp_path):
     assert s.check.down_after == 15 and s.check.up_after == 60
     assert len(s.sync.directories) == 8
     assert 'call_logd_*' in s.database.excluded_tables
+    assert s.database.verify_every == 86400
 
 
 def test_conf_d_files_are_read_in_name_order_later_wins(tmp_path):
@@ -40,6 +41,7 @@ def test_environment_variable_names_the_main_file(tmp_path, monkeypatch):
 @pytest.mark.parametrize('text, where', [
     ('[check]\ndown_after = soon\n', '[check] down_after'),
     ('[check]\nprobe_interval = 0\n', '[check] probe_interval'),
+    ('[database]\nverify_every = -1\n', '[database] verify_every'),
     ('[database]\nremote_port = 99999\n', '[database] remote_port'),
     ('[paths]\nha_conf = relative/ha.conf\n', '[paths] ha_conf'),
     ('[check]\nwitness = witness.example.org\n', '[check] witness'),

@@ -115,3 +115,15 @@ def test_paused_cron_jobs_are_a_warning_that_explains_the_silence():
     level, warnings = evaluate(master(paused=since), NOW)
     assert level == WARNING and 'paused since' in warnings[0]
     assert '(HA cron jobs paused)' in render(master(paused=since), level, warnings)
+
+
+def test_the_last_verification_is_shown_with_what_it_found():
+    text = render(master(), OK, [])
+    assert 'last verification: never' in text
+    found = master(verification={'finished_at': NOW - 60, 'by_hand': True,
+                                 'differing': ['extensions', 'voicemail'],
+                                 'missed_by_tracking': ['extensions']})
+    line = [x for x in render(found, OK, []).splitlines() if x.startswith('last verification')][0]
+    assert '(by hand), 2 tables differed, repaired; missed by tracking: extensions' in line
+    equal = master(verification={'finished_at': NOW - 60, 'differing': [], 'missed_by_tracking': []})
+    assert 'every copied table equal' in render(equal, OK, [])

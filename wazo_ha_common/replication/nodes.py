@@ -1,0 +1,81 @@
+"""The two connections of a run, held together: the master read from one REPEATABLE READ
+snapshot, the slave written in one transaction."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+from typing import Callable
+
+from .. import db
+from ..settings import Settings
+
+logger = logging.getLogger('wazo-ha')
+
+
+def slave_dsn(settings: Settings, ip: str) -> str:
+    d = settings.database
+    return (f"host={ip} port={d.remote_port} dbname={d.name} user={d.remote_user} "
+            f"connect_timeout={d.connect_timeout} keepalives=1 keepalives_idle=10 "
+            f"keepalives_interval=5 keepalives_count=3 tcp_user_timeout=30000")
+
+
+class Nodes:
+    """`master`/`slave`: the connections; `mcur`/`scur`: one cursor on each. Use as a
+    context manager: both connections are closed at its end."""
+
+    def __init__(self, settings: Settings, slave_ip: str, application: str):
+        self.slave_ip = slave_ip
+        self.master = db.connect(settings.database.local_dsn,
+                                 'the master database ([database] local_dsn)',
+                                 application=application)
+        try:
+            self.slave = db.connect(slave_dsn(settings, slave_ip),
+                                    f'the slave database {settings.database.name} at '
+                                    f'{slave_ip}:{settings.database.remote_port} (is this node '
+                                    'allowed there? run wazo-ha-config on the slave)',
+                                    application=application)
+            # only one run at a time holds the master's lock: any other session of ours on
+            # the slave is stale, and its open transaction would hold its locks until the
+            # slave notices the dead connection
+            for pid in db.end_other_sessions(self.slave, application):
+                logger.warning('ended session %s left on the slave by an interrupted replication',
+                               pid)
+            db.read_snapshot(self.master)
+            self.mcur, self.scur = db.cursor(self.master), db.cursor(self.slave)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Nodes:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for conn in (getattr(self, 'master', None), getattr(self, 'slave', None)):
+            if conn is not None:
+                db.close(conn)
+
+    def both(self, query: Callable, *args, master_args=None, slave_args=None):
+        """query(cursor, *args) on both nodes at once: (the master's answer, the slave's).
+        `master_args`/`slave_args` replace `args` for one side."""
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            on_master = pool.submit(query, self.mcur,
+                                    *(args if master_args is None else master_args))
+            on_slave = pool.submit(query, self.scur, *(args if slave_args is None else slave_args))
+            return on_master.result(), on_slave.result()
+
+    def commit_slave(self) -> None:
+        db.commit(self.slave)
+
+    def rollback_slave(self) -> None:
+        db.rollback(self.slave)
+
+    def end_read(self) -> None:
+        """The snapshot was only read: losing the master's session now costs nothing."""
+        try:
+            db.rollback(self.master)
+        except db.DatabaseError as e:
+            logger.warning('ending the read on the master: %s', e)
