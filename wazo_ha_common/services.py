@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .errors import WazoHaError
 from .jobs import SERVICES
 from .settings import Settings
-from .system import find_program, read_state, run, write_state
+from .system import find_program, read_state, run, single_instance, write_state
 
 logger = logging.getLogger('wazo-ha')
 
@@ -94,6 +94,12 @@ def current(settings: Settings) -> str:
 
 
 def start(settings: Settings) -> Outcome:
+    """Failover: start and enable the telephony (nothing when it already runs, enabled)."""
+    with _exclusive(settings):
+        return _start(settings)
+
+
+def _start(settings: Settings) -> Outcome:
     if running():
         if not os.path.exists(flag_path(settings)):
             return _record(settings, Outcome(STARTED, False, [], False, 0.0))
@@ -105,9 +111,24 @@ def start(settings: Settings) -> Outcome:
 
 
 def stop(settings: Settings) -> Outcome:
+    """Failback: stop and disable the telephony (nothing when already so)."""
+    with _exclusive(settings):
+        return _stop(settings)
+
+
+def _stop(settings: Settings) -> Outcome:
     if os.path.exists(flag_path(settings)) and not running():
         return _record(settings, Outcome(STOPPED, False, [], False, 0.0))
     return _run_steps(settings, STOPPED, stop_steps())
+
+
+# a start and a stop never interleave, whoever asks (the check, wazo-sysconfd through
+# xivo-manage-slave-services, wazo-ha-config set): each waits for the other to finish
+STEPS_WAIT = 900
+
+
+def _exclusive(settings: Settings):
+    return single_instance(settings.paths.lock_dir, SERVICES.name, wait=STEPS_WAIT)
 
 
 def _run_steps(settings: Settings, action: str, steps: list[Step]) -> Outcome:

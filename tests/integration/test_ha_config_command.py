@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import time
 
 import pytest
 
@@ -164,3 +166,19 @@ def test_ha_conf_naming_this_node_as_its_peer_is_refused_by_every_command(local)
         assert 'address of this node' in result.stderr
         for name in os.listdir(local.sentinel_dir):
             os.unlink(os.path.join(local.sentinel_dir, name))
+
+
+def test_set_waits_for_a_running_master_check(local):
+    """A change of role and a check converging never interleave: set takes the check's lock."""
+    lock = os.path.join(local.root, 'lock', 'xivo-check-master-status.lock')
+    released = os.path.join(local.root, 'released')
+    os.makedirs(os.path.dirname(lock), mode=0o700, exist_ok=True)
+    holder = subprocess.Popen(['flock', lock, 'sh', '-c', f'sleep 2; date +%s.%N > {released}'])
+    try:
+        time.sleep(0.5)
+        result = local.run('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address', PEER)
+        assert result.returncode == 0, result.stderr
+    finally:
+        holder.wait(timeout=30)
+    with open(released) as f:
+        assert os.stat(local.ha_conf).st_mtime >= float(f.read()), 'ha.conf written before the check ended'

@@ -1,8 +1,11 @@
 """xivo-manage-slave-services: the exact steps of failover and failback, idempotent."""
 
 import os
+import time
 
 import pytest
+
+from testbed import BIN_DIR
 
 START_CALLS = [
     'wazo-service status all',
@@ -116,3 +119,24 @@ def test_bad_action_is_a_usage_error(slave):
     result = manage(slave, 'restart')
     assert result.returncode == 2
     assert 'invalid choice' in result.stderr
+
+
+def test_a_start_and_a_stop_asked_at_once_never_interleave(slave):
+    """The command takes its lock (so do the check and wazo-ha-config, through the same
+    functions): wazo-sysconfd's `start` and a converging check's `stop` run one after the
+    other, never step by step mixed."""
+    slow = os.path.join(slave.root, 'stand-ins', 'wazo-confgen')
+    with open(slow) as f:
+        script = f.read()
+    with open(slow, 'w') as f:  # the stand-in records, then takes its time
+        f.write(script.replace('exit 0\n', 'sleep 1\nexit 0\n'))
+    manage(slave, 'stop')
+    calls = len(slave.stand_in_calls())
+    first = slave.popen('/usr/bin/python3', os.path.join(BIN_DIR, 'xivo-manage-slave-services'),
+                        'start')
+    time.sleep(0.5)
+    second = manage(slave, 'stop')
+    assert first.wait(timeout=60) == 0 and second.returncode == 0, second.stderr
+    made = [c for c in slave.stand_in_calls()[calls:] if c != 'wazo-service status all']
+    started = [c for c in START_CALLS if c != 'wazo-service status all']
+    assert made == started + STOP_CALLS, made

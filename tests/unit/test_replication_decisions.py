@@ -211,16 +211,3 @@ def test_verification_is_due_once_per_period_give_or_take_a_cron_start():
     assert not due(1_000_000, 1_000_000 + 86400 - 3600, 86400)
     assert not due(None, 1_000_000, 0) and not due(1, 1_000_000, 0), '0: never'
     assert due(1_000_000, 1_000_002, 1)
-
-
-def test_tracking_record_round_trips_and_corrupt_is_none():
-    r = record()
-    r.tables['userfeatures'] = tracking.TableRecord('abc', 10, 10, 4242)
-    assert tracking.from_json(r.to_json()).master.lsn == 5000
-    assert tracking.from_json(r.to_json()) == r
-    assert tracking.from_json('{"slave": 1}') is None
-    assert tracking.from_json('not json') is None
-
-
-def test_xid32_wraps():
-    assert tracking.xid32((5 << 32) + 7) == 7
