@@ -19,8 +19,9 @@ OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/log/wazo-ha.log', '/etc/cron.
 
 
 MODULES = ['__init__', 'check', 'cli', 'db', 'errors', 'health', 'jobs', 'pause', 'pg_access',
-           'probes', 'replication', 'role', 'role_setup', 'rsync_modules', 'rsync_names',
-           'schedule', 'services', 'settings', 'status', 'sync', 'system', 'tracking', 'wazo_api']
+           'probes', 'role', 'role_setup', 'rsync_modules', 'rsync_names', 'schedule', 'services',
+           'settings', 'status', 'sync', 'system', 'tracking', 'wazo_api'] + [
+           f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'plan', 'write')]
 DIR, FILE, EXEC = 'drwxr-xr-x', '-rw-r--r--', '-rwxr-xr-x'
 # every entry of the .deb (mode, path); the egg-info directory is the one dh_python3 has always
 # installed for setup.py packages (the debhelper-built package had it too)
@@ -30,7 +31,9 @@ EXPECTED_FILES = sorted(
         '/etc/wazo-auth-keys/conf.d/', '/etc/wazo-ha/', '/etc/wazo-ha/conf.d/',
         '/usr/', '/usr/bin/', '/usr/lib/', '/usr/lib/python3/', '/usr/lib/python3/dist-packages/',
         f'/usr/lib/python3/dist-packages/wazo_ha-{__version__}.egg-info/',
-        '/usr/lib/python3/dist-packages/wazo_ha_common/', '/usr/lib/tmpfiles.d/', '/usr/sbin/',
+        '/usr/lib/python3/dist-packages/wazo_ha_common/',
+        '/usr/lib/python3/dist-packages/wazo_ha_common/replication/', '/usr/lib/tmpfiles.d/',
+        '/usr/sbin/',
         '/usr/share/',
         '/usr/share/doc/', '/usr/share/doc/wazo-ha/', '/usr/share/lintian/',
         '/usr/share/lintian/overrides/', '/usr/share/man/', '/usr/share/man/man1/',
