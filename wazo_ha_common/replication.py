@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg2
 
-from . import db, jobs, role, tracking
+from . import db, jobs, pg_access, role, tracking
 from .jobs import REPLICATION
 from .errors import InputError, WazoHaError
 from .settings import Settings
@@ -213,10 +213,7 @@ def _save_state(settings: Settings, result: Result, started: float, error: str |
 
 
 def slave_dsn(settings: Settings, ip: str) -> str:
-    d = settings.database
-    return (f"host={ip} port={d.remote_port} dbname={d.name} user={d.remote_user} "
-            f"connect_timeout={d.connect_timeout} keepalives=1 keepalives_idle=10 "
-            f"keepalives_interval=5 keepalives_count=3 tcp_user_timeout=30000")
+    return pg_access.slave_dsn(settings, ip)  # the replication role, its password file, TLS
 
 
 def _replicate(settings: Settings, slave_ip: str, result: Result) -> None:
@@ -226,8 +223,11 @@ def _replicate(settings: Settings, slave_ip: str, result: Result) -> None:
     try:
         slave = db.connect(slave_dsn(settings, slave_ip),
                            f'the slave database {settings.database.name} at '
-                           f'{slave_ip}:{settings.database.remote_port} (is this node allowed '
-                           'there? run wazo-ha-config on the slave)', application=REPLICATION.name)
+                           f'{slave_ip}:{settings.database.remote_port} as '
+                           f'{settings.database.remote_user}', application=REPLICATION.name)
+    except db.DatabaseError as e:
+        master.close()
+        raise db.DatabaseError(pg_access.connection_hint(str(e), settings)) from None
     except BaseException:
         master.close()
         raise
@@ -297,8 +297,10 @@ def _end_stale_sessions(slave) -> None:
     run at a time holds the master's lock, so any other session of ours is stale."""
     with slave.cursor() as cur:
         cur.execute(SLAVE_SESSION_TIMEOUTS)
+        # only the replication role's own sessions: it may end those, and no others
         cur.execute('SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity '
-                    'WHERE application_name = %s AND pid <> pg_backend_pid()', (REPLICATION.name,))
+                    'WHERE application_name = %s AND usename = current_user '
+                    'AND pid <> pg_backend_pid()', (REPLICATION.name,))
         for pid, _ in cur.fetchall():
             logger.warning('ended session %s left on the slave by an interrupted replication', pid)
     slave.commit()

@@ -13,7 +13,7 @@ import socket
 import time
 from typing import Callable
 
-from . import role
+from . import pg_access, role
 from .errors import WazoHaError
 from .jobs import SYNC, LastRun, save_last_run
 from .settings import Settings
@@ -119,10 +119,13 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
             raise SyncError(f'{key}.pub is missing: remove {key} and run wazo-sync -i again')
         line = restricted_line(public, source_address(slave))
         target = remote(settings.sync.remote_user, slave)
+        pairing = pg_access.prepare_pairing(settings, slave)  # the database, same session
         tell(f"Authorising {key} on {target}: enter {settings.sync.remote_user}'s password "
              'on the slave when asked.')
-        result = run(['ssh', *ssh_options(settings, batch=False), target, AUTHORIZE_SCRIPT],
-                     input=line + '\n', timeout=120, check=False)
+        result = run(['ssh', *ssh_options(settings, batch=False), target,
+                      pairing.remote_command(AUTHORIZE_SCRIPT, settings.database.name)],
+                     input=line + '\n' + pairing.input, timeout=120, check=False)
+        paired = pg_access.finish_pairing(settings, pairing, result)
         if result.returncode != 0:
             raise SyncError(f'could not authorise the key on {target} (ssh exit status '
                             f'{result.returncode}): {tail(result.stderr) or "no output"}')
@@ -134,6 +137,7 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
             raise SyncError(f'the key does not work on {target} (rsync exit status '
                             f'{check.returncode}): {tail(check.stderr) or "no output"}')
         report.append('checked: rsync with the key works')
+        report += paired + [pg_access.check_pairing(settings, slave)]
     for line in report:
         logger.info('wazo-sync -i: %s', line)
     return report
