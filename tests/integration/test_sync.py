@@ -12,7 +12,7 @@ KEY = '/root/.ssh/xivo_id_rsa'
 @pytest.fixture
 def nodes(bed):
     master = bed.add_node('master', 1, with_postgres=False)
-    slave = bed.add_node('slave', 2, with_postgres=False)
+    slave = bed.add_node('slave', 2)  # wazo-sync -i also sets the database role's password
     slave.set_root_password(PASSWORD)
     slave.start_sshd()
     askpass = os.path.join(master.root, 'askpass')
@@ -49,6 +49,8 @@ def test_init_creates_a_restricted_key_and_is_idempotent(nodes):
     result = init(master)
     assert result.returncode == 0, result.stderr
     assert 'created the key' in result.stdout and 'rsync with the key works' in result.stdout
+    assert 'made a password for the role wazo_ha_replication' in result.stdout
+    assert 'accepts wazo_ha_replication with its password, over TLS' in result.stdout
     key = master.host_path(KEY)
     st = os.stat(key)
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
@@ -60,6 +62,7 @@ def test_init_creates_a_restricted_key_and_is_idempotent(nodes):
     again = init(master)
     assert again.returncode == 0, again.stderr
     assert 'using the existing key' in again.stdout and 'already authorised' in again.stdout
+    assert 'kept the password of the role wazo_ha_replication' in again.stdout
     assert authorized_keys(slave) == lines, 'not added twice'
     with open(key, 'rb') as f:
         assert f.read() == key_bytes, 'not overwritten'
