@@ -18,7 +18,7 @@ def psql(node, user, sql='SELECT 42', sslmode='require', password=None, passfile
     env = {'PGCONNECT_TIMEOUT': '3', 'PGPASSFILE': passfile}
     if password is not None:
         env['PGPASSWORD'] = password
-    return node.run('psql', '-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-w',
+    return node.run('psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-w',
                     f'host=198.18.0.2 dbname=asterisk user={user} sslmode={sslmode}', '-c', sql,
                     env=env)
 
@@ -106,8 +106,9 @@ def test_only_the_paired_role_gets_in_from_the_master_and_it_is_no_superuser(tri
             open(slave.pgdata + '/postgresql.auto.conf').read()) == before
     # what the copy needs: the tables' owner's rights, and session_replication_role
     allowed = psql(master, ROLE, 'SET session_replication_role = replica; SET ROLE asterisk; '
-                                 'SELECT count(*) > 0 FROM userfeatures', passfile=master.passfile)
-    assert allowed.returncode == 0 and allowed.stdout.strip() == 't', allowed.stderr
+                                 'SELECT current_user, count(*) FROM userfeatures',
+                   passfile=master.passfile)
+    assert allowed.returncode == 0 and allowed.stdout.strip() == 'asterisk|0', allowed.stderr
 
 
 def test_disabling_the_slave_drops_the_role_and_closes_again(trio):
