@@ -105,7 +105,7 @@ def ours(master, slave):
                                                                'xivo-master-slave-db-replication')],
                       env=env)
     with open(os.path.join(master.state_dir, 'replication.json')) as f:
-        state = json.load(f)
+        state = json.load(f)['details']
     return wall, rss, state['slave_write_seconds'], len(state['tables_copied']), state['rows']
 
 

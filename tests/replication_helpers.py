@@ -68,4 +68,4 @@ def replicate(master, *args, timeout=600):
 def tables_copied(master):
     """The tables the last run rewrote, sorted (from its state file, as wazo-ha-status reads it)."""
     with open(os.path.join(master.state_dir, 'replication.json')) as f:
-        return sorted(json.load(f)['tables_copied'])
+        return sorted(json.load(f)['details']['tables_copied'])
