@@ -29,13 +29,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(HERE, '..', 'tests'), os.path.join(HERE, '..')]
 
 from datagen import installation_sql  # noqa: E402
+from replication_helpers import configure  # noqa: E402
 from testbed import Testbed, cleanup_leftovers, template_cluster  # noqa: E402
 
 from wazo_ha_common import replication, settings as settings_module  # noqa: E402
 
 BASELINE_LOAD = r'''
 set -eu
-slave="host=$SLAVE port=5432 dbname=asterisk user=postgres"
+# as the replication role, over TLS (the slave accepts nothing else from the master)
+slave="host=$SLAVE port=5432 dbname=asterisk user=wazo_ha_replication sslmode=require passfile=$PASSFILE"
 excluded="$EXCLUDE_ARGS"
 {
   echo 'BEGIN;'
@@ -104,12 +106,13 @@ def ours(master, slave, *args):
                                                                'xivo-master-slave-db-replication'),
                                *args], env=env)
     with open(os.path.join(master.state_dir, 'replication.json')) as f:
-        state = json.load(f)
+        state = json.load(f)['details']
     return wall, rss, state['slave_write_seconds'], len(state['tables_copied']), state['rows']
 
 
 def baseline(master, slave, exclude_args, empty):
     env = {'SLAVE': slave.ip, 'MASTER_SOCK': master.pgsock, 'EXCLUDE_ARGS': exclude_args,
+           'PASSFILE': master.passfile,
            'EMPTY_SQL': empty}
     wall, rss = timed(master, ['bash', '-c', BASELINE_LOAD], env=env)
     return wall, rss, wall
@@ -145,9 +148,7 @@ def main():
         master.psql(installation_sql(args.users, args.history))
         slave.psql(installation_sql(0, args.history // 2, groups=0))
         print(f'generated in {time.monotonic() - t:.0f} s', flush=True)
-        for node, role, peer in ((slave, 'slave', master), (master, 'master', slave)):
-            r = node.wazo('wazo-ha-config', 'set', '--node-type', role, '--remote-address', peer.ip)
-            assert r.returncode == 0, r.stderr
+        configure(master, slave)  # both roles, then wazo-sync -i (the database password)
         patterns = settings_module.load(master.config).database.excluded_tables
         excluded, copied = excluded_tables(master, patterns)
         exclude_args = ' '.join(f'--exclude-table-data=public.{t}' for t in excluded)

@@ -85,6 +85,8 @@ log_file = {self.log_file}
 postgresql_conf_dir = {self.root}/postgresql
 [database]
 local_dsn = host=/nonexistent dbname=asterisk
+admin_psql =
+passfile = {self.root}/pgpass
 reload_command = /bin/true
 restart_command = /bin/true
 [sync]

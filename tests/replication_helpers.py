@@ -3,17 +3,38 @@ every run check that the slave's foreign keys hold and its copied tables equal t
 
 import json
 import os
+import subprocess
 
 from wazo_ha_common import replication, settings as settings_module
 
 COPIED_SAMPLE = ('userfeatures', 'extensions', 'linefeatures', 'voicemail', 'tenant', 'context')
 
 
-def configure(master, slave):
+ROOT_PASSWORD = 'slave-root-password'
+
+
+def configure(master, slave, paired=True):
+    """Both roles set, then (paired) the Quick Summary's wazo-sync -i."""
     r = slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave', '--remote-address', master.ip)
     assert r.returncode == 0, r.stderr
     r = master.wazo('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address', slave.ip)
     assert r.returncode == 0, r.stderr
+    if paired:
+        r = run_pairing(master, slave)
+        assert r.returncode == 0, r.stderr
+
+
+def run_pairing(master, slave, password=ROOT_PASSWORD):
+    """wazo-sync -i through the slave's real sshd, answering its root password; the SSH key
+    is made beforehand (ed25519: quicker than the RSA key wazo-sync would make)."""
+    if not slave.sshd_pid:
+        slave.set_root_password(ROOT_PASSWORD)
+        slave.start_sshd()
+    key = master.host_path('/root/.ssh/xivo_id_rsa')
+    if not os.path.exists(key):
+        subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'wazo-ha-sync',
+                        '-f', key], check=True, capture_output=True)
+    return master.wazo('wazo-sync', '-i', timeout=120, env=master.password_answers(password))
 
 
 def public_tables(node):

@@ -86,9 +86,14 @@ def template_cluster(workdir: str) -> str:
     sh('runuser', '-u', 'postgres', '--', 'mkdir', '-m', '700', data, sock)
     sh('runuser', '-u', 'postgres', '--', f'{PG_BIN}/initdb', '-D', data, '--auth=trust',
        '-E', 'UTF8', '--locale=C.UTF-8', '-U', 'postgres')
+    # TLS as on Debian (its clusters use the ssl-cert snakeoil pair): a self-signed pair
+    sh('runuser', '-u', 'postgres', '--', 'openssl', 'req', '-x509', '-newkey', 'rsa:2048',
+       '-nodes', '-days', '3650', '-subj', '/CN=wazo-ha-testbed', '-keyout',
+       f'{data}/server.key', '-out', f'{data}/server.crt')
     with open(os.path.join(data, 'postgresql.conf'), 'a') as f:
         f.write("\nfsync = off\nsynchronous_commit = off\n"
-                "full_page_writes = off\nmax_connections = 50\nshared_buffers = 64MB\n")
+                "full_page_writes = off\nmax_connections = 50\nshared_buffers = 64MB\n"
+                "ssl = on\n")
     os.makedirs(os.path.join(data, 'conf.d'))
     shutil.chown(os.path.join(data, 'conf.d'), 'postgres', 'postgres')
     sh('runuser', '-u', 'postgres', '--', f'{PG_BIN}/pg_ctl', '-D', data, '-l', log, '-w',
@@ -96,10 +101,12 @@ def template_cluster(workdir: str) -> str:
     try:
         psql = ['runuser', '-u', 'postgres', '--', 'psql', '-h', sock, '-X', '-q',
                 '-v', 'ON_ERROR_STOP=1']
-        sh(*psql, '-d', 'postgres', '-c', 'CREATE DATABASE asterisk')
+        # as on Wazo: the database and its tables belong to asterisk, not a superuser
+        sh(*psql, '-d', 'postgres', '-c', "CREATE ROLE asterisk LOGIN PASSWORD 'proformatique'")
+        sh(*psql, '-d', 'postgres', '-c', 'CREATE DATABASE asterisk OWNER asterisk')
         # on stdin: psql runs as postgres, which may not read the checkout (a clone under
         # /root is mode 0700)
-        sh(*psql, '-d', 'asterisk', input=read_fixture(SCHEMA))
+        sh(*psql, '-d', 'asterisk', input='SET ROLE asterisk;\n' + read_fixture(SCHEMA))
         sh(*psql, '-d', 'asterisk', input=read_fixture(POPULATE),
            env={**os.environ, 'PGOPTIONS': '-c session_replication_role=replica'})
     finally:
@@ -266,6 +273,9 @@ class Node:
         with open(os.path.join(self.pgdata, 'postgresql.conf'), 'a') as f:
             f.write(f"\nunix_socket_directories = '{self.pgsock}'\nlisten_addresses = ''\n"
                     "include_dir = 'conf.d'  # last, as in Debian's postgresql.conf\n")
+        # inside the node the socket is where Debian's is: `runuser -u postgres -- psql` works
+        self.bed.ensure_mountpoint('/run/postgresql')
+        sh(*self.nsenter(['mount', '--bind', self.pgsock, '/run/postgresql']))
         self.start_postgres()
 
     def start_postgres(self) -> None:
@@ -279,6 +289,11 @@ class Node:
         with contextlib.suppress(OSError), open(self.pglog) as f:
             return ''.join(f.readlines()[-10:])
         return ''
+
+    @property
+    def passfile(self) -> str:
+        """root's ~/.pgpass of the node ([database] passfile)."""
+        return os.path.join(self.root, 'root-pgpass')
 
     @property
     def local_dsn(self) -> str:
@@ -308,6 +323,9 @@ class Node:
                 else '/bin/true',
                 'restart_command': ' '.join(self._pg_ctl('-w', '-m', 'fast', 'restart'))
                 if self.with_postgres else '/bin/true',
+                # the default runuser -u postgres -- psql where there is a cluster; none: no role
+                **({} if self.with_postgres else {'admin_psql': ''}),
+                'passfile': self.passfile,
             },
             'check': {'probe_interval': '1', 'down_after': '3', 'up_after': '4',
                       'run_for': '0', 'probe_timeout': '1'},

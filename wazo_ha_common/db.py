@@ -97,8 +97,10 @@ def end_other_sessions(conn, application: str) -> list[int]:
     (what a killed or cut-off earlier run left), commit. Returns their pids."""
     with conn.cursor() as cur:
         cur.execute(SESSION_TIMEOUTS)
+        # only this role's own sessions: a role that is not a superuser may end those alone
         cur.execute('SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity '
-                    'WHERE application_name = %s AND pid <> pg_backend_pid()', (application,))
+                    'WHERE application_name = %s AND usename = current_user '
+                    'AND pid <> pg_backend_pid()', (application,))
         pids = [pid for pid, _ in cur.fetchall()]
     conn.commit()
     return pids

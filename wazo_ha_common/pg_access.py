@@ -1,18 +1,32 @@
-"""On a slave, PostgreSQL accepts the master for replication; nothing else is opened.
+"""The master's access to the slave's PostgreSQL: a role that is not a superuser, a password
+(scram-sha-256) over TLS, from the master's address only; never `trust`.
 
-Two managed places under [paths] postgresql_conf_dir:
-- a block at the top of pg_hba.conf (first match wins, so it precedes any reject line);
-- conf.d/wazo-ha.conf holding listen_addresses (Debian's postgresql.conf includes conf.d).
+On a slave, wazo-ha-config manages:
+- a block at the top of pg_hba.conf (first match wins, so it precedes wazo-sysconfd's own
+  `host asterisk postgres MASTER/32 trust`, which it makes unreachable);
+- conf.d/wazo-ha.conf holding listen_addresses (Debian's postgresql.conf includes conf.d);
+- the replication role ([database] remote_user): member of the role owning the replicated
+  tables, allowed to SET session_replication_role; no login until paired.
+On the master, `wazo-sync -i` pairs: it makes the role's password once, keeps it in root's
+password file ([database] passfile) and sets only its SCRAM verifier on the slave, in the
+SSH session where it authorises its key.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import ipaddress
+import json
 import logging
 import os
+import secrets
+from dataclasses import dataclass
 
+from .errors import WazoHaError
 from .settings import Settings
-from .system import read_text, run, write_atomic
+from .system import Completed, read_text, run, tail, write_atomic
 
 logger = logging.getLogger('wazo-ha')
 
@@ -20,13 +34,30 @@ BEGIN = '# BEGIN wazo-ha: the master may replicate into this slave (managed by w
 END = '# END wazo-ha'
 CONF_NAME = 'wazo-ha.conf'
 
+# roles whose members may run programs or touch files as the server: never the tables' owner
+SERVER_ACCESS_ROLES = ('pg_execute_server_program', 'pg_read_server_files', 'pg_write_server_files')
+# the remote pairing command's exit status when the key was authorised but the role was not
+PAIRING_FAILED = 3
+SCRAM_ITERATIONS = 4096  # PostgreSQL's default scram_iterations
+
+
+class PairingError(WazoHaError):
+    """The replication role's password could not be set or does not work."""
+
+
+# pg_hba.conf and listen_addresses (pure)
 
 def hba_lines(master_ip: str | None, database: str, user: str) -> list[str]:
+    """Our pg_hba.conf lines: the role over TLS with its password from the master only; the
+    role from nowhere else nor without TLS; postgres from the master's address refused (so
+    that wazo-sysconfd's trust line, appended after ours, is never reached)."""
     if not master_ip:
         return []
     ip = ipaddress.ip_address(master_ip)
-    prefix = 32 if ip.version == 4 else 128
-    return [f'host {database} {user} {ip}/{prefix} trust']
+    net = f'{ip}/{32 if ip.version == 4 else 128}'
+    return [f'hostssl {database} {user} {net} scram-sha-256',
+            f'host all {user} all reject',
+            f'host all postgres {net} reject']
 
 
 def render_hba(text: str, master_ip: str | None, database: str, user: str) -> str:
@@ -57,11 +88,154 @@ def render_conf(master_ip: str | None, listen_addresses: str) -> str | None:
             f"listen_addresses = '{listen_addresses}'\n")
 
 
+def listen_addresses(settings: Settings, master_ip: str) -> str:
+    """[database] listen_addresses, or this node's address toward the master and localhost."""
+    if settings.database.listen_addresses:
+        return settings.database.listen_addresses
+    from .sync import source_address  # sync imports this module
+    try:
+        own = source_address(master_ip)
+    except OSError as e:
+        raise WazoHaError(f'no route to the master {master_ip} ({e}): cannot tell which '
+                          'address PostgreSQL should listen on (or set [database] '
+                          'listen_addresses)') from None
+    return f'{own}, localhost'
+
+
+# the replication role on the slave (decisions pure, run through psql as the superuser)
+
+@dataclass(frozen=True)
+class Step:
+    sentence: str
+    sql: str
+
+
+def ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+ROLE_STATE_SQL = """
+SELECT json_build_object(
+  'owners', (SELECT coalesce(json_agg(json_build_object(
+                'name', o.rolname,
+                'escalates', EXISTS (SELECT 1 FROM pg_roles r
+                                     WHERE (r.rolsuper OR r.rolcreaterole
+                                            OR r.rolname IN ('pg_execute_server_program',
+                                                             'pg_read_server_files',
+                                                             'pg_write_server_files'))
+                                       AND pg_has_role(o.oid, r.oid, 'MEMBER')))
+              ORDER BY o.rolname), '[]'::json)
+             FROM pg_roles o
+             WHERE o.oid IN (SELECT c.relowner FROM pg_class c
+                             JOIN pg_namespace n ON n.oid = c.relnamespace
+                             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S'))),
+  'role', (SELECT json_build_object(
+              'super', r.rolsuper, 'createrole', r.rolcreaterole, 'createdb', r.rolcreatedb,
+              'replication', r.rolreplication, 'bypassrls', r.rolbypassrls,
+              'inherit', r.rolinherit, 'login', r.rolcanlogin,
+              'member_of', (SELECT coalesce(json_agg(g.rolname ORDER BY g.rolname), '[]'::json)
+                            FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                            WHERE m.member = r.oid),
+              'set_replication_role', has_parameter_privilege(r.oid, 'session_replication_role', 'SET'),
+              'control_system', has_function_privilege(r.oid, 'pg_control_system()', 'EXECUTE'),
+              'sessions', (SELECT count(*) FROM pg_stat_activity WHERE usesysid = r.oid))
+           FROM pg_roles r WHERE r.rolname = :'role'))
+"""
+
+
+def role_steps(state: dict, role: str, database: str, slave: bool) -> list[Step]:
+    """What to run so that the role is what a slave needs (slave) or gone (not a slave).
+
+    The role may do what the owner of the replicated tables may do (it rewrites them, drops and
+    builds their indexes and constraints, restarts their sequences), SET
+    session_replication_role (the copy loads rows with triggers and foreign key checks off)
+    and read pg_control_system() (which cluster answers: see tracking). Refused: a table owner
+    that is, or may become, a superuser or the server's own user, and a role of that name
+    that is a superuser or may create roles (not ours: never changed)."""
+    current = state.get('role')
+    r = ident(role)
+    if current and (current['super'] or current['createrole']):
+        if not slave:
+            return []  # not ours: left alone
+        raise WazoHaError(f'the role {role} ([database] remote_user) is a superuser or may create '
+                          'roles on this node: the master must not log in as such a role. Choose '
+                          'another [database] remote_user (default wazo_ha_replication)')
+    if not slave:
+        if not current:
+            return []
+        steps = []
+        if current['sessions']:
+            steps.append(Step(f'ended the {current["sessions"]} sessions of the role {role}',
+                              'SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity '
+                              f"WHERE usename = '{role}'"))
+        return steps + [Step(f'dropped the replication role {role}',
+                             f'REVOKE SET ON PARAMETER session_replication_role FROM {r}; '
+                             f'REVOKE EXECUTE ON FUNCTION pg_control_system() FROM {r}; '
+                             f'DROP ROLE {r}')]
+    owners = state.get('owners') or []
+    if len(owners) != 1:
+        found = ', '.join(o['name'] for o in owners) or 'none'
+        raise WazoHaError(f'the tables of the public schema of database {database} must belong to '
+                          f'one role (found: {found}); the replication role becomes a member of it')
+    owner = owners[0]
+    if owner['escalates']:
+        raise WazoHaError(
+            f'the tables of database {database} belong to {owner["name"]}, a superuser or a role '
+            'that may become one, create roles or run programs on the server: its members would '
+            f'be as powerful. Give the tables to a role without these rights (on Wazo: asterisk)')
+    steps = []
+    if not current:
+        steps.append(Step(f'created the replication role {role} (no login until wazo-sync -i on '
+                          'the master sets its password)',
+                          f'CREATE ROLE {r} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE '
+                          'NOREPLICATION NOBYPASSRLS INHERIT'))
+        current = {'member_of': [], 'set_replication_role': False, 'control_system': False}
+    elif current['createdb'] or current['replication'] or current['bypassrls'] or not current['inherit']:
+        steps.append(Step(f'role {role}: NOCREATEDB NOREPLICATION NOBYPASSRLS INHERIT',
+                          f'ALTER ROLE {r} NOCREATEDB NOREPLICATION NOBYPASSRLS INHERIT'))
+    for other in current['member_of']:
+        if other != owner['name']:
+            steps.append(Step(f'role {role}: no longer a member of {other}',
+                              f'REVOKE {ident(other)} FROM {r}'))
+    if owner['name'] not in current['member_of']:
+        steps.append(Step(f'role {role}: member of {owner["name"]}, the owner of the tables',
+                          f'GRANT {ident(owner["name"])} TO {r}'))
+    if not current['set_replication_role']:
+        steps.append(Step(f'role {role}: may SET session_replication_role',
+                          f'GRANT SET ON PARAMETER session_replication_role TO {r}'))
+    if not current['control_system']:
+        steps.append(Step(f'role {role}: may read pg_control_system()',
+                          f'GRANT EXECUTE ON FUNCTION pg_control_system() TO {r}'))
+    return steps
+
+
+def _psql(settings: Settings, sql: str) -> Completed:
+    d = settings.database
+    return run([*d.admin_psql, '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1',
+                '-v', f'role={d.remote_user}', '-d', d.name], input=sql, timeout=120)
+
+
+def apply_role(settings: Settings, slave: bool) -> list[str]:
+    """Create and grant (slave) or drop (not a slave) the replication role; what changed."""
+    if not settings.database.admin_psql:
+        return []
+    out = _psql(settings, ROLE_STATE_SQL).stdout.strip()
+    try:
+        state = json.loads(out.splitlines()[-1])
+    except (ValueError, IndexError):
+        raise WazoHaError(f'unexpected answer of psql ([database] admin_psql): {out[-200:]!r}') from None
+    steps = role_steps(state, settings.database.remote_user, settings.database.name, slave)
+    if steps:
+        _psql(settings, 'BEGIN;\n' + ''.join(s.sql + ';\n' for s in steps) + 'COMMIT;\n')
+    return [f'PostgreSQL: {s.sentence}' for s in steps]
+
+
 def apply(settings: Settings, master_ip: str | None) -> list[str]:
-    """Open (master_ip given) or close (None) PostgreSQL to the master; returns what changed."""
+    """Open (master_ip given) or close (None) PostgreSQL to the master; returns what changed.
+
+    The role comes first: if PostgreSQL refuses, no file has changed."""
     conf_dir = settings.paths.postgresql_conf_dir
     db = settings.database
-    changes = []
     hba_path = os.path.join(conf_dir, 'pg_hba.conf')
     current = read_text(hba_path)
     if current is None:
@@ -69,15 +243,22 @@ def apply(settings: Settings, master_ip: str | None) -> list[str]:
             return []
         raise FileNotFoundError(f'{hba_path} does not exist (setting [paths] postgresql_conf_dir)')
     wanted = render_hba(current, master_ip, db.name, db.remote_user)
+    conf_path = os.path.join(conf_dir, 'conf.d', CONF_NAME)
+    listen = listen_addresses(settings, master_ip) if master_ip else ''
+    wanted_conf = render_conf(master_ip, listen)
+    current_conf = read_text(conf_path)
+    changes = []
+    # a node that never was a slave needs no PostgreSQL session to stay without the role
+    if master_ip or wanted != current or current_conf is not None:
+        changes += apply_role(settings, slave=master_ip is not None)
     hba_changed = wanted != current
     if hba_changed:
         write_atomic(hba_path, wanted, mode=os.stat(hba_path).st_mode & 0o777)
         _copy_owner(hba_path, conf_dir)
-        changes.append(f'{hba_path}: ' + (f'{master_ip} may connect to database {db.name} as {db.remote_user}'
+        changes.append(f'{hba_path}: ' + (f'{master_ip} may connect to database {db.name} as '
+                                          f'{db.remote_user} (TLS, scram-sha-256); postgres '
+                                          'from that address refused'
                                           if master_ip else 'replication access removed'))
-    conf_path = os.path.join(conf_dir, 'conf.d', CONF_NAME)
-    wanted_conf = render_conf(master_ip, db.listen_addresses)
-    current_conf = read_text(conf_path)
     conf_changed = wanted_conf != current_conf
     if conf_changed:
         if wanted_conf is None:
@@ -86,7 +267,7 @@ def apply(settings: Settings, master_ip: str | None) -> list[str]:
         else:
             write_atomic(conf_path, wanted_conf, mode=0o644)
             _copy_owner(conf_path, conf_dir)
-            changes.append(f'{conf_path}: listen_addresses = {db.listen_addresses!r}')
+            changes.append(f'{conf_path}: listen_addresses = {listen!r}')
     if conf_changed:
         run(db.restart_command, timeout=120)
         changes.append('PostgreSQL restarted (listen_addresses changed)')
@@ -99,3 +280,144 @@ def apply(settings: Settings, master_ip: str | None) -> list[str]:
 def _copy_owner(path: str, reference: str) -> None:
     st = os.stat(reference)
     os.chown(path, st.st_uid, st.st_gid)
+
+
+# pairing (wazo-sync -i on the master)
+
+def scram_verifier(password: str, salt: bytes | None = None,
+                   iterations: int = SCRAM_ITERATIONS) -> str:
+    """What PostgreSQL stores for a scram-sha-256 password (RFC 5802/7677): enough to check a
+    login, not to log in. The password is ASCII (token_urlsafe): SASLprep leaves it as is."""
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac('sha256', password.encode('utf-8'), salt, iterations)
+    stored = hashlib.sha256(hmac.new(salted, b'Client Key', 'sha256').digest()).digest()
+    server = hmac.new(salted, b'Server Key', 'sha256').digest()
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode('ascii')
+    return f'SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server)}'
+
+
+def _pgpass_field(value) -> str:
+    return str(value).replace('\\', '\\\\').replace(':', '\\:')
+
+
+def pgpass_prefix(host: str, port: int, database: str, user: str) -> str:
+    return ':'.join(_pgpass_field(v) for v in (host, port, database, user)) + ':'
+
+
+def pgpass_password(text: str, prefix: str) -> str | None:
+    """The password of the line starting with prefix (fields as libpq escapes them)."""
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            value = line[len(prefix):]
+            return value.replace('\\:', ':').replace('\\\\', '\\')
+    return None
+
+
+def with_pgpass_line(text: str, prefix: str, password: str) -> str:
+    """The password file with our line set, every other line kept in order."""
+    lines = [line for line in text.splitlines() if not line.startswith(prefix)]
+    return '\n'.join(lines + [prefix + _pgpass_field(password)]) + '\n'
+
+
+def slave_dsn(settings: Settings, ip: str) -> str:
+    d = settings.database
+    return (f"host={ip} port={d.remote_port} dbname={d.name} user={d.remote_user} "
+            f"sslmode={d.sslmode} passfile={d.passfile} "
+            f"connect_timeout={d.connect_timeout} keepalives=1 keepalives_idle=10 "
+            f"keepalives_interval=5 keepalives_count=3 tcp_user_timeout=30000")
+
+
+@dataclass(frozen=True)
+class Pairing:
+    slave: str
+    kept: bool        # the password already in the password file was kept
+    input: str        # what the slave's psql reads on stdin: the verifier, never the password
+
+    def remote_command(self, authorize_script: str, database: str) -> str:
+        """The key authorisation, then (as the cluster's superuser, on the slave) the role's
+        password; exit PAIRING_FAILED when only the second part failed."""
+        return ('{ ' + authorize_script + '; } || exit 1; cd / && runuser -u postgres -- psql '
+                f'-X -q -A -t -v ON_ERROR_STOP=1 -d {database} || exit {PAIRING_FAILED}')
+
+
+def pairing_sql(role: str, verifier: str) -> str:
+    r = ident(role)
+    return ("SET log_statement = 'none';\nSET log_min_duration_statement = -1;\n"
+            'DO $pair$ BEGIN\n'
+            f"  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN\n"
+            f"    RAISE EXCEPTION 'role {role} does not exist on this node: run wazo-ha-config set "
+            "--node-type slave --remote-address MASTER here first';\n"
+            '  END IF;\n'
+            f"  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}' "
+            'AND (rolsuper OR rolcreaterole)) THEN\n'
+            f"    RAISE EXCEPTION 'role {role} is a superuser or may create roles: refused';\n"
+            '  END IF;\n'
+            'END $pair$;\n'
+            f"ALTER ROLE {r} LOGIN PASSWORD '{verifier}';\n")
+
+
+def prepare_pairing(settings: Settings, slave_ip: str) -> Pairing:
+    """The role's password: the one in the password file, or a new one written there first
+    (0600), so that a run cut short leaves nothing the next run cannot finish."""
+    d = settings.database
+    prefix = pgpass_prefix(slave_ip, d.remote_port, d.name, d.remote_user)
+    text = read_text(d.passfile) or ''
+    password = pgpass_password(text, prefix)
+    kept = bool(password)
+    if not kept:
+        password = secrets.token_urlsafe(32)
+        write_atomic(d.passfile, with_pgpass_line(text, prefix, password), mode=0o600)
+    os.chmod(d.passfile, 0o600)
+    return Pairing(slave_ip, kept, pairing_sql(d.remote_user, scram_verifier(password)))
+
+
+def finish_pairing(settings: Settings, pairing: Pairing, result: Completed) -> list[str]:
+    """After the remote command: say what was done, or why the role was not paired."""
+    d = settings.database
+    if result.returncode == PAIRING_FAILED:
+        raise PairingError(f'the key is authorised on the slave, but the password of the role '
+                           f'{d.remote_user} could not be set there: '
+                           f'{tail(_without_cd_warning(result.stderr), 2) or "no output"}')
+    if result.returncode != 0:
+        return []
+    return [(f'kept the password of the role {d.remote_user} ({d.passfile}) and set it again '
+             'on the slave' if pairing.kept else
+             f'made a password for the role {d.remote_user}, kept in {d.passfile} (0600); '
+             'set on the slave as a SCRAM verifier only')]
+
+
+def check_pairing(settings: Settings, slave_ip: str) -> str:
+    """Log in to the slave as the master's replication does."""
+    from . import db
+    conn = db.connect(slave_dsn(settings, slave_ip),
+                      f'the slave database {settings.database.name} at {slave_ip} as '
+                      f'{settings.database.remote_user}')
+    try:
+        with conn.cursor() as cur:
+            cur.execute('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')
+            ssl = cur.fetchone()[0]
+    finally:
+        conn.close()
+    if not ssl:
+        raise PairingError('the slave accepted the replication role without TLS')
+    return (f'checked: the slave database accepts {settings.database.remote_user} with its '
+            'password, over TLS')
+
+
+def _without_cd_warning(text: str) -> str:
+    return '\n'.join(line for line in text.splitlines() if 'could not change directory' not in line)
+
+
+def connection_hint(message: str, settings: Settings) -> str:
+    """A failed login to the slave, with what the administrator should do next."""
+    d = settings.database
+    if any(s in message for s in ('password authentication failed', 'no password supplied',
+                                  'is not permitted to log in')):
+        return (f'{message}: the slave refuses the replication role {d.remote_user} or its '
+                f'password ({d.passfile}); pair the nodes: run wazo-sync -i on this master')
+    if 'pg_hba.conf' in message:
+        return (f'{message}: is this node allowed there? run wazo-ha-config set --node-type slave '
+                'on the slave (its PostgreSQL needs ssl = on)')
+    return message

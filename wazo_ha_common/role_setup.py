@@ -218,7 +218,7 @@ def next_steps(config: role.HaConfig) -> list[str]:
     if config.node_type == 'master':
         return ['wazo-service restart',
                 'on the slave: wazo-ha-config set --node-type slave --remote-address <this master>',
-                'wazo-sync -i   (once: authorises this master on the slave for file sync)',
+                'wazo-sync -i   (once: pairs with the slave: SSH key for file sync, database password)',
                 f'xivo-master-slave-db-replication {config.remote_address}   (first replication)',
                 'wazo-sync',
                 'resynchronise the phones so they learn the backup registrar']

@@ -168,21 +168,37 @@ class Address(Kind):
 
 @dataclass(frozen=True)
 class Command(Kind):
+    empty: bool = False       # an empty value gives the empty tuple (the step is not done)
     type = tuple
 
     def parse(self, raw):
         argv = tuple(shlex.split(raw))
-        if not argv:
+        if not argv and not self.empty:
             raise ValueError('must name a command')
         return argv
 
 
 @dataclass(frozen=True)
-class ListenAddresses(Kind):
-    """PostgreSQL's listen_addresses: *, or IP addresses and host names separated by commas."""
+class Choice(Kind):
+    choices: tuple[str, ...] = ()
     type = str
 
     def parse(self, raw):
+        if raw not in self.choices:
+            raise ValueError('must be one of ' + ', '.join(self.choices))
+        return raw
+
+
+@dataclass(frozen=True)
+class ListenAddresses(Kind):
+    """PostgreSQL's listen_addresses: *, or IP addresses and host names separated by commas;
+    empty when `empty` (the value is then worked out by the program)."""
+    empty: bool = False
+    type = str
+
+    def parse(self, raw):
+        if not raw and self.empty:
+            return ''
         items = [item.strip() for item in raw.split(',')]
         if not raw or not all(items):
             raise ValueError('must be * or addresses separated by commas')
@@ -252,9 +268,21 @@ TABLE = (
     Setting('database', 'local_dsn',
             'host=localhost dbname=asterisk user=asterisk password=proformatique', Text(),
             "libpq connection string of this node's own database"),
-    Setting('database', 'remote_user', 'postgres', Name(),
-            "the master connects to the slave's PostgreSQL as this user on this port"),
+    Setting('database', 'remote_user', 'wazo_ha_replication', Name(),
+            "the master connects to the slave's PostgreSQL as this role on this port: a role\n"
+            'that is not a superuser, created on the slave by wazo-ha-config, its password set\n'
+            'by wazo-sync -i on the master'),
     Setting('database', 'remote_port', '5432', PORT, ''),
+    Setting('database', 'sslmode', 'require', Choice(('require', 'verify-ca', 'verify-full')),
+            "libpq sslmode of the connection to the slave (the slave's pg_hba.conf takes\n"
+            'the replication role over TLS only); verify-* need the CA in /root/.postgresql'),
+    Setting('database', 'passfile', '/root/.pgpass', Path(),
+            "on the master: libpq password file holding the replication role's password\n"
+            '(written by wazo-sync -i, mode 0600)'),
+    Setting('database', 'admin_psql', 'runuser -u postgres -- psql', Command(empty=True),
+            "on a slave: how wazo-ha-config runs psql as PostgreSQL's superuser on this node\n"
+            '(to create, grant and drop the replication role); empty: the role is left to\n'
+            'the administrator'),
     Setting('database', 'connect_timeout', '10', Number(1, 600, integer=True),
             'seconds to wait for a PostgreSQL connection'),
     Setting('database', 'excluded_tables', EXCLUDED_TABLES, Words(),
@@ -268,8 +296,9 @@ TABLE = (
             'how wazo-ha-config makes PostgreSQL read pg_hba.conf again, or restart it\n'
             '(a restart is needed when listen_addresses changes)'),
     Setting('database', 'restart_command', 'pg_ctlcluster 15 main restart', Command(), ''),
-    Setting('database', 'listen_addresses', '*', ListenAddresses(),
-            'listen_addresses written to conf.d/wazo-ha.conf on a slave'),
+    Setting('database', 'listen_addresses', '', ListenAddresses(empty=True),
+            'listen_addresses written to conf.d/wazo-ha.conf on a slave; empty: the address\n'
+            'this slave uses to reach the master, and localhost'),
 
     Setting('check', 'probe_interval', '5', Number(0.5, 60),
             'seconds between two probes of the master'),

@@ -18,7 +18,7 @@ import tempfile
 import time
 from typing import Callable
 
-from . import role, rsync_modules, rsync_names
+from . import pg_access, role, rsync_modules, rsync_names
 from .errors import WazoHaError
 from .jobs import SYNC, LastRun, save_last_run
 from .settings import Settings
@@ -144,14 +144,17 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
             raise SyncError(f'{key}.pub is missing: remove {key} and run wazo-sync -i again')
         line = restricted_line(public, source_address(slave), settings.sync.rsyncd_conf)
         target = remote(settings.sync.remote_user, slave)
+        pairing = pg_access.prepare_pairing(settings, slave)  # the database, same session
         tell(f'The SSH host key of the slave {slave} (compare it with `ssh-keygen -lf '
              f'/etc/ssh/ssh_host_*_key.pub` on the slave before typing a password):')
         for fingerprint in host_key_fingerprints(settings, slave):
             tell(f'  {fingerprint}')
         tell(f"Authorising {key} on {target}: enter {settings.sync.remote_user}'s password "
              'on the slave when asked.')
-        result = run(['ssh', *ssh_options(settings, batch=False), target, AUTHORIZE_SCRIPT],
-                     input=line + '\n', timeout=120, check=False)
+        result = run(['ssh', *ssh_options(settings, batch=False), target,
+                      pairing.remote_command(AUTHORIZE_SCRIPT, settings.database.name)],
+                     input=line + '\n' + pairing.input, timeout=120, check=False)
+        paired = pg_access.finish_pairing(settings, pairing, result)
         if result.returncode != 0:
             raise SyncError(f'could not authorise the key on {target} (ssh exit status '
                             f'{result.returncode}): {tail(result.stderr) or "no output"}')
@@ -165,6 +168,7 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
                                                          'holding the same key)' if replaced else ''))
         _check_key(settings, target)
         report.append('checked: the key can write the synced directories on the slave')
+        report += paired + [pg_access.check_pairing(settings, slave)]
     for line in report:
         logger.info('wazo-sync -i: %s', line)
     return report

@@ -257,9 +257,9 @@ def test_missing_ha_conf_is_an_error(pair):
 def test_encoding_mismatch_is_explained_not_a_traceback(pair):
     master, slave = pair
     for node, encoding in ((master, 'UTF8'), (slave, 'LATIN1')):
-        node.psql(f"CREATE DATABASE enc TEMPLATE template0 ENCODING '{encoding}' "
+        node.psql(f"CREATE DATABASE enc OWNER asterisk TEMPLATE template0 ENCODING '{encoding}' "
                   "LC_COLLATE 'C' LC_CTYPE 'C'", db='postgres')
-        node.psql("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);"
+        node.psql("SET ROLE asterisk; CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);"
                   "INSERT INTO alembic_version VALUES ('1e0ff683a94e');"
                   "CREATE TABLE t (id int PRIMARY KEY, name text)", db='enc')
         node.write_settings(database={'name': 'enc',

@@ -14,7 +14,7 @@ KEY = '/root/.ssh/xivo_id_rsa'
 @pytest.fixture
 def nodes(bed):
     master = bed.add_node('master', 1, with_postgres=False)
-    slave = bed.add_node('slave', 2, with_postgres=False)
+    slave = bed.add_node('slave', 2)  # wazo-sync -i also sets the database role's password
     slave.set_root_password(PASSWORD)
     slave.start_sshd()
     master.askpass = master.password_answers(PASSWORD)
@@ -48,6 +48,8 @@ def test_init_creates_a_restricted_key_and_is_idempotent(nodes):
     assert result.returncode == 0, result.stderr
     assert 'created the key' in result.stdout
     assert 'checked: the key can write the synced directories' in result.stdout
+    assert 'made a password for the role wazo_ha_replication' in result.stdout
+    assert 'accepts wazo_ha_replication with its password, over TLS' in result.stdout
     key = master.host_path(KEY)
     st = os.stat(key)
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
@@ -61,6 +63,7 @@ def test_init_creates_a_restricted_key_and_is_idempotent(nodes):
     again = init(master)
     assert again.returncode == 0, again.stderr
     assert 'using the existing key' in again.stdout and 'already authorised' in again.stdout
+    assert 'kept the password of the role wazo_ha_replication' in again.stdout
     assert authorized_keys(slave) == lines, 'not added twice'
     with open(key, 'rb') as f:
         assert f.read() == key_bytes, 'not overwritten'

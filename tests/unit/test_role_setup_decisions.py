@@ -37,25 +37,30 @@ def test_registrar_update_only_when_needed():
 
 
 HBA = 'local all postgres peer\nhost all all 0.0.0.0/0 reject\n'
+ROLE = 'wazo_ha_replication'
 
 
 def test_hba_block_goes_first_and_only_for_the_master():
-    text = pg_access.render_hba(HBA, '198.18.0.1', 'asterisk', 'postgres')
+    text = pg_access.render_hba(HBA, '198.18.0.1', 'asterisk', ROLE)
     lines = text.splitlines()
     assert lines[0] == pg_access.BEGIN
-    assert lines[1] == 'host asterisk postgres 198.18.0.1/32 trust'
-    assert lines[2] == pg_access.END
+    assert lines[1:4] == [f'hostssl asterisk {ROLE} 198.18.0.1/32 scram-sha-256',
+                          f'host all {ROLE} all reject',
+                          'host all postgres 198.18.0.1/32 reject']
+    assert lines[4] == pg_access.END
+    assert not any('trust' in line for line in lines)
     assert text.endswith(HBA)
-    assert pg_access.render_hba(text, '198.18.0.1', 'asterisk', 'postgres') == text
-    moved = pg_access.render_hba(text, '198.18.0.9', 'asterisk', 'postgres')
+    assert pg_access.render_hba(text, '198.18.0.1', 'asterisk', ROLE) == text
+    moved = pg_access.render_hba(text, '198.18.0.9', 'asterisk', ROLE)
     assert '198.18.0.1' not in moved and moved.count(pg_access.BEGIN) == 1
-    assert pg_access.render_hba(text, None, 'asterisk', 'postgres') == HBA
+    assert pg_access.render_hba(text, None, 'asterisk', ROLE) == HBA
 
 
 def test_hba_untouched_when_never_opened():
-    assert pg_access.render_hba('no newline at end', None, 'asterisk', 'postgres') == 'no newline at end'
+    assert pg_access.render_hba('no newline at end', None, 'asterisk', ROLE) == 'no newline at end'
 
 
 def test_ipv6_master_gets_a_128_prefix():
-    assert pg_access.hba_lines('2001:db8::1', 'asterisk', 'postgres') == [
-        'host asterisk postgres 2001:db8::1/128 trust']
+    assert pg_access.hba_lines('2001:db8::1', 'asterisk', ROLE) == [
+        f'hostssl asterisk {ROLE} 2001:db8::1/128 scram-sha-256', f'host all {ROLE} all reject',
+        'host all postgres 2001:db8::1/128 reject']

@@ -7,17 +7,14 @@ import concurrent.futures
 import logging
 from typing import Callable
 
-from .. import db
+from .. import db, pg_access
 from ..settings import Settings
 
 logger = logging.getLogger('wazo-ha')
 
 
 def slave_dsn(settings: Settings, ip: str) -> str:
-    d = settings.database
-    return (f"host={ip} port={d.remote_port} dbname={d.name} user={d.remote_user} "
-            f"connect_timeout={d.connect_timeout} keepalives=1 keepalives_idle=10 "
-            f"keepalives_interval=5 keepalives_count=3 tcp_user_timeout=30000")
+    return pg_access.slave_dsn(settings, ip)  # the replication role, its password file, TLS
 
 
 class Nodes:
@@ -30,11 +27,14 @@ class Nodes:
                                  'the master database ([database] local_dsn)',
                                  application=application)
         try:
-            self.slave = db.connect(slave_dsn(settings, slave_ip),
-                                    f'the slave database {settings.database.name} at '
-                                    f'{slave_ip}:{settings.database.remote_port} (is this node '
-                                    'allowed there? run wazo-ha-config on the slave)',
-                                    application=application)
+            try:
+                self.slave = db.connect(slave_dsn(settings, slave_ip),
+                                        f'the slave database {settings.database.name} at '
+                                        f'{slave_ip}:{settings.database.remote_port} as '
+                                        f'{settings.database.remote_user}',
+                                        application=application)
+            except db.DatabaseError as e:
+                raise db.DatabaseError(pg_access.connection_hint(str(e), settings)) from None
             # only one run at a time holds the master's lock: any other session of ours on
             # the slave is stale, and its open transaction would hold its locks until the
             # slave notices the dead connection
