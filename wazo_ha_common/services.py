@@ -59,17 +59,21 @@ def stop_steps() -> list[Step]:
 class Outcome:
     action: str
     done: bool                 # False: already in that state, nothing run
-    failed: list[str]
-    critical_failed: bool
+    failed: list[str]          # 'what: why' of every failed step
+    critical: list[str]        # the same, of the steps without which it is not done
     duration: float
+
+    @property
+    def critical_failed(self) -> bool:
+        return bool(self.critical)
 
     def sentence(self) -> str:
         if not self.done:
             return f'slave services already {self.action}: nothing to do'
         if not self.failed:
             return f'slave services {self.action} in {self.duration:.1f} s'
-        return (f'slave services {self.action} in {self.duration:.1f} s with failures: '
-                + '; '.join(self.failed))
+        return (f'slave services {"NOT " if self.critical else ""}{self.action} in '
+                f'{self.duration:.1f} s, with failures: ' + '; '.join(self.failed))
 
 
 def flag_path(settings: Settings) -> str:
@@ -94,9 +98,12 @@ def current(settings: Settings) -> str:
 
 
 def start(settings: Settings) -> Outcome:
+    pending = _pending(settings, STARTED, start_steps())
+    if pending:  # the last start left critical steps undone: those again, whatever runs
+        return _run_steps(settings, STARTED, pending)
     if running():
         if not os.path.exists(flag_path(settings)):
-            return _record(settings, Outcome(STARTED, False, [], False, 0.0))
+            return _record(settings, Outcome(STARTED, False, [], [], 0.0))
         # running but still disabled at boot (started by hand or by wazo-upgrade): only
         # the boot flag is wrong, and a reboot would leave telephony down
         return _run_steps(settings, STARTED, [step for step in start_steps()
@@ -105,33 +112,54 @@ def start(settings: Settings) -> Outcome:
 
 
 def stop(settings: Settings) -> Outcome:
+    pending = _pending(settings, STOPPED, stop_steps())
+    if pending:
+        return _run_steps(settings, STOPPED, pending)
     if os.path.exists(flag_path(settings)) and not running():
-        return _record(settings, Outcome(STOPPED, False, [], False, 0.0))
+        return _record(settings, Outcome(STOPPED, False, [], [], 0.0))
     return _run_steps(settings, STOPPED, stop_steps())
+
+
+def _pending(settings: Settings, action: str, steps: list[Step]) -> list[Step]:
+    """The critical steps the last run of this action left undone (services.json)."""
+    state = load_state(settings)
+    if state.get('state') != action or not isinstance(state.get('pending'), list):
+        return []
+    return [step for step in steps if step.what in state['pending']]
 
 
 def _run_steps(settings: Settings, action: str, steps: list[Step]) -> Outcome:
     began = time.monotonic()
-    failed, critical = [], False
+    failed, critical, pending = [], [], []
     for step in steps:
         try:
             run(step.argv, timeout=step.timeout)
             logger.info('%s: ok (%s)', step.what, ' '.join(step.argv))
         except WazoHaError as e:
             failed.append(f'{step.what}: {e}')
-            critical = critical or not step.auxiliary
+            if not step.auxiliary:
+                critical.append(f'{step.what}: {e}')
+                pending.append(step.what)
             logger.error('%s: FAILED%s: %s', step.what,
                          ' (auxiliary, going on)' if step.auxiliary else '', e)
     outcome = Outcome(action, True, failed, critical, time.monotonic() - began)
     logger.info('%s', outcome.sentence())
-    return _record(settings, outcome)
+    return _record(settings, outcome, pending)
 
 
-def _record(settings: Settings, outcome: Outcome) -> Outcome:
+def _record(settings: Settings, outcome: Outcome, pending: list[str] | None = None) -> Outcome:
+    """services.json: the state reached and, while critical steps failed, which ones (they
+    are run again by the next start or stop: the state is not reached until they succeed)."""
     previous = load_state(settings)
     if outcome.done or previous.get('state') != outcome.action:
+        retried = previous.get('state') == outcome.action and previous.get('pending')
+        since = previous.get('since') if retried else time.time()
         write_state(settings.paths.state_dir, SERVICES.state_file,
-                    {'state': outcome.action, 'since': time.time(), 'failed': outcome.failed})
+                    {'state': outcome.action, 'since': since, 'failed': outcome.failed,
+                     'pending': pending or [], 'critical': outcome.critical,
+                     # which failure root was told about (check): kept while one lasts
+                     **({'mailed': previous['mailed']} if pending and 'mailed' in previous
+                        else {})})
     return outcome
 
 
