@@ -5,7 +5,7 @@ DEB := dist/wazo-ha_$(VERSION)_all.deb
 
 # what the tests, the demo and the package build need on a fresh Debian 12 (as root)
 APT_DEPS := postgresql-15 postgresql-contrib openssh-server openssh-client rsync \
-	iputils-ping iproute2 util-linux procps openssl cron nftables \
+	iputils-ping iproute2 util-linux procps openssl cron nftables kamailio \
 	python3-psycopg2 python3-requests python3-netifaces python3-pytest \
 	debhelper dh-python python3-all python3-setuptools lintian fakeroot dpkg-dev
 

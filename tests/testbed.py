@@ -125,6 +125,7 @@ class Node:
         self.mail_dir = os.path.join(self.root, 'mail')
         self.with_postgres = with_postgres
         self.sshd_pid: int | None = None
+        self.sip_server: subprocess.Popen | None = None
 
     # paths as the host sees the node's private directories
     def host_path(self, node_path: str) -> str:
@@ -395,11 +396,63 @@ class Node:
             os.killpg(holder.pid, signal.SIGKILL)
             holder.wait()
 
+    def start_sip_server(self, port: int = 5060) -> None:
+        """A real SIP server (kamailio, from Debian) on the node's address, udp and tcp, that
+        answers OPTIONS with 200 as Asterisk does: the master's telephony, for the SIP probe.
+        Node.teardown kills it with every other process of the namespace."""
+        base = os.path.join(self.root, 'kamailio')
+        os.makedirs(base, exist_ok=True)
+        cfg = os.path.join(base, 'kamailio.cfg')
+        with open(cfg, 'w') as f:
+            f.write(textwrap.dedent(f'''\
+                #!KAMAILIO
+                debug=2
+                log_stderror=yes
+                children=1
+                tcp_children=1
+                auto_aliases=no
+                listen=udp:{self.ip}:{port}
+                listen=tcp:{self.ip}:{port}
+                mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+                loadmodule "sl.so"
+                request_route {{
+                    if (method == "OPTIONS") {{
+                        sl_send_reply("200", "OK");
+                        exit;
+                    }}
+                    sl_send_reply("403", "Forbidden");
+                }}
+                '''))
+        log = open(os.path.join(base, 'kamailio.log'), 'ab')
+        # -DD: stays in the foreground (with its children); small shared/private memory
+        self.sip_server = self.popen('kamailio', '-DD', '-E', '-m', '8', '-M', '4', '-f', cfg,
+                                     '-P', os.path.join(base, 'kamailio.pid'), '-Y', base,
+                                     stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        for _ in range(100):
+            listening = self.run('ss', '-Hln', f'sport = :{port}').stdout
+            if listening.count(f'{self.ip}:{port}') >= 2:  # udp and tcp
+                return
+            assert self.sip_server.poll() is None, 'kamailio exited: see ' + base
+            time.sleep(0.1)
+        raise AssertionError(f'kamailio does not listen on {self.ip}:{port}')
+
+    def stop_sip_server(self) -> None:
+        """Kill the SIP server at once (a crashed Asterisk), with all its processes."""
+        server = self.sip_server
+        if server is not None and server.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        self.sip_server = None
+
     def link(self, up: bool) -> None:
         """Cut or restore the node's network link (from the hub side: the node cannot tell)."""
         sh('ip', '-n', self.bed.hub, 'link', 'set', self.hub_if, 'up' if up else 'down')
 
     def teardown(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop_sip_server()
         if self.with_postgres and os.path.exists(os.path.join(self.pgdata, 'postmaster.pid')):
             with contextlib.suppress(Exception):
                 sh(*self.nsenter(self._pg_ctl('-m', 'immediate', '-w', 'stop')), check=False,

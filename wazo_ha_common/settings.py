@@ -114,6 +114,23 @@ class Ports(Kind):
 
 
 @dataclass(frozen=True)
+class SipTargets(Kind):
+    """TRANSPORT:PORT pairs (udp or tcp), e.g. `udp:5060 tcp:5060`."""
+    type = tuple
+
+    def parse(self, raw):
+        targets = []
+        for item in raw.replace(',', ' ').split():
+            transport, _, port = item.partition(':')
+            if transport.lower() not in ('udp', 'tcp') or not port:
+                raise ValueError(f'{item!r}: must be udp:PORT or tcp:PORT')
+            target = (transport.lower(), PORT.parse(port))
+            if target not in targets:
+                targets.append(target)
+        return tuple(targets)
+
+
+@dataclass(frozen=True)
 class Bool(Kind):
     type = bool
 
@@ -283,6 +300,10 @@ TABLE = (
             'optional TCP ports of the master that must accept connections (e.g. 5060 443)'),
     Setting('check', 'http_url', '', Url(empty=True),
             'optional URL on the master that must answer with a 2xx/3xx status'),
+    Setting('check', 'sip_options', '', SipTargets(),
+            "optional SIP transports of the master's Asterisk, e.g. udp:5060 tcp:5060: each\n"
+            'probe also sends a SIP OPTIONS request to each; any SIP response counts as alive,\n'
+            'none within probe_timeout as a failed probe (Asterisk dead, machine up = down)'),
 
     Setting('sync', 'ssh_key', '/root/.ssh/xivo_id_rsa', Path(),
             'SSH key made by wazo-sync -i and used by wazo-sync'),
