@@ -312,7 +312,8 @@ class Node:
             },
             'check': {'probe_interval': '1', 'down_after': '3', 'up_after': '4',
                       'run_for': '0', 'probe_timeout': '1'},
-            'sync': {'ssh_key': '/root/.ssh/xivo_id_rsa', 'connect_timeout': '3'},
+            'sync': {'ssh_key': '/root/.ssh/xivo_id_rsa', 'connect_timeout': '3',
+                     'record_dir': os.path.join(self.root, 'failback-record')},
             'mail': {'sendmail': os.path.join(self.root, 'stand-ins', 'sendmail')},
             'wazo_api': {'enabled': 'false'},
         }

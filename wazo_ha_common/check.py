@@ -11,7 +11,7 @@ import socket
 import time
 from dataclasses import asdict
 
-from . import health, probes, role, services, sync
+from . import failback, health, probes, role, services, sync
 from .errors import InputError, WazoHaError
 from .jobs import CHECK, SERVICES
 from .settings import Settings
@@ -115,12 +115,19 @@ def _keep_daemon_config(settings: Settings) -> None:
 
 def _converge(settings: Settings, verdict: health.Verdict,
               force: bool) -> services.Outcome | None:
-    """Bring the services to the decided state on a change, and once per run anyway."""
+    """Bring the services to the decided state on a change, and once per run anyway; keep
+    the failback record (what the master's next wazo-sync reads) in step."""
     if verdict.decision == health.UNKNOWN or not (verdict.changed or force):
         return None
     if verdict.decision == health.DOWN:
-        return services.start(settings)
-    return services.stop(settings)
+        outcome = services.start(settings)
+        change = failback.serving(settings)
+    else:
+        outcome = services.stop(settings)
+        change = None if outcome.critical_failed else failback.gave_back(settings)
+    if change:
+        logger.info('%s', change)
+    return outcome
 
 
 class ConvergeError(WazoHaError):

@@ -328,9 +328,13 @@ TABLE = (
         '/var/lib/wazo/sounds/tenants',
     ]), Directories(),
             'copied back from the slave by wazo-sync --failback (voicemail, recordings, sounds)'),
+    Setting('sync', 'record_dir', '/var/lib/wazo-ha/failback-record', Path(),
+            'on a slave: where it records the telephony it served (served.json); the master\'s\n'
+            'key may read this directory only, and its next wazo-sync brings voicemail and\n'
+            'recordings back first, once per failover'),
     Setting('sync', 'rsyncd_conf', '/etc/wazo-ha/rsyncd.conf', Path(),
             "on a slave: the rsync daemon configuration the master's key is bound to (written\n"
-            'by wazo-ha-config and the master check from the two lists above; the same path on\n'
+            'by wazo-ha-config and the master check from the three settings above; the same path on\n'
             'both nodes)'),
     Setting('sync', 'connect_timeout', '10', Number(1, 600, integer=True),
             'seconds to wait for the SSH connection, and for a whole rsync run'),

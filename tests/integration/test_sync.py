@@ -365,3 +365,43 @@ def test_the_slave_side_follows_the_settings_and_refuses_the_rest(nodes):
     assert result.returncode == 0, result.stderr
     with open(slave.host_path('/var/lib/asterisk/sounds/custom/hello.wav')) as f:
         assert f.read() == 'hello'
+
+
+def test_after_a_failback_the_next_sync_brings_voicemail_back_once_then_pushes(nodes):
+    """A real failover and failback by the slave's check; then plain wazo-sync runs."""
+    master, slave = nodes
+    assert init(master).returncode == 0
+    check = ('xivo-check-master-status',)
+    assert slave.wazo(*check).returncode == 0  # standby
+    master.link(up=False)
+    slave.write_settings(check={'run_for': '6'})
+    assert slave.wazo(*check, timeout=60).returncode == 0
+    assert slave.services_state() == 'all', 'failed over'
+    inbox = '/var/spool/asterisk/voicemail/default/1001/INBOX'
+    write(slave, f'{inbox}/msg0000.txt', 'left on the slave while it served\n')
+    write(master, '/etc/asterisk/extensions_extra.d/new.conf', '[new]\n')
+    master.link(up=True)
+
+    result = master.wazo('wazo-sync')  # the slave still serves (the master must answer 4 s)
+    assert result.returncode == 0, result.stderr
+    assert 'serves telephony since' in result.stdout and 'nothing pushed' in result.stdout
+    assert not os.path.exists(slave.host_path('/etc/asterisk/extensions_extra.d/new.conf'))
+    assert not os.path.exists(master.host_path(f'{inbox}/msg0000.txt'))
+
+    slave.write_settings(check={'run_for': '7'})
+    assert slave.wazo(*check, timeout=60).returncode == 0
+    assert slave.services_state() == 'base', 'failed back'
+    result = master.wazo('wazo-sync')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('brought back 1 files'), result.stdout
+    assert 'served telephony from' in result.stdout
+    with open(master.host_path(f'{inbox}/msg0000.txt')) as f:
+        assert f.read() == 'left on the slave while it served\n'
+    with open(slave.host_path('/etc/asterisk/extensions_extra.d/new.conf')) as f:
+        assert f.read() == '[new]\n', 'pushed after bringing back'
+
+    os.unlink(master.host_path(f'{inbox}/msg0000.txt'))  # listened to and deleted
+    result = master.wazo('wazo-sync')
+    assert result.returncode == 0, result.stderr
+    assert 'brought back' not in result.stdout, 'once per episode'
+    assert not os.path.exists(master.host_path(f'{inbox}/msg0000.txt'))
