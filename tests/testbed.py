@@ -44,8 +44,22 @@ NODE_DIRS = {
     '/etc/wazo-ha': 'etc-wazo-ha',  # the node's settings and the slave's rsyncd.conf
 }
 STAND_INS = ('wazo-service', 'xivo-create-config', 'xivo-update-config', 'dhcpd-update',
-             'wazo-confgen', 'wazo-agentd-cli', 'systemctl')
+             'wazo-confgen', 'wazo-agentd-cli', 'systemctl', 'asterisk')
 BIN_DIR = os.path.join(REPO, 'bin')
+# asterisk -rx 'core show channels count' as Asterisk's main/cli.c (handle_chanlist, concise
+# off) prints it, with the number of calls a test writes in stand-ins/asterisk.calls: one
+# number per line, each answer takes the first line and drops it unless it is the last
+# (calls ending one by one); 0 when the file is missing. Other commands print nothing.
+ASTERISK_BEHAVIOUR = '''\
+if [ "$1 $2" = "-rx core show channels count" ]; then
+  n=$(head -n 1 {calls} 2>/dev/null); n=${{n:-0}}
+  [ "$(wc -l < {calls} 2>/dev/null || echo 0)" -gt 1 ] && sed -i 1d {calls}
+  s=s; [ "$n" = 1 ] && s=
+  echo "$((n * 2)) active channels"
+  echo "$n active call$s"
+  echo "$((n + 12)) calls processed"
+fi
+'''
 # what wazo-service does that matters to HA: enable/disable toggle /var/lib/wazo/disabled,
 # start runs everything unless disabled (then only the base services), status all exits 0
 # only when everything runs
@@ -223,12 +237,19 @@ class Node:
                     '''))
                 if name == 'wazo-service':
                     f.write(WAZO_SERVICE_BEHAVIOUR.format(state=self.services_state_file))
+                if name == 'asterisk':
+                    f.write(ASTERISK_BEHAVIOUR.format(calls=self.asterisk_calls_file))
                 f.write('exit 0\n')
             os.chmod(path, 0o755)
         sendmail = os.path.join(self.root, 'stand-ins', 'sendmail')
         with open(sendmail, 'w') as f:
             f.write(f'#!/bin/sh\ncat > "$(mktemp -p {self.mail_dir} mail.XXXXXX)"\n')
         os.chmod(sendmail, 0o755)
+
+    @property
+    def asterisk_calls_file(self) -> str:
+        """How many calls the asterisk stand-in says are up (a number; missing: 0)."""
+        return os.path.join(self.root, 'stand-ins', 'asterisk.calls')
 
     @property
     def services_state_file(self) -> str:

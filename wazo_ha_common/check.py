@@ -123,6 +123,9 @@ def _converge(settings: Settings, verdict: health.Verdict,
         outcome = services.start(settings)
         change = failback.serving(settings)
     else:
+        limit = settings.check.failback_drain
+        if limit and services.running():  # telephony up: calls may be up too
+            logger.info('%s', services.drain(limit).sentence(limit))
         outcome = services.stop(settings)
         change = None if outcome.critical_failed else failback.gave_back(settings)
     if change:

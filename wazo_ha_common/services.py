@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -74,6 +75,57 @@ class Outcome:
             return f'slave services {self.action} in {self.duration:.1f} s'
         return (f'slave services {"NOT " if self.critical else ""}{self.action} in '
                 f'{self.duration:.1f} s, with failures: ' + '; '.join(self.failed))
+
+
+# `asterisk -rx 'core show channels count'` (Asterisk's main/cli.c): "N active channels",
+# then "N active calls" or, with maxcalls set, "N of M max active calls (...)"
+ACTIVE_CALLS = re.compile(r'^\s*(\d+) (?:of \d+ max )?active calls?\b', re.MULTILINE)
+
+
+def calls_in(output: str) -> int | None:
+    """The number of calls up in Asterisk's answer; None when it says no such thing."""
+    match = ACTIVE_CALLS.search(output)
+    return int(match.group(1)) if match else None
+
+
+def active_calls() -> int | None:
+    """Calls up on this node's Asterisk, None when it cannot be asked (not running...)."""
+    try:
+        result = run(('asterisk', '-rx', 'core show channels count'), timeout=15)
+    except WazoHaError as e:
+        logger.warning('cannot count the calls: %s', e)
+        return None
+    return calls_in(result.stdout)
+
+
+@dataclass(frozen=True)
+class Drain:
+    calls: int | None       # calls up when the drain began (None: could not ask Asterisk)
+    waited: float           # seconds
+    left: int | None        # calls still up at the end: cut by the stop
+
+    def sentence(self, limit: float) -> str:
+        if self.calls is None:
+            return 'failback drain: cannot count the calls up: telephony stopped without waiting'
+        if not self.calls:
+            return 'failback drain: no call up: nothing to wait for'
+        if not self.left:
+            return (f'failback drain: waited {self.waited:.0f} s for {self.calls} calls to '
+                    'end: none cut')
+        return (f'failback drain: waited {self.waited:.0f} s (failback_drain {limit:g} s) for '
+                f'{self.calls} calls: {self.left} still up, cut by the stop')
+
+
+def drain(limit: float, count=active_calls, sleep=time.sleep, clock=time.monotonic,
+          every: float = 2.0) -> Drain:
+    """Wait up to `limit` seconds while calls are up on this node (before a failback)."""
+    began = clock()
+    calls = left = count()
+    while left and clock() - began < limit:
+        sleep(min(every, max(0.0, limit - (clock() - began))))
+        now = count()
+        left = left if now is None else now
+    return Drain(calls, clock() - began, left)
 
 
 def flag_path(settings: Settings) -> str:

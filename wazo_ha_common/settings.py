@@ -304,6 +304,9 @@ TABLE = (
             "optional SIP transports of the master's Asterisk, e.g. udp:5060 tcp:5060: each\n"
             'probe also sends a SIP OPTIONS request to each; any SIP response counts as alive,\n'
             'none within probe_timeout as a failed probe (Asterisk dead, machine up = down)'),
+    Setting('check', 'failback_drain', '0', Number(0, 3600),
+            "on failback, wait up to this many seconds for the slave's calls to end before\n"
+            "stopping its telephony (asterisk -rx 'core show channels count'); 0: stop at once"),
 
     Setting('sync', 'ssh_key', '/root/.ssh/xivo_id_rsa', Path(),
             'SSH key made by wazo-sync -i and used by wazo-sync'),

@@ -233,3 +233,51 @@ def test_a_failed_failover_step_exits_1_mails_root_once_and_is_retried(nodes):
     assert len(slave.mails()) == 1
     master.link(up=True)
 
+
+def fail_over(master, slave):
+    assert check(slave).returncode == 0
+    master.link(up=False)
+    assert check(slave, run_for=6).returncode == 0
+    assert slave.services_state() == 'all'
+    master.link(up=True)
+
+
+def test_failback_drain_waits_for_the_calls_to_end(nodes):
+    """Calls counted by the asterisk stand-in (testbed.ASTERISK_BEHAVIOUR: replays the output
+    of Asterisk's `core show channels count`, main/cli.c): 2 calls, then 1, then none."""
+    master, slave = nodes
+    fail_over(master, slave)
+    with open(slave.asterisk_calls_file, 'w') as f:
+        f.write('2\n1\n0\n')
+    result = check(slave, run_for=7, failback_drain='60')
+    assert result.returncode == 0, result.stderr
+    log = open(slave.log_file).read()
+    assert 'failback drain: waited' in log and 'for 2 calls to end: none cut' in log, log
+    assert 'asterisk -rx core show channels count' in slave.stand_in_calls()
+    assert slave.services_state() == 'base'
+    calls = slave.stand_in_calls()
+    assert calls.index('wazo-service stop wazo') > max(
+        i for i, c in enumerate(calls) if c.startswith('asterisk')), 'stopped after the drain'
+
+
+def test_failback_drain_gives_up_and_says_how_many_calls_are_cut(nodes):
+    """Same stand-in as above: 3 calls that never end."""
+    master, slave = nodes
+    fail_over(master, slave)
+    with open(slave.asterisk_calls_file, 'w') as f:
+        f.write('3\n')
+    result = check(slave, run_for=7, failback_drain='2')
+    assert result.returncode == 0, result.stderr
+    assert 'failback_drain 2 s) for 3 calls: 3 still up, cut by the stop' in open(slave.log_file).read()
+    assert slave.services_state() == 'base'
+
+
+def test_no_drain_by_default(nodes):
+    master, slave = nodes
+    fail_over(master, slave)
+    with open(slave.asterisk_calls_file, 'w') as f:
+        f.write('3\n')
+    assert check(slave, run_for=7).returncode == 0
+    assert slave.services_state() == 'base'
+    assert not any(c.startswith('asterisk') for c in slave.stand_in_calls())
+    assert 'failback drain' not in open(slave.log_file).read()
