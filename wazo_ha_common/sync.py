@@ -313,8 +313,10 @@ def fetch_record(settings: Settings, target: str) -> failback.Episode | None:
                       '-e', rsync_shell(settings), f'{target}::{rsync_modules.RECORD}/',
                       f'{scratch}/'], timeout=settings.sync.connect_timeout + 60, check=False)
         if result.returncode != 0:
+            logger.error('reading the failback record on %s: rsync exit status %d; output:\n%s',
+                         target, result.returncode, (result.stdout + result.stderr).strip())
             raise SyncError(f'cannot read the failback record on {target} (rsync exit status '
-                            f'{result.returncode}): {tail(result.stderr, 2) or "no output"}'
+                            f'{result.returncode}): {tail(result.stderr) or "no output"}'
                             + (' - run wazo-ha-config set --node-type slave ... on the slave, '
                                'or upgrade it' if 'unknown module' in result.stderr else ''))
         return failback.parse_record(os.path.join(scratch, failback.RECORD_FILE))
