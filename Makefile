@@ -10,7 +10,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 
 # what the tests, the demo and the package build need on a fresh Debian 12 (as root)
 APT_DEPS := postgresql-15 postgresql-contrib openssh-server openssh-client rsync \
-	iputils-ping iproute2 util-linux procps openssl cron nftables \
+	iputils-ping iproute2 util-linux procps openssl cron nftables kamailio \
 	python3-psycopg2 python3-requests python3-netifaces python3-pytest python3-yaml \
 	python3-stdeb debhelper dh-python python3-all python3-setuptools lintian fakeroot dpkg-dev
 

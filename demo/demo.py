@@ -72,9 +72,12 @@ def main():
         story.say('== the master comes back')
         failback = story.master_returns()
         show_status(story, story.slave, 'after failback')
-        story.copy_back()
-        story.say(f'    voicemail back on the master: '
+        story.sync_after_failback()
+        story.say(f'    voicemail back on the master, without wazo-sync --failback by hand: '
                   f'{os.path.exists(story.master.host_path(VOICEMAIL))}')
+        again = story.sync_after_failback()
+        story.say(f'    the next sync brings nothing back again (once per failover): '
+                  f'{"brought back" not in again.stdout}')
     except KeyboardInterrupt:
         story.say('interrupted: cleaning up')
         return 130

@@ -18,6 +18,7 @@ sys.path[:0] = [os.path.join(HERE, '..', 'tests'), os.path.join(HERE, '..')]
 
 from datagen import installation_sql  # noqa: E402
 from testbed import Cron, Testbed, cleanup_leftovers, template_cluster, wait_call  # noqa: E402
+from wazo_ha_common import failback  # noqa: E402
 
 ROOT_PASSWORD = 'demo-slave-password'
 DEFAULT_CHECK = {'probe_interval': '5', 'down_after': '15', 'up_after': '60', 'run_for': '55'}
@@ -152,11 +153,27 @@ class Story:
         if stopped:
             self.mark(f'FAILBACK: the slave stopped telephony {stopped - back:.1f} s after the '
                       f'master came back (it must answer for {self.check["up_after"]} s first)')
+            record = self.served_record(wait=30)
+            if record and record.ended_at is not None:
+                self.mark(f'the slave recorded the telephony it served: episode {record.episode}, '
+                          f'{record.describe()}')
         return stopped - back if stopped else None
 
-    def copy_back(self):
-        result, took = self.run(self.master, 'wazo-sync', '--failback')
-        self.mark(f'wazo-sync --failback: {result.stdout.strip().splitlines()[-1]} '
+    def served_record(self, wait: float = 0):
+        """The slave's record of the telephony it served, once closed (within `wait` s)."""
+        path = os.path.join(self.slave.root, 'failback-record', failback.RECORD_FILE)
+        deadline = time.time() + wait
+        while True:
+            record = failback.parse_record(path)
+            if (record and record.ended_at is not None) or time.time() >= deadline:
+                return record
+            time.sleep(0.2)
+
+    def sync_after_failback(self):
+        """The master's next plain wazo-sync (cron, hourly): voicemail and recordings come
+        back first, nothing to run by hand."""
+        result, took = self.run(self.master, 'wazo-sync')
+        self.mark(f'wazo-sync (the next hourly run): {result.stdout.strip() or result.stderr.strip()} '
                   f'(exit {result.returncode})')
         return result
 

@@ -93,6 +93,7 @@ restart_command = /bin/true
 rsyncd_conf = {self.root}/rsyncd.conf
 directories = {self.root}/files/extensions
 failback_directories = {self.root}/files/voicemail
+record_dir = {self.root}/failback-record
 [mail]
 sendmail = {self.sendmail}
 [wazo_api]

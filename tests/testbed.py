@@ -44,8 +44,22 @@ NODE_DIRS = {
     '/etc/wazo-ha': 'etc-wazo-ha',  # the node's settings and the slave's rsyncd.conf
 }
 STAND_INS = ('wazo-service', 'xivo-create-config', 'xivo-update-config', 'dhcpd-update',
-             'wazo-confgen', 'wazo-agentd-cli', 'systemctl')
+             'wazo-confgen', 'wazo-agentd-cli', 'systemctl', 'asterisk')
 BIN_DIR = os.path.join(REPO, 'bin')
+# asterisk -rx 'core show channels count' as Asterisk's main/cli.c (handle_chanlist, concise
+# off) prints it, with the number of calls a test writes in stand-ins/asterisk.calls: one
+# number per line, each answer takes the first line and drops it unless it is the last
+# (calls ending one by one); 0 when the file is missing. Other commands print nothing.
+ASTERISK_BEHAVIOUR = '''\
+if [ "$1 $2" = "-rx core show channels count" ]; then
+  n=$(head -n 1 {calls} 2>/dev/null); n=${{n:-0}}
+  [ "$(wc -l < {calls} 2>/dev/null || echo 0)" -gt 1 ] && sed -i 1d {calls}
+  s=s; [ "$n" = 1 ] && s=
+  echo "$((n * 2)) active channels"
+  echo "$n active call$s"
+  echo "$((n + 12)) calls processed"
+fi
+'''
 # what wazo-service does that matters to HA: enable/disable toggle /var/lib/wazo/disabled,
 # start runs everything unless disabled (then only the base services), status all exits 0
 # only when everything runs
@@ -132,6 +146,7 @@ class Node:
         self.mail_dir = os.path.join(self.root, 'mail')
         self.with_postgres = with_postgres
         self.sshd_pid: int | None = None
+        self.sip_server: subprocess.Popen | None = None
 
     # paths as the host sees the node's private directories
     def host_path(self, node_path: str) -> str:
@@ -229,12 +244,19 @@ class Node:
                     '''))
                 if name == 'wazo-service':
                     f.write(WAZO_SERVICE_BEHAVIOUR.format(state=self.services_state_file))
+                if name == 'asterisk':
+                    f.write(ASTERISK_BEHAVIOUR.format(calls=self.asterisk_calls_file))
                 f.write('exit 0\n')
             os.chmod(path, 0o755)
         sendmail = os.path.join(self.root, 'stand-ins', 'sendmail')
         with open(sendmail, 'w') as f:
             f.write(f'#!/bin/sh\ncat > "$(mktemp -p {self.mail_dir} mail.XXXXXX)"\n')
         os.chmod(sendmail, 0o755)
+
+    @property
+    def asterisk_calls_file(self) -> str:
+        """How many calls the asterisk stand-in says are up (a number; missing: 0)."""
+        return os.path.join(self.root, 'stand-ins', 'asterisk.calls')
 
     @property
     def services_state_file(self) -> str:
@@ -329,7 +351,8 @@ class Node:
             },
             'check': {'probe_interval': '1', 'down_after': '3', 'up_after': '4',
                       'run_for': '0', 'probe_timeout': '1'},
-            'sync': {'ssh_key': '/root/.ssh/xivo_id_rsa', 'connect_timeout': '3'},
+            'sync': {'ssh_key': '/root/.ssh/xivo_id_rsa', 'connect_timeout': '3',
+                     'record_dir': os.path.join(self.root, 'failback-record')},
             'mail': {'sendmail': os.path.join(self.root, 'stand-ins', 'sendmail')},
             'wazo_api': {'enabled': 'false'},
         }
@@ -422,11 +445,63 @@ class Node:
             os.killpg(holder.pid, signal.SIGKILL)
             holder.wait()
 
+    def start_sip_server(self, port: int = 5060) -> None:
+        """A real SIP server (kamailio, from Debian) on the node's address, udp and tcp, that
+        answers OPTIONS with 200 as Asterisk does: the master's telephony, for the SIP probe.
+        Node.teardown kills it with every other process of the namespace."""
+        base = os.path.join(self.root, 'kamailio')
+        os.makedirs(base, exist_ok=True)
+        cfg = os.path.join(base, 'kamailio.cfg')
+        with open(cfg, 'w') as f:
+            f.write(textwrap.dedent(f'''\
+                #!KAMAILIO
+                debug=2
+                log_stderror=yes
+                children=1
+                tcp_children=1
+                auto_aliases=no
+                listen=udp:{self.ip}:{port}
+                listen=tcp:{self.ip}:{port}
+                mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+                loadmodule "sl.so"
+                request_route {{
+                    if (method == "OPTIONS") {{
+                        sl_send_reply("200", "OK");
+                        exit;
+                    }}
+                    sl_send_reply("403", "Forbidden");
+                }}
+                '''))
+        log = open(os.path.join(base, 'kamailio.log'), 'ab')
+        # -DD: stays in the foreground (with its children); small shared/private memory
+        self.sip_server = self.popen('kamailio', '-DD', '-E', '-m', '8', '-M', '4', '-f', cfg,
+                                     '-P', os.path.join(base, 'kamailio.pid'), '-Y', base,
+                                     stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        for _ in range(100):
+            listening = self.run('ss', '-Hln', f'sport = :{port}').stdout
+            if listening.count(f'{self.ip}:{port}') >= 2:  # udp and tcp
+                return
+            assert self.sip_server.poll() is None, 'kamailio exited: see ' + base
+            time.sleep(0.1)
+        raise AssertionError(f'kamailio does not listen on {self.ip}:{port}')
+
+    def stop_sip_server(self) -> None:
+        """Kill the SIP server at once (a crashed Asterisk), with all its processes."""
+        server = self.sip_server
+        if server is not None and server.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        self.sip_server = None
+
     def link(self, up: bool) -> None:
         """Cut or restore the node's network link (from the hub side: the node cannot tell)."""
         sh('ip', '-n', self.bed.hub, 'link', 'set', self.hub_if, 'up' if up else 'down')
 
     def teardown(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop_sip_server()
         if self.with_postgres and os.path.exists(os.path.join(self.pgdata, 'postmaster.pid')):
             with contextlib.suppress(Exception):
                 sh(*self.nsenter(self._pg_ctl('-m', 'immediate', '-w', 'stop')), check=False,

@@ -6,14 +6,16 @@ down: started); services already in that state are left alone."""
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from dataclasses import asdict
 
-from . import health, probes, role, services, sync
-from .errors import InputError
-from .jobs import CHECK
+from . import failback, health, probes, role, services, sync
+from .errors import InputError, WazoHaError
+from .jobs import CHECK, SERVICES
 from .settings import Settings
-from .system import read_state, read_text, single_instance, write_state
+from .system import read_state, read_text, send_mail, single_instance, write_state
 
 logger = logging.getLogger('wazo-ha')
 
@@ -23,9 +25,30 @@ def boot_id() -> str:
     return (read_text('/proc/sys/kernel/random/boot_id') or '').strip()
 
 
-def load_memory(settings: Settings) -> health.Memory:
-    """The probe history of the last runs (none when missing or corrupt)."""
-    return health.memory_from_dict(read_state(settings.paths.state_dir, CHECK.state_file))
+def load_memory(settings: Settings, master_ip: str) -> health.Memory:
+    """The probe history of the last runs about this master; a fresh one when it is missing,
+    wrong in any field (said in the log) or about another master."""
+    path = os.path.join(settings.paths.state_dir, CHECK.state_file)
+    try:
+        memory = health.memory_from_dict(read_state(settings.paths.state_dir, CHECK.state_file))
+    except ValueError as e:
+        logger.warning('%s is not a valid failover memory (%s): starting afresh', path, e)
+        return health.Memory(master=master_ip)
+    fresh = health.watching(memory, master_ip)
+    if fresh is not memory and memory != health.Memory():
+        logger.warning('the failover memory was about the master %s, this slave now watches '
+                       '%s: its decision (%s) is dropped, starting afresh',
+                       memory.master or '(not recorded)', master_ip, memory.decision)
+    return fresh
+
+
+def forget(settings: Settings) -> bool:
+    """Drop the failover memory (the role or the master changed); True if there was one."""
+    try:
+        os.unlink(os.path.join(settings.paths.state_dir, CHECK.state_file))
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def save_memory(settings: Settings, memory: health.Memory, verdict: health.Verdict) -> None:
@@ -54,7 +77,7 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep) -> str:
         _keep_daemon_config(settings)
         boot = boot_id()
         deadline = time.monotonic() + settings.check.run_for
-        memory = load_memory(settings)
+        memory = load_memory(settings, master_ip)
         converged = False
         sentence = ''
         while True:
@@ -65,10 +88,14 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep) -> str:
                 logger.warning('decision: master %s: %s', verdict.decision, verdict.sentence)
             if not role.is_secondary(settings.paths.sentinel_dir):
                 return 'this node stopped being a secondary during the run: nothing done'
-            action = _converge(settings, verdict, force=not converged)
+            outcome = _converge(settings, verdict, force=not converged)
             converged = True
+            action = f' -> {outcome.sentence()}' if outcome and outcome.done else ''
             sentence = f'master {master_ip} {verdict.decision}: {verdict.sentence}{action}'
             logger.debug('%s', sentence)
+            if outcome and outcome.critical_failed:
+                logger.info('%s', sentence)
+                raise _failed(settings, outcome)
             next_probe = probe.at + settings.check.probe_interval
             if next_probe > deadline:
                 break
@@ -86,14 +113,55 @@ def _keep_daemon_config(settings: Settings) -> None:
         logger.error('cannot write the rsync daemon configuration: %s', e)
 
 
-def _converge(settings: Settings, verdict: health.Verdict, force: bool) -> str:
-    """Bring the services to the decided state on a change, and once per run anyway."""
+def _converge(settings: Settings, verdict: health.Verdict,
+              force: bool) -> services.Outcome | None:
+    """Bring the services to the decided state on a change, and once per run anyway; keep
+    the failback record (what the master's next wazo-sync reads) in step."""
     if verdict.decision == health.UNKNOWN or not (verdict.changed or force):
-        return ''
+        return None
     if verdict.decision == health.DOWN:
         outcome = services.start(settings)
+        change = failback.serving(settings)
     else:
+        limit = settings.check.failback_drain
+        if limit and services.running():  # telephony up: calls may be up too
+            logger.info('%s', services.drain(limit).sentence(limit))
         outcome = services.stop(settings)
-    if not outcome.done:
-        return ''
-    return f' -> {outcome.sentence()}'
+        change = None if outcome.critical_failed else failback.gave_back(settings)
+    if change:
+        logger.info('%s', change)
+    return outcome
+
+
+class ConvergeError(WazoHaError):
+    """A critical failover or failback step failed: exit 1; the next run tries it again."""
+
+
+def _failed(settings: Settings, outcome: services.Outcome) -> ConvergeError:
+    """Say it loudly: root is mailed (once per failure, not every minute), exit 1."""
+    what = 'Failover' if outcome.action == services.STARTED else 'Failback'
+    host = socket.gethostname()
+    first = ' '.join(outcome.critical[0].split())
+    subject = f'{what} failed on {host}: {first}'
+    if len(subject) > 200:
+        subject = subject[:197] + '...'
+    if _new_failure(settings, outcome):
+        send_mail(settings.mail.sendmail, settings.mail.recipient, subject,
+                  f'{CHECK.name} on {host} could not bring the slave services to '
+                  f'"{outcome.action}". Failed steps:\n\n'
+                  + ''.join(f'- {line}\n' for line in outcome.critical)
+                  + f'\nEvery run of {CHECK.name} (every minute) tries these steps again; '
+                    f'this mail is not repeated while they keep failing the same way.\n'
+                    f'See {settings.paths.log_file}.\n')
+    return ConvergeError(f'{what.lower()} failed on {host}: ' + '; '.join(outcome.critical)
+                         + ' (tried again at the next run)')
+
+
+def _new_failure(settings: Settings, outcome: services.Outcome) -> bool:
+    """Not the same failure as the last mail's (kept in services.json)."""
+    state = services.load_state(settings)
+    key = [outcome.action, *(line.split(':', 1)[0] for line in outcome.critical)]
+    if state.get('mailed') == key:
+        return False
+    write_state(settings.paths.state_dir, SERVICES.state_file, {**state, 'mailed': key})
+    return True

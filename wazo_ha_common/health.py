@@ -41,6 +41,7 @@ class Probe:
 
 @dataclass(frozen=True)
 class Memory:
+    master: str = ''     # the master this memory is about: another one starts afresh
     decision: str = UNKNOWN
     decided_at: float | None = None
     boot: str = ''
@@ -63,8 +64,8 @@ def observe(memory: Memory, probe: Probe, policy: Policy, boot: str) -> tuple[Me
     m = memory
     if (m.boot != boot or m.last_probe is None or probe.at < m.last_probe
             or probe.at - m.last_probe > policy.max_gap):
-        m = Memory(decision=m.decision, decided_at=m.decided_at if m.boot == boot else None,
-                   boot=boot)
+        m = Memory(master=m.master, decision=m.decision,
+                   decided_at=m.decided_at if m.boot == boot else None, boot=boot)
     m = replace(m, last_probe=probe.at)
     if probe.master:
         return _answered(m, probe, policy)
@@ -113,13 +114,33 @@ def _silent(m: Memory, probe: Probe, policy: Policy) -> tuple[Memory, Verdict]:
                                   f'({m.failures} failed probes): taking over telephony')
 
 
+def watching(memory: Memory, master: str) -> Memory:
+    """The memory to build on when watching `master`: a memory about another master (or
+    written before the master was recorded) says nothing about this one."""
+    return memory if memory.master == master else Memory(master=master)
+
+
+_TIMES = ('decided_at', 'last_probe', 'last_answer', 'answering_since', 'failing_since')
+
+
 def memory_from_dict(data: dict) -> Memory:
-    """A Memory from its JSON form (other keys ignored); a bad value gives a fresh memory."""
+    """A Memory from its JSON form (other keys ignored); {} gives a fresh memory.
+
+    Every field is checked: ValueError says which one is wrong (the caller starts afresh)."""
+    if not isinstance(data, dict):
+        raise ValueError(f'not a JSON object but {type(data).__name__}')
+    for name in ('master', 'boot'):
+        if not isinstance(data.get(name, ''), str):
+            raise ValueError(f'{name}: not a string: {data[name]!r}')
+    if data.get('decision', UNKNOWN) not in (UP, DOWN, UNKNOWN):
+        raise ValueError(f'decision: not up, down or unknown: {data["decision"]!r}')
+    for name in _TIMES:
+        value = data.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value < 0):
+            raise ValueError(f'{name}: not a time in seconds: {value!r}')
+    failures = data.get('failures', 0)
+    if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
+        raise ValueError(f'failures: not a count: {failures!r}')
     known = {f.name for f in fields(Memory)}
-    try:
-        memory = Memory(**{k: v for k, v in data.items() if k in known})
-    except (TypeError, AttributeError):
-        return Memory()
-    if memory.decision not in (UP, DOWN, UNKNOWN):
-        return Memory()
-    return memory
+    return Memory(**{k: v for k, v in data.items() if k in known})

@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from . import pg_access, role, services, sync
+from . import check, pg_access, role, services, sync
 from .errors import HaConfError, InputError, WazoHaError
 from .settings import Settings
 from .wazo_api import ApiError, Client
@@ -116,6 +116,10 @@ def apply(settings: Settings, new: role.HaConfig, force: bool = False,
         role.save(settings.paths.ha_conf, new)
         report.changes.append(f'{settings.paths.ha_conf}: node_type={new.node_type} '
                               f'remote_address={new.remote_address or "(none)"}')
+        # the failover memory is about the master this node watched as a slave: a decision
+        # "master down" must not start telephony under another role or master
+        if check.forget(settings):
+            report.changes.append('failover memory dropped (the role or the master changed)')
     report.changes += role.apply_sentinels(settings.paths.sentinel_dir, new.node_type)
     if new.node_type != 'slave':
         _start_telephony(settings, report)

@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 
 PUSH, PULL = 'push', 'pull'
+# the read-only module holding the slave's record of the telephony it served (see failback)
+RECORD = 'failback-record'
 # -a without -D: the daemon refuses devices and special files
 TRANSFER_OPTIONS = ('-rlptgo',)
 
@@ -58,8 +60,10 @@ def module_name(kind: str, path: str) -> str:
     return f'{kind}.' + (path.strip('/').replace('/', '.') or 'root')
 
 
-def modules(directories: tuple[str, ...], failback: tuple[str, ...]) -> list[Module]:
-    """The daemon's modules for these settings, in a stable order."""
+def modules(directories: tuple[str, ...], failback: tuple[str, ...],
+            record_dir: str | None = None) -> list[Module]:
+    """The daemon's modules for these settings, in a stable order; the record directory is
+    a read-only module of its own (RECORD), not one of the failback directories."""
     out = []
     for kind, entries in ((PUSH, directories), (PULL, failback)):
         grouped: dict[str, list[str]] = {}
@@ -70,6 +74,8 @@ def modules(directories: tuple[str, ...], failback: tuple[str, ...]) -> list[Mod
                 grouped[root].append(pattern)
         for root, patterns in grouped.items():
             out.append(Module(module_name(kind, root), root, kind == PUSH, tuple(patterns)))
+    if record_dir:
+        out.append(Module(RECORD, record_dir, False, ('',)))
     return out
 
 

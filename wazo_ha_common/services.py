@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -59,17 +60,72 @@ def stop_steps() -> list[Step]:
 class Outcome:
     action: str
     done: bool                 # False: already in that state, nothing run
-    failed: list[str]
-    critical_failed: bool
+    failed: list[str]          # 'what: why' of every failed step
+    critical: list[str]        # the same, of the steps without which it is not done
     duration: float
+
+    @property
+    def critical_failed(self) -> bool:
+        return bool(self.critical)
 
     def sentence(self) -> str:
         if not self.done:
             return f'slave services already {self.action}: nothing to do'
         if not self.failed:
             return f'slave services {self.action} in {self.duration:.1f} s'
-        return (f'slave services {self.action} in {self.duration:.1f} s with failures: '
-                + '; '.join(self.failed))
+        return (f'slave services {"NOT " if self.critical else ""}{self.action} in '
+                f'{self.duration:.1f} s, with failures: ' + '; '.join(self.failed))
+
+
+# `asterisk -rx 'core show channels count'` (Asterisk's main/cli.c): "N active channels",
+# then "N active calls" or, with maxcalls set, "N of M max active calls (...)"
+ACTIVE_CALLS = re.compile(r'^\s*(\d+) (?:of \d+ max )?active calls?\b', re.MULTILINE)
+
+
+def calls_in(output: str) -> int | None:
+    """The number of calls up in Asterisk's answer; None when it says no such thing."""
+    match = ACTIVE_CALLS.search(output)
+    return int(match.group(1)) if match else None
+
+
+def active_calls() -> int | None:
+    """Calls up on this node's Asterisk, None when it cannot be asked (not running...)."""
+    try:
+        result = run(('asterisk', '-rx', 'core show channels count'), timeout=15)
+    except WazoHaError as e:
+        logger.warning('cannot count the calls: %s', e)
+        return None
+    return calls_in(result.stdout)
+
+
+@dataclass(frozen=True)
+class Drain:
+    calls: int | None       # calls up when the drain began (None: could not ask Asterisk)
+    waited: float           # seconds
+    left: int | None        # calls still up at the end: cut by the stop
+
+    def sentence(self, limit: float) -> str:
+        if self.calls is None:
+            return 'failback drain: cannot count the calls up: telephony stopped without waiting'
+        if not self.calls:
+            return 'failback drain: no call up: nothing to wait for'
+        if not self.left:
+            return (f'failback drain: waited {self.waited:.0f} s for {self.calls} calls to '
+                    'end: none cut')
+        return (f'failback drain: waited {self.waited:.0f} s (failback_drain {limit:g} s) for '
+                f'{self.calls} calls: {self.left} still up, cut by the stop')
+
+
+def drain(limit: float, count=active_calls, sleep=time.sleep, clock=time.monotonic,
+          every: float = 2.0) -> Drain:
+    """Wait up to `limit` seconds while calls are up on this node (before a failback)."""
+    began = clock()
+    calls = left = count()
+    while left and clock() - began < limit:
+        sleep(min(every, max(0.0, limit - (clock() - began))))
+        now = count()
+        left = left if now is None else now
+    return Drain(calls, clock() - began, left)
 
 
 def flag_path(settings: Settings) -> str:
@@ -100,9 +156,12 @@ def start(settings: Settings) -> Outcome:
 
 
 def _start(settings: Settings) -> Outcome:
+    pending = _pending(settings, STARTED, start_steps())
+    if pending:  # the last start left critical steps undone: those again, whatever runs
+        return _run_steps(settings, STARTED, pending)
     if running():
         if not os.path.exists(flag_path(settings)):
-            return _record(settings, Outcome(STARTED, False, [], False, 0.0))
+            return _record(settings, Outcome(STARTED, False, [], [], 0.0))
         # running but still disabled at boot (started by hand or by wazo-upgrade): only
         # the boot flag is wrong, and a reboot would leave telephony down
         return _run_steps(settings, STARTED, [step for step in start_steps()
@@ -117,8 +176,11 @@ def stop(settings: Settings) -> Outcome:
 
 
 def _stop(settings: Settings) -> Outcome:
+    pending = _pending(settings, STOPPED, stop_steps())
+    if pending:
+        return _run_steps(settings, STOPPED, pending)
     if os.path.exists(flag_path(settings)) and not running():
-        return _record(settings, Outcome(STOPPED, False, [], False, 0.0))
+        return _record(settings, Outcome(STOPPED, False, [], [], 0.0))
     return _run_steps(settings, STOPPED, stop_steps())
 
 
@@ -131,28 +193,46 @@ def _exclusive(settings: Settings):
     return single_instance(settings.paths.lock_dir, SERVICES.name, wait=STEPS_WAIT)
 
 
+def _pending(settings: Settings, action: str, steps: list[Step]) -> list[Step]:
+    """The critical steps the last run of this action left undone (services.json)."""
+    state = load_state(settings)
+    if state.get('state') != action or not isinstance(state.get('pending'), list):
+        return []
+    return [step for step in steps if step.what in state['pending']]
+
+
 def _run_steps(settings: Settings, action: str, steps: list[Step]) -> Outcome:
     began = time.monotonic()
-    failed, critical = [], False
+    failed, critical, pending = [], [], []
     for step in steps:
         try:
             run(step.argv, timeout=step.timeout)
             logger.info('%s: ok (%s)', step.what, ' '.join(step.argv))
         except WazoHaError as e:
             failed.append(f'{step.what}: {e}')
-            critical = critical or not step.auxiliary
+            if not step.auxiliary:
+                critical.append(f'{step.what}: {e}')
+                pending.append(step.what)
             logger.error('%s: FAILED%s: %s', step.what,
                          ' (auxiliary, going on)' if step.auxiliary else '', e)
     outcome = Outcome(action, True, failed, critical, time.monotonic() - began)
     logger.info('%s', outcome.sentence())
-    return _record(settings, outcome)
+    return _record(settings, outcome, pending)
 
 
-def _record(settings: Settings, outcome: Outcome) -> Outcome:
+def _record(settings: Settings, outcome: Outcome, pending: list[str] | None = None) -> Outcome:
+    """services.json: the state reached and, while critical steps failed, which ones (they
+    are run again by the next start or stop: the state is not reached until they succeed)."""
     previous = load_state(settings)
     if outcome.done or previous.get('state') != outcome.action:
+        retried = previous.get('state') == outcome.action and previous.get('pending')
+        since = previous.get('since') if retried else time.time()
         write_state(settings.paths.state_dir, SERVICES.state_file,
-                    {'state': outcome.action, 'since': time.time(), 'failed': outcome.failed})
+                    {'state': outcome.action, 'since': since, 'failed': outcome.failed,
+                     'pending': pending or [], 'critical': outcome.critical,
+                     # which failure root was told about (check): kept while one lasts
+                     **({'mailed': previous['mailed']} if pending and 'mailed' in previous
+                        else {})})
     return outcome
 
 

@@ -114,6 +114,23 @@ class Ports(Kind):
 
 
 @dataclass(frozen=True)
+class SipTargets(Kind):
+    """TRANSPORT:PORT pairs (udp or tcp), e.g. `udp:5060 tcp:5060`."""
+    type = tuple
+
+    def parse(self, raw):
+        targets = []
+        for item in raw.replace(',', ' ').split():
+            transport, _, port = item.partition(':')
+            if transport.lower() not in ('udp', 'tcp') or not port:
+                raise ValueError(f'{item!r}: must be udp:PORT or tcp:PORT')
+            target = (transport.lower(), PORT.parse(port))
+            if target not in targets:
+                targets.append(target)
+        return tuple(targets)
+
+
+@dataclass(frozen=True)
 class Bool(Kind):
     type = bool
 
@@ -317,6 +334,13 @@ TABLE = (
             'optional TCP ports of the master that must accept connections (e.g. 5060 443)'),
     Setting('check', 'http_url', '', Url(empty=True),
             'optional URL on the master that must answer with a 2xx/3xx status'),
+    Setting('check', 'sip_options', '', SipTargets(),
+            "optional SIP transports of the master's Asterisk, e.g. udp:5060 tcp:5060: each\n"
+            'probe also sends a SIP OPTIONS request to each; any SIP response counts as alive,\n'
+            'none within probe_timeout as a failed probe (Asterisk dead, machine up = down)'),
+    Setting('check', 'failback_drain', '0', Number(0, 3600),
+            "on failback, wait up to this many seconds for the slave's calls to end before\n"
+            "stopping its telephony (asterisk -rx 'core show channels count'); 0: stop at once"),
 
     Setting('sync', 'ssh_key', '/root/.ssh/xivo_id_rsa', Path(),
             'SSH key made by wazo-sync -i and used by wazo-sync'),
@@ -341,9 +365,13 @@ TABLE = (
         '/var/lib/wazo/sounds/tenants',
     ]), Directories(),
             'copied back from the slave by wazo-sync --failback (voicemail, recordings, sounds)'),
+    Setting('sync', 'record_dir', '/var/lib/wazo-ha/failback-record', Path(),
+            'on a slave: where it records the telephony it served (served.json); the master\'s\n'
+            'key may read this directory only, and its next wazo-sync brings voicemail and\n'
+            'recordings back first, once per failover'),
     Setting('sync', 'rsyncd_conf', '/etc/wazo-ha/rsyncd.conf', Path(),
             "on a slave: the rsync daemon configuration the master's key is bound to (written\n"
-            'by wazo-ha-config and the master check from the two lists above; the same path on\n'
+            'by wazo-ha-config and the master check from the three settings above; the same path on\n'
             'both nodes)'),
     Setting('sync', 'connect_timeout', '10', Number(1, 600, integer=True),
             'seconds to wait for the SSH connection, and for a whole rsync run'),

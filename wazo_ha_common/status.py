@@ -46,8 +46,10 @@ def gather(settings: Settings) -> Facts:
     facts.peer_reachable = probes.ping(config.remote_address, settings.check.probe_timeout)
     if config.node_type == 'slave':
         facts.decision = read_state(settings.paths.state_dir, jobs.CHECK.state_file)
+        recorded = services.load_state(settings)
         facts.services = {'state': services.current(settings),
-                          **{k: v for k, v in services.load_state(settings).items() if k != 'state'}}
+                          **{k: v for k, v in recorded.items() if k != 'state'},
+                          'last_action': recorded.get('state')}
     else:
         facts.replication = jobs.load_last_run(settings.paths.state_dir, jobs.REPLICATION)
         facts.verification = read_state(settings.paths.state_dir, jobs.VERIFICATION_FILE)
@@ -89,6 +91,12 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
         if running and facts.peer_reachable and decision != 'down':
             out.append((CRITICAL, f'both nodes active: the master {facts.peer} answers and the '
                                   'slave services run'))
+        critical = facts.services.get('critical')
+        if facts.services.get('pending') and isinstance(critical, list):
+            what = 'failover' if facts.services.get('last_action') == services.STARTED \
+                else 'failback'
+            out.append((CRITICAL, f'{what} failed: ' + '; '.join(map(str, critical))
+                        + ' (xivo-check-master-status tries again every minute)'))
         if decision == 'down':
             out.append((WARNING, f'failover: the master {facts.peer} is down, this slave serves '
                                  'telephony'))
@@ -96,15 +104,22 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
             pass  # said above
         elif not facts.decision:
             out.append((WARNING, 'xivo-check-master-status has not run yet (is cron running?)'))
-        elif now - facts.decision.get('written_at', 0) > 180:
+        elif not _is_time(facts.decision.get('written_at')) or \
+                now - facts.decision['written_at'] > 180:
             out.append((WARNING, 'xivo-check-master-status has not run for more than 3 minutes'))
     level = max((lvl for lvl, _ in out), default=OK)
     return level, [f'{LEVEL_NAMES[lvl]}: {text}' for lvl, text in out]
 
 
+def _is_time(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _when(ts) -> str:
     if not ts:
         return 'never'
+    if not _is_time(ts):
+        return repr(ts)
     return time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts))
 
 

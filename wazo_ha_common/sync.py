@@ -12,13 +12,14 @@ import glob
 import logging
 import os
 import shlex
+import shutil
 import socket
 import sys
 import tempfile
 import time
 from typing import Callable
 
-from . import pg_access, role, rsync_modules, rsync_names
+from . import failback, pg_access, role, rsync_modules, rsync_names
 from .errors import WazoHaError
 from .jobs import SYNC, LastRun, save_last_run
 from .settings import Settings
@@ -105,7 +106,13 @@ def rsync_shell(settings: Settings) -> str:
 
 
 def daemon_modules(settings: Settings) -> list[rsync_modules.Module]:
-    return rsync_modules.modules(settings.sync.directories, settings.sync.failback_directories)
+    return rsync_modules.modules(settings.sync.directories, settings.sync.failback_directories,
+                                 settings.sync.record_dir)
+
+
+def failback_modules(settings: Settings) -> list[rsync_modules.Module]:
+    """The read-only modules of the failback directories (not the record's)."""
+    return [m for m in daemon_modules(settings) if not m.write and m.name != rsync_modules.RECORD]
 
 
 def host_key_fingerprints(settings: Settings, ip: str) -> list[str]:
@@ -210,6 +217,36 @@ def push(settings: Settings, dry_run: bool = False) -> str:
             return 'none of the synced directories exists on this master: nothing to send'
         target = remote(settings.sync.remote_user, config.remote_address)
         started = time.monotonic()
+        try:
+            record = fetch_record(settings, target)
+        except SyncError as e:
+            _save_state(settings, 'failed', str(e))
+            raise
+        step = failback.plan(record, failback.last_brought_back(settings))
+        if step == failback.SERVING:
+            sentence = (f'the slave {config.remote_address} serves telephony {record.describe()}: '
+                        'nothing pushed (it would overwrite what it records); once it has '
+                        'given telephony back, the next run brings its voicemail and '
+                        'recordings back first')
+            logger.info('%s', sentence)
+            _save_state(settings, 'ok', sentence)
+            return sentence
+        before = ''
+        if step == failback.BRING_BACK and dry_run:
+            before = (f'the slave served telephony {record.describe()}: a real run first copies '
+                      'its voicemail and recordings back\n')
+        elif step == failback.BRING_BACK:
+            try:
+                copied = _copy_back(settings, target)
+            except SyncError as e:  # nothing pushed: the slave's files must come back first
+                _save_state(settings, 'failed', f'{e}; nothing pushed')
+                raise SyncError(f'{e}; nothing pushed (the files left on the slave come back '
+                                'first)') from None
+            failback.brought_back(settings, record, len(copied))
+            before = (f'brought back {len(copied)} files (voicemail, recordings) left on the '
+                      f'slave, which served telephony {record.describe()}; then ')
+            logger.info('failback episode %s: %d files copied back from %s: %s', record.episode,
+                        len(copied), target, ', '.join(copied[:20]) or 'none')
         changes, failures = [], []
         for module, sources in plan:
             argv = ['rsync', *rsync_modules.TRANSFER_OPTIONS, '-R', '--delete-after',
@@ -231,9 +268,10 @@ def push(settings: Settings, dry_run: bool = False) -> str:
             _save_state(settings, 'failed', message)
             raise SyncError(message)
         if dry_run:
-            return '\n'.join(changes + [f'dry run: {len(changes)} changes would be made on {target}'])
-        sentence = (f'synced {len(existing)} directories to {target}: {len(changes)} changes '
-                    f'in {duration:.1f} s')
+            return before + '\n'.join(
+                changes + [f'dry run: {len(changes)} changes would be made on {target}'])
+        sentence = (f'{before}synced {len(existing)} directories to {target}: {len(changes)} '
+                    f'changes in {duration:.1f} s')
         logger.info('%s', sentence)
         _save_state(settings, 'ok', sentence)
         return sentence
@@ -248,22 +286,46 @@ def pull_back(settings: Settings) -> list[str]:
     if not os.path.exists(settings.sync.ssh_key):
         raise SyncError(f'no key {settings.sync.ssh_key}: run wazo-sync -i first')
     target = remote(settings.sync.remote_user, config.remote_address)
-    stamp = time.strftime('%Y%m%d%H%M%S')
-    copied = []
     with single_instance(settings.paths.lock_dir, SYNC.name):
-        for module in (m for m in daemon_modules(settings) if not m.write):
-            os.makedirs(module.path, exist_ok=True)
-            argv = ['rsync', *rsync_modules.TRANSFER_OPTIONS, '--update', '--backup',
-                    f'--suffix=.before-failback-{stamp}', '--out-format=%n',
-                    '-e', rsync_shell(settings), f'{target}::{module.name}/', f'{module.path}/']
-            result = run(argv, timeout=settings.sync.timeout, check=False)
-            if result.returncode != 0:
-                raise SyncError(f'copying {module.path} back from {target} failed: rsync exit '
-                                f'status {result.returncode}: {tail(result.stderr, 2)}')
-            copied += [os.path.join(module.path, n) for n in result.stdout.splitlines()
-                       if n and not n.endswith('/')]
+        copied = _copy_back(settings, target)
     logger.info('failback: %d files copied back from %s', len(copied), target)
     return copied
+
+
+def _copy_back(settings: Settings, target: str) -> list[str]:
+    stamp = time.strftime('%Y%m%d%H%M%S')
+    copied = []
+    for module in failback_modules(settings):
+        os.makedirs(module.path, exist_ok=True)
+        argv = ['rsync', *rsync_modules.TRANSFER_OPTIONS, '--update', '--backup',
+                f'--suffix=.before-failback-{stamp}', '--out-format=%n',
+                '-e', rsync_shell(settings), f'{target}::{module.name}/', f'{module.path}/']
+        result = run(argv, timeout=settings.sync.timeout, check=False)
+        if result.returncode != 0:
+            raise SyncError(f'copying {module.path} back from {target} failed: rsync exit '
+                            f'status {result.returncode}: {tail(result.stderr, 2)}')
+        copied += [os.path.join(module.path, n) for n in result.stdout.splitlines()
+                   if n and not n.endswith('/')]
+    return copied
+
+
+def fetch_record(settings: Settings, target: str) -> failback.Episode | None:
+    """The slave's record of the telephony it served (read through its read-only module)."""
+    scratch = tempfile.mkdtemp(prefix='wazo-sync-record-')
+    try:
+        result = run(['rsync', '-rt', '--include', f'/{failback.RECORD_FILE}', '--exclude', '*',
+                      '-e', rsync_shell(settings), f'{target}::{rsync_modules.RECORD}/',
+                      f'{scratch}/'], timeout=settings.sync.connect_timeout + 60, check=False)
+        if result.returncode != 0:
+            logger.error('reading the failback record on %s: rsync exit status %d; output:\n%s',
+                         target, result.returncode, (result.stdout + result.stderr).strip())
+            raise SyncError(f'cannot read the failback record on {target} (rsync exit status '
+                            f'{result.returncode}): {tail(result.stderr) or "no output"}'
+                            + (' - run wazo-ha-config set --node-type slave ... on the slave, '
+                               'or upgrade it' if 'unknown module' in result.stderr else ''))
+        return failback.parse_record(os.path.join(scratch, failback.RECORD_FILE))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # on the slave

@@ -1,5 +1,6 @@
 """The whole cluster, as an administrator lives with it: set-up, replication, sync,
-failover, failback, voicemail copied back, and wazo-ha-status at every stage."""
+failover, failback, voicemail brought back by the next wazo-sync (nothing run by hand), and
+wazo-ha-status at every stage."""
 
 import os
 import sys
@@ -104,9 +105,15 @@ def test_the_whole_story(story):
     code, status = story.status(slave)
     assert status['decision']['decision'] == 'up' and status['services']['state'] == 'stopped'
     assert code == 0, status['warnings']
-    result = story.copy_back()
+    record = story.served_record(wait=30)
+    assert record is not None and record.ended_at is not None, 'the slave recorded its service'
+    assert not os.path.exists(master.host_path(VOICEMAIL))
+    result = story.sync_after_failback()  # the hourly wazo-sync: no --failback by hand
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('brought back 1 files'), result.stdout
     with open(master.host_path(VOICEMAIL)) as f:
         assert 'Alice' in f.read()
+    again = story.sync_after_failback()
+    assert again.returncode == 0 and 'brought back' not in again.stdout, 'once per failover'
     assert [e for _, e in story.timeline if e.startswith('FAILOVER')]
     assert [e for _, e in story.timeline if e.startswith('FAILBACK')]

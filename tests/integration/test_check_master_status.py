@@ -134,3 +134,151 @@ def test_a_second_run_leaves(nodes):
         result = check(slave)
         assert result.returncode == 1
         assert 'another xivo-check-master-status is running' in result.stderr
+
+
+def write_memory(slave, **fields):
+    """check.json as a run of this boot wrote it a second ago, with these fields."""
+    with open('/proc/sys/kernel/random/boot_id') as f:
+        boot = f.read().strip()
+    now = time.monotonic()
+    stored = {'master': '198.18.0.1', 'decision': 'down', 'decided_at': now - 30, 'boot': boot,
+              'last_probe': now - 1, 'last_answer': None, 'answering_since': None,
+              'failing_since': now - 30, 'failures': 6, **fields}
+    os.makedirs(slave.state_dir, exist_ok=True)
+    with open(os.path.join(slave.state_dir, 'check.json'), 'w') as f:
+        json.dump(stored, f)
+
+
+def test_a_down_decision_about_another_master_does_not_start_telephony(nodes):
+    master, slave = nodes
+    write_memory(slave, master='198.18.0.9')  # this node watched another master before
+    result = check(slave)
+    assert result.returncode == 0, result.stderr
+    assert 'stays on standby' in result.stdout
+    assert slave.services_state() == 'base'
+    assert 'xivo-create-config' not in slave.stand_in_calls(), 'no failover step ran'
+    assert 'now watches 198.18.0.1' in open(slave.log_file).read()
+    assert memory(slave)['master'] == master.ip and memory(slave)['decision'] == 'up'
+
+
+def test_a_node_made_slave_again_forgets_its_old_down_decision(nodes):
+    master, slave = nodes
+    write_memory(slave)  # "master down", about this very master
+    for node_type in ('master', 'slave'):  # promoted, then made a slave again
+        result = slave.wazo('wazo-ha-config', 'set', '--node-type', node_type,
+                            '--remote-address', master.ip)
+        assert result.returncode == 0, result.stderr
+        if node_type == 'master':
+            assert 'failover memory dropped' in result.stdout + open(slave.log_file).read()
+    assert slave.services_state() == 'all', 'a master serves calls'
+    result = check(slave)
+    assert result.returncode == 0, result.stderr
+    assert 'stays on standby' in result.stdout
+    assert slave.services_state() == 'base'
+    assert memory(slave)['decision'] == 'up'
+
+
+def test_a_memory_with_a_wrong_type_gives_a_fresh_start_and_a_warning(nodes):
+    master, slave = nodes
+    write_memory(slave, last_probe='5')
+    for _ in range(2):
+        result = check(slave)
+        assert result.returncode == 0, result.stderr
+        assert 'stays on standby' in result.stdout
+    log = open(slave.log_file).read()
+    assert log.count('is not a valid failover memory (last_probe') == 1, log
+    assert isinstance(memory(slave)['last_probe'], float)
+    status = slave.wazo('wazo-ha-status', '--json')
+    assert json.loads(status.stdout)['decision']['decision'] == 'up'
+
+
+def test_a_failed_failover_step_exits_1_mails_root_once_and_is_retried(nodes):
+    master, slave = nodes
+    assert check(slave).returncode == 0
+    broken = os.path.join(slave.root, 'stand-ins', 'xivo-create-config.rc')
+    with open(broken, 'w') as f:
+        f.write('1\n')
+    master.link(up=False)
+    result = check(slave, run_for=6)
+    assert result.returncode == 1, result.stdout
+    assert 'failover failed on' in result.stderr
+    assert 'apply the replicated configuration' in result.stderr
+    assert slave.services_state() == 'all', 'the other steps still ran'
+    mails = [' '.join(m.split()) for m in slave.mails()]
+    assert len(mails) == 1 and 'Subject: Failover failed on ' in mails[0], mails
+    assert 'apply the replicated configuration: xivo-create-config failed with exit status 1' \
+        in mails[0]
+    status = slave.wazo('wazo-ha-status', '--json')
+    assert status.returncode == 2
+    assert any(w.startswith('CRITICAL: failover failed') for w in json.loads(status.stdout)['warnings'])
+
+    calls = len(slave.stand_in_calls())
+    result = check(slave)  # next minute: still broken, tried again, not mailed again
+    assert result.returncode == 1
+    assert slave.stand_in_calls()[calls:].count('xivo-create-config') == 1
+    assert len(slave.mails()) == 1
+
+    os.unlink(broken)  # repaired: the next run does the missing step and is done
+    calls = len(slave.stand_in_calls())
+    result = check(slave)
+    assert result.returncode == 0, result.stderr
+    assert slave.stand_in_calls()[calls:].count('xivo-create-config') == 1
+    assert 'wazo-service start' not in slave.stand_in_calls()[calls:], 'nothing restarted'
+    status = slave.wazo('wazo-ha-status', '--json')
+    assert status.returncode == 1, 'failover (warning), no longer critical'
+    assert not any(w.startswith('CRITICAL') for w in json.loads(status.stdout)['warnings'])
+    calls = len(slave.stand_in_calls())
+    assert check(slave).returncode == 0
+    assert 'xivo-create-config' not in slave.stand_in_calls()[calls:], 'converged: not again'
+    assert len(slave.mails()) == 1
+    master.link(up=True)
+
+
+def fail_over(master, slave):
+    assert check(slave).returncode == 0
+    master.link(up=False)
+    assert check(slave, run_for=6).returncode == 0
+    assert slave.services_state() == 'all'
+    master.link(up=True)
+
+
+def test_failback_drain_waits_for_the_calls_to_end(nodes):
+    """Calls counted by the asterisk stand-in (testbed.ASTERISK_BEHAVIOUR: replays the output
+    of Asterisk's `core show channels count`, main/cli.c): 2 calls, then 1, then none."""
+    master, slave = nodes
+    fail_over(master, slave)
+    with open(slave.asterisk_calls_file, 'w') as f:
+        f.write('2\n1\n0\n')
+    result = check(slave, run_for=7, failback_drain='60')
+    assert result.returncode == 0, result.stderr
+    log = open(slave.log_file).read()
+    assert 'failback drain: waited' in log and 'for 2 calls to end: none cut' in log, log
+    assert 'asterisk -rx core show channels count' in slave.stand_in_calls()
+    assert slave.services_state() == 'base'
+    calls = slave.stand_in_calls()
+    last_stop = max(i for i, c in enumerate(calls) if c == 'wazo-service stop wazo')
+    assert last_stop > max(i for i, c in enumerate(calls) if c.startswith('asterisk')), \
+        'stopped after the drain'
+
+
+def test_failback_drain_gives_up_and_says_how_many_calls_are_cut(nodes):
+    """Same stand-in as above: 3 calls that never end."""
+    master, slave = nodes
+    fail_over(master, slave)
+    with open(slave.asterisk_calls_file, 'w') as f:
+        f.write('3\n')
+    result = check(slave, run_for=7, failback_drain='2')
+    assert result.returncode == 0, result.stderr
+    assert 'failback_drain 2 s) for 3 calls: 3 still up, cut by the stop' in open(slave.log_file).read()
+    assert slave.services_state() == 'base'
+
+
+def test_no_drain_by_default(nodes):
+    master, slave = nodes
+    fail_over(master, slave)
+    with open(slave.asterisk_calls_file, 'w') as f:
+        f.write('3\n')
+    assert check(slave, run_for=7).returncode == 0
+    assert slave.services_state() == 'base'
+    assert not any(c.startswith('asterisk') for c in slave.stand_in_calls())
+    assert 'failback drain' not in open(slave.log_file).read()

@@ -178,9 +178,10 @@ def test_sshd_down_is_a_clear_failure_and_mails_root(nodes):
     slave.stop_sshd()
     result = master.wazo('wazo-sync')
     assert result.returncode == 1
-    # ssh fails with 255; rsync reports it, or its own 12 or 5 (no daemon greeting) when it
-    # sees the pipe close first
-    assert any(f'rsync exit status {n}:' in result.stderr for n in (255, 12, 5)), result.stderr
+    # the first transfer reads the slave's failback record: ssh fails with 255; rsync reports
+    # it, or its own 12 (pipe closed) or 5 (no daemon greeting) when it sees that first
+    assert any(f'rsync exit status {code}' in result.stderr for code in (255, 12, 5)), result.stderr
+    assert 'Connection refused' in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert 'Slave file synchronisation failed' in master.mails()[0]
     assert 'Connection refused' in open(master.log_file).read()
@@ -193,7 +194,7 @@ def test_unreachable_slave(nodes):
     slave.link(up=False)
     result = master.wazo('wazo-sync', timeout=60)
     assert result.returncode == 1
-    assert any(f'rsync exit status {n}:' in result.stderr for n in (255, 12, 5)), result.stderr
+    assert any(f'rsync exit status {code}' in result.stderr for code in (255, 12, 5)), result.stderr
     assert 'timed out' in open(master.log_file).read()
 
 
@@ -362,3 +363,43 @@ def test_the_slave_side_follows_the_settings_and_refuses_the_rest(nodes):
     assert result.returncode == 0, result.stderr
     with open(slave.host_path('/var/lib/asterisk/sounds/custom/hello.wav')) as f:
         assert f.read() == 'hello'
+
+
+def test_after_a_failback_the_next_sync_brings_voicemail_back_once_then_pushes(nodes):
+    """A real failover and failback by the slave's check; then plain wazo-sync runs."""
+    master, slave = nodes
+    assert init(master).returncode == 0
+    check = ('xivo-check-master-status',)
+    assert slave.wazo(*check).returncode == 0  # standby
+    master.link(up=False)
+    slave.write_settings(check={'run_for': '6'})
+    assert slave.wazo(*check, timeout=60).returncode == 0
+    assert slave.services_state() == 'all', 'failed over'
+    inbox = '/var/spool/asterisk/voicemail/default/1001/INBOX'
+    write(slave, f'{inbox}/msg0000.txt', 'left on the slave while it served\n')
+    write(master, '/etc/asterisk/extensions_extra.d/new.conf', '[new]\n')
+    master.link(up=True)
+
+    result = master.wazo('wazo-sync')  # the slave still serves (the master must answer 4 s)
+    assert result.returncode == 0, result.stderr
+    assert 'serves telephony since' in result.stdout and 'nothing pushed' in result.stdout
+    assert not os.path.exists(slave.host_path('/etc/asterisk/extensions_extra.d/new.conf'))
+    assert not os.path.exists(master.host_path(f'{inbox}/msg0000.txt'))
+
+    slave.write_settings(check={'run_for': '7'})
+    assert slave.wazo(*check, timeout=60).returncode == 0
+    assert slave.services_state() == 'base', 'failed back'
+    result = master.wazo('wazo-sync')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('brought back 1 files'), result.stdout
+    assert 'served telephony from' in result.stdout
+    with open(master.host_path(f'{inbox}/msg0000.txt')) as f:
+        assert f.read() == 'left on the slave while it served\n'
+    with open(slave.host_path('/etc/asterisk/extensions_extra.d/new.conf')) as f:
+        assert f.read() == '[new]\n', 'pushed after bringing back'
+
+    os.unlink(master.host_path(f'{inbox}/msg0000.txt'))  # listened to and deleted
+    result = master.wazo('wazo-sync')
+    assert result.returncode == 0, result.stderr
+    assert 'brought back' not in result.stdout, 'once per episode'
+    assert not os.path.exists(master.host_path(f'{inbox}/msg0000.txt'))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from wazo_ha_common.health import DOWN, UNKNOWN, UP, Memory, Policy, Probe, memory_from_dict, observe
+from wazo_ha_common.health import DOWN, UNKNOWN, UP, Memory, Policy, Probe, memory_from_dict, observe, watching
 
 POLICY = Policy(probe_interval=5, down_after=15, up_after=60)
 BOOT = 'boot-1'
@@ -128,9 +128,46 @@ def test_new_boot_restarts_the_evidence():
     assert verdicts[0].decision == UP
 
 
-def test_corrupt_memory_gives_a_fresh_start():
-    assert memory_from_dict({'decision': 'sideways'}) == Memory()
-    assert memory_from_dict([1, 2]) == Memory()
+@pytest.mark.parametrize('stored, field', [
+    ({'decision': 'sideways'}, 'decision'),
+    ({'last_probe': '5'}, 'last_probe'),
+    ({'last_answer': True}, 'last_answer'),
+    ({'decided_at': float('nan')}, 'decided_at'),
+    ({'answering_since': -3.0}, 'answering_since'),
+    ({'failing_since': [1]}, 'failing_since'),
+    ({'failures': '3'}, 'failures'),
+    ({'failures': 2.5}, 'failures'),
+    ({'failures': -1}, 'failures'),
+    ({'boot': 7}, 'boot'),
+    ({'master': None}, 'master'),
+])
+def test_a_field_of_the_wrong_type_is_refused_by_name(stored, field):
+    with pytest.raises(ValueError, match=field):
+        memory_from_dict(stored)
+
+
+def test_a_memory_that_is_not_an_object_is_refused():
+    with pytest.raises(ValueError):
+        memory_from_dict([1, 2])
+
+
+def test_no_memory_is_a_fresh_one():
+    assert memory_from_dict({}) == Memory()
+
+
+def test_a_memory_about_another_master_starts_afresh():
+    memory, _ = feed(Memory(master='198.18.0.1'), [True, False, False, False])
+    assert memory.decision == DOWN and memory.master == '198.18.0.1'
+    assert watching(memory, '198.18.0.1') is memory
+    assert watching(memory, '198.18.0.9') == Memory(master='198.18.0.9')
+    assert watching(Memory(decision=DOWN), '198.18.0.1').decision == UNKNOWN, \
+        'a memory that does not say which master it is about is not trusted'
+
+
+def test_the_master_is_kept_when_the_evidence_restarts():
+    memory, _ = feed(Memory(master='198.18.0.1'), [True])
+    memory, _ = feed(memory, [True], start=5000)  # long gap
+    assert memory.master == '198.18.0.1'
 
 
 def test_memory_round_trips_through_the_state_file_with_its_extra_keys():

@@ -105,6 +105,7 @@ def out_of_bounds(setting):
         settings.Address: ['witness.example.org', '127.0.0.1', '224.0.0.1', '0.0.0.0',
                            'fe80::1%eth0', '169.254.0.1', '255.255.255.255'],
         settings.Ports: ['0', '65536', 'http', '-1'],
+        settings.SipTargets: ['5060', 'tls:5061', 'udp:', 'udp:0', 'udp:http'],
         settings.ListenAddresses: ["*'; ssl = off; x = '", '198.18.0.2,', "'*'"]
         + ([] if getattr(kind, 'empty', False) else ['']),
         settings.Command: ['"unclosed'] + ([] if getattr(kind, 'empty', False) else ['']),

@@ -127,3 +127,27 @@ def test_the_last_verification_is_shown_with_what_it_found():
     assert '(by hand), 2 tables differed, repaired; missed by tracking: extensions' in line
     equal = master(verification={'finished_at': NOW - 60, 'differing': [], 'missed_by_tracking': []})
     assert 'every copied table equal' in render(equal, OK, [])
+
+
+def test_a_failed_failover_step_is_critical():
+    facts = slave(decision={'decision': 'down', 'written_at': NOW - 30},
+                  services={'state': 'started', 'last_action': 'started',
+                            'pending': ['apply the replicated configuration'],
+                            'critical': ['apply the replicated configuration: exit status 1']})
+    level, warnings = evaluate(facts, NOW)
+    assert level == CRITICAL
+    assert any(w.startswith('CRITICAL: failover failed: apply the replicated configuration')
+               for w in warnings), warnings
+
+
+def test_a_failed_failback_step_is_critical():
+    facts = slave(services={'state': 'stopped', 'last_action': 'stopped',
+                            'pending': ['keep them stopped at boot'],
+                            'critical': ['keep them stopped at boot: exit status 1']})
+    level, warnings = evaluate(facts, NOW)
+    assert level == CRITICAL and 'failback failed' in warnings[0]
+
+
+def test_a_check_record_with_a_bad_time_is_a_warning_not_a_crash():
+    level, warnings = evaluate(slave(decision={'decision': 'up', 'written_at': '5'}), NOW)
+    assert level == WARNING and 'has not run for more than 3 minutes' in warnings[0]
