@@ -11,12 +11,16 @@ default [check] settings (probe every 5 s, down after 15 s, up after 60 s, runs 
   not available here) for a while, and repeated 10 s outages; the same conditions are
   watched by a naive checker written here as the original behaves (every minute, three
   pings 10 s apart; all three lost = failover);
-- witness: the slave's own link cut, with a witness node set: no failover expected.
+- witness: the slave's own link cut, with a witness node set: no failover expected;
+- Asterisk dead, host up: with `[check] sip_options = udp:5060` (the other settings default),
+  a real SIP server (kamailio) on the master is killed while the machine answers ping:
+  kill -> `wazo-service start`; started again -> `wazo-service stop wazo`.
 """
 
 import argparse
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -67,6 +71,17 @@ table inet whabench {{
         sh(*node.nsenter(['nft', 'delete', 'table', 'inet', 'whabench']), check=False)
 
 
+def print_trials(rows):
+    """The timed trials as a table: (measure, times, target) per row."""
+    print()
+    print('| measure | trials | median (s) | worst (s) | best (s) | target |')
+    print('|---|---|---|---|---|---|')
+    for measure, times, target in rows:
+        finite = [x for x in times if x != float('inf')] or [float('inf')]
+        print(f'| {measure} | {len(times)} | {statistics.median(times):.1f} | {max(times):.1f} | '
+              f'{min(finite):.1f} | {target} |')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--trials', type=int, default=20)
@@ -77,7 +92,13 @@ def main():
                              'checker-minutes for its rare false failovers to show)')
     parser.add_argument('--only-loss', action='store_true',
                         help='skip the timed trials, the outages and the witness scenario')
+    parser.add_argument('--sip-trials', type=int, default=20,
+                        help='trials of the "Asterisk dead, host up" scenario')
+    parser.add_argument('--only-trials', action='store_true',
+                        help='the timed trials only (no loss, outages nor witness scenario)')
     args = parser.parse_args()
+    # stopped by timeout or kill: still tear the nodes down (finally below)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     cleanup_leftovers()
     base = tempfile.mkdtemp(prefix='wazo-ha-bench-')
     os.chmod(base, 0o755)
@@ -96,21 +117,48 @@ def main():
         cron.start()
         assert wait_standby(slave), 'the slave never went to standby'
 
-        failovers, failbacks = [], []
-        for trial in range(0 if args.only_loss else args.trials):
-            time.sleep(random.uniform(0, 60))  # the master dies at a random second
-            died = time.time()
-            master.link(False)
-            started = wait_call(slave, 'wazo-service start', died, 300)
-            time.sleep(random.uniform(0, 10))
-            back = time.time()
-            master.link(True)
-            stopped = wait_call(slave, 'wazo-service stop wazo', back, 400)
-            failovers.append(started - died if started else float('inf'))
-            failbacks.append(stopped - back if stopped else float('inf'))
-            print(f'trial {trial + 1}: failover {failovers[-1]:.1f} s, failback {failbacks[-1]:.1f} s',
-                  flush=True)
-            wait_standby(slave)
+        def trials(count, label, die, revive):
+            fo, fb = [], []
+            for trial in range(count):
+                time.sleep(random.uniform(0, 60))  # the master dies at a random second
+                died = time.time()
+                die()
+                started = wait_call(slave, 'wazo-service start', died, 300)
+                time.sleep(random.uniform(0, 10))
+                back = time.time()
+                revive()
+                stopped = wait_call(slave, 'wazo-service stop wazo', back, 400)
+                fo.append(started - died if started else float('inf'))
+                fb.append(stopped - back if stopped else float('inf'))
+                print(f'{label} trial {trial + 1}: failover {fo[-1]:.1f} s, failback {fb[-1]:.1f} s',
+                      flush=True)
+                wait_standby(slave)
+            return fo, fb
+
+        rows = []
+        if not args.only_loss and args.trials:
+            failovers, failbacks = trials(args.trials, 'link down', lambda: master.link(False),
+                                          lambda: master.link(True))
+            rows += [('failover (link down -> wazo-service start)', failovers,
+                      'median <= 20, worst <= 30'),
+                     ('failback (link up -> wazo-service stop wazo)', failbacks,
+                      'worst <= up_after + 30 = 90')]
+        if not args.only_loss and args.sip_trials:
+            master.start_sip_server()
+            slave.write_settings(check={**DEFAULTS, 'sip_options': 'udp:5060'})
+            time.sleep(70)  # one run with the new settings
+            assert wait_standby(slave), 'the slave never went to standby with the SIP probe'
+            failovers, failbacks = trials(args.sip_trials, 'Asterisk dead', master.stop_sip_server,
+                                          master.start_sip_server)
+            master.stop_sip_server()
+            slave.write_settings(check=DEFAULTS)
+            rows += [('failover, Asterisk dead, host up (SIP server killed -> wazo-service start)',
+                      failovers, 'worst <= 30'),
+                     ('failback, Asterisk back (SIP server started -> wazo-service stop wazo)',
+                      failbacks, 'worst <= up_after + 30 = 90')]
+        if args.only_trials:
+            print_trials(rows)
+            return
 
         naive_out = os.path.join(slave.root, 'naive.log')
         open(naive_out, 'w').close()
@@ -154,17 +202,7 @@ def main():
         witness_result = false_failovers(t)[0]
         print(f'slave cut off for 120 s with a witness: {witness_result} failovers', flush=True)
 
-        finite_fo = [x for x in failovers if x != float('inf')]
-        finite_fb = [x for x in failbacks if x != float('inf')]
-        print()
-        print('| measure | trials | median (s) | worst (s) | best (s) | target |')
-        print('|---|---|---|---|---|---|')
-        print(f'| failover (link down -> wazo-service start) | {len(failovers)} | '
-              f'{statistics.median(failovers):.1f} | {max(failovers):.1f} | {min(finite_fo):.1f} | '
-              'median <= 20, worst <= 30 |')
-        print(f'| failback (link up -> wazo-service stop wazo) | {len(failbacks)} | '
-              f'{statistics.median(failbacks):.1f} | {max(failbacks):.1f} | {min(finite_fb):.1f} | '
-              'worst <= up_after + 30 = 90 |')
+        print_trials(rows)
         print()
         print('| scenario | wazo-ha failovers | naive (3 pings 10 s apart, every minute) failovers |')
         print('|---|---|---|')
