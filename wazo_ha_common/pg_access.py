@@ -35,7 +35,6 @@ END = '# END wazo-ha'
 CONF_NAME = 'wazo-ha.conf'
 
 # roles whose members may run programs or touch files as the server: never the tables' owner
-SERVER_ACCESS_ROLES = ('pg_execute_server_program', 'pg_read_server_files', 'pg_write_server_files')
 # the remote pairing command's exit status when the key was authorised but the role was not
 PAIRING_FAILED = 3
 SCRAM_ITERATIONS = 4096  # PostgreSQL's default scram_iterations

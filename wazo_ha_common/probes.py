@@ -10,6 +10,7 @@ import socket
 import time
 
 import requests
+import urllib3
 
 from .health import Probe
 from .settings import Settings
@@ -34,6 +35,9 @@ def tcp(ip: str, port: int, timeout: float) -> bool:
 
 def http(url: str, timeout: float) -> bool:
     try:
+        # a health URL of the master, often with a self-signed certificate: its answer is
+        # what counts, and urllib3's warning would be a second stderr line every minute
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         return requests.get(url, timeout=timeout, verify=False).status_code < 400
     except requests.RequestException:
         return False

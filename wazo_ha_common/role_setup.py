@@ -106,7 +106,10 @@ def apply(settings: Settings, new: role.HaConfig, force: bool = False,
     try:
         report.changes += pg_access.apply(settings, master_ip)
     except (OSError, WazoHaError) as e:
-        raise WazoHaError(f'PostgreSQL access for the master not applied, nothing else changed: {e}') from None
+        done = ('wazo-confd has applied PUT /ha (ha.conf, sentinels, its own PostgreSQL lines); '
+                'fix the cause and run wazo-ha-config set again' if report.changes
+                else 'nothing else changed')
+        raise WazoHaError(f'PostgreSQL access for the master not applied ({done}): {e}') from None
     try:
         report.changes += sync.apply_daemon_config(settings, new.node_type == 'slave')
     except OSError as e:

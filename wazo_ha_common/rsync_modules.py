@@ -5,9 +5,10 @@ the client asks, it talks to an rsync daemon that only knows these modules. Each
 directory is a write-only module, each failback directory a read-only one; every module is
 chrooted into its directory, so no path, `..` or symlink reaches outside it. A directory given
 as a pattern (tenants/*/acd) becomes one module at the fixed part of the path with a daemon
-filter that admits the matching subdirectories only, and uploaded symlinks are munged there.
-Devices and special files are refused and set-uid/set-gid bits dropped, so nothing written
-through the key can become a way to root on the slave.
+filter that admits the matching subdirectories only. Uploaded symlinks are stored munged in
+every write module (a root program of the slave following one would otherwise write where the
+key cannot); devices, special files, extended attributes (file capabilities) and ACLs are
+refused and set-uid/set-gid bits dropped.
 
 Pure functions: the slave renders the configuration, the master plans its transfers."""
 
@@ -86,7 +87,7 @@ def render_config(mods: list[Module], name_converter: str) -> str:
              '# write the synced directories and read the failback ones, nothing else.',
              'uid = 0', 'gid = 0', 'use chroot = yes', 'numeric ids = no',
              f'name converter = {name_converter}', 'list = no',
-             'refuse options = D devices specials write-devices copy-devices',
+             'refuse options = D devices specials write-devices copy-devices X xattrs A acls',
              'incoming chmod = ug-s', 'reverse lookup = no', '']
     for m in mods:
         lines += [f'[{m.name}]', f'path = {m.path}',
@@ -94,8 +95,8 @@ def render_config(mods: list[Module], name_converter: str) -> str:
                   f'write only = {"yes" if m.write else "no"}']
         if m.filter_rules:
             lines.append(f'filter = {" ".join(m.filter_rules)}')
-            if m.write:  # an uploaded symlink could lead outside the admitted subdirectories
-                lines.append('munge symlinks = yes')
+        if m.write:  # a symlink stored as sent could lead a root program of the slave anywhere
+            lines.append('munge symlinks = yes')
         lines.append('')
     return '\n'.join(lines)
 

@@ -56,9 +56,12 @@ def master_config(settings: Settings) -> role.HaConfig:
 def source_address(peer: str) -> str:
     """The local address this node uses to reach peer (a UDP connect sends nothing)."""
     family = socket.AF_INET6 if ':' in peer else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.connect((peer, 9))
-        return s.getsockname()[0]
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((peer, 9))
+            return s.getsockname()[0]
+    except OSError as e:
+        raise WazoHaError(f'this node has no route to {peer}: {e.strerror}') from None
 
 
 def restricted_line(public_key: str, master_ip: str, daemon_config: str) -> str:
@@ -297,7 +300,8 @@ def _copy_back(settings: Settings, target: str) -> list[str]:
     copied = []
     for module in failback_modules(settings):
         os.makedirs(module.path, exist_ok=True)
-        argv = ['rsync', *rsync_modules.TRANSFER_OPTIONS, '--update', '--backup',
+        # --chmod: a slave must not be able to hand the master a set-uid file
+        argv = ['rsync', *rsync_modules.TRANSFER_OPTIONS, '--chmod=ug-s', '--update', '--backup',
                 f'--suffix=.before-failback-{stamp}', '--out-format=%n',
                 '-e', rsync_shell(settings), f'{target}::{module.name}/', f'{module.path}/']
         result = run(argv, timeout=settings.sync.timeout, check=False)

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import requests
+import urllib3
 
 from .errors import WazoHaError
 from .settings import WazoApi as ApiSettings
@@ -43,6 +44,8 @@ class Client:
         self.settings = settings
         self.session = session or requests.Session()
         self.session.verify = settings.verify
+        if settings.verify is False:  # chosen in the settings: no warning on stderr each call
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self._token: str | None = None
 
     def _request(self, method: str, url: str, **kwargs) -> Any:

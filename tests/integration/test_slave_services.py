@@ -77,7 +77,7 @@ def test_a_failing_auxiliary_step_does_not_keep_telephony_down(slave):
     with open(os.path.join(slave.root, 'stand-ins', 'dhcpd-update.rc'), 'w') as f:
         f.write('3')
     result = manage(slave, 'start')
-    assert result.returncode == 1
+    assert result.returncode == 0, 'only an auxiliary step failed: PUT /ha must not fail'
     assert 'refresh the DHCP phone prefixes' in result.stdout
     assert slave.services_state() == 'all', 'telephony started anyway'
     assert 'wazo-agentd-cli -c relog all --timeout 60' in slave.stand_in_calls()

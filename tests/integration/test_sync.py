@@ -117,7 +117,9 @@ def test_sync_copies_files_and_deletes_what_the_master_deleted(nodes):
             assert a.read() == b.read(), path
         ms, ss = os.stat(master.host_path(path)), os.stat(slave.host_path(path))
         assert (ms.st_mode, ms.st_uid, ms.st_gid) == (ss.st_mode, ss.st_uid, ss.st_gid), path
-    assert os.readlink(slave.host_path('/etc/asterisk/extensions_extra.d/link.conf')) == 'custom.conf'
+    # stored munged: no root program of the slave can be led anywhere by a link from the master
+    assert os.readlink(slave.host_path('/etc/asterisk/extensions_extra.d/link.conf')) == \
+        '/rsyncd-munged/custom.conf'
     assert not os.path.exists(slave.host_path('/etc/asterisk/extensions_extra.d/stale.conf'))
     with open(slave.host_path('/etc/asterisk/pjsip.conf')) as f:
         assert f.read() == 'slave only, not a synced directory\n'
@@ -315,13 +317,18 @@ def test_attack_no_file_outside_the_failback_directories_can_be_read(thief, tmp_
     assert not any('root:' in open(p, errors='replace').read() for p in found), found
 
 
-def test_attack_no_set_uid_file_nor_device_can_be_planted(thief):
+def test_attack_no_set_uid_file_device_nor_capability_can_be_planted(thief):
     master, slave, _ = thief
     write(master, f'{ATTACK}/suid', '#!/bin/sh\nid\n', 0o4755)
     os.chmod(master.host_path(f'{ATTACK}/suid'), 0o6755)
     assert rsync(master, '-rlptgo', f'{ATTACK}/suid', f'root@{slave.ip}::{PUSH}/').returncode == 0
     mode = os.stat(slave.host_path('/etc/asterisk/extensions_extra.d/suid')).st_mode
     assert not mode & 0o6000, oct(mode)
+    # a file capability (security.capability) would give root to whoever runs the file
+    write(master, f'{ATTACK}/capable', '#!/bin/sh\nid\n', 0o755)
+    assert rsync(master, '-rX', f'{ATTACK}/capable', f'root@{slave.ip}::{PUSH}/').returncode != 0
+    assert rsync(master, '-rA', f'{ATTACK}/capable', f'root@{slave.ip}::{PUSH}/').returncode != 0
+    assert not os.path.exists(slave.host_path('/etc/asterisk/extensions_extra.d/capable'))
     master.run('mknod', f'{ATTACK}/disk', 'b', '8', '0')
     result = rsync(master, '-rD', f'{ATTACK}/disk', f'root@{slave.ip}::{PUSH}/')
     assert result.returncode != 0
