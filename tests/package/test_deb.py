@@ -18,7 +18,7 @@ OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/log/wazo-ha.log', '/etc/cron.
          '/etc/logrotate.d/wazo-ha']
 
 
-MODULES = ['__init__', 'check', 'cli', 'db', 'errors', 'health', 'jobs', 'pause', 'pg_access',
+MODULES = ['__init__', 'check', 'cli', 'db', 'errors', 'failback', 'health', 'jobs', 'pause', 'pg_access',
            'probes', 'role', 'role_setup', 'rsync_modules', 'rsync_names', 'schedule', 'services',
            'settings', 'status', 'sync', 'system', 'tracking', 'wazo_api'] + [
            f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'plan', 'write')]
