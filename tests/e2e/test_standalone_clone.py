@@ -1,8 +1,8 @@
 """A user clones this repository alone, under /root (mode 0700), and runs the demo.
 
 The copy holds what a clone of the next commit holds (the files git tracks or would track),
-in a 0700 directory with nothing beside it (no sibling checkout). psql runs as postgres, which cannot
-read such a checkout, so the schema must reach it another way (on stdin)."""
+in a 0700 directory with nothing beside it (no sibling checkout). psql runs as postgres,
+which cannot read such a checkout, so the schema must reach it another way (on stdin)."""
 
 import os
 import shutil
