@@ -242,15 +242,22 @@ def fail_over(master, slave):
     master.link(up=True)
 
 
-def test_failback_drain_waits_for_the_calls_to_end(nodes):
-    """Calls counted by the asterisk stand-in (testbed.ASTERISK_BEHAVIOUR: replays the output
-    of Asterisk's `core show channels count`, main/cli.c): 2 calls, then 1, then none."""
+def fail_back_with_calls(nodes, counts, drain):
+    """A failed-over slave whose asterisk stand-in answers `counts` (one a line, the last one
+    repeated), then a check run with [check] failback_drain = drain, as the master is back."""
     master, slave = nodes
     fail_over(master, slave)
     with open(slave.asterisk_calls_file, 'w') as f:
-        f.write('2\n1\n0\n')
-    result = check(slave, run_for=7, failback_drain='60')
+        f.write(counts)
+    result = check(slave, run_for=7, failback_drain=drain)
     assert result.returncode == 0, result.stderr
+    return slave
+
+
+def test_failback_drain_waits_for_the_calls_to_end(nodes):
+    """Calls counted by the asterisk stand-in (testbed.ASTERISK_BEHAVIOUR: replays the output
+    of Asterisk's `core show channels count`, main/cli.c): 2 calls, then 1, then none."""
+    slave = fail_back_with_calls(nodes, '2\n1\n0\n', drain='60')
     log = open(slave.log_file).read()
     assert 'failback drain: waited' in log and 'for 2 calls to end: none cut' in log, log
     assert 'asterisk -rx core show channels count' in slave.stand_in_calls()
@@ -263,12 +270,7 @@ def test_failback_drain_waits_for_the_calls_to_end(nodes):
 
 def test_failback_drain_gives_up_and_says_how_many_calls_are_cut(nodes):
     """Same stand-in as above: 3 calls that never end."""
-    master, slave = nodes
-    fail_over(master, slave)
-    with open(slave.asterisk_calls_file, 'w') as f:
-        f.write('3\n')
-    result = check(slave, run_for=7, failback_drain='2')
-    assert result.returncode == 0, result.stderr
+    slave = fail_back_with_calls(nodes, '3\n', drain='2')
     assert 'failback_drain 2 s) for 3 calls: 3 still up, cut by the stop' in open(slave.log_file).read()
     assert slave.services_state() == 'base'
 

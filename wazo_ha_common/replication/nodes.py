@@ -13,10 +13,6 @@ from ..settings import Settings
 logger = logging.getLogger('wazo-ha')
 
 
-def slave_dsn(settings: Settings, ip: str) -> str:
-    return pg_access.slave_dsn(settings, ip)  # the replication role, its password file, TLS
-
-
 class Nodes:
     """`master`/`slave`: the connections; `mcur`/`scur`: one cursor on each. Use as a
     context manager: both connections are closed at its end."""
@@ -28,7 +24,8 @@ class Nodes:
                                  application=application)
         try:
             try:
-                self.slave = db.connect(slave_dsn(settings, slave_ip),
+                # the replication role, its password file, TLS
+                self.slave = db.connect(pg_access.slave_dsn(settings, slave_ip),
                                         f'the slave database {settings.database.name} at '
                                         f'{slave_ip}:{settings.database.remote_port} as '
                                         f'{settings.database.remote_user}',
