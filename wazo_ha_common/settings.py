@@ -309,6 +309,26 @@ TABLE = (
             'by content whatever the tracking record says, repairs any difference and mails root when\n'
             'the tracking had missed one (also by hand: xivo-master-slave-db-replication --verify);\n'
             '0 = never'),
+    Setting('database', 'mode', 'hourly', Choice(('hourly', 'continuous')),
+            'hourly: the master copies its database to the slave every hour (the documented\n'
+            'behaviour); continuous: PostgreSQL logical replication streams every change of the\n'
+            'copied tables to the slave within seconds (the slave runs wazo-ha-stream every\n'
+            'minute; see README "Continuous replication"). The same on both nodes'),
+    Setting('database', 'stream_user', 'wazo_ha_stream', Name(),
+            'continuous mode: the role the slave logs in as on the master (REPLICATION and\n'
+            'SELECT on the copied tables only), created on the master by wazo-ha-config, its\n'
+            'password made by wazo-sync -i and kept in the slave\'s [database] passfile'),
+    Setting('database', 'slot_wal_keep_size', '1024', Number(16, 1048576, integer=True),
+            "continuous mode, on the master: megabytes of WAL the slave's replication slot may\n"
+            'hold back (max_slot_wal_keep_size); past it the slot is lost, the master\'s disk is\n'
+            'safe and the slave makes a fresh copy'),
+    Setting('database', 'admin_dsn', 'host=/run/postgresql port=5432 dbname=asterisk user=postgres',
+            Text(),
+            "continuous mode, on the slave: libpq connection string of this node's database as\n"
+            'its superuser (creating a subscription needs one on PostgreSQL 15)'),
+    Setting('database', 'admin_system_user', 'postgres', Text(empty=True, forbidden=' :/'),
+            'the system user whose identity that connection is made with (peer authentication);\n'
+            'empty: as root'),
     Setting('database', 'reload_command', 'pg_ctlcluster 15 main reload', Command(),
             'how wazo-ha-config makes PostgreSQL read pg_hba.conf again, or restart it\n'
             '(a restart is needed when listen_addresses changes)'),

@@ -1,0 +1,11 @@
+"""Continuous replication ([database] mode = continuous): PostgreSQL logical replication of the
+copied tables from the master to the slave.
+
+The master publishes the copied tables (publication PUBLICATION, kept in step by
+wazo-ha-config and the hourly replication run); the slave subscribes (subscription
+SUBSCRIPTION) on a slot of its own on the master, named SLOT_PREFIX + the time of the hand-off
+that made it."""
+
+PUBLICATION = 'wazo_ha'
+SUBSCRIPTION = 'wazo_ha'
+SLOT_PREFIX = 'wazo_ha_slot_'
