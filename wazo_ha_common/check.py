@@ -15,6 +15,7 @@ from . import failback, health, probes, role, services, sync
 from .errors import InputError, WazoHaError
 from .jobs import CHECK, SERVICES
 from .settings import Settings
+from .stream import job as stream_job
 from .system import read_state, read_text, send_mail, single_instance, write_state
 
 logger = logging.getLogger('wazo-ha')
@@ -120,6 +121,7 @@ def _converge(settings: Settings, verdict: health.Verdict,
     if verdict.decision == health.UNKNOWN or not (verdict.changed or force):
         return None
     if verdict.decision == health.DOWN:
+        stream_job.before_serving(settings)  # the slave's own writes from now on
         outcome = services.start(settings)
         change = failback.serving(settings)
     else:

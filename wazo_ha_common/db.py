@@ -7,11 +7,14 @@ import contextlib
 import functools
 import io
 import logging
+import os
+import pwd
 import threading
 from dataclasses import dataclass
 
 import psycopg2
 import psycopg2.extensions
+import psycopg2.extras
 from psycopg2 import sql
 
 from .errors import WazoHaError
@@ -624,3 +627,175 @@ def stream_table(source, target, table: Table, where: sql.Composable | None = No
     number of rows written on target."""
     with TableStream(source, [(table, where)]) as stream:
         return stream.copy_next(target, table)
+
+
+# continuous replication (see stream/): the slave's superuser session, the replication
+# connection to the master, subscriptions and slots
+
+@contextlib.contextmanager
+def _effective_user(system_user: str):
+    """Connect with the identity of `system_user` (peer authentication reads the effective
+    uid of the connecting process); nothing changes when empty or not root."""
+    if not system_user or os.geteuid() != 0:
+        yield
+        return
+    try:
+        entry = pwd.getpwnam(system_user)
+    except KeyError:
+        raise DatabaseError(f'no system user {system_user} ([database] admin_system_user)') from None
+    os.setegid(entry.pw_gid)
+    os.seteuid(entry.pw_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def admin_connect(dsn: str, system_user: str, application: str):
+    """This node's database as its superuser ([database] admin_dsn)."""
+    with _effective_user(system_user):
+        return connect(dsn, "this node's database as its superuser ([database] admin_dsn)",
+                       application=application)
+
+
+def replication_connect(dsn: str, what: str, application: str):
+    """A logical replication connection (replication=database): walsender commands only."""
+    try:
+        return psycopg2.connect(dsn, application_name=application,
+                                connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    except psycopg2.Error as e:
+        raise DatabaseError(f'cannot connect to {what}: {first_line(e)}') from None
+
+
+@_translated
+def create_exported_slot(conn, slot: str) -> tuple[int, str]:
+    """A logical slot (pgoutput) and the snapshot it starts from: every change after the
+    snapshot is kept for the slot. The snapshot stays usable while `conn` stays open and idle.
+    Returns (its consistent point in bytes, the snapshot's name)."""
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput (SNAPSHOT 'export')")
+        _, point, snapshot, _ = cur.fetchone()
+    return lsn_bytes(point), snapshot
+
+
+def lsn_bytes(lsn: str) -> int:
+    high, low = lsn.split('/')
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+@_translated
+def use_snapshot(conn, snapshot: str) -> None:
+    """This connection's transaction reads the exported snapshot (first statement)."""
+    conn.set_session(isolation_level='REPEATABLE READ', readonly=True)
+    with conn.cursor() as cur:
+        cur.execute('SET TRANSACTION SNAPSHOT %s', (snapshot,))
+
+
+@_translated
+def wal_position(cur) -> int:
+    cur.execute("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
+    return int(cur.fetchone()[0])
+
+
+@_translated
+def slots(cur, prefix: str) -> dict[str, dict]:
+    """Replication slots whose name starts with prefix: name -> active, wal_status, the WAL
+    they hold back and their confirmed position (bytes)."""
+    cur.execute("""
+        SELECT slot_name, active, coalesce(wal_status, 'lost'),
+               coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint,
+               coalesce((confirmed_flush_lsn - '0/0'::pg_lsn)::bigint, 0)
+        FROM pg_replication_slots WHERE starts_with(slot_name, %s)""", (prefix,))
+    return {name: {'active': active, 'wal_status': status, 'retained': int(retained),
+                   'confirmed': int(confirmed)}
+            for name, active, status, retained, confirmed in cur.fetchall()}
+
+
+@_translated
+def drop_slot(cur, name: str) -> None:
+    cur.execute('SELECT pg_drop_replication_slot(%s)', (name,))
+
+
+@_translated
+def subscription(cur, name: str) -> dict | None:
+    """The subscription's state on this node, None when it does not exist."""
+    cur.execute("""
+        SELECT s.subenabled, s.subslotname, w.pid,
+               coalesce(st.apply_error_count, 0) + coalesce(st.sync_error_count, 0),
+               extract(epoch FROM w.latest_end_time)
+        FROM pg_subscription s
+        LEFT JOIN pg_stat_subscription w ON w.subid = s.oid AND w.relid IS NULL
+        LEFT JOIN pg_stat_subscription_stats st ON st.subid = s.oid
+        WHERE s.subname = %s AND s.subdbid = (SELECT oid FROM pg_database
+                                              WHERE datname = current_database())""", (name,))
+    row = cur.fetchone()
+    if row is None:
+        return None
+    enabled, slot, pid, errors, latest = row
+    return {'enabled': enabled, 'slot': slot, 'worker': pid, 'errors': int(errors),
+            'latest_end_time': float(latest) if latest is not None else None}
+
+
+@_translated
+def drop_subscription(cur, name: str) -> None:
+    """Inside the current transaction: stop it and drop it, leaving its slot on the master
+    (dropped there apart)."""
+    ident = sql.Identifier(name)
+    cur.execute(sql.SQL('ALTER SUBSCRIPTION {} DISABLE').format(ident))
+    cur.execute(sql.SQL('ALTER SUBSCRIPTION {} SET (slot_name = NONE)').format(ident))
+    cur.execute(sql.SQL('DROP SUBSCRIPTION {}').format(ident))
+
+
+@_translated
+def create_subscription(cur, name: str, conninfo: str, publication: str, slot: str) -> None:
+    """Inside the current transaction: subscribe on an existing slot, without a copy (the
+    caller's copy is the starting point); an apply error disables it. The statement holds a
+    password: not logged."""
+    cur.execute("SET LOCAL log_statement = 'none'; SET LOCAL log_min_duration_statement = -1")
+    cur.execute(sql.SQL('CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH '
+                        '(create_slot = false, slot_name = {}, copy_data = false, '
+                        'enabled = true, disable_on_error = true)').format(
+        sql.Identifier(name), sql.Literal(conninfo), sql.Identifier(publication),
+        sql.Literal(slot)))
+
+
+@_translated
+def disable_subscription(cur, name: str) -> bool:
+    """Stop applying (the slave serves); False when there is no such subscription."""
+    cur.execute('SELECT 1 FROM pg_subscription WHERE subname = %s', (name,))
+    if cur.fetchone() is None:
+        return False
+    cur.execute(sql.SQL('ALTER SUBSCRIPTION {} DISABLE').format(sql.Identifier(name)))
+    return True
+
+
+@_translated
+def sequence_columns(cur) -> list[tuple[str, str, str]]:
+    """(sequence, table, column) of every sequence of the public schema owned by a column."""
+    cur.execute("""
+        SELECT s.relname, t.relname, a.attname
+        FROM pg_class s
+        JOIN pg_namespace n ON n.oid = s.relnamespace
+        JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass
+                        AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+        JOIN pg_class t ON t.oid = d.refobjid
+        JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+        WHERE s.relkind = 'S' AND n.nspname = 'public'
+        ORDER BY s.relname""")
+    return cur.fetchall()
+
+
+@_translated
+def sequence_past_column(cur, sequence: str, table: str, column: str) -> int | None:
+    """Move the sequence past the column's largest value (never back); the value it was set
+    to, None when it already was past."""
+    cur.execute(sql.SQL("""
+        SELECT setval({seq}::regclass, m) FROM (SELECT max({col})::bigint AS m FROM {table}) x,
+               {seqi} s
+        WHERE m IS NOT NULL AND (m > s.last_value OR (m = s.last_value AND NOT s.is_called))
+        """).format(seq=sql.Literal(sql.Identifier(sequence).as_string(cur)),
+                    col=sql.Identifier(column), table=sql.Identifier(table),
+                    seqi=sql.Identifier(sequence)))
+    row = cur.fetchone()
+    return int(row[0]) if row else None

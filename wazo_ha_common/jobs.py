@@ -31,13 +31,14 @@ REPLICATION = Job('xivo-master-slave-db-replication', 'replication.json',
 SYNC = Job('wazo-sync', 'sync.json', 'Slave file synchronisation failed', 3600)
 CHECK = Job('xivo-check-master-status', 'check.json', None, 60)
 SERVICES = Job('xivo-manage-slave-services', 'services.json', None, None)
+STREAM = Job('wazo-ha-stream', 'stream.json', 'Slave continuous replication failed', 60)
 CONFIG = Job('wazo-ha-config', None, None, None)
 STATUS = Job('wazo-ha-status', None, None, None)
 
 # the replication's last verification by content (see replication.job), for wazo-ha-status
 VERIFICATION_FILE = 'replication-verification.json'
 
-ALL = (REPLICATION, SYNC, CHECK, SERVICES, CONFIG, STATUS)
+ALL = (REPLICATION, SYNC, CHECK, STREAM, SERVICES, CONFIG, STATUS)
 SCHEDULED = tuple(job for job in ALL if job.cron_period)   # what pause holds
 
 

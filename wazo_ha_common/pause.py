@@ -16,7 +16,8 @@ import time
 
 from . import schedule
 from .jobs import SCHEDULED
-from .errors import LockBusyError
+from . import role
+from .errors import LockBusyError, WazoHaError
 from .settings import Settings
 from .system import single_instance, write_atomic
 
@@ -43,15 +44,40 @@ def pause(settings: Settings, wait: float) -> tuple[str, bool, list[str]]:
     return since, newly, running
 
 
+def stop_stream(settings: Settings) -> str | None:
+    """On a continuous slave: the subscription stops too (the upgrade changes the schemas,
+    which logical replication does not carry); resume hands off afresh."""
+    if not _continuous_slave(settings):
+        return None
+    from .stream import job as stream_job, plan
+    try:
+        return stream_job.stop_applying(settings, plan.BY_PAUSE)
+    except (WazoHaError, OSError) as e:
+        return f'the continuous replication could not be stopped: {e}'
+
+
 def resume(settings: Settings) -> str | None:
-    """Let cron start the jobs again; what the pause had recorded, or None if not paused."""
+    """Let cron start the jobs again; what the pause had recorded, or None if not paused.
+    A continuous slave hands off afresh at the next wazo-ha-stream run."""
     since = schedule.paused_since(settings.paths.state_dir)
     try:
         os.unlink(schedule.pause_marker(settings.paths.state_dir))
     except FileNotFoundError:
         return None
     logger.info('cron jobs resumed (paused since %s)', since)
+    if _continuous_slave(settings):
+        from .stream import job as stream_job
+        stream_job.request_hand_off(settings, 'resumed after a pause')
     return since
+
+
+def _continuous_slave(settings: Settings) -> bool:
+    if settings.database.mode != 'continuous':
+        return False
+    try:
+        return role.load(settings.paths.ha_conf).node_type == 'slave'
+    except WazoHaError:
+        return False
 
 
 def _who() -> str:

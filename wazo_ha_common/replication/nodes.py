@@ -76,3 +76,11 @@ class Nodes:
             db.rollback(self.master)
         except db.DatabaseError as e:
             logger.warning('ending the read on the master: %s', e)
+
+    @classmethod
+    def joined(cls, master, slave, slave_ip: str):
+        """Two connections opened elsewhere (the slave's hand-off), held the same way."""
+        nodes = cls.__new__(cls)
+        nodes.slave_ip, nodes.master, nodes.slave = slave_ip, master, slave
+        nodes.mcur, nodes.scur = db.cursor(master), db.cursor(slave)
+        return nodes

@@ -1,0 +1,68 @@
+"""How the slave reaches the master for the stream: the stream role ([database] stream_user),
+its password from the slave's password file ([database] passfile, put there by wazo-sync -i on
+the master), TLS."""
+
+from __future__ import annotations
+
+from .. import db, pg_access
+from ..errors import WazoHaError
+from ..settings import Settings
+from ..system import read_text
+
+
+def _base(settings: Settings, master_ip: str) -> str:
+    d = settings.database
+    return (f'host={master_ip} port={d.remote_port} dbname={d.name} user={d.stream_user} '
+            f'sslmode={d.sslmode} connect_timeout={d.connect_timeout} keepalives=1 '
+            'keepalives_idle=10 keepalives_interval=5 keepalives_count=3 tcp_user_timeout=30000')
+
+
+def what(settings: Settings, master_ip: str) -> str:
+    d = settings.database
+    return f'the master database {d.name} at {master_ip}:{d.remote_port} as {d.stream_user}'
+
+
+def password(settings: Settings, master_ip: str) -> str:
+    d = settings.database
+    prefix = pg_access.pgpass_prefix(master_ip, d.remote_port, d.name, d.stream_user)
+    found = pg_access.pgpass_password(read_text(d.passfile) or '', prefix)
+    if not found:
+        raise WazoHaError(f'no password for the stream role {d.stream_user} of the master '
+                          f'{master_ip} in {d.passfile}: run wazo-sync -i on the master (with '
+                          '[database] mode = continuous there)')
+    return found
+
+
+def hint(message: str, settings: Settings) -> str:
+    if any(s in message for s in ('password authentication failed', 'no password supplied',
+                                  'is not permitted to log in')):
+        return (f'{message}: the master refuses the stream role {settings.database.stream_user} '
+                'or its password: run wazo-sync -i on the master')
+    if 'pg_hba.conf' in message:
+        return (f'{message}: is this slave allowed there? run wazo-ha-config set --node-type '
+                'master on the master with [database] mode = continuous')
+    return message
+
+
+def connect_master(settings: Settings, master_ip: str, application: str):
+    dsn = f'{_base(settings, master_ip)} passfile={settings.database.passfile}'
+    try:
+        return db.connect(dsn, what(settings, master_ip), application=application)
+    except db.DatabaseError as e:
+        raise db.DatabaseError(hint(str(e), settings)) from None
+
+
+def connect_replication(settings: Settings, master_ip: str, application: str):
+    dsn = f'{_base(settings, master_ip)} passfile={settings.database.passfile} replication=database'
+    try:
+        return db.replication_connect(dsn, what(settings, master_ip) + ' (replication)',
+                                      application)
+    except db.DatabaseError as e:
+        raise db.DatabaseError(hint(str(e), settings)) from None
+
+
+def subscription_conninfo(settings: Settings, master_ip: str) -> str:
+    """What the slave's PostgreSQL connects with: the server cannot read root's password file,
+    so the password is in the subscription (readable by the superuser alone)."""
+    value = password(settings, master_ip).replace('\\', '\\\\').replace("'", "\\'")
+    return f"{_base(settings, master_ip)} application_name=wazo_ha_subscription password='{value}'"

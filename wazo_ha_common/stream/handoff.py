@@ -1,0 +1,98 @@
+"""The hand-off from copy to stream, on the slave: a slot on the master with an exported
+snapshot, the atomic copy read from that snapshot, and the subscription on that slot created
+in the copy's own transaction. Every change after the snapshot is kept for the slot and
+streamed; none before it is applied twice.
+
+Cut short anywhere (killed, link cut, either PostgreSQL stopped), the slave's transaction
+rolls back: its tables and its subscription stay as they were; the slot made for it is dropped
+then or, inactive, by the next run."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from .. import db
+from ..replication.compare import copied_tables, find_changes
+from ..replication.job import Result
+from ..replication.nodes import Nodes
+from ..replication.write import Writer
+from ..settings import Settings
+from . import PUBLICATION, SUBSCRIPTION, access
+from .plan import slot_name
+
+logger = logging.getLogger('wazo-ha')
+
+APPLICATION = 'wazo-ha-stream'
+
+
+class _HandOffNodes(Nodes):
+    """The copy's two connections; the subscription is created just before the commit."""
+
+    subscribe = None
+
+    def commit_slave(self) -> None:
+        self.subscribe(self.scur)
+        super().commit_slave()
+
+
+def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | None) -> tuple[Result, str]:
+    """Copy and subscribe; `admin`: the slave's superuser connection (closed here).
+    Returns the copy's figures and the new slot's name."""
+    conninfo = access.subscription_conninfo(settings, master_ip)
+    reader = replicator = None
+    slot = slot_name(time.time())
+    made = False
+    try:
+        reader = access.connect_master(settings, master_ip, APPLICATION)
+        replicator = access.connect_replication(settings, master_ip, APPLICATION)
+        _, snapshot = db.create_exported_slot(replicator, slot)
+        made = True
+        db.use_snapshot(reader, snapshot)
+        nodes = _HandOffNodes.joined(reader, admin, master_ip)
+        nodes.subscribe = lambda cur: db.create_subscription(cur, SUBSCRIPTION, conninfo,
+                                                             PUBLICATION, slot)
+        result = Result(slave='this node', started_at=time.time())
+        started = time.monotonic()
+        if subscription is not None:
+            db.drop_subscription(nodes.scur, SUBSCRIPTION)
+        tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
+        changes = find_changes(nodes, tables, None)
+        result.tables_unchanged = len(tables) - len(changes.tables)
+        if changes:
+            Writer(nodes, changes, None, result).write()
+        else:
+            nodes.commit_slave()
+        result.duration = time.monotonic() - started
+        made = False   # the subscription owns it now
+        return result, slot
+    except BaseException:
+        db.close(admin)
+        if made:
+            _drop_quietly(settings, master_ip, slot, replicator)
+        raise
+    finally:
+        for conn in (reader, replicator, admin):
+            if conn is not None:
+                db.close(conn)
+
+
+def _drop_quietly(settings: Settings, master_ip: str, slot: str, replicator) -> None:
+    """The slot of a hand-off that failed: dropped now if the master answers, else by the
+    next run (inactive slots of ours without a subscription are dropped)."""
+    if replicator is not None:
+        db.close(replicator)
+    try:
+        conn = access.connect_master(settings, master_ip, APPLICATION)
+    except db.DatabaseError as e:
+        logger.warning('the slot %s made for the failed hand-off is left on the master (%s): '
+                       'the next run drops it', slot, e)
+        return
+    try:
+        conn.autocommit = True
+        db.drop_slot(db.cursor(conn), slot)
+    except db.DatabaseError as e:
+        logger.warning('cannot drop the slot %s made for the failed hand-off (%s): the next run '
+                       'drops it', slot, e)
+    finally:
+        db.close(conn)

@@ -1,0 +1,84 @@
+"""What a run of wazo-ha-stream does, decided from facts alone (no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NOTHING = 'nothing'      # the stream is healthy (or off while the slave serves): measure, record
+DISABLE = 'disable'      # stop applying: the slave serves, or the schemas differ
+HAND_OFF = 'hand-off'    # the atomic copy and a fresh subscription
+DROP = 'drop'            # not in continuous mode: remove the subscription left behind
+
+# who disabled the subscription (recorded when we do it); any other disabled subscription was
+# disabled by PostgreSQL itself on an apply error (disable_on_error)
+BY_FAILOVER = 'failover'
+BY_PAUSE = 'pause'
+BY_SCHEMA = 'schema'
+
+
+@dataclass(frozen=True)
+class Facts:
+    continuous: bool
+    serving: bool                 # the slave's telephony runs: it took over
+    subscription: dict | None     # db.subscription() on the slave
+    slot: dict | None             # db.slots() entry of the subscription's slot on the master
+    schema_differences: tuple[str, ...] = ()
+    disabled_by: str | None = None
+    request: str | None = None    # a hand-off asked for (resume, by hand)
+    handed_off_before: bool = False
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str
+    reason: str
+    planned: bool = True     # False: something broke; the hand-off is mailed to root
+
+
+def decide(f: Facts) -> Action:
+    sub = f.subscription
+    if not f.continuous:
+        if sub is None:
+            return Action(NOTHING, '[database] mode is hourly: no stream')
+        return Action(DROP, '[database] mode is hourly: the subscription left behind is dropped')
+    if f.serving:
+        if sub is not None and sub['enabled']:
+            return Action(DISABLE, 'the slave serves (failover): the stream stays off until '
+                                   'the master is back')
+        return Action(NOTHING, 'the slave serves (failover): the stream stays off until the '
+                               'master is back')
+    if f.schema_differences:
+        return Action(DISABLE if sub is not None and sub['enabled'] else NOTHING,
+                      'the schemas differ: ' + '; '.join(f.schema_differences), planned=False)
+    if f.request:
+        return Action(HAND_OFF, f.request)
+    if sub is None:
+        if f.handed_off_before:
+            return Action(HAND_OFF, 'the subscription is gone from the slave', planned=False)
+        return Action(HAND_OFF, 'first hand-off')
+    if not sub['enabled']:
+        if f.disabled_by == BY_FAILOVER:
+            return Action(HAND_OFF, 'failback: the master is back')
+        if f.disabled_by == BY_PAUSE:
+            return Action(HAND_OFF, 'resumed after a pause')
+        if f.disabled_by == BY_SCHEMA:
+            return Action(HAND_OFF, 'the schemas are equal again')
+        return Action(HAND_OFF, f'the subscription stopped on an apply error or conflict '
+                                f'({sub["errors"]} errors counted)', planned=False)
+    if f.slot is None:
+        return Action(HAND_OFF, f'its slot {sub["slot"]} is gone from the master', planned=False)
+    if f.slot['wal_status'] == 'lost':
+        return Action(HAND_OFF, f'its slot {sub["slot"]} lost WAL the slave had not received '
+                                '([database] slot_wal_keep_size exceeded)', planned=False)
+    return Action(NOTHING, 'streaming')
+
+
+def stale_slots(slots: dict[str, dict], current: str | None) -> list[str]:
+    """Slots of ours on the master that no subscription uses any more (left by an earlier
+    hand-off, or one cut short): dropped when inactive."""
+    return sorted(name for name, s in slots.items() if name != current and not s['active'])
+
+
+def slot_name(now: float) -> str:
+    from . import SLOT_PREFIX
+    return f'{SLOT_PREFIX}{int(now * 1000)}'
