@@ -117,3 +117,12 @@ def create_user(node, firstname):
 
 def users_named(node, firstname):
     return node.psql(f"SELECT string_agg(id::text, ' ') FROM userfeatures WHERE firstname = '{firstname}'").split()
+
+
+def setup_streaming(master, slave):
+    """Continuous mode on both nodes, paired, and the slave's first hand-off done."""
+    configure_continuous(master, slave)
+    master_side_by_hand(master, slave)
+    out = stream_ok(slave)
+    assert 'hand-off done (first hand-off)' in out, out
+    return out

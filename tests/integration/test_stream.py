@@ -4,19 +4,15 @@ real PostgreSQL 15 clusters in network namespaces."""
 import pytest
 
 from datagen import installation_sql
-from stream_helpers import (assert_equal_copies, configure_continuous, create_user,
-                            master_side_by_hand, our_slots, stream_ok, subscription,
-                            users_named, wait_until)
+from stream_helpers import (assert_equal_copies, create_user, our_slots, setup_streaming,
+                            stream_ok, subscription, users_named, wait_until)
 
 
 @pytest.fixture
 def streaming(pair):
     master, slave = pair
     master.psql(installation_sql(users=30, history=40))
-    configure_continuous(master, slave)
-    master_side_by_hand(master, slave)
-    out = stream_ok(slave)
-    assert 'hand-off done (first hand-off)' in out, out
+    setup_streaming(master, slave)
     return master, slave
 
 
