@@ -1,11 +1,14 @@
 """wazo-ha-stream: continuous replication from the master to the slave (issue 16), on two
 real PostgreSQL 15 clusters in network namespaces."""
 
+import time
+
 import pytest
 
 from datagen import installation_sql
-from stream_helpers import (assert_equal_copies, create_user, our_slots, setup_streaming,
-                            stream_ok, subscription, users_named, wait_until)
+from stream_helpers import (assert_equal_copies, continuous_settings, create_user, our_slots,
+                            setup_streaming, stream, stream_ok, subscription, users_named,
+                            wait_until)
 
 
 @pytest.fixture
@@ -28,3 +31,163 @@ def test_first_hand_off_copies_then_streams(streaming):
     out = stream_ok(slave)
     assert 'streaming from the master' in out and 'lag' in out, out
     assert len(our_slots(master)) == 1
+
+
+def max_user_id(node):
+    return int(node.psql('SELECT max(id) FROM userfeatures'))
+
+
+def check_run(slave, run_for):
+    continuous_settings(slave, check={'run_for': str(run_for)})
+    r = slave.wazo('xivo-check-master-status', timeout=120)
+    continuous_settings(slave)
+    return r
+
+
+def test_failover_keeps_the_last_seconds_and_failback_streams_again(streaming):
+    """A user created on the master 2 s before its link is cut is on the slave after the
+    failover; the failover stops the stream and moves the sequences, so a user created on
+    the serving slave gets a fresh id; after failback the next run copies the master afresh
+    (the slave's own user is gone, as in hourly mode) and the stream is healthy again."""
+    master, slave = streaming
+    create_user(master, 'JustBefore')
+    time.sleep(2)
+    master.link(False)
+    r = check_run(slave, 6)
+    assert r.returncode == 0, r.stderr
+    assert 'down' in r.stdout, r.stdout
+    assert users_named(slave, 'JustBefore')
+    assert subscription(slave)[0] is False
+    highest = max_user_id(slave)
+    assert int(users_named(slave, 'JustBefore')[0]) == highest
+    assert create_user(slave, 'OnSlave') > highest
+    out = stream_ok(slave)
+    assert 'the slave serves' in out, out
+    master.link(True)
+    r = check_run(slave, 7)
+    assert r.returncode == 0 and ' up' in r.stdout, r.stdout + r.stderr
+    out = stream_ok(slave)
+    assert 'hand-off done (failback: the master is back)' in out, out
+    assert_equal_copies(master, slave)
+    assert not users_named(slave, 'OnSlave')
+    assert wait_until(lambda: subscription(slave) == (True, True))
+    create_user(master, 'AfterFailback')
+    assert wait_until(lambda: users_named(slave, 'AfterFailback'), 10)
+    assert slave.mails() == []  # all of it planned: nothing mailed
+
+
+def test_a_conflict_on_the_slave_ends_in_a_fresh_hand_off_mailed_to_root(streaming):
+    """A row written on the slave by someone else collides with the master's next insert:
+    PostgreSQL stops the subscription (disable_on_error); the next run copies afresh,
+    subscribes again and mails root once."""
+    master, slave = streaming
+    next_user, next_template = master.psql(
+        "SELECT (SELECT last_value + 1 FROM userfeatures_id_seq), "
+        "(SELECT last_value + 1 FROM func_key_template_id_seq)").split('|')
+    slave.psql("SET session_replication_role = replica; "
+               f"INSERT INTO func_key_template (id, tenant_uuid, private) SELECT {next_template}, "
+               "tenant_uuid, true FROM userfeatures LIMIT 1; "
+               "INSERT INTO userfeatures (id, uuid, firstname, lastname, description, tenant_uuid, "
+               f"func_key_private_template_id) SELECT {next_user}, uuid_generate_v4(), 'Intruder', "
+               f"'', '', tenant_uuid, {next_template} FROM userfeatures LIMIT 1")
+    create_user(master, 'Collides')
+    assert wait_until(lambda: subscription(slave) == (False, False), 20)
+    out = stream_ok(slave)
+    assert 'hand-off done (the subscription stopped on an apply error or conflict' in out, out
+    assert_equal_copies(master, slave)
+    assert users_named(slave, 'Collides') and not users_named(slave, 'Intruder')
+    mails = slave.mails()
+    assert len(mails) == 1 and 'a fresh copy was needed' in mails[0], mails
+    assert wait_until(lambda: subscription(slave) == (True, True))
+
+
+def test_a_lost_slot_ends_in_a_fresh_hand_off(streaming):
+    """The slot dropped on the master (as max_slot_wal_keep_size or an administrator would):
+    the next run notices, copies afresh on a new slot and mails root."""
+    master, slave = streaming
+    slot = our_slots(master)[0].split(':')[0]
+    slave.psql("ALTER SUBSCRIPTION wazo_ha DISABLE")
+    wait_until(lambda: our_slots(master) == [f'{slot}:false'])
+    master.psql(f"SELECT pg_drop_replication_slot('{slot}')")
+    slave.psql("ALTER SUBSCRIPTION wazo_ha ENABLE")
+    create_user(master, 'WhileLost')
+    out = stream_ok(slave)
+    assert f'hand-off done (its slot {slot} is gone from the master)' in out, out
+    assert users_named(slave, 'WhileLost')
+    assert len(our_slots(master)) == 1 and slot not in our_slots(master)[0]
+    assert len(slave.mails()) == 1
+
+
+def test_a_schema_difference_stops_the_stream_until_the_schemas_match(streaming):
+    """DDL is not replicated: a column added on the master alone stops the stream (exit 1,
+    root mailed once, not every minute); once the slave has it too, the next run copies
+    afresh and streams."""
+    master, slave = streaming
+    master.psql('ALTER TABLE userfeatures ADD COLUMN upgraded integer DEFAULT 7')
+    for _ in range(2):
+        r = stream(slave)
+        assert r.returncode == 1 and 'userfeatures.upgraded is missing on the slave' in r.stderr, r.stderr
+    assert subscription(slave)[0] is False
+    assert len(slave.mails()) == 1
+    slave.psql('ALTER TABLE userfeatures ADD COLUMN upgraded integer DEFAULT 7')
+    out = stream_ok(slave)
+    assert 'hand-off done (the schemas are equal again)' in out, out
+    assert_equal_copies(master, slave)
+    assert len(slave.mails()) == 1
+
+
+def test_pause_stops_the_stream_and_resume_hands_off(streaming):
+    """wazo-ha-config pause on the slave stops the subscription (the upgrade's DDL is not
+    replicated); resume makes the next run copy afresh, nothing mailed."""
+    master, slave = streaming
+    r = slave.wazo('wazo-ha-config', 'pause', '--wait', '5')
+    assert r.returncode == 0 and 'continuous replication stopped (pause)' in r.stdout, r.stdout + r.stderr
+    create_user(master, 'DuringPause')
+    time.sleep(2)
+    assert not users_named(slave, 'DuringPause')
+    r = slave.wazo('wazo-ha-config', 'resume')
+    assert r.returncode == 0, r.stderr
+    out = stream_ok(slave)
+    assert 'hand-off done (resumed after a pause)' in out, out
+    assert users_named(slave, 'DuringPause')
+    assert slave.mails() == []
+
+
+def test_hourly_mode_drops_the_subscription_left_behind(streaming):
+    """Back to [database] mode = hourly: the next run drops the subscription; later runs say
+    there is nothing to do and exit 0."""
+    master, slave = streaming
+    slave.write_settings()
+    out = stream_ok(slave)
+    assert 'subscription left behind is dropped' in out, out
+    assert subscription(slave) is None
+    assert 'mode is hourly' in stream_ok(slave)
+
+
+def test_a_second_run_at_once_is_refused_and_changes_nothing(streaming):
+    master, slave = streaming
+    with slave.lock_held('wazo-ha-stream'):
+        r = stream(slave)
+    assert r.returncode == 1 and 'another wazo-ha-stream is running' in r.stderr, r.stderr
+    assert subscription(slave)[0] is True
+
+
+@pytest.mark.parametrize('argument, message', [
+    ('wazo-master.example.com', 'not an IP address'),
+    ('198.18.0.2', 'an address of this node'),
+    ('198.18.0.9', 'is not the master configured'),
+    ('198.18.0.1;reboot', 'not an IP address'),
+])
+def test_bad_arguments_are_refused_without_a_change(streaming, argument, message):
+    master, slave = streaming
+    before = our_slots(master)
+    r = stream(slave, argument)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert our_slots(master) == before and subscription(slave)[0] is True
+
+
+def test_on_the_master_it_does_nothing_and_says_so(streaming):
+    master, slave = streaming
+    r = stream(master)
+    assert r.returncode == 0 and 'slave' in r.stdout, r.stdout + r.stderr

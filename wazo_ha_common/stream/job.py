@@ -15,8 +15,8 @@ from ..settings import Settings
 from ..system import read_state, send_mail, single_instance, write_state
 from . import SLOT_PREFIX, SUBSCRIPTION, access
 from .handoff import APPLICATION, hand_off
-from .plan import (BY_FAILOVER, BY_PAUSE, BY_SCHEMA, DISABLE, DROP, HAND_OFF, NOTHING, Facts,
-                   decide, stale_slots)
+from .plan import (BY_FAILOVER, BY_SCHEMA, DISABLE, DROP, HAND_OFF, Facts, decide,
+                   stale_slots)
 
 logger = logging.getLogger('wazo-ha')
 
@@ -156,10 +156,11 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
                                   tuple(differences), control.get('disabled_by'),
                                   control.get('request'), bool(details.get('last_hand_off'))))
             details['subscription'] = _shown(sub)
-            if action.kind == DISABLE or (differences and action.kind == NOTHING):
+            if differences:
                 if action.kind == DISABLE:
                     db.disable_subscription(cur, SUBSCRIPTION)
                     db.commit(admin)
+                if sub is not None:  # whoever stopped it, the schemas did
                     update_control(settings, disabled_by=BY_SCHEMA)
                 raise SchemaMismatch(f'{action.reason}. Both nodes must run the same Wazo '
                                      'version: the stream is stopped and the slave unchanged; '

@@ -14,6 +14,9 @@ DROP = 'drop'            # not in continuous mode: remove the subscription left 
 BY_FAILOVER = 'failover'
 BY_PAUSE = 'pause'
 BY_SCHEMA = 'schema'
+PLANNED_STOPS = {BY_FAILOVER: 'failback: the master is back',
+                 BY_PAUSE: 'resumed after a pause',
+                 BY_SCHEMA: 'the schemas are equal again'}
 
 
 @dataclass(frozen=True)
@@ -56,20 +59,16 @@ def decide(f: Facts) -> Action:
         if f.handed_off_before:
             return Action(HAND_OFF, 'the subscription is gone from the slave', planned=False)
         return Action(HAND_OFF, 'first hand-off')
-    if not sub['enabled']:
-        if f.disabled_by == BY_FAILOVER:
-            return Action(HAND_OFF, 'failback: the master is back')
-        if f.disabled_by == BY_PAUSE:
-            return Action(HAND_OFF, 'resumed after a pause')
-        if f.disabled_by == BY_SCHEMA:
-            return Action(HAND_OFF, 'the schemas are equal again')
-        return Action(HAND_OFF, f'the subscription stopped on an apply error or conflict '
-                                f'({sub["errors"]} errors counted)', planned=False)
+    if not sub['enabled'] and f.disabled_by in PLANNED_STOPS:
+        return Action(HAND_OFF, PLANNED_STOPS[f.disabled_by])
     if f.slot is None:
         return Action(HAND_OFF, f'its slot {sub["slot"]} is gone from the master', planned=False)
     if f.slot['wal_status'] == 'lost':
         return Action(HAND_OFF, f'its slot {sub["slot"]} lost WAL the slave had not received '
                                 '([database] slot_wal_keep_size exceeded)', planned=False)
+    if not sub['enabled']:
+        return Action(HAND_OFF, f'the subscription stopped on an apply error or conflict '
+                                f'({sub["errors"]} errors counted)', planned=False)
     return Action(NOTHING, 'streaming')
 
 
