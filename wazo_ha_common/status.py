@@ -15,6 +15,7 @@ from .system import read_state
 OK, WARNING, CRITICAL = 0, 1, 2
 LEVEL_NAMES = {OK: 'OK', WARNING: 'WARNING', CRITICAL: 'CRITICAL'}
 REPLICATION_MAX_AGE = 2 * 3600
+STREAM_LAG_WAIT = 20.0   # stream.job.LAG_WAIT (not imported: status stays without psycopg2)
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Facts:
     sync: jobs.LastRun | None = None                 # master: last run
     sync_key: bool | None = None
     paused: str | None = None       # wazo-ha-config pause: when, by whom
+    mode: str = 'hourly'            # [database] mode
+    stream: jobs.LastRun | None = None               # continuous slave: last wazo-ha-stream run
     error: str = ''
 
 
@@ -40,7 +43,8 @@ def gather(settings: Settings) -> Facts:
         what = 'not configured' if not os.path.exists(settings.paths.ha_conf) else 'corrupt'
         return Facts(role=what, error=str(e))
     facts = Facts(role=config.node_type, peer=config.remote_address,
-                  paused=schedule.paused_since(settings.paths.state_dir))
+                  paused=schedule.paused_since(settings.paths.state_dir),
+                  mode=settings.database.mode)
     if config.node_type == 'disabled':
         return facts
     facts.peer_reachable = probes.ping(config.remote_address, settings.check.probe_timeout)
@@ -50,6 +54,7 @@ def gather(settings: Settings) -> Facts:
         facts.services = {'state': services.current(settings),
                           **{k: v for k, v in recorded.items() if k != 'state'},
                           'last_action': recorded.get('state')}
+        facts.stream = jobs.load_last_run(settings.paths.state_dir, jobs.STREAM)
     else:
         facts.replication = jobs.load_last_run(settings.paths.state_dir, jobs.REPLICATION)
         facts.verification = read_state(settings.paths.state_dir, jobs.VERIFICATION_FILE)
@@ -100,6 +105,8 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
         if decision == 'down':
             out.append((WARNING, f'failover: the master {facts.peer} is down, this slave serves '
                                  'telephony'))
+        if facts.mode == 'continuous' and decision != 'down' and not facts.paused:
+            out += _stream_warnings(facts.stream, now)
         if facts.paused:
             pass  # said above
         elif not facts.decision:
@@ -109,6 +116,24 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
             out.append((WARNING, 'xivo-check-master-status has not run for more than 3 minutes'))
     level = max((lvl for lvl, _ in out), default=OK)
     return level, [f'{LEVEL_NAMES[lvl]}: {text}' for lvl, text in out]
+
+
+def _stream_warnings(run: jobs.LastRun | None, now: float) -> list[tuple[int, str]]:
+    if run is None:
+        return [(WARNING, 'continuous replication: wazo-ha-stream has not run yet (is cron '
+                          'running?)')]
+    out = []
+    if not run.ok:
+        out.append((CRITICAL, f'continuous replication: last run failed: {run.sentence}'))
+        if run.error_kind == jobs.SCHEMA_MISMATCH:
+            out.append((CRITICAL, 'the two nodes run different Wazo schema versions'))
+    elif (run.details or {}).get('lagging'):
+        out.append((WARNING, f'continuous replication: the slave is more than {STREAM_LAG_WAIT:.0f} s '
+                             'behind the master'))
+    if now - run.finished_at > 180:
+        out.append((WARNING, 'continuous replication: wazo-ha-stream has not run for more than '
+                             '3 minutes'))
+    return out
 
 
 def _is_time(value) -> bool:
@@ -126,6 +151,8 @@ def _when(ts) -> str:
 def render(facts: Facts, level: int, warnings: list[str]) -> str:
     lines = [f'wazo-ha status: {LEVEL_NAMES[level]}', f'role: {facts.role}'
              + (' (HA cron jobs paused)' if facts.paused else '')]
+    if facts.role in ('master', 'slave'):
+        lines.append(f'replication mode: {facts.mode}')
     if facts.peer:
         reach = {True: 'answers ping', False: 'does NOT answer ping', None: 'not probed'}
         lines.append(f'peer: {facts.peer} ({reach[facts.peer_reachable]})')
@@ -136,6 +163,8 @@ def render(facts: Facts, level: int, warnings: list[str]) -> str:
         s = facts.services
         lines.append(f"slave services: {s.get('state')}"
                      + (f" since {_when(s.get('since'))}" if s.get('since') else ''))
+        if facts.mode == 'continuous':
+            lines += _stream_lines(facts.stream)
     if facts.role == 'master':
         r = facts.replication
         if r:
@@ -151,6 +180,25 @@ def render(facts: Facts, level: int, warnings: list[str]) -> str:
         lines.append(f'last sync: {_when(sy.finished_at)} {sy.result}' if sy else 'last sync: never')
     lines += warnings
     return '\n'.join(lines)
+
+
+def _stream_lines(run: jobs.LastRun | None) -> list[str]:
+    if run is None:
+        return ['stream: wazo-ha-stream has not run yet']
+    d = run.details or {}
+    lag = d.get('lag_seconds')
+    retained = d.get('retained_wal_bytes')
+    lines = [f'stream: last run {_when(run.finished_at)} {run.result}'
+             + (f", lag {lag:.1f} s" if isinstance(lag, (int, float)) else '')
+             + (f", {retained / 1048576:.1f} MB of WAL held on the master"
+                if isinstance(retained, (int, float)) else '')]
+    h = d.get('last_hand_off')
+    if isinstance(h, dict):
+        lines.append(f"last hand-off: {_when(h.get('at'))} ({h.get('reason')}"
+                     + ('' if h.get('planned') else ', unplanned') + f"): {h.get('sentence')}")
+    else:
+        lines.append('last hand-off: never')
+    return lines
 
 
 def _verification(v: dict) -> str:

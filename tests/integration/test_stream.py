@@ -1,12 +1,17 @@
 """wazo-ha-stream: continuous replication from the master to the slave (issue 16), on two
 real PostgreSQL 15 clusters in network namespaces."""
 
+import signal
+import subprocess
 import time
 
+import psycopg2
 import pytest
 
 from datagen import installation_sql
-from stream_helpers import (assert_equal_copies, continuous_settings, create_user, our_slots,
+from replication_helpers import snapshot
+from stream_helpers import (assert_equal_copies, configure_continuous, continuous_settings,
+                            master_side_by_hand, create_user, our_slots,
                             setup_streaming, stream, stream_ok, subscription, users_named,
                             wait_until)
 
@@ -191,3 +196,46 @@ def test_on_the_master_it_does_nothing_and_says_so(streaming):
     master, slave = streaming
     r = stream(master)
     assert r.returncode == 0 and 'slave' in r.stdout, r.stdout + r.stderr
+
+
+def test_a_hand_off_cut_short_anywhere_leaves_the_slave_as_it_was(pair):
+    """A hand-off held up in the middle (the slot made, its snapshot being copied) and then:
+    the job killed, the master's PostgreSQL stopped, the link cut, the slave's PostgreSQL
+    stopped. Each time the slave's tables are as they were and it has no subscription; the
+    next run, with everything back, copies, subscribes and drops the slots left behind."""
+    master, slave = pair
+    master.psql(installation_sql(users=30, history=40))
+    configure_continuous(master, slave)
+    master_side_by_hand(master, slave)
+    before = snapshot(slave)
+    for disruption in ('kill', 'master-postgres', 'link', 'slave-postgres'):
+        # a session on the slave holds userfeatures: the copy waits there, slot made
+        holder = psycopg2.connect(f'host={slave.pgsock} dbname=asterisk user=postgres')
+        holder.cursor().execute('LOCK TABLE userfeatures IN ACCESS EXCLUSIVE MODE')
+        job = slave.popen('wazo-ha-stream', stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+        assert wait_until(lambda: our_slots(master), 20), disruption
+        time.sleep(1)
+        if disruption == 'kill':
+            job.send_signal(signal.SIGKILL)
+        elif disruption == 'master-postgres':
+            master.stop_postgres('fast')
+        elif disruption == 'link':
+            master.link(False)
+        if disruption == 'slave-postgres':
+            slave.stop_postgres('fast')
+        holder.close()
+        job.communicate(timeout=90)
+        assert job.returncode != 0, disruption
+        if disruption == 'master-postgres':
+            master.start_postgres()
+        elif disruption == 'link':
+            master.link(True)
+        elif disruption == 'slave-postgres':
+            slave.start_postgres()
+        assert snapshot(slave) == before, disruption
+        assert subscription(slave) is None, disruption
+    out = stream_ok(slave)
+    assert 'hand-off done (first hand-off)' in out, out
+    assert_equal_copies(master, slave)
+    assert len(our_slots(master)) == 1

@@ -12,7 +12,7 @@ from wazo_ha_common import __version__
 
 COMMANDS = ['/usr/sbin/xivo-master-slave-db-replication', '/usr/sbin/xivo-manage-slave-services',
             '/usr/sbin/xivo-check-master-status', '/usr/bin/wazo-sync', '/usr/sbin/wazo-ha-config',
-            '/usr/sbin/wazo-ha-status']
+            '/usr/sbin/wazo-ha-status', '/usr/sbin/wazo-ha-stream']
 OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/log/wazo-ha.log', '/etc/cron.d/wazo-ha',
          '/etc/wazo-auth-keys/conf.d/wazo-ha.yml',
          '/etc/logrotate.d/wazo-ha']
@@ -21,7 +21,8 @@ OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/log/wazo-ha.log', '/etc/cron.
 MODULES = ['__init__', 'check', 'cli', 'db', 'errors', 'failback', 'health', 'jobs', 'pause', 'pg_access',
            'probes', 'role', 'role_setup', 'rsync_modules', 'rsync_names', 'schedule', 'services',
            'settings', 'status', 'sync', 'system', 'tracking', 'wazo_api'] + [
-           f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'plan', 'write')]
+           f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'plan', 'write')] + [
+           f'stream/{m}' for m in ('__init__', 'access', 'handoff', 'job', 'plan')]
 DIR, FILE, EXEC = 'drwxr-xr-x', '-rw-r--r--', '-rwxr-xr-x'
 # every entry of the .deb (mode, path); the egg-info directory is the one dh_python3 has always
 # installed for setup.py packages (the debhelper-built package had it too)
@@ -32,7 +33,8 @@ EXPECTED_FILES = sorted(
         '/usr/', '/usr/bin/', '/usr/lib/', '/usr/lib/python3/', '/usr/lib/python3/dist-packages/',
         f'/usr/lib/python3/dist-packages/wazo_ha-{__version__}.egg-info/',
         '/usr/lib/python3/dist-packages/wazo_ha_common/',
-        '/usr/lib/python3/dist-packages/wazo_ha_common/replication/', '/usr/lib/tmpfiles.d/',
+        '/usr/lib/python3/dist-packages/wazo_ha_common/replication/',
+        '/usr/lib/python3/dist-packages/wazo_ha_common/stream/', '/usr/lib/tmpfiles.d/',
         '/usr/sbin/',
         '/usr/share/',
         '/usr/share/doc/', '/usr/share/doc/wazo-ha/', '/usr/share/lintian/',

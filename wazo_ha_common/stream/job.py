@@ -136,7 +136,10 @@ def run(settings: Settings, argument: str | None) -> str:
 def _run(settings: Settings, master_ip: str, details: dict) -> str:
     control = load_control(settings)
     continuous = settings.database.mode == 'continuous'
-    details.update(mode=settings.database.mode, master=master_ip)
+    if not continuous and details.get('mode') != 'continuous':
+        details['mode'] = settings.database.mode  # never streamed: nothing to look at
+        return '[database] mode is hourly: no stream'
+    details.update(mode=settings.database.mode, master=master_ip, lagging=False)
     admin = _admin(settings)
     try:
         cur = db.cursor(admin)
@@ -171,6 +174,7 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
             else:
                 current = sub['slot']
                 details['lag_seconds'] = _lag(mcur, master, current)
+                details['lagging'] = details['lag_seconds'] is None
             _drop_stale(mcur, master, current, details)
             ours = db.slots(mcur, SLOT_PREFIX)
             db.rollback(master)
@@ -201,7 +205,6 @@ def _without_master(settings: Settings, admin, action, details: dict) -> str:
         db.drop_subscription(cur, SUBSCRIPTION)
         db.commit(admin)
         update_control(settings, disabled_by=None, request=None)
-        details.pop('lag_seconds', None)
     details['lag_seconds'] = None
     return action.reason
 
