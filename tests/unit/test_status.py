@@ -151,3 +151,40 @@ def test_a_failed_failback_step_is_critical():
 def test_a_check_record_with_a_bad_time_is_a_warning_not_a_crash():
     level, warnings = evaluate(slave(decision={'decision': 'up', 'written_at': '5'}), NOW)
     assert level == WARNING and 'has not run for more than 3 minutes' in warnings[0]
+
+
+STREAMING = LastRun('ok', NOW - 30, 'streaming from the master 198.18.0.1: lag 0.3 s', None,
+                    {'mode': 'continuous', 'lag_seconds': 0.3, 'lagging': False,
+                     'retained_wal_bytes': 3 * 1048576,
+                     'last_hand_off': {'at': NOW - 7200, 'reason': 'first hand-off',
+                                       'planned': True, 'sentence': '12 tables copied'}})
+
+
+def test_a_streaming_slave_shows_its_lag_retained_wal_and_last_hand_off():
+    facts = slave(mode='continuous', stream=STREAMING)
+    level, warnings = evaluate(facts, NOW)
+    assert (level, warnings) == (OK, [])
+    text = render(facts, level, warnings)
+    assert 'replication mode: continuous' in text
+    assert 'lag 0.3 s, 3.0 MB of WAL held on the master' in text
+    assert 'last hand-off:' in text and '(first hand-off): 12 tables copied' in text
+
+
+@pytest.mark.parametrize('stream, level, said', [
+    (None, WARNING, 'has not run yet'),
+    (LastRun('ok', NOW - 600, 'streaming', None, {'lagging': False}), WARNING,
+     'has not run for more than 3 minutes'),
+    (LastRun('ok', NOW - 30, 'streaming', None, {'lagging': True}), WARNING, 'behind the master'),
+    (LastRun('failed', NOW - 30, 'cannot connect', jobs.FAILED, {}), CRITICAL, 'last run failed'),
+    (LastRun('failed', NOW - 30, 'schemas differ', jobs.SCHEMA_MISMATCH, {}), CRITICAL,
+     'different Wazo schema versions'),
+])
+def test_stream_troubles_are_warnings_or_critical(stream, level, said):
+    got, warnings = evaluate(slave(mode='continuous', stream=stream), NOW)
+    assert got == level and any(said in w for w in warnings), warnings
+
+
+def test_a_serving_slave_in_continuous_mode_does_not_warn_about_the_stream():
+    facts = slave(mode='continuous', stream=None,
+                  decision={'decision': 'down', 'written_at': NOW - 30})
+    assert not any('continuous' in w for w in evaluate(facts, NOW)[1])
