@@ -762,9 +762,10 @@ def create_subscription(cur, name: str, conninfo: str, publication: str, slot: s
 
 @_translated
 def disable_subscription(cur, name: str) -> bool:
-    """Stop applying (the slave serves); False when there is no such subscription."""
-    cur.execute('SELECT 1 FROM pg_subscription WHERE subname = %s', (name,))
-    if cur.fetchone() is None:
+    """Stop applying; False when there is no such subscription or it was already stopped."""
+    cur.execute('SELECT subenabled FROM pg_subscription WHERE subname = %s', (name,))
+    row = cur.fetchone()
+    if row is None or not row[0]:
         return False
     cur.execute(sql.SQL('ALTER SUBSCRIPTION {} DISABLE').format(sql.Identifier(name)))
     return True

@@ -24,6 +24,9 @@ JOB = jobs.STREAM
 CONTROL_FILE = 'stream-control.json'    # who disabled the subscription, a hand-off asked for
 LAG_WAIT = 20.0                         # seconds a run waits for the slave to catch up
 UNPLANNED_SUBJECT = 'Slave continuous replication: a fresh copy was needed'
+# libpq's words for a master out of reach (not mailed: the master check handles that)
+UNREACHABLE = ('timeout expired', 'Connection refused', 'No route to host',
+               'Network is unreachable', 'server closed the connection unexpectedly')
 
 
 class StreamError(WazoHaError):
@@ -72,9 +75,10 @@ def stop_applying(settings: Settings, by: str) -> str | None:
         db.close(admin)
     if had:
         update_control(settings, disabled_by=by)
-    said = (f'continuous replication stopped ({by})' if had else '') + \
-           (f'; {len(moved)} sequences moved past their table\'s largest id' if moved else '')
-    return said.lstrip('; ') or None
+    said = [f'continuous replication stopped ({by})'] if had else []
+    if moved:
+        said.append(f"{len(moved)} sequences moved past their table's largest id")
+    return '; '.join(said) or None
 
 
 def before_serving(settings: Settings) -> None:
@@ -275,7 +279,7 @@ def _mb(value) -> str:
 def _mail_once(settings: Settings, error: str, kind: str) -> None:
     """A failure mails root once, not every minute (an unreachable master is the check's
     business: not mailed)."""
-    if kind != jobs.SCHEMA_MISMATCH and 'cannot connect' in error:
+    if kind != jobs.SCHEMA_MISMATCH and any(s in error for s in UNREACHABLE):
         return
     key = error.split(':', 1)[0]
     if load_control(settings).get('mailed') == key:
