@@ -87,15 +87,15 @@ def render_conf(master_ip: str | None, listen_addresses: str) -> str | None:
             f"listen_addresses = '{listen_addresses}'\n")
 
 
-def listen_addresses(settings: Settings, master_ip: str) -> str:
-    """[database] listen_addresses, or this node's address toward the master and localhost."""
+def listen_addresses(settings: Settings, peer_ip: str, peer: str = 'master') -> str:
+    """[database] listen_addresses, or this node's address toward the peer and localhost."""
     if settings.database.listen_addresses:
         return settings.database.listen_addresses
     from .sync import source_address  # sync imports this module
     try:
-        own = source_address(master_ip)
+        own = source_address(peer_ip)
     except OSError as e:
-        raise WazoHaError(f'no route to the master {master_ip} ({e}): cannot tell which '
+        raise WazoHaError(f'no route to the {peer} {peer_ip} ({e}): cannot tell which '
                           'address PostgreSQL should listen on (or set [database] '
                           'listen_addresses)') from None
     return f'{own}, localhost'
@@ -229,10 +229,12 @@ def apply_role(settings: Settings, slave: bool) -> list[str]:
     return [f'PostgreSQL: {s.sentence}' for s in steps]
 
 
-def apply(settings: Settings, master_ip: str | None) -> list[str]:
+def apply(settings: Settings, master_ip: str | None, other_conf: str | None = None) -> list[str]:
     """Open (master_ip given) or close (None) PostgreSQL to the master; returns what changed.
 
-    The role comes first: if PostgreSQL refuses, no file has changed."""
+    conf.d/wazo-ha.conf is this function's on every node: on a slave it holds
+    listen_addresses, elsewhere `other_conf` (a continuous master's, stream_access.conf_text)
+    or nothing. The role comes first: if PostgreSQL refuses, no file has changed."""
     conf_dir = settings.paths.postgresql_conf_dir
     db = settings.database
     hba_path = os.path.join(conf_dir, 'pg_hba.conf')
@@ -244,11 +246,11 @@ def apply(settings: Settings, master_ip: str | None) -> list[str]:
     wanted = render_hba(current, master_ip, db.name, db.remote_user)
     conf_path = os.path.join(conf_dir, 'conf.d', CONF_NAME)
     listen = listen_addresses(settings, master_ip) if master_ip else ''
-    wanted_conf = render_conf(master_ip, listen)
+    wanted_conf = render_conf(master_ip, listen) if master_ip else other_conf
     current_conf = read_text(conf_path)
     changes = []
     # a node that never was a slave needs no PostgreSQL session to stay without the role
-    if master_ip or wanted != current or current_conf is not None:
+    if master_ip or wanted != current or current_conf not in (None, other_conf):
         changes += apply_role(settings, slave=master_ip is not None)
     hba_changed = wanted != current
     if hba_changed:
@@ -266,10 +268,14 @@ def apply(settings: Settings, master_ip: str | None) -> list[str]:
         else:
             write_atomic(conf_path, wanted_conf, mode=0o644)
             _copy_owner(conf_path, conf_dir)
-            changes.append(f'{conf_path}: listen_addresses = {listen!r}')
+            changes.append(f'{conf_path}: listen_addresses = {listen!r}' if master_ip else
+                           f'{conf_path}: ' + '; '.join(
+                               line for line in wanted_conf.splitlines()
+                               if not line.startswith('#')))
     if conf_changed:
         run(db.restart_command, timeout=120)
-        changes.append('PostgreSQL restarted (listen_addresses changed)')
+        changes.append('PostgreSQL restarted (' + ('listen_addresses changed' if master_ip
+                                                   else f'{CONF_NAME} changed') + ')')
     elif hba_changed:
         run(db.reload_command, timeout=60)
         changes.append('PostgreSQL reloaded')
@@ -334,11 +340,18 @@ class Pairing:
     kept: bool        # the password already in the password file was kept
     input: str        # what the slave's psql reads on stdin: the verifier, never the password
 
-    def remote_command(self, authorize_script: str, database: str) -> str:
-        """The key authorisation, then (as the cluster's superuser, on the slave) the role's
-        password; exit PAIRING_FAILED when only the second part failed."""
-        return ('{ ' + authorize_script + '; } || exit 1; cd / && runuser -u postgres -- psql '
-                f'-X -q -A -t -v ON_ERROR_STOP=1 -d {database} || exit {PAIRING_FAILED}')
+    def remote_command(self, authorize_script: str, database: str,
+                       stream_script: str | None = None) -> str:
+        """The key authorisation, then (continuous mode) stream_script, which stores the
+        stream role's password read on stdin (exit stream_access.STREAM_STORE_FAILED when it
+        fails), then (as the cluster's superuser, on the slave) the role's password; exit
+        PAIRING_FAILED when only that last part failed."""
+        from .stream_access import STREAM_STORE_FAILED  # stream_access imports this module
+        stream = ('{ ' + stream_script + f'; }} || exit {STREAM_STORE_FAILED}; '
+                  if stream_script else '')
+        return ('{ ' + authorize_script + '; } || exit 1; ' + stream + 'cd / && runuser -u '
+                f'postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 -d {database} || exit '
+                f'{PAIRING_FAILED}')
 
 
 def pairing_sql(role: str, verifier: str) -> str:

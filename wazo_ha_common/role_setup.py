@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from . import check, pg_access, role, services, sync
+from . import check, pg_access, role, services, stream_access, sync
 from .errors import HaConfError, InputError, WazoHaError
 from .settings import Settings
 from .wazo_api import ApiError, Client
@@ -103,8 +103,17 @@ def apply(settings: Settings, new: role.HaConfig, force: bool = False,
         _put_ha(client, new, report)
 
     master_ip = new.remote_address if new.node_type == 'slave' else None
+    stream_slave = stream_access.continuous_slave(settings, new.node_type, new.remote_address)
+    try:  # first: while closing, conf.d/wazo-ha.conf still says this was a continuous master
+        report.changes += stream_access.apply(settings, stream_slave)
+    except (OSError, WazoHaError) as e:
+        done = ('wazo-confd has applied PUT /ha; fix the cause and run wazo-ha-config set again'
+                if report.changes else 'nothing else changed')
+        raise WazoHaError(f'PostgreSQL stream access for the slave not applied ({done}): '
+                          f'{e}') from None
     try:
-        report.changes += pg_access.apply(settings, master_ip)
+        report.changes += pg_access.apply(settings, master_ip,
+                                          stream_access.conf_text(settings, stream_slave))
     except (OSError, WazoHaError) as e:
         done = ('wazo-confd has applied PUT /ha (ha.conf, sentinels, its own PostgreSQL lines); '
                 'fix the cause and run wazo-ha-config set again' if report.changes

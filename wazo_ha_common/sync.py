@@ -19,7 +19,7 @@ import tempfile
 import time
 from typing import Callable
 
-from . import failback, pg_access, role, rsync_modules, rsync_names
+from . import failback, pg_access, role, rsync_modules, rsync_names, stream_access
 from .errors import WazoHaError
 from .jobs import SYNC, LastRun, save_last_run
 from .settings import Settings
@@ -155,15 +155,26 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
         line = restricted_line(public, source_address(slave), settings.sync.rsyncd_conf)
         target = remote(settings.sync.remote_user, slave)
         pairing = pg_access.prepare_pairing(settings, slave)  # the database, same session
+        stream = stream_access.prepare_pairing(settings)  # continuous mode: the stream role
+        d = settings.database
+        stream_script = stream.remote_script(source_address(slave), d.remote_port, d.name,
+                                             d.stream_user) if stream else None
         tell(f'The SSH host key of the slave {slave} (compare it with `ssh-keygen -lf '
              f'/etc/ssh/ssh_host_*_key.pub` on the slave before typing a password):')
         for fingerprint in host_key_fingerprints(settings, slave):
             tell(f'  {fingerprint}')
         tell(f"Authorising {key} on {target}: enter {settings.sync.remote_user}'s password "
              'on the slave when asked.')
+        # stdin: the key's line, the stream password's line (never in a command line), SQL
         result = run(['ssh', *ssh_options(settings, batch=False), target,
-                      pairing.remote_command(AUTHORIZE_SCRIPT, settings.database.name)],
-                     input=line + '\n' + pairing.input, timeout=120, check=False)
+                      pairing.remote_command(AUTHORIZE_SCRIPT, settings.database.name,
+                                             stream_script)],
+                     input=line + '\n' + (stream.input if stream else '') + pairing.input,
+                     timeout=120, check=False)
+        if stream and result.returncode == stream_access.STREAM_STORE_FAILED:
+            raise pg_access.PairingError(
+                'the key is authorised on the slave, but the stream role\'s password could not '
+                f'be stored there: {tail(result.stderr, 2) or "no output"}')
         paired = pg_access.finish_pairing(settings, pairing, result)
         if result.returncode != 0:
             raise SyncError(f'could not authorise the key on {target} (ssh exit status '
@@ -179,6 +190,8 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
         _check_key(settings, target)
         report.append('checked: the key can write the synced directories on the slave')
         report += paired + [pg_access.check_pairing(settings, slave)]
+        if stream:
+            report.append(stream_access.pairing_sentence(settings, stream))
     for line in report:
         logger.info('wazo-sync -i: %s', line)
     return report
