@@ -78,32 +78,6 @@ def wait_equal(master, slave, timeout=20.0):
     return wait_until(same, timeout, 0.3)
 
 
-def master_side_by_hand(master, slave):  # TEMPORARY until the master side lands
-    import os
-    with open(os.path.join(master.pgdata, 'conf.d', 'wazo-ha-stream.conf'), 'w') as f:
-        f.write(f"wal_level = logical\nlisten_addresses = '{master.ip}'\n")
-    hba = os.path.join(master.pgdata, 'pg_hba.conf')
-    text = open(hba).read()
-    with open(hba, 'w') as f:
-        f.write(f'hostssl asterisk wazo_ha_stream {slave.ip}/32 scram-sha-256\n' + text)
-    master.stop_postgres()
-    master.start_postgres()
-    tables = copied_table_names(master)
-    master.psql("CREATE ROLE wazo_ha_stream LOGIN REPLICATION PASSWORD 'streampw'")
-    master.psql('GRANT SELECT ON ' + ', '.join(tables) + ' TO wazo_ha_stream')
-    master.psql('GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO wazo_ha_stream')
-    master.psql('CREATE PUBLICATION wazo_ha FOR TABLE ' + ', '.join(tables))
-    keyless = master.psql("SELECT string_agg(c.relname, ' ') FROM pg_class c JOIN pg_namespace n "
-                          "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r' "
-                          "AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
-                          "AND i.indisprimary)").split()
-    for t in keyless:
-        master.psql(f'ALTER TABLE {t} REPLICA IDENTITY FULL')
-    with open(slave.passfile, 'a') as f:
-        f.write(f'{master.ip}:5432:asterisk:wazo_ha_stream:streampw\n')
-    os.chmod(slave.passfile, 0o600)
-
-
 def create_user(node, firstname):
     """A user as wazo-confd makes one (its private function key template first); its id."""
     from datagen import TENANT
@@ -122,7 +96,6 @@ def users_named(node, firstname):
 def setup_streaming(master, slave):
     """Continuous mode on both nodes, paired, and the slave's first hand-off done."""
     configure_continuous(master, slave)
-    master_side_by_hand(master, slave)
     out = stream_ok(slave)
     assert 'hand-off done (first hand-off)' in out, out
     return out

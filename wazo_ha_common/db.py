@@ -923,3 +923,23 @@ def sequence_past_column(cur, sequence: str, table: str, column: str) -> int | N
                     seqi=sql.Identifier(sequence)))
     row = cur.fetchone()
     return int(row[0]) if row else None
+
+
+@_translated
+def published_tables(cur, publication: str) -> set[str]:
+    """The tables of the public schema in the publication (on the master)."""
+    cur.execute("SELECT tablename FROM pg_publication_tables WHERE pubname = %s "
+                "AND schemaname = 'public'", (publication,))
+    return {name for name, in cur.fetchall()}
+
+
+@_translated
+def subscribed_tables(cur, subscription: str) -> set[str]:
+    """The tables of the public schema the subscription applies changes to (on the slave)."""
+    cur.execute("""
+        SELECT c.relname FROM pg_subscription_rel r
+        JOIN pg_subscription s ON s.oid = r.srsubid
+        JOIN pg_class c ON c.oid = r.srrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE s.subname = %s AND n.nspname = 'public'""", (subscription,))
+    return {name for name, in cur.fetchall()}

@@ -10,8 +10,7 @@ import pytest
 
 from datagen import installation_sql
 from replication_helpers import snapshot
-from stream_helpers import (assert_equal_copies, configure_continuous, continuous_settings,
-                            master_side_by_hand, create_user, our_slots,
+from stream_helpers import (assert_equal_copies, configure_continuous, continuous_settings, create_user, our_slots,
                             setup_streaming, stream, stream_ok, subscription, users_named,
                             wait_until)
 
@@ -206,7 +205,6 @@ def test_a_hand_off_cut_short_anywhere_leaves_the_slave_as_it_was(pair):
     master, slave = pair
     master.psql(installation_sql(users=30, history=40))
     configure_continuous(master, slave)
-    master_side_by_hand(master, slave)
     before = snapshot(slave)
     for disruption in ('kill', 'master-postgres', 'link', 'slave-postgres'):
         # a session on the slave holds userfeatures: the copy waits there, slot made
@@ -239,3 +237,41 @@ def test_a_hand_off_cut_short_anywhere_leaves_the_slave_as_it_was(pair):
     assert 'hand-off done (first hand-off)' in out, out
     assert_equal_copies(master, slave)
     assert len(our_slots(master)) == 1
+
+
+def test_the_hourly_run_reconciles_publication_and_sequences(streaming):
+    """In continuous mode the master's hourly run copies no rows: it moves the slave's
+    sequences forward to the master's and keeps the publication in step with the copied
+    tables. A table both nodes gained (an upgrade) is published by that run, and the next
+    wazo-ha-stream run hands off so that the subscription carries it too."""
+    master, slave = streaming
+    create_user(master, 'Sequenced')
+    assert wait_until(lambda: users_named(slave, 'Sequenced'), 10)
+    seq = "SELECT last_value FROM userfeatures_id_seq"
+    assert slave.psql(seq) != master.psql(seq)  # the stream does not carry sequences
+    for node in (master, slave):
+        node.psql('CREATE TABLE upgrade_new (id serial PRIMARY KEY, name text); '
+                  'ALTER TABLE upgrade_new OWNER TO asterisk')
+    r = master.wazo('xivo-master-slave-db-replication', timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert 'continuous replication to 198.18.0.2: the slave streams on slot' in r.stdout, r.stdout
+    assert slave.psql(seq) == master.psql(seq)
+    assert 'upgrade_new' in master.psql("SELECT string_agg(tablename, ' ') FROM "
+                                        "pg_publication_tables WHERE pubname = 'wazo_ha'")
+    out = stream_ok(slave)
+    assert 'hand-off done (the published tables changed)' in out, out
+    master.psql("INSERT INTO upgrade_new (name) VALUES ('streamed')")
+    assert wait_until(lambda: slave.psql('SELECT name FROM upgrade_new') == 'streamed', 10)
+    assert slave.mails() == []
+
+
+def test_the_hourly_run_fails_loudly_when_the_slave_does_not_stream(pair):
+    """A continuous master whose slave never handed off (wazo-ha-stream not running there)
+    has no slot: its hourly run exits 1 and mails root, instead of leaving the slave stale in
+    silence."""
+    master, slave = pair
+    configure_continuous(master, slave)
+    r = master.wazo('xivo-master-slave-db-replication', timeout=120)
+    assert r.returncode == 1 and 'no replication slot on this master' in r.stderr, r.stderr
+    mails = master.mails()
+    assert len(mails) == 1 and 'Slave replication failed' in mails[0]

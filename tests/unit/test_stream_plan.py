@@ -58,3 +58,9 @@ def test_slot_names_are_valid_and_ordered_in_time():
     first, later = plan.slot_name(1_800_000_000.0), plan.slot_name(1_800_000_000.5)
     assert first.startswith('wazo_ha_slot_') and first < later
     assert all(c.islower() or c.isdigit() or c == '_' for c in first) and len(first) <= 63
+
+
+def test_a_change_of_the_published_tables_hands_off_after_the_failures_are_said():
+    assert decide(facts(tables_changed=True)).reason == 'the published tables changed'
+    assert decide(facts(tables_changed=True)).planned
+    assert 'gone from the master' in decide(facts(tables_changed=True, slot=None)).reason

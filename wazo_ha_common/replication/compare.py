@@ -116,12 +116,21 @@ def _fingerprints(cur, tables: list[db.Table]) -> list[tuple]:
     return [db.fingerprint(cur, t) for t in tables]
 
 
-def _changed_sequences(nodes: Nodes, copied: set[str]) -> dict[str, tuple[int, bool]]:
-    """Sequences of copied tables whose state differs: name -> the master's state."""
+def _changed_sequences(nodes: Nodes, copied: set[str], forward_only: bool = False
+                       ) -> dict[str, tuple[int, bool]]:
+    """Sequences of copied tables whose state differs: name -> the master's state.
+    `forward_only`: only those the master has moved past the slave's (never back)."""
     owned, slave_owned = nodes.both(db.owned_sequences)
     names = sorted(seq for seq, table in owned.items() if table in copied and seq in slave_owned)
     m, s = nodes.both(db.sequence_states, names)
+    if forward_only:
+        return {n: m[n] for n in names if (m[n][0], m[n][1]) > (s[n][0], s[n][1])}
     return {n: m[n] for n in names if m[n] != s[n]}
+
+
+def sequences_forward(nodes: Nodes, copied: set[str]) -> dict[str, tuple[int, bool]]:
+    """Continuous mode: the sequences of copied tables the master has moved past the slave's."""
+    return _changed_sequences(nodes, copied, forward_only=True)
 
 
 def differing_rows(nodes: Nodes, table: db.Table, key: tuple[str, ...],
@@ -142,3 +151,4 @@ def differing_rows(nodes: Nodes, table: db.Table, key: tuple[str, ...],
     m, s = nodes.both(db.row_hashes, table, key)
     return ([k for k, h in s.items() if m.get(k) != h],
             [k for k, h in m.items() if s.get(k) != h])
+

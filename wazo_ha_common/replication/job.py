@@ -7,11 +7,12 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-from .. import db, jobs, role, tracking
+from .. import db, jobs, publication, role, tracking
 from ..errors import InputError
 from ..settings import Settings
 from ..system import read_state, read_text, send_mail, single_instance, write_atomic, write_state
-from .compare import SchemaMismatch, copied_tables, find_changes
+from ..stream import SLOT_PREFIX
+from .compare import SchemaMismatch, copied_tables, find_changes, sequences_forward
 from .nodes import Nodes
 from .plan import verification_due
 from .write import Writer
@@ -41,8 +42,17 @@ class Result:
     verified: bool = False    # every copied table compared by content
     differing: list[str] = field(default_factory=list)           # (verified runs)
     missed_by_tracking: list[str] = field(default_factory=list)  # (verified runs)
+    stream: dict | None = None   # continuous mode: the slave's slot on this master
+    publication: list[str] = field(default_factory=list)  # continuous mode: what changed
 
     def sentence(self) -> str:
+        if self.stream is not None:
+            return (f'continuous replication to {self.slave}: the slave streams on slot '
+                    f'{self.stream["slot"]} ({"active" if self.stream["active"] else "inactive"}, '
+                    f'{self.stream["retained"] / 1048576:.1f} MB of WAL held); publication '
+                    + ('updated' if self.publication else 'unchanged')
+                    + f', {self.sequences_set} sequences moved forward on the slave, in '
+                    f'{self.duration:.2f} s')
         target = f'{self.slave} (verified by content)' if self.verified else self.slave
         if not self.tables_copied and not self.sequences_set:
             return (f'replication to {target}: the slave was already up to date '
@@ -78,8 +88,14 @@ def run(settings: Settings, argument: str | None, verify: bool = False) -> Resul
         result.verified = verify or verification_due(last, result.started_at,
                                                      settings.database.verify_every)
         started = time.monotonic()
+        continuous = settings.database.mode == 'continuous'
+        if continuous:
+            result.verified = False
         try:
-            _replicate(settings, slave_ip, result)
+            if continuous:
+                _reconcile(settings, slave_ip, result)
+            else:
+                _replicate(settings, slave_ip, result)
         except SchemaMismatch as e:
             _save_state(settings, result, started, error=str(e), kind=jobs.SCHEMA_MISMATCH)
             raise
@@ -88,7 +104,7 @@ def run(settings: Settings, argument: str | None, verify: bool = False) -> Resul
             _save_state(settings, result, started, error=message)
             raise db.DatabaseError(message) from None
         _save_state(settings, result, started)
-        if result.verified:
+        if result.verified and not continuous:
             _report_verification(settings, result, by_hand=verify)
         logger.info('%s', result.sentence())
         return result
@@ -111,6 +127,37 @@ def _replicate(settings: Settings, slave_ip: str, result: Result) -> None:
             nodes.rollback_slave()
         nodes.end_read()
     _save_tracking(settings, slave_ip, now, tables, changes, writer, record)
+
+
+def _reconcile(settings: Settings, slave_ip: str, result: Result) -> None:
+    """Continuous mode: the slave's stream carries the rows (wazo-ha-stream on the slave hands
+    off when needed); this run keeps the publication in step with the copied tables, moves the
+    slave's sequences forward to the master's (logical replication does not carry them; never
+    back: the slave may be serving), and checks that the slave has its slot here."""
+    result.publication = publication.keep_in_step(settings)
+    for line in result.publication:
+        logger.info('publication: %s', line)
+    with Nodes(settings, slave_ip, NAME) as nodes:
+        tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
+        result.tables_unchanged = len(tables)
+        forward = sequences_forward(nodes, {t.name for t in tables})
+        for seq, state in forward.items():
+            db.restart_sequence(nodes.scur, seq, state)
+        nodes.commit_slave()
+        result.sequences_set = len(forward)
+        slots = db.slots(nodes.mcur, SLOT_PREFIX)
+        nodes.end_read()
+    if not slots:
+        raise db.DatabaseError(
+            'continuous replication: the slave has no replication slot on this master: is '
+            f'wazo-ha-stream running on the slave, with [database] mode = continuous there? '
+            f'(the slave streams nothing until it hands off)')
+    name = max(slots, key=lambda n: (slots[n]['active'], n))
+    result.stream = {'slot': name, **slots[name]}
+    if slots[name]['wal_status'] == 'lost':
+        raise db.DatabaseError(f'continuous replication: the slot {name} of the slave lost WAL '
+                               '([database] slot_wal_keep_size): the slave copies afresh at its '
+                               'next wazo-ha-stream run')
 
 
 def _tracking_path(settings: Settings) -> str:

@@ -13,7 +13,7 @@ from ..replication.compare import SchemaMismatch
 from ..replication.plan import is_excluded, schema_differences
 from ..settings import Settings
 from ..system import read_state, send_mail, single_instance, write_state
-from . import SLOT_PREFIX, SUBSCRIPTION, access
+from . import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION, access
 from .handoff import APPLICATION, hand_off
 from .plan import (BY_FAILOVER, BY_SCHEMA, DISABLE, DROP, HAND_OFF, Facts, decide,
                    stale_slots)
@@ -158,10 +158,14 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
             mcur = db.cursor(master)
             differences = _schema_differences(settings, mcur, cur)
             ours = db.slots(mcur, SLOT_PREFIX)
+            changed = sub is not None and \
+                db.published_tables(mcur, PUBLICATION) != db.subscribed_tables(cur, SUBSCRIPTION)
             db.rollback(master)
+            db.rollback(admin)
             action = decide(Facts(True, False, sub, ours.get(sub['slot']) if sub else None,
                                   tuple(differences), control.get('disabled_by'),
-                                  control.get('request'), bool(details.get('last_hand_off'))))
+                                  control.get('request'), bool(details.get('last_hand_off')),
+                                  changed))
             details['subscription'] = _shown(sub)
             if differences:
                 if action.kind == DISABLE:

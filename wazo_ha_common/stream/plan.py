@@ -29,6 +29,7 @@ class Facts:
     disabled_by: str | None = None
     request: str | None = None    # a hand-off asked for (resume, by hand)
     handed_off_before: bool = False
+    tables_changed: bool = False  # the publication's tables are not the subscription's
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ def decide(f: Facts) -> Action:
     if not sub['enabled']:
         return Action(HAND_OFF, f'the subscription stopped on an apply error or conflict '
                                 f'({sub["errors"]} errors counted)', planned=False)
+    if f.tables_changed:  # a subscription takes a table's changes from its own start only
+        return Action(HAND_OFF, 'the published tables changed')
     return Action(NOTHING, 'streaming')
 
 
