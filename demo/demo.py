@@ -40,7 +40,7 @@ def main():
     signal.signal(signal.SIGINT, stop)  # also when started with SIGINT ignored (in background)
 
     story = Story(fast=args.fast, users=args.users)
-    failover = failback = None
+    failover = failback = point = None
     try:
         story.say('== building the cluster')
         story.build()
@@ -78,6 +78,11 @@ def main():
         again = story.sync_after_failback()
         story.say(f'    the next sync brings nothing back again (once per failover): '
                   f'{"brought back" not in again.stdout}')
+        story.say('== continuous replication ([database] mode = continuous)')
+        story.go_continuous()
+        point = story.recovery_point('Streamed')
+        story.last_seconds_survive('LastMinute')
+        show_status(story, story.slave, 'streaming')
     except KeyboardInterrupt:
         story.say('interrupted: cleaning up')
         return 130
@@ -93,8 +98,10 @@ def main():
               '  failover: did not happen')
     story.say(f'  failback: {failback:.1f} s after the master came back' if failback else
               '  failback: did not happen')
+    story.say(f'  continuous mode: a change on the master reached the slave {point:.2f} s later'
+              if point is not None else '  continuous mode: the change did not reach the slave')
     story.say('  everything the demo created has been removed')
-    return 0 if failover and failback else 1
+    return 0 if failover and failback and point is not None else 1
 
 
 if __name__ == '__main__':

@@ -17,6 +17,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(HERE, '..', 'tests'), os.path.join(HERE, '..')]
 
 from datagen import installation_sql  # noqa: E402
+from stream_helpers import create_user, users_named  # noqa: E402
 from testbed import Cron, Testbed, cleanup_leftovers, template_cluster, wait_call  # noqa: E402
 from wazo_ha_common import failback  # noqa: E402
 
@@ -176,6 +177,50 @@ class Story:
         self.mark(f'wazo-sync (the next hourly run): {result.stdout.strip() or result.stderr.strip()} '
                   f'(exit {result.returncode})')
         return result
+
+    # continuous replication
+
+    def go_continuous(self):
+        """[database] mode = continuous on both nodes: the master set again (wal_level logical,
+        publication, stream role), paired again, and the slave's first hand-off."""
+        for node in (self.master, self.slave):
+            node.write_settings(check=self.check, database={'mode': 'continuous'})
+        master, t1 = self.run(self.master, 'wazo-ha-config', 'set', '--node-type', 'master',
+                              '--remote-address', self.slave.ip)
+        self.mark(f'wazo-ha-config set on the master in continuous mode: wal_level = logical, '
+                  f'publication and stream role ({t1:.1f} s, exit {master.returncode})')
+        pairing, t2 = self.run(self.master, 'wazo-sync', '-i', env=self.askpass)
+        self.mark(f'wazo-sync -i: the stream role\'s password given to the slave ({t2:.1f} s, '
+                  f'exit {pairing.returncode})')
+        stream, t3 = self.run(self.slave, 'wazo-ha-stream')
+        self.mark(f'wazo-ha-stream on the slave: {stream.stdout.strip() or stream.stderr.strip()} '
+                  f'(command took {t3:.2f} s)')
+        return master, pairing, stream
+
+    def recovery_point(self, name: str) -> float | None:
+        """A user created on the master: seconds until the slave shows it (no run in between)."""
+        create_user(self.master, name)
+        committed = time.time()
+        deadline = committed + 30
+        while time.time() < deadline:
+            if users_named(self.slave, name):
+                took = time.time() - committed
+                self.mark(f'user {name} created on the master: on the slave {took:.2f} s later')
+                return took
+            time.sleep(0.02)
+        self.mark(f'user {name} created on the master: not on the slave after 30 s')
+        return None
+
+    def last_seconds_survive(self, name: str) -> bool:
+        """A user created 2 s before the master's link is cut is already on the slave."""
+        create_user(self.master, name)
+        time.sleep(2)
+        self.master.link(False)
+        there = bool(users_named(self.slave, name))
+        self.master.link(True)
+        self.mark(f'user {name} created 2 s before the master\'s link was cut: on the slave: '
+                  f'{there}')
+        return there
 
     def close(self) -> None:
         if self.cron:

@@ -117,3 +117,15 @@ def test_the_whole_story(story):
     assert again.returncode == 0 and 'brought back' not in again.stdout, 'once per failover'
     assert [e for _, e in story.timeline if e.startswith('FAILOVER')]
     assert [e for _, e in story.timeline if e.startswith('FAILBACK')]
+
+    # continuous mode: the slave hands off, then streams; what the master wrote 2 s before its
+    # link was cut is on the slave
+    master_set, pairing, stream = story.go_continuous()
+    assert master_set.returncode == 0 and pairing.returncode == 0, master_set.stderr + pairing.stderr
+    assert stream.returncode == 0 and 'hand-off done (first hand-off)' in stream.stdout, stream.stderr
+    took = story.recovery_point('Streamed')
+    assert took is not None and took < 5, took
+    assert story.last_seconds_survive('LastMinute')
+    code, status = story.status(slave)
+    assert status['mode'] == 'continuous' and status['stream']['result'] == 'ok'
+    assert code == 0, status['warnings']
