@@ -14,7 +14,7 @@ APT_DEPS := postgresql-15 postgresql-contrib openssh-server openssh-client rsync
 	python3-psycopg2 python3-requests python3-netifaces python3-pytest python3-yaml \
 	python3-stdeb debhelper dh-python python3-all python3-setuptools lintian fakeroot dpkg-dev
 
-.PHONY: check demo demo-fast deb deps clean bench-replication bench-failover
+.PHONY: check demo demo-fast deb deps clean bench-replication bench-failover bench-recovery-point
 
 deps:
 	@missing=$$(for p in $(APT_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -52,6 +52,9 @@ bench-replication: deps
 
 bench-failover: deps
 	$(PYTHON) bench/failover.py
+
+bench-recovery-point: deps
+	$(PYTHON) bench/recovery_point.py
 
 clean:
 	rm -rf build dist deb_dist *.egg-info wazo-ha-*.tar.gz
