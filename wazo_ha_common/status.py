@@ -189,7 +189,7 @@ def _stream_lines(run: jobs.LastRun | None) -> list[str]:
     lag = d.get('lag_seconds')
     retained = d.get('retained_wal_bytes')
     lines = [f'stream: last run {_when(run.finished_at)} {run.result}'
-             + (f", lag {lag:.1f} s" if isinstance(lag, (int, float)) else '')
+             + (f", lag at most {lag:.1f} s" if isinstance(lag, (int, float)) else '')
              + (f", {retained / 1048576:.1f} MB of WAL held on the master"
                 if isinstance(retained, (int, float)) else '')]
     h = d.get('last_hand_off')

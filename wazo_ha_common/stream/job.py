@@ -196,7 +196,7 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
                     f'streaming from the master {master_ip} on slot {current}')
         lag = details['lag_seconds']
         return (f'streaming from the master {master_ip}: lag '
-                + (f'{lag:.1f} s' if lag is not None else f'over {LAG_WAIT:.0f} s')
+                + (f'at most {lag:.1f} s' if lag is not None else f'over {LAG_WAIT:.0f} s')
                 + f', {_mb(details["retained_wal_bytes"])} of WAL held on the master')
     finally:
         if admin is not None:
@@ -246,8 +246,9 @@ def _hand_off(settings: Settings, master_ip: str, admin, sub, action, details: d
 
 
 def _lag(mcur, master, slot: str) -> float | None:
-    """Seconds until the slave confirmed everything the master had written when asked; None
-    past LAG_WAIT."""
+    """Seconds until the slave confirmed everything the master had written when asked (an
+    upper bound of the lag: the slave confirms its position every few tenths of a second);
+    None past LAG_WAIT."""
     target = db.wal_position(mcur)
     started = time.monotonic()
     while True:
