@@ -99,3 +99,19 @@ def setup_streaming(master, slave):
     out = stream_ok(slave)
     assert 'hand-off done (first hand-off)' in out, out
     return out
+
+
+def stream_password(slave):
+    """The stream role's password, from the slave's password file (put there by wazo-sync -i)."""
+    with open(slave.passfile) as f:
+        return [line.rsplit(':', 1)[1].strip() for line in f if ':wazo_ha_stream:' in line][0]
+
+
+def assert_password_kept_secret(master, slave):
+    """The stream password is in no log of either node and not in the subscription."""
+    secret = stream_password(slave)
+    for path in (slave.pglog, master.pglog, slave.log_file, master.log_file):
+        with open(path, errors='replace') as f:
+            assert secret not in f.read(), path
+    assert 'password' not in slave.psql("SELECT coalesce(string_agg(subconninfo, ' '), '') "
+                                        "FROM pg_subscription")

@@ -348,6 +348,7 @@ class Node:
                 # the default runuser -u postgres -- psql where there is a cluster; none: no role
                 **({} if self.with_postgres else {'admin_psql': ''}),
                 'passfile': self.passfile,
+                'subscription_passfile': os.path.join(self.root, 'subscription.pgpass'),
             },
             'check': {'probe_interval': '1', 'down_after': '3', 'up_after': '4',
                       'run_for': '0', 'probe_timeout': '1'},

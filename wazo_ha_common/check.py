@@ -57,10 +57,11 @@ def save_memory(settings: Settings, memory: health.Memory, verdict: health.Verdi
                 {**asdict(memory), 'sentence': verdict.sentence, 'written_at': time.time()})
 
 
-def resolve_master(settings: Settings, argument: str | None) -> str:
-    """The master's address; WrongRoleError when this node is not a slave."""
+def resolve_master(settings: Settings, argument: str | None, what: str = 'the master check') -> str:
+    """The master's address; WrongRoleError (`what` runs on a slave) when this node is not
+    a slave."""
     config = role.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
-                                   'slave', 'the master check')
+                               'slave', what)
     if argument is None:
         return role.validate_peer(config.remote_address)
     ip = role.validate_peer(argument)

@@ -766,13 +766,14 @@ def _effective_user(system_user: str):
         entry = pwd.getpwnam(system_user)
     except KeyError:
         raise DatabaseError(f'no system user {system_user} ([database] admin_system_user)') from None
-    os.setegid(entry.pw_gid)
-    os.seteuid(entry.pw_uid)
+    uid, gid = os.geteuid(), os.getegid()
     try:
+        os.setegid(entry.pw_gid)
+        os.seteuid(entry.pw_uid)
         yield
     finally:
-        os.seteuid(0)
-        os.setegid(0)
+        os.seteuid(uid)
+        os.setegid(gid)
 
 
 def admin_connect(dsn: str, system_user: str, application: str):
@@ -873,9 +874,7 @@ def drop_subscription(cur, name: str) -> None:
 @_translated
 def create_subscription(cur, name: str, conninfo: str, publication: str, slot: str) -> None:
     """Inside the current transaction: subscribe on an existing slot, without a copy (the
-    caller's copy is the starting point); an apply error disables it. The statement holds a
-    password: not logged."""
-    cur.execute("SET LOCAL log_statement = 'none'; SET LOCAL log_min_duration_statement = -1")
+    caller's copy is the starting point); an apply error disables it."""
     cur.execute(sql.SQL('CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH '
                         '(create_slot = false, slot_name = {}, copy_data = false, '
                         'enabled = true, disable_on_error = true)').format(
@@ -943,3 +942,16 @@ def subscribed_tables(cur, subscription: str) -> set[str]:
         JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE s.subname = %s AND n.nspname = 'public'""", (subscription,))
     return {name for name, in cur.fetchall()}
+
+
+@_translated
+def set_lock_timeout(cur, timeout: str) -> None:
+    cur.execute('SET lock_timeout = %s', (timeout,))
+
+
+@_translated
+def end_sessions(cur, application: str) -> int:
+    """End every session of `application` (as a superuser: any role's); how many."""
+    cur.execute('SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity '
+                'WHERE application_name = %s AND pid <> pg_backend_pid()', (application,))
+    return int(cur.fetchone()[0])

@@ -44,16 +44,18 @@ def pause(settings: Settings, wait: float) -> tuple[str, bool, list[str]]:
     return since, newly, running
 
 
-def stop_stream(settings: Settings) -> str | None:
+def stop_stream(settings: Settings) -> tuple[str | None, bool]:
     """On a continuous slave: the subscription stops too (the upgrade changes the schemas,
-    which logical replication does not carry); resume hands off afresh."""
+    which logical replication does not carry); resume hands off afresh. Returns what was done
+    and whether it failed."""
     if not _continuous_slave(settings):
-        return None
+        return None, False
     from .stream import job as stream_job, plan
     try:
-        return stream_job.stop_applying(settings, plan.BY_PAUSE)
+        return stream_job.stop_applying(settings, plan.BY_PAUSE), False
     except (WazoHaError, OSError) as e:
-        return f'the continuous replication could not be stopped: {e}'
+        logger.error('pause: the continuous replication could not be stopped: %s', e)
+        return f'the continuous replication could not be stopped: {e}', True
 
 
 def resume(settings: Settings) -> str | None:

@@ -52,30 +52,40 @@ def hba_lines(master_ip: str | None, database: str, user: str) -> list[str]:
     that wazo-sysconfd's trust line, appended after ours, is never reached)."""
     if not master_ip:
         return []
-    ip = ipaddress.ip_address(master_ip)
-    net = f'{ip}/{32 if ip.version == 4 else 128}'
+    net = host_net(master_ip)
     return [f'hostssl {database} {user} {net} scram-sha-256',
             f'host all {user} all reject',
             f'host all postgres {net} reject']
 
 
+def host_net(address: str) -> str:
+    """The pg_hba.conf network of this one address."""
+    ip = ipaddress.ip_address(address)
+    return f'{ip}/{32 if ip.version == 4 else 128}'
+
+
 def render_hba(text: str, master_ip: str | None, database: str, user: str) -> str:
     """pg_hba.conf with our block replaced (or removed when master_ip is None)."""
-    if master_ip is None and BEGIN not in text.splitlines():
+    return with_block(text, BEGIN, END, hba_lines(master_ip, database, user))
+
+
+def with_block(text: str, begin: str, end: str, rules: list[str]) -> str:
+    """pg_hba.conf with the block between the markers `begin` and `end` first in the file,
+    holding `rules` (removed when there is none); every other line kept in order."""
+    lines = text.splitlines()
+    if not rules and begin not in lines:
         return text
     kept, inside = [], False
-    for line in text.splitlines():
-        if line == BEGIN:
+    for line in lines:
+        if line == begin:
             inside = True
             continue
         if inside:
-            if line == END:
+            if line == end:
                 inside = False
             continue
         kept.append(line)
-    rules = hba_lines(master_ip, database, user)
-    block = [BEGIN, *rules, END] if rules else []
-    result = block + kept
+    result = ([begin, *rules, end] if rules else []) + kept
     return '\n'.join(result) + '\n' if result else ''
 
 
@@ -303,12 +313,12 @@ def scram_verifier(password: str, salt: bytes | None = None,
     return f'SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server)}'
 
 
-def _pgpass_field(value) -> str:
+def pgpass_field(value) -> str:
     return str(value).replace('\\', '\\\\').replace(':', '\\:')
 
 
 def pgpass_prefix(host: str, port: int, database: str, user: str) -> str:
-    return ':'.join(_pgpass_field(v) for v in (host, port, database, user)) + ':'
+    return ':'.join(pgpass_field(v) for v in (host, port, database, user)) + ':'
 
 
 def pgpass_password(text: str, prefix: str) -> str | None:
@@ -323,7 +333,7 @@ def pgpass_password(text: str, prefix: str) -> str | None:
 def with_pgpass_line(text: str, prefix: str, password: str) -> str:
     """The password file with our line set, every other line kept in order."""
     lines = [line for line in text.splitlines() if not line.startswith(prefix)]
-    return '\n'.join(lines + [prefix + _pgpass_field(password)]) + '\n'
+    return '\n'.join(lines + [prefix + pgpass_field(password)]) + '\n'
 
 
 def slave_dsn(settings: Settings, ip: str) -> str:

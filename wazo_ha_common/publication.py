@@ -101,15 +101,24 @@ def plan(state: db.PublicationState, copied: list[str]) -> Plan:
     return result
 
 
+def _state(settings: Settings):
+    """A session on this node's database, a cursor, and the publication's state read."""
+    conn = db.connect(settings.database.local_dsn, 'the master database ([database] local_dsn)',
+                      application='wazo-ha-publication')
+    try:
+        cur = db.cursor(conn)
+        return conn, cur, db.publication_state(cur, PUBLICATION, settings.database.stream_user)
+    except BaseException:
+        db.close(conn)
+        raise
+
+
 def keep_in_step(settings: Settings) -> list[str]:
     """Bring the publication, the replica identities and the stream role's grants in step with
     the copied tables; returns what changed, one sentence each (empty: nothing)."""
     d = settings.database
-    conn = db.connect(d.local_dsn, 'the master database ([database] local_dsn)',
-                      application='wazo-ha-publication')
+    conn, cur, state = _state(settings)
     try:
-        cur = db.cursor(conn)
-        state = db.publication_state(cur, PUBLICATION, d.stream_user)
         if not state.role_exists:
             raise PublicationError(f'the stream role {d.stream_user} does not exist: run '
                                    'wazo-ha-config set --node-type master --remote-address '
@@ -135,11 +144,8 @@ def keep_in_step(settings: Settings) -> list[str]:
 def drop(settings: Settings) -> list[str]:
     """Drop the publication and take back the stream role's grants (the removal path)."""
     d = settings.database
-    conn = db.connect(d.local_dsn, 'the master database ([database] local_dsn)',
-                      application='wazo-ha-publication')
+    conn, cur, state = _state(settings)
     try:
-        cur = db.cursor(conn)
-        state = db.publication_state(cur, PUBLICATION, d.stream_user)
         role = d.stream_user if state.role_exists else None
         existed = db.drop_publication(cur, PUBLICATION, role)
         db.commit(conn)

@@ -322,6 +322,11 @@ TABLE = (
             "continuous mode, on the master: megabytes of WAL the slave's replication slot may\n"
             'hold back (max_slot_wal_keep_size); past it the slot is lost, the master\'s disk is\n'
             'safe and the slave makes a fresh copy'),
+    Setting('database', 'subscription_passfile', '/var/lib/postgresql/wazo-ha-stream.pgpass',
+            Path(),
+            "continuous mode, on the slave: the password file the slave's PostgreSQL reads for\n"
+            'its subscription (owned by admin_system_user, 0600), written by wazo-ha-stream from\n'
+            '[database] passfile; the subscription itself holds no password'),
     Setting('database', 'admin_dsn', 'host=/run/postgresql port=5432 dbname=asterisk user=postgres',
             Text(),
             "continuous mode, on the slave: libpq connection string of this node's database as\n"

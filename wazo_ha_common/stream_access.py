@@ -25,7 +25,6 @@ it, over TLS.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from . import pg_access
 from .errors import WazoHaError
 from .pg_access import Step, ident
 from .settings import Settings
-from .stream import PUBLICATION, SLOT_PREFIX
+from .stream import SLOT_PREFIX
 from .system import Completed, read_text, run, write_atomic
 
 logger = logging.getLogger('wazo-ha')
@@ -65,8 +64,7 @@ def hba_lines(slave_ip: str | None, database: str, user: str) -> list[str]:
     `replication` keyword, which `all` does not cover): refused."""
     if not slave_ip:
         return []
-    ip = ipaddress.ip_address(slave_ip)
-    net = f'{ip}/{32 if ip.version == 4 else 128}'
+    net = pg_access.host_net(slave_ip)
     return [f'hostssl {database} {user} {net} scram-sha-256',
             f'host all {user} all reject',
             f'host replication {user} all reject']
@@ -75,22 +73,7 @@ def hba_lines(slave_ip: str | None, database: str, user: str) -> list[str]:
 def render_hba(text: str, slave_ip: str | None, database: str, user: str) -> str:
     """pg_hba.conf with our block first (or without it when slave_ip is None); every other
     line, the slave-side block of pg_access included, kept in order."""
-    lines = text.splitlines()
-    if slave_ip is None and BEGIN not in lines:
-        return text
-    kept, inside = [], False
-    for line in lines:
-        if line == BEGIN:
-            inside = True
-            continue
-        if inside:
-            if line == END:
-                inside = False
-            continue
-        kept.append(line)
-    rules = hba_lines(slave_ip, database, user)
-    result = ([BEGIN, *rules, END] if rules else []) + kept
-    return '\n'.join(result) + '\n' if result else ''
+    return pg_access.with_block(text, BEGIN, END, hba_lines(slave_ip, database, user))
 
 
 def has_block(text: str | None) -> bool:

@@ -10,7 +10,8 @@ import pytest
 
 from datagen import installation_sql
 from replication_helpers import snapshot
-from stream_helpers import (assert_equal_copies, configure_continuous, continuous_settings, create_user, our_slots,
+from stream_helpers import (assert_equal_copies, assert_password_kept_secret,
+                            configure_continuous, continuous_settings, create_user, our_slots,
                             setup_streaming, stream, stream_ok, subscription, users_named,
                             wait_until)
 
@@ -78,6 +79,42 @@ def test_failover_keeps_the_last_seconds_and_failback_streams_again(streaming):
     create_user(master, 'AfterFailback')
     assert wait_until(lambda: users_named(slave, 'AfterFailback'), 10)
     assert slave.mails() == []  # all of it planned: nothing mailed
+    assert_password_kept_secret(master, slave)
+
+
+def test_a_failover_does_not_wait_for_a_hand_off_under_way(streaming):
+    """A hand-off replacing the subscription holds it while its copy waits (here on a lock):
+    the master dies meanwhile. The failover ends the hand-off instead of waiting for it (its
+    transaction rolls back: the old subscription is back, stopped), moves the sequences and
+    starts the telephony within seconds; the hand-off fails without a change."""
+    master, slave = streaming
+    assert slave.wazo('wazo-ha-config', 'pause', '--wait', '5').returncode == 0
+    assert slave.wazo('wazo-ha-config', 'resume').returncode == 0  # asks for a hand-off
+    create_user(master, 'NotYetCopied')
+    before = snapshot(slave)
+    holder = psycopg2.connect(f'host={slave.pgsock} dbname=asterisk user=postgres')
+    try:
+        holder.cursor().execute('LOCK TABLE userfeatures IN ACCESS EXCLUSIVE MODE')
+        job = slave.popen('wazo-ha-stream', stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+        assert wait_until(lambda: len(our_slots(master)) == 2, 20)  # the new slot is made
+        time.sleep(1)
+        master.link(False)
+        holder.rollback()  # the copy goes on, towards a master that is gone
+        started = time.monotonic()
+        r = check_run(slave, 6)
+        took = time.monotonic() - started
+        assert r.returncode == 0 and 'down' in r.stdout, r.stdout + r.stderr
+        assert took < 20, took
+        job.communicate(timeout=90)
+        assert job.returncode == 1
+    finally:
+        holder.close()
+        master.link(True)
+    assert subscription(slave)[0] is False
+    assert snapshot(slave).split('\n')[:-1] == before.split('\n')[:-1]  # rows unchanged
+    with open(slave.log_file) as f:
+        assert 'wazo-ha-stream sessions in the way' in f.read()
 
 
 def test_a_conflict_on_the_slave_ends_in_a_fresh_hand_off_mailed_to_root(streaming):

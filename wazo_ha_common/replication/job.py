@@ -90,6 +90,9 @@ def run(settings: Settings, argument: str | None, verify: bool = False) -> Resul
         started = time.monotonic()
         continuous = settings.database.mode == 'continuous'
         if continuous:
+            if verify:
+                raise InputError('--verify compares the hourly copy: in continuous mode the '
+                                 'stream carries the rows (see wazo-ha-stream); nothing done')
             result.verified = False
         try:
             if continuous:
@@ -150,8 +153,8 @@ def _reconcile(settings: Settings, slave_ip: str, result: Result) -> None:
     if not slots:
         raise db.DatabaseError(
             'continuous replication: the slave has no replication slot on this master: is '
-            f'wazo-ha-stream running on the slave, with [database] mode = continuous there? '
-            f'(the slave streams nothing until it hands off)')
+            'wazo-ha-stream running on the slave, with [database] mode = continuous there? '
+            '(the slave streams nothing until it hands off)')
     name = max(slots, key=lambda n: (slots[n]['active'], n))
     result.stream = {'slot': name, **slots[name]}
     if slots[name]['wal_status'] == 'lost':

@@ -4,16 +4,20 @@ the master), TLS."""
 
 from __future__ import annotations
 
+import os
+import pwd
+
 from .. import db, pg_access
 from ..errors import WazoHaError
 from ..settings import Settings
-from ..system import read_text
+from ..system import read_text, write_atomic
 
 
 def _base(settings: Settings, master_ip: str) -> str:
     d = settings.database
     return (f'host={master_ip} port={d.remote_port} dbname={d.name} user={d.stream_user} '
-            f'sslmode={d.sslmode} connect_timeout={d.connect_timeout} keepalives=1 '
+            f'sslmode={d.sslmode} channel_binding=require connect_timeout={d.connect_timeout} '
+            'keepalives=1 '
             'keepalives_idle=10 keepalives_interval=5 keepalives_count=3 tcp_user_timeout=30000')
 
 
@@ -61,8 +65,31 @@ def connect_replication(settings: Settings, master_ip: str, application: str):
         raise db.DatabaseError(hint(str(e), settings)) from None
 
 
+def write_subscription_passfile(settings: Settings, master_ip: str) -> None:
+    """The password file of the subscription ([database] subscription_passfile): the slave's
+    PostgreSQL cannot read root's, and a password in the subscription itself would be in its
+    catalog, in pg_dump's output and, on an error, in the server log. Rewritten at each run,
+    so that a new password (wazo-sync -i again) reaches the running subscription."""
+    d = settings.database
+    line = pg_access.pgpass_prefix(master_ip, d.remote_port, d.name, d.stream_user) + \
+        pg_access.pgpass_field(password(settings, master_ip)) + '\n'
+    path = d.subscription_passfile
+    if read_text(path) == line and _owned_by(path, d.admin_system_user):
+        return
+    write_atomic(path, line, mode=0o600)
+    if d.admin_system_user and os.geteuid() == 0:
+        entry = pwd.getpwnam(d.admin_system_user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def _owned_by(path: str, user: str) -> bool:
+    try:
+        return not user or os.stat(path).st_uid == pwd.getpwnam(user).pw_uid
+    except (OSError, KeyError):
+        return False
+
+
 def subscription_conninfo(settings: Settings, master_ip: str) -> str:
-    """What the slave's PostgreSQL connects with: the server cannot read root's password file,
-    so the password is in the subscription (readable by the superuser alone)."""
-    value = password(settings, master_ip).replace('\\', '\\\\').replace("'", "\\'")
-    return f"{_base(settings, master_ip)} application_name=wazo_ha_subscription password='{value}'"
+    """What the slave's PostgreSQL connects with: no password, its own password file."""
+    return (f'{_base(settings, master_ip)} application_name=wazo_ha_subscription '
+            f'passfile={settings.database.subscription_passfile}')

@@ -30,10 +30,17 @@ class _HandOffNodes(Nodes):
     """The copy's two connections; the subscription is created just before the commit."""
 
     subscribe = None
+    replaced = False      # the transaction starts by dropping the current subscription
 
     def commit_slave(self) -> None:
         self.subscribe(self.scur)
         super().commit_slave()
+
+    def rollback_slave(self) -> None:
+        """The writer's retry rolls back: the old subscription is back, drop it again."""
+        super().rollback_slave()
+        if self.replaced:
+            db.drop_subscription(self.scur, SUBSCRIPTION)
 
 
 def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | None) -> tuple[Result, str]:
@@ -49,6 +56,10 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         _, snapshot = db.create_exported_slot(replicator, slot)
         made = True
         db.use_snapshot(reader, snapshot)
+        # the reader holds the snapshot now; closed, this connection leaves the slot free for
+        # the subscription's first START_REPLICATION
+        db.close(replicator)
+        replicator = None
         nodes = _HandOffNodes.joined(reader, admin, master_ip)
         nodes.subscribe = lambda cur: db.create_subscription(cur, SUBSCRIPTION, conninfo,
                                                              PUBLICATION, slot)
@@ -56,6 +67,7 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         started = time.monotonic()
         if subscription is not None:
             db.drop_subscription(nodes.scur, SUBSCRIPTION)
+            nodes.replaced = True
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         changes = find_changes(nodes, tables, None)
         result.tables_unchanged = len(tables) - len(changes.tables)

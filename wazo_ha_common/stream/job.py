@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 import time
 
-from .. import db, health, jobs, role, services
-from ..errors import InputError, WazoHaError
+from .. import check, db, health, jobs, services
+from ..errors import WazoHaError
 from ..replication.compare import SchemaMismatch
 from ..replication.plan import is_excluded, schema_differences
 from ..settings import Settings
@@ -33,14 +33,26 @@ class StreamError(WazoHaError):
     """The stream could not be kept or handed off: exit 1, the next run tries again."""
 
 
-# the control record: kept between runs, written by the failover and pause too
+# the control record: kept between runs, written by the failover and pause too (under its
+# own lock: the three may write at once)
+
+CONTROL_LOCK = 'wazo-ha-stream-control'
+STOP_LOCK_TIMEOUT = '3s'     # the failover waits this long for a lock held by a hand-off
+WORKER_STOP_WAIT = 5.0       # seconds the failover waits for the apply worker to stop
+
 
 def load_control(settings: Settings) -> dict:
     return read_state(settings.paths.state_dir, CONTROL_FILE)
 
 
-def update_control(settings: Settings, **values) -> None:
-    write_state(settings.paths.state_dir, CONTROL_FILE, {**load_control(settings), **values})
+def update_control(settings: Settings, expect: dict | None = None, **values) -> bool:
+    """Set these values; with `expect`, only if the record still holds those (else False)."""
+    with single_instance(settings.paths.lock_dir, CONTROL_LOCK, wait=10):
+        current = load_control(settings)
+        if expect and any(current.get(k) != v for k, v in expect.items()):
+            return False
+        write_state(settings.paths.state_dir, CONTROL_FILE, {**current, **values})
+        return True
 
 
 def request_hand_off(settings: Settings, reason: str) -> None:
@@ -54,23 +66,28 @@ def _admin(settings: Settings):
 
 
 def stop_applying(settings: Settings, by: str) -> str | None:
-    """Disable the subscription (failover, pause); what was done, None when there is none.
-    On failover also move every copied table's sequence past the table's largest value, so
-    that the slave's own inserts never reuse an id the stream brought."""
+    """Disable the subscription (failover, pause); what was done, None when nothing was.
+
+    On failover, once the apply worker has stopped, also move every copied table's sequence
+    past the table's largest value, so that the slave's own inserts never reuse an id the
+    stream brought. A hand-off holding the subscription (its copy under way) is ended rather
+    than waited for: the failover must not wait for a copy."""
     if settings.database.mode != 'continuous':
         return None
-    admin = _admin(settings)
+    admin = db.admin_connect(settings.database.admin_dsn, settings.database.admin_system_user,
+                             'wazo-ha-failover')
     try:
         cur = db.cursor(admin)
-        had = db.disable_subscription(cur, SUBSCRIPTION)
+        had = _disable_now(admin, cur)
         moved = []
         if by == BY_FAILOVER:
+            _wait_worker_gone(admin, cur)
             for seq, table, column in db.sequence_columns(cur):
                 if not is_excluded(table, settings.database.excluded_tables):
                     value = db.sequence_past_column(cur, seq, table, column)
                     if value is not None:
                         moved.append(f'{seq}={value}')
-        db.commit(admin)
+            db.commit(admin)
     finally:
         db.close(admin)
     if had:
@@ -79,6 +96,39 @@ def stop_applying(settings: Settings, by: str) -> str | None:
     if moved:
         said.append(f"{len(moved)} sequences moved past their table's largest id")
     return '; '.join(said) or None
+
+
+def _disable_now(admin, cur) -> bool:
+    """Disable and commit; a hand-off in the way is ended (its transaction rolls back)."""
+    for attempt in (1, 2):
+        try:
+            db.set_lock_timeout(cur, STOP_LOCK_TIMEOUT)
+            had = db.disable_subscription(cur, SUBSCRIPTION)
+            db.commit(admin)
+            return had
+        except db.DatabaseError as e:
+            db.rollback(admin)
+            if attempt == 2:
+                raise
+            ended = db.end_sessions(cur, APPLICATION)
+            db.commit(admin)
+            logger.warning('failover: ended %d wazo-ha-stream sessions in the way (%s)',
+                           ended, e)
+    return False
+
+
+def _wait_worker_gone(admin, cur) -> None:
+    """The apply worker finishes the transaction it is applying before it notices: the
+    sequences are moved after it."""
+    deadline = time.monotonic() + WORKER_STOP_WAIT
+    while time.monotonic() < deadline:
+        sub = db.subscription(cur, SUBSCRIPTION)
+        db.rollback(admin)
+        if sub is None or sub['worker'] is None:
+            return
+        time.sleep(0.1)
+    logger.warning('failover: the apply worker still runs after %.0f s; moving the sequences '
+                   'anyway', WORKER_STOP_WAIT)
 
 
 def before_serving(settings: Settings) -> None:
@@ -95,17 +145,6 @@ def before_serving(settings: Settings) -> None:
 
 # the run
 
-def resolve_master(settings: Settings, argument: str | None) -> str:
-    config = role.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
-                               'slave', 'the continuous replication')
-    if argument is None:
-        return role.validate_peer(config.remote_address)
-    ip = role.validate_peer(argument)
-    if ip != config.remote_address:
-        raise InputError(f'{ip} is not the master configured in ha.conf ({config.remote_address})')
-    return ip
-
-
 def serving(settings: Settings) -> bool:
     """The slave took over: the check decided the master down, or its telephony runs."""
     memory = read_state(settings.paths.state_dir, jobs.CHECK.state_file)
@@ -114,22 +153,32 @@ def serving(settings: Settings) -> bool:
     return services.available() and services.running()
 
 
+HOURLY = '[database] mode is hourly: no stream'
+
+
 def run(settings: Settings, argument: str | None) -> str:
-    master_ip = resolve_master(settings, argument)
+    master_ip = check.resolve_master(settings, argument, 'the continuous replication')
+    record = jobs.load_last_run(settings.paths.state_dir, JOB)
+    details = dict(record.details or {}) if record else {}
+    if settings.database.mode != 'continuous' and details.get('mode') != 'continuous':
+        logger.debug('%s', HOURLY)  # never streamed: nothing to look at, nothing to record
+        return HOURLY
     with single_instance(settings.paths.lock_dir, JOB.name):
-        record = jobs.load_last_run(settings.paths.state_dir, JOB)
-        details = dict(record.details or {}) if record else {}
+        for stale in ('lag_seconds', 'retained_wal_bytes', 'lagging'):
+            details.pop(stale, None)
         started = time.monotonic()
         try:
             sentence = _run(settings, master_ip, details)
-        except WazoHaError as e:
+        except Exception as e:
             details['duration'] = time.monotonic() - started
             kind = jobs.SCHEMA_MISMATCH if isinstance(e, SchemaMismatch) else jobs.FAILED
+            said = str(e) if isinstance(e, WazoHaError) else f'{type(e).__name__}: {e}'
             jobs.save_last_run(settings.paths.state_dir, JOB,
-                               jobs.LastRun('failed', time.time(), str(e), kind, details))
-            _mail_once(settings, str(e), kind)
+                               jobs.LastRun('failed', time.time(), said, kind, details))
+            _mail_once(settings, said, kind)
             raise
         details['duration'] = time.monotonic() - started
+        details['mode'] = settings.database.mode  # only once what the mode asks is done
         jobs.save_last_run(settings.paths.state_dir, JOB,
                            jobs.LastRun('ok', time.time(), sentence, None, details))
         update_control(settings, mailed=None)
@@ -140,10 +189,7 @@ def run(settings: Settings, argument: str | None) -> str:
 def _run(settings: Settings, master_ip: str, details: dict) -> str:
     control = load_control(settings)
     continuous = settings.database.mode == 'continuous'
-    if not continuous and details.get('mode') != 'continuous':
-        details['mode'] = settings.database.mode  # never streamed: nothing to look at
-        return '[database] mode is hourly: no stream'
-    details.update(mode=settings.database.mode, master=master_ip, lagging=False)
+    details.update(master=master_ip, lagging=False)
     admin = _admin(settings)
     try:
         cur = db.cursor(admin)
@@ -152,7 +198,8 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
         is_serving = continuous and serving(settings)
         if not continuous or is_serving:
             action = decide(Facts(continuous, is_serving, sub, None))
-            return _without_master(settings, admin, action, details)
+            return _without_master(settings, admin, action)
+        access.write_subscription_passfile(settings, master_ip)
         master = access.connect_master(settings, master_ip, APPLICATION)
         try:
             mcur = db.cursor(master)
@@ -177,12 +224,15 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
                                      'version: the stream is stopped and the slave unchanged; '
                                      'it is copied afresh once the schemas are equal')
             if action.kind == HAND_OFF:
-                current = _hand_off(settings, master_ip, admin, sub, action, details)
+                current = _hand_off(settings, master_ip, admin, sub, action, details, control)
                 admin = None
             else:
                 current = sub['slot']
                 details['lag_seconds'] = _lag(mcur, master, current)
                 details['lagging'] = details['lag_seconds'] is None
+                if details['lagging']:
+                    _check_worker(admin, cur, current)
+                update_control(settings, mailed_hand_off=None)  # healthy: mail the next one
             _drop_stale(mcur, master, current, details)
             ours = db.slots(mcur, SLOT_PREFIX)
             db.rollback(master)
@@ -203,17 +253,28 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
             db.close(admin)
 
 
-def _without_master(settings: Settings, admin, action, details: dict) -> str:
+def _check_worker(admin, cur, slot: str) -> None:
+    """Behind for LAG_WAIT: a subscription whose worker does not run at all is broken, not
+    slow (a refused login, a missing password file): say it, do not report a lag."""
+    sub = db.subscription(cur, SUBSCRIPTION)
+    db.rollback(admin)
+    if sub is not None and sub['enabled'] and sub['worker'] is None:
+        raise StreamError(f'the subscription is enabled but its apply worker does not run (slot '
+                          f'{slot}): the slave\'s PostgreSQL log says why (a refused login: run '
+                          'wazo-sync -i on the master)')
+
+
+def _without_master(settings: Settings, admin, action) -> str:
     cur = db.cursor(admin)
-    if action.kind == DISABLE:
-        db.disable_subscription(cur, SUBSCRIPTION)
-        db.commit(admin)
-        update_control(settings, disabled_by=BY_FAILOVER)
+    if action.kind == DISABLE:  # the failover did not (it failed, or it is under way)
+        db.close(admin)
+        said = stop_applying(settings, BY_FAILOVER)
+        if said:
+            logger.warning('%s', said)
     elif action.kind == DROP:
         db.drop_subscription(cur, SUBSCRIPTION)
         db.commit(admin)
         update_control(settings, disabled_by=None, request=None)
-    details['lag_seconds'] = None
     return action.reason
 
 
@@ -224,24 +285,31 @@ def _schema_differences(settings: Settings, mcur, scur) -> list[str]:
     return schema_differences(db.tables(mcur), db.tables(scur), settings.database.excluded_tables)
 
 
-def _hand_off(settings: Settings, master_ip: str, admin, sub, action, details: dict) -> str:
+def _hand_off(settings: Settings, master_ip: str, admin, sub, action, details: dict,
+              control: dict) -> str:
     logger.info('hand-off: %s', action.reason)
     result, slot = hand_off(settings, master_ip, admin, sub)
-    update_control(settings, disabled_by=None, request=None)
+    # what was read before the hand-off is cleared, unless the failover or a pause has
+    # written something since
+    update_control(settings, expect={'disabled_by': control.get('disabled_by'),
+                                     'request': control.get('request')},
+                   disabled_by=None, request=None)
     sentence = (f'{len(result.tables_copied)} tables copied ({result.rows} rows), '
                 f'{result.sequences_set} sequences set, {result.tables_unchanged} unchanged, in '
                 f'{result.duration:.2f} s')
     details['last_hand_off'] = {'at': time.time(), 'reason': action.reason,
                                 'planned': action.planned, 'slot': slot,
                                 'duration': result.duration, 'sentence': sentence}
-    details['lag_seconds'] = None
     if not action.planned:
         logger.error('continuous replication broke (%s): the slave was copied afresh and '
                      'streams again', action.reason)
-        send_mail(settings.mail.sendmail, settings.mail.recipient, UNPLANNED_SUBJECT,
-                  f'{JOB.name} found the continuous replication broken: {action.reason}.\n\n'
-                  f'The slave was copied afresh from the master {master_ip} and streams again '
-                  f'({sentence}).\n\nSee {settings.paths.log_file}.\n')
+        # once per cause until the stream is found healthy again, not every minute
+        if load_control(settings).get('mailed_hand_off') != action.reason:
+            update_control(settings, mailed_hand_off=action.reason)
+            send_mail(settings.mail.sendmail, settings.mail.recipient, UNPLANNED_SUBJECT,
+                      f'{JOB.name} found the continuous replication broken: {action.reason}.'
+                      f'\n\nThe slave was copied afresh from the master {master_ip} and streams '
+                      f'again ({sentence}).\n\nSee {settings.paths.log_file}.\n')
     return slot
 
 
