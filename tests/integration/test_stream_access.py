@@ -265,11 +265,19 @@ def test_what_postgresql_15_lets_a_replication_role_do(continuous):
     assert created.returncode == 0, created.stderr
     master.psql("SET session_replication_role = replica; INSERT INTO auth_token "
                 "(session_uuid, auth_id, user_agent) VALUES ('s', 'a', 'decoded-by-the-stream-role')")
-    changes = stream_psql(slave, "SELECT string_agg(data, E'\\n') FROM "
-                          "pg_logical_slot_get_changes('intruder_slot', NULL, NULL)",
-                          password=password)
-    assert changes.returncode == 0 and 'decoded-by-the-stream-role' in changes.stdout
-    assert 'table public.auth_token' in changes.stdout
+    # the testbed commits asynchronously (synchronous_commit = off) and decoding reads only
+    # flushed WAL: ask until the change is there
+    decoded = ''
+    deadline = time.monotonic() + 10
+    while 'decoded-by-the-stream-role' not in decoded and time.monotonic() < deadline:
+        changes = stream_psql(slave, "SELECT string_agg(data, E'\\n') FROM "
+                              "pg_logical_slot_get_changes('intruder_slot', NULL, NULL)",
+                              password=password)
+        assert changes.returncode == 0, changes.stderr
+        decoded += changes.stdout
+        time.sleep(0.2)
+    assert 'decoded-by-the-stream-role' in decoded
+    assert 'table public.auth_token' in decoded
     stream_psql(slave, "SELECT pg_drop_replication_slot('intruder_slot')", password=password)
     lsn = master.psql('SELECT pg_current_wal_lsn()')
     physical = slave.run('/usr/bin/python3', '-c', LIBPQ_CLIENT, dsn + ' replication=database',
