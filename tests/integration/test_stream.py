@@ -1,6 +1,7 @@
 """wazo-ha-stream: continuous replication from the master to the slave (issue 16), on two
 real PostgreSQL 15 clusters in network namespaces."""
 
+import os
 import signal
 import subprocess
 import time
@@ -317,3 +318,30 @@ def test_the_hourly_run_fails_loudly_when_the_slave_does_not_stream(pair):
     assert r.returncode == 1 and 'no replication slot on this master' in r.stderr, r.stderr
     mails = master.mails()
     assert len(mails) == 1 and 'Slave replication failed' in mails[0]
+
+
+def test_a_missing_or_corrupt_ha_conf_or_settings_file_is_refused_without_a_change(streaming):
+    master, slave = streaming
+    ha_conf = slave.host_path('/etc/xivo/ha.conf')
+    with open(ha_conf) as f:
+        kept = f.read()
+    try:
+        for content in (None, '{"node_type": "slave", "remote_address": '):
+            if content is None:
+                os.unlink(ha_conf)
+            else:
+                with open(ha_conf, 'w') as f:
+                    f.write(content)
+            r = stream(slave)
+            assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+            assert subscription(slave)[0] is True
+    finally:
+        with open(ha_conf, 'w') as f:
+            f.write(kept)
+    r = slave.wazo('wazo-ha-stream', env={'WAZO_HA_CONFIG': '/nonexistent/config.ini'})
+    assert r.returncode == 2 and 'settings file not found' in r.stderr, r.stderr
+    continuous_settings(slave, database={'mode': 'sometimes'})
+    r = stream(slave)
+    assert r.returncode == 2 and '[database] mode' in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert our_slots(master) and subscription(slave)[0] is True
