@@ -167,7 +167,9 @@ def render(facts: Facts, level: int, warnings: list[str]) -> str:
             lines += _stream_lines(facts.stream)
     if facts.role == 'master':
         r = facts.replication
-        if r:
+        if r and facts.mode == 'continuous':
+            lines.append(f'last replication run: {_when(r.finished_at)} {r.result}: {r.sentence}')
+        elif r:
             d = r.details or {}
             lines.append(f"last replication: {_when(r.finished_at)} {r.result}, "
                          f"{d.get('duration', 0):.1f} s, {len(d.get('tables_copied', []))} tables "

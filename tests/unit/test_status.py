@@ -188,3 +188,11 @@ def test_a_serving_slave_in_continuous_mode_does_not_warn_about_the_stream():
     facts = slave(mode='continuous', stream=None,
                   decision={'decision': 'down', 'written_at': NOW - 30})
     assert not any('continuous' in w for w in evaluate(facts, NOW)[1])
+
+
+def test_a_continuous_master_shows_its_last_run_as_it_said_it():
+    said = ('continuous replication to 198.18.0.2: the slave streams on slot wazo_ha_slot_1 '
+            '(active, 0.3 MB of WAL held); publication unchanged, 2 sequences moved forward')
+    facts = master(mode='continuous', replication=LastRun('ok', NOW - 600, said, None, {}))
+    text = render(facts, *evaluate(facts, NOW))
+    assert 'replication mode: continuous' in text and said in text
