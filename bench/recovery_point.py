@@ -575,7 +575,7 @@ def main():
         d = run['wall_seconds']
         hourly = {'p50': HOUR / 2 + d, 'p99': HOUR * 0.99 + d, 'max': HOUR + d}
         lags = [float(m.group(1)) for *_, o in cron_runs
-                for m in [re.search(r'lag ([0-9.]+) s', o)] if m]
+                for m in [re.search(r'lag (?:at most )?([0-9.]+) s', o)] if m]
 
         h_cpu, h_wal = per_hour(hourly_meter,
                                 run['command_cpu_seconds'] + run['cluster_cpu_seconds'],
