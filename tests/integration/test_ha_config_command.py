@@ -80,8 +80,7 @@ def test_deeply_nested_json_is_refused_in_one_short_line(local, body):
     assert local.snapshot() == before
     with open(local.ha_conf, 'w') as f:
         f.write(body)
-    for command in ('wazo-ha-config', 'xivo-master-slave-db-replication', 'wazo-sync',
-                    'wazo-ha-stream'):
+    for command in ('wazo-ha-config', 'xivo-master-slave-db-replication', 'wazo-sync'):
         result = local.run(command, *(['show'] if command == 'wazo-ha-config' else []))
         assert result.returncode == 2 and 'is corrupt' in result.stderr, command
         assert len(result.stderr) < 300, command
