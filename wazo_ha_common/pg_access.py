@@ -218,21 +218,34 @@ def role_steps(state: dict, role: str, database: str, slave: bool) -> list[Step]
     return steps
 
 
-def _psql(settings: Settings, sql: str) -> Completed:
+def admin_psql(settings: Settings, sql: str, **variables) -> Completed:
+    """psql as this node's superuser ([database] admin_psql) on the database, SQL on stdin,
+    `variables` as psql variables (:'name' in the SQL)."""
     d = settings.database
-    return run([*d.admin_psql, '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1',
-                '-v', f'role={d.remote_user}', '-d', d.name], input=sql, timeout=120)
+    argv = [*d.admin_psql, '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1']
+    for name, value in variables.items():
+        argv += ['-v', f'{name}={value}']
+    return run(argv + ['-d', d.name], input=sql, timeout=120)
+
+
+def admin_json(settings: Settings, sql: str, **variables) -> dict:
+    """The JSON object a state query of admin_psql prints last."""
+    out = admin_psql(settings, sql, **variables).stdout.strip()
+    try:
+        return json.loads(out.splitlines()[-1])
+    except (ValueError, IndexError):
+        raise WazoHaError(f'unexpected answer of psql ([database] admin_psql): {out[-200:]!r}') from None
+
+
+def _psql(settings: Settings, sql: str) -> Completed:
+    return admin_psql(settings, sql, role=settings.database.remote_user)
 
 
 def apply_role(settings: Settings, slave: bool) -> list[str]:
     """Create and grant (slave) or drop (not a slave) the replication role; what changed."""
     if not settings.database.admin_psql:
         return []
-    out = _psql(settings, ROLE_STATE_SQL).stdout.strip()
-    try:
-        state = json.loads(out.splitlines()[-1])
-    except (ValueError, IndexError):
-        raise WazoHaError(f'unexpected answer of psql ([database] admin_psql): {out[-200:]!r}') from None
+    state = admin_json(settings, ROLE_STATE_SQL, role=settings.database.remote_user)
     steps = role_steps(state, settings.database.remote_user, settings.database.name, slave)
     if steps:
         _psql(settings, 'BEGIN;\n' + ''.join(s.sql + ';\n' for s in steps) + 'COMMIT;\n')

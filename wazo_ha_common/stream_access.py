@@ -25,7 +25,6 @@ it, over TLS.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -187,18 +186,13 @@ def role_steps(state: dict, role: str, wanted: bool) -> list[Step]:
 
 
 def _psql(settings: Settings, sql: str) -> Completed:
-    d = settings.database
-    return run([*d.admin_psql, '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1',
-                '-v', f'role={d.stream_user}', '-v', f'prefix={SLOT_PREFIX}', '-d', d.name],
-               input=sql, timeout=120)
+    return pg_access.admin_psql(settings, sql, role=settings.database.stream_user,
+                                prefix=SLOT_PREFIX)
 
 
 def role_state(settings: Settings) -> dict:
-    out = _psql(settings, STATE_SQL).stdout.strip()
-    try:
-        return json.loads(out.splitlines()[-1])
-    except (ValueError, IndexError):
-        raise WazoHaError(f'unexpected answer of psql ([database] admin_psql): {out[-200:]!r}') from None
+    return pg_access.admin_json(settings, STATE_SQL, role=settings.database.stream_user,
+                                prefix=SLOT_PREFIX)
 
 
 def apply_role(settings: Settings, wanted: bool) -> list[str]:
