@@ -955,3 +955,8 @@ def end_sessions(cur, application: str) -> int:
     cur.execute('SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity '
                 'WHERE application_name = %s AND pid <> pg_backend_pid()', (application,))
     return int(cur.fetchone()[0])
+
+
+@_translated
+def end_backend(cur, pid: int) -> None:
+    cur.execute('SELECT pg_terminate_backend(%s)', (pid,))

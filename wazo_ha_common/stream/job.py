@@ -38,7 +38,7 @@ class StreamError(WazoHaError):
 
 CONTROL_LOCK = 'wazo-ha-stream-control'
 STOP_LOCK_TIMEOUT = '3s'     # the failover waits this long for a lock held by a hand-off
-WORKER_STOP_WAIT = 5.0       # seconds the failover waits for the apply worker to stop
+WORKER_STOP_WAIT = 1.0       # seconds the failover lets the apply worker stop by itself
 
 
 def load_control(settings: Settings) -> dict:
@@ -119,16 +119,22 @@ def _disable_now(admin, cur) -> bool:
 
 def _wait_worker_gone(admin, cur) -> None:
     """The apply worker finishes the transaction it is applying before it notices: the
-    sequences are moved after it."""
+    sequences are moved after it. One that does not stop within WORKER_STOP_WAIT (stuck
+    connecting to a master that is gone) is ended: it applies nothing, and the failover does
+    not wait for it; disabled, the subscription starts no other."""
     deadline = time.monotonic() + WORKER_STOP_WAIT
-    while time.monotonic() < deadline:
+    while True:
         sub = db.subscription(cur, SUBSCRIPTION)
         db.rollback(admin)
         if sub is None or sub['worker'] is None:
             return
+        if time.monotonic() > deadline:
+            break
         time.sleep(0.1)
-    logger.warning('failover: the apply worker still runs after %.0f s; moving the sequences '
-                   'anyway', WORKER_STOP_WAIT)
+    db.end_backend(cur, sub['worker'])
+    db.commit(admin)
+    logger.warning('failover: the apply worker (pid %s) had not stopped after %.0f s: ended',
+                   sub['worker'], WORKER_STOP_WAIT)
 
 
 def before_serving(settings: Settings) -> None:
