@@ -526,30 +526,86 @@ def _kill_netns(ns: str) -> None:
             time.sleep(0.1)
 
 
-def cleanup_leftovers() -> list[str]:
-    """Remove what an interrupted (killed) test run left: namespaces, mounts, clusters."""
-    removed = []
+# Host directories that did not exist and were created as bind-mount points for the nodes
+# (/etc/wazo-ha, /etc/asterisk...). Removing one while another testbed's node has its bind
+# mount on it detaches that mount in the node's namespace (the kernel does so for a removed
+# mount point), and the node then writes into the host's real directories. So they are
+# registered host-wide and removed only by the last live testbed, under one lock.
+REGISTRY_LOCK = '/run/wazo-ha-testbeds.lock'
+REGISTRY = '/run/wazo-ha-testbeds.mountpoints'
+NSDIR_PREFIX = 'wazo-ha-testbed-'
+STARTING_GRACE = 120  # seconds a testbed directory without its owner file counts as alive
+
+
+@contextlib.contextmanager
+def _registry_lock():
+    import fcntl
+    fd = os.open(REGISTRY_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _live_testbeds() -> set[str]:
+    """Tags of the testbeds whose owner process runs (or that are still starting)."""
     alive = set()
     for name in os.listdir('/run'):
-        if name.startswith('wazo-ha-testbed-'):
-            with contextlib.suppress(OSError, ValueError), \
-                    open(os.path.join('/run', name, 'owner')) as f:
+        if not name.startswith(NSDIR_PREFIX):
+            continue
+        path = os.path.join('/run', name)
+        try:
+            with open(os.path.join(path, 'owner')) as f:
                 os.kill(int(f.read()), 0)
-                alive.add(name[len('wazo-ha-testbed-'):])
-    for line in sh('ip', 'netns', 'list', check=False).stdout.splitlines():
-        ns = line.split()[0] if line.split() else ''
-        if ns.startswith('whaw') and ns[3:8] not in alive:
-            _kill_netns(ns)
-            sh('ip', 'netns', 'del', ns, check=False)
-            removed.append(ns)
-    for name in os.listdir('/run'):
-        if name.startswith('wazo-ha-testbed-') and name[len('wazo-ha-testbed-'):] not in alive:
-            path = os.path.join('/run', name)
-            for mnt in os.listdir(path):
-                sh('umount', os.path.join(path, mnt), check=False)
-            sh('umount', path, check=False)
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+            alive.add(name[len(NSDIR_PREFIX):])
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                if time.time() - os.stat(path).st_mtime < STARTING_GRACE:
+                    alive.add(name[len(NSDIR_PREFIX):])
+        except (OSError, ValueError):
+            pass
+    return alive
+
+
+def _remove_registered_mountpoints(keep_for: set[str]) -> list[str]:
+    """Under the registry lock: remove the registered mount points when no live testbed
+    is left besides those of `keep_for`. Returns what was removed."""
+    if _live_testbeds() - keep_for:
+        return []
+    removed = []
+    with contextlib.suppress(FileNotFoundError), open(REGISTRY) as f:
+        for path in f.read().splitlines():
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+                removed.append(path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(REGISTRY)
+    return removed
+
+
+def cleanup_leftovers() -> list[str]:
+    """Remove what an interrupted (killed) test run left: namespaces, mounts, clusters.
+    Testbeds whose owner runs, or that are still starting, are never touched."""
+    removed = []
+    with _registry_lock():
+        alive = _live_testbeds()
+        for line in sh('ip', 'netns', 'list', check=False).stdout.splitlines():
+            ns = line.split()[0] if line.split() else ''
+            if ns.startswith('whaw') and ns[3:8] not in alive:
+                _kill_netns(ns)
+                sh('ip', 'netns', 'del', ns, check=False)
+                removed.append(ns)
+        for name in os.listdir('/run'):
+            if name.startswith(NSDIR_PREFIX) and name[len(NSDIR_PREFIX):] not in alive:
+                path = os.path.join('/run', name)
+                for mnt in os.listdir(path):
+                    sh('umount', os.path.join(path, mnt), check=False)
+                sh('umount', path, check=False)
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        if not alive:
+            removed += _remove_registered_mountpoints(set())
     return removed
 
 
@@ -563,18 +619,18 @@ class Testbed:
         self.hub = f'{self.prefix}-hub'
         self.workdir = tempfile.mkdtemp(prefix='wazo-ha-bed-', dir=workdir)
         os.chmod(self.workdir, 0o755)
-        self.nsdir = os.path.join('/run', f'wazo-ha-testbed-{self.tag}')
+        self.nsdir = os.path.join('/run', f'{NSDIR_PREFIX}{self.tag}')
         self.nodes: dict[str, Node] = {}
-        self.created_mountpoints: list[str] = []
         self._nsdir_mounted = False
 
     def start(self) -> Testbed:
         os.makedirs(self.nsdir)
+        # the owner first: another run's cleanup never takes this testbed for a leftover
+        with open(os.path.join(self.nsdir, 'owner'), 'w') as f:
+            f.write(str(os.getpid()))
         sh('mount', '--bind', self.nsdir, self.nsdir)
         self._nsdir_mounted = True
         sh('mount', '--make-private', self.nsdir)
-        with open(os.path.join(self.nsdir, 'owner'), 'w') as f:
-            f.write(str(os.getpid()))
         sh('ip', 'netns', 'add', self.hub)
         sh('ip', '-n', self.hub, 'link', 'add', 'br0', 'type', 'bridge')
         sh('ip', '-n', self.hub, 'link', 'set', 'br0', 'up')
@@ -587,15 +643,19 @@ class Testbed:
         return node
 
     def ensure_mountpoint(self, path: str) -> None:
-        if os.path.isdir(path):
-            return
-        missing = []
-        p = path
-        while not os.path.exists(p):
-            missing.append(p)
-            p = os.path.dirname(p)
-        os.makedirs(path)
-        self.created_mountpoints.extend(missing)  # deepest first
+        """A host directory to bind-mount a node's own on; created (and registered for the
+        last testbed to remove) when missing."""
+        with _registry_lock():
+            if os.path.isdir(path):
+                return
+            missing = []
+            p = path
+            while not os.path.exists(p):
+                missing.append(p)
+                p = os.path.dirname(p)
+            os.makedirs(path)
+            with open(REGISTRY, 'a') as f:
+                f.write(''.join(m + '\n' for m in missing))  # deepest first
 
     def close(self) -> None:
         for node in self.nodes.values():
@@ -605,10 +665,9 @@ class Testbed:
         sh('ip', 'netns', 'del', self.hub, check=False)
         if self._nsdir_mounted:
             sh('umount', self.nsdir, check=False)
-        shutil.rmtree(self.nsdir, ignore_errors=True)
-        for path in self.created_mountpoints:
-            with contextlib.suppress(OSError):
-                os.rmdir(path)
+        with _registry_lock():
+            shutil.rmtree(self.nsdir, ignore_errors=True)
+            _remove_registered_mountpoints(set())
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
