@@ -22,11 +22,13 @@ import json
 import logging
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 
 from .errors import WazoHaError
 from .settings import Settings
-from .system import Completed, read_text, run, tail, write_atomic
+from .system import (Completed, lstat_or_none, read_no_follow, read_text, run, tail,
+                     write_atomic, write_no_follow)
 
 logger = logging.getLogger('wazo-ha')
 
@@ -261,7 +263,7 @@ def apply(settings: Settings, master_ip: str | None, other_conf: str | None = No
     conf_dir = settings.paths.postgresql_conf_dir
     db = settings.database
     hba_path = os.path.join(conf_dir, 'pg_hba.conf')
-    current = read_text(hba_path)
+    current = read_no_follow(hba_path)
     if current is None:
         if master_ip is None:
             return []
@@ -270,15 +272,14 @@ def apply(settings: Settings, master_ip: str | None, other_conf: str | None = No
     conf_path = os.path.join(conf_dir, 'conf.d', CONF_NAME)
     listen = listen_addresses(settings, master_ip) if master_ip else ''
     wanted_conf = render_conf(master_ip, listen) if master_ip else other_conf
-    current_conf = read_text(conf_path)
+    current_conf = read_no_follow(conf_path)
     changes = []
     # a node that never was a slave needs no PostgreSQL session to stay without the role
     if master_ip or wanted != current or current_conf not in (None, other_conf):
         changes += apply_role(settings, slave=master_ip is not None)
     hba_changed = wanted != current
     if hba_changed:
-        write_atomic(hba_path, wanted, mode=os.stat(hba_path).st_mode & 0o777)
-        _copy_owner(hba_path, conf_dir)
+        write_in_conf_dir(hba_path, wanted, conf_dir)
         changes.append(f'{hba_path}: ' + (f'{master_ip} may connect to database {db.name} as '
                                           f'{db.remote_user} (TLS, scram-sha-256); postgres '
                                           'from that address refused'
@@ -289,8 +290,7 @@ def apply(settings: Settings, master_ip: str | None, other_conf: str | None = No
             os.unlink(conf_path)
             changes.append(f'{conf_path}: removed')
         else:
-            write_atomic(conf_path, wanted_conf, mode=0o644)
-            _copy_owner(conf_path, conf_dir)
+            write_in_conf_dir(conf_path, wanted_conf, conf_dir, mode=0o644)
             changes.append(f'{conf_path}: listen_addresses = {listen!r}' if master_ip else
                            f'{conf_path}: ' + '; '.join(
                                line for line in wanted_conf.splitlines()
@@ -305,9 +305,16 @@ def apply(settings: Settings, master_ip: str | None, other_conf: str | None = No
     return changes
 
 
-def _copy_owner(path: str, reference: str) -> None:
-    st = os.stat(reference)
-    os.chown(path, st.st_uid, st.st_gid)
+def write_in_conf_dir(path: str, text: str, conf_dir: str, mode: int | None = None) -> None:
+    """A file of PostgreSQL's configuration directory, owned as that directory and written
+    without following a link its owner (postgres) could plant; `mode` None: the file's own
+    (0640 when new)."""
+    st = os.lstat(conf_dir)
+    if mode is None:
+        current = lstat_or_none(path)
+        mode = stat.S_IMODE(current.st_mode) if current is not None and \
+            stat.S_ISREG(current.st_mode) else 0o640
+    write_no_follow(path, text, mode=mode, owner=(st.st_uid, st.st_gid))
 
 
 # pairing (wazo-sync -i on the master)
