@@ -359,7 +359,7 @@ def with_pgpass_line(text: str, prefix: str, password: str) -> str:
 def slave_dsn(settings: Settings, ip: str) -> str:
     d = settings.database
     return (f"host={ip} port={d.remote_port} dbname={d.name} user={d.remote_user} "
-            f"sslmode={d.sslmode} passfile={d.passfile} "
+            f"sslmode={d.sslmode} channel_binding=require passfile={d.passfile} "
             f"connect_timeout={d.connect_timeout} keepalives=1 keepalives_idle=10 "
             f"keepalives_interval=5 keepalives_count=3 tcp_user_timeout=30000")
 
@@ -459,6 +459,10 @@ def connection_hint(message: str, settings: Settings) -> str:
                                   'is not permitted to log in')):
         return (f'{message}: the slave refuses the replication role {d.remote_user} or its '
                 f'password ({d.passfile}); pair the nodes: run wazo-sync -i on this master')
+    if 'channel binding' in message:
+        return (f'{message}: the server at that address did not prove it knows the role\'s '
+                'password (it lets the role in without SCRAM): nothing was sent to it; is the '
+                'slave really there? its pg_hba.conf must ask scram-sha-256 of that role')
     if 'pg_hba.conf' in message:
         return (f'{message}: is this node allowed there? run wazo-ha-config set --node-type slave '
                 'on the slave (its PostgreSQL needs ssl = on)')
