@@ -161,7 +161,7 @@ def write_atomic(path: str, content: str, mode: int = 0o644) -> None:
             os.close(dir_fd)
 
 
-def _open_directory(directory: str) -> int:
+def open_directory(directory: str) -> int:
     """A descriptor on `directory`, opened one component at a time: a symlink is followed only
     where it stands in a directory that root (or this user) alone may write; anywhere else
     (a directory another user owns, a world-writable one) it is refused with ELOOP/ENOTDIR."""
@@ -191,7 +191,7 @@ def write_no_follow(path: str, content: str, *, mode: int,
     (`owner` = (uid, gid)) and given its mode through its descriptor, then renamed over `path`
     (a link standing there is replaced, never followed). Raises OSError."""
     directory, name = os.path.split(os.path.abspath(path))
-    dir_fd = _open_directory(directory)
+    dir_fd = open_directory(directory)
     try:
         tmp = f'.{name}.{secrets.token_hex(8)}'
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -219,7 +219,7 @@ def read_no_follow(path: str) -> str | None:
     missing; WazoHaError when a link or anything but a regular file stands there."""
     directory, name = os.path.split(os.path.abspath(path))
     try:
-        dir_fd = _open_directory(directory)
+        dir_fd = open_directory(directory)
     except FileNotFoundError:
         return None
     try:
