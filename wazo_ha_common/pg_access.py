@@ -48,16 +48,20 @@ class PairingError(WazoHaError):
 
 # pg_hba.conf and listen_addresses (pure)
 
-def hba_lines(master_ip: str | None, database: str, user: str) -> list[str]:
+def hba_lines(master_ip: str | None, database: str, user: str,
+              local_user: str | None = None) -> list[str]:
     """Our pg_hba.conf lines: the role over TLS with its password from the master only; the
     role from nowhere else nor without TLS; postgres from the master's address refused (so
-    that wazo-sysconfd's trust line, appended after ours, is never reached)."""
+    that wazo-sysconfd's trust line, appended after ours, is never reached); `local_user` (the
+    subscription's owner, see stream.owner) through the local socket with its password only."""
     if not master_ip:
         return []
     net = host_net(master_ip)
     return [f'hostssl {database} {user} {net} scram-sha-256',
             f'host all {user} all reject',
-            f'host all postgres {net} reject']
+            f'host all postgres {net} reject'] + \
+        ([f'local all {local_user} scram-sha-256',
+          f'host all {local_user} all reject'] if local_user else [])
 
 
 def host_net(address: str) -> str:
@@ -66,9 +70,10 @@ def host_net(address: str) -> str:
     return f'{ip}/{32 if ip.version == 4 else 128}'
 
 
-def render_hba(text: str, master_ip: str | None, database: str, user: str) -> str:
+def render_hba(text: str, master_ip: str | None, database: str, user: str,
+               local_user: str | None = None) -> str:
     """pg_hba.conf with our block replaced (or removed when master_ip is None)."""
-    return with_block(text, BEGIN, END, hba_lines(master_ip, database, user))
+    return with_block(text, BEGIN, END, hba_lines(master_ip, database, user, local_user))
 
 
 def with_block(text: str, begin: str, end: str, rules: list[str]) -> str:
@@ -268,7 +273,7 @@ def apply(settings: Settings, master_ip: str | None, other_conf: str | None = No
         if master_ip is None:
             return []
         raise FileNotFoundError(f'{hba_path} does not exist (setting [paths] postgresql_conf_dir)')
-    wanted = render_hba(current, master_ip, db.name, db.remote_user)
+    wanted = render_hba(current, master_ip, db.name, db.remote_user, db.subscription_owner)
     conf_path = os.path.join(conf_dir, 'conf.d', CONF_NAME)
     listen = listen_addresses(settings, master_ip) if master_ip else ''
     wanted_conf = render_conf(master_ip, listen) if master_ip else other_conf

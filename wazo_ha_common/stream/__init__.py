@@ -8,4 +8,6 @@ that made it."""
 
 PUBLICATION = 'wazo_ha'
 SUBSCRIPTION = 'wazo_ha'
+# a hand-off's new subscription, disabled until the copy's commit makes it SUBSCRIPTION
+PENDING = 'wazo_ha_pending'
 SLOT_PREFIX = 'wazo_ha_slot_'

@@ -13,13 +13,15 @@ import logging
 import time
 
 from .. import db
+from ..errors import WazoHaError
 from ..replication.compare import copied_tables, find_changes
 from ..replication.job import Result
 from ..replication.nodes import Nodes
+from ..replication.plan import split_tables
 from ..replication.write import Writer
 from ..settings import Settings
-from . import PUBLICATION, SUBSCRIPTION, access
-from .plan import slot_name
+from . import PENDING, PUBLICATION, SUBSCRIPTION, access, owner
+from .plan import slot_name, subscription_refusal
 
 logger = logging.getLogger('wazo-ha')
 
@@ -43,13 +45,24 @@ class _HandOffNodes(Nodes):
             db.drop_subscription(self.scur, SUBSCRIPTION)
 
 
+class SubscriptionRefused(WazoHaError):
+    """The master publishes other tables than the copied ones: nothing is subscribed."""
+
+
 def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | None) -> tuple[Result, str]:
     """Copy and subscribe; `admin`: the slave's superuser connection (closed here).
-    Returns the copy's figures and the new slot's name."""
+    Returns the copy's figures and the new slot's name.
+
+    The superuser only prepares, in a transaction of its own committed before the copy: the
+    owner role (stream.owner), and the new subscription, disabled, whose table list the master
+    gave is checked and which is given to that role. The copy, the old subscription's drop and
+    the new one's start are then one transaction of the owner role's own session: nothing the
+    master wrote runs with more rights than the tables' owner has."""
     conninfo = access.subscription_conninfo(settings, master_ip)
-    reader = replicator = None
+    reader = replicator = writer = None
     slot = slot_name(time.time())
-    made = False
+    made = pending = False
+    acur = db.cursor(admin)
     try:
         reader = access.connect_master(settings, master_ip, APPLICATION)
         replicator = access.connect_replication(settings, master_ip, APPLICATION)
@@ -60,15 +73,34 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         # the subscription's first START_REPLICATION
         db.close(replicator)
         replicator = None
-        nodes = _HandOffNodes.joined(reader, admin, master_ip)
-        nodes.subscribe = lambda cur: db.create_subscription(cur, SUBSCRIPTION, conninfo,
-                                                             PUBLICATION, slot)
+        copied = _copied_names(settings, reader)
+        changes, password = owner.prepare(acur, settings)
+        for said in changes:
+            logger.info('hand-off: %s', said)
+        if db.subscription_exists(acur, PENDING):  # left by a hand-off cut short
+            db.drop_subscription(acur, PENDING)
+        db.create_subscription(acur, PENDING, conninfo, PUBLICATION, slot, enabled=False)
+        refusal = subscription_refusal(db.subscription_relations(acur, PENDING), copied)
+        if refusal:
+            raise SubscriptionRefused(refusal)
+        role = settings.database.subscription_owner
+        db.give_subscription(acur, PENDING, role)
+        if subscription is not None and db.subscription_owner(acur, SUBSCRIPTION) != role:
+            db.give_subscription(acur, SUBSCRIPTION, role)  # made by an older version
+        db.commit(admin)
+        pending = True
+        writer = owner.connect(settings, password, APPLICATION)
+        nodes = _HandOffNodes.joined(reader, writer, master_ip)
+        nodes.subscribe = lambda cur: db.take_subscription(cur, PENDING, SUBSCRIPTION)
         result = Result(slave='this node', started_at=time.time())
         started = time.monotonic()
         if subscription is not None:
             db.drop_subscription(nodes.scur, SUBSCRIPTION)
             nodes.replaced = True
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
+        if {t.name for t in tables} != copied:  # read from the same snapshot: never
+            raise WazoHaError('the copied tables changed during the hand-off: tried again at '
+                              'the next run')
         changes = find_changes(nodes, tables, None)
         result.tables_unchanged = len(tables) - len(changes.tables)
         if changes:
@@ -76,17 +108,50 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         else:
             nodes.commit_slave()
         result.duration = time.monotonic() - started
-        made = False   # the subscription owns it now
+        made = pending = False   # the subscription owns the slot now
         return result, slot
     except BaseException:
-        db.close(admin)
+        for conn in (writer, reader):
+            if conn is not None:
+                db.close(conn)
+        writer = reader = None
+        _clean_up(admin, pending)
         if made:
             _drop_quietly(settings, master_ip, slot, replicator)
         raise
     finally:
-        for conn in (reader, replicator, admin):
+        _lock_owner(settings, admin)
+        for conn in (reader, replicator, writer, admin):
             if conn is not None:
                 db.close(conn)
+
+
+def _copied_names(settings: Settings, reader) -> set[str]:
+    """The master's copied tables, as of the hand-off's snapshot."""
+    return set(split_tables(db.tables(db.cursor(reader)), settings.database.excluded_tables)[0])
+
+
+def _clean_up(admin, pending: bool) -> None:
+    """A failed hand-off: the superuser's transaction rolled back, the pending subscription
+    (when it was committed) dropped; else the next hand-off drops it."""
+    try:
+        db.rollback(admin)
+        if pending:
+            db.drop_subscription(db.cursor(admin), PENDING)
+            db.commit(admin)
+    except db.DatabaseError as e:
+        logger.warning('the subscription %s of the failed hand-off is left (%s): the next '
+                       'hand-off drops it', PENDING, e)
+
+
+def _lock_owner(settings: Settings, admin) -> None:
+    try:
+        db.rollback(admin)
+        owner.lock(db.cursor(admin), settings)
+        db.commit(admin)
+    except db.DatabaseError as e:
+        logger.warning('the role %s keeps its login until the next hand-off: %s',
+                       settings.database.subscription_owner, e)
 
 
 def _drop_quietly(settings: Settings, master_ip: str, slot: str, replicator) -> None:

@@ -84,3 +84,26 @@ def stale_slots(slots: dict[str, dict], current: str | None) -> list[str]:
 def slot_name(now: float) -> str:
     from . import SLOT_PREFIX
     return f'{SLOT_PREFIX}{int(now * 1000)}'
+
+
+def subscription_refusal(relations: set[tuple[str, str]], copied: set[str]) -> str | None:
+    """Why a new subscription's table list (schema, table) must not be applied: it must be
+    exactly the copied tables of the master's public schema (anything else the master
+    publishes, an excluded table or a catalog-named one, would be written on the slave);
+    None when it is."""
+    extra = sorted(f'{schema}.{table}' for schema, table in relations
+                   if schema != 'public' or table not in copied)
+    missing = sorted(copied - {table for schema, table in relations if schema == 'public'})
+    if not extra and not missing:
+        return None
+    said = []
+    if extra:
+        said.append(f'it also lists {", ".join(extra[:10])}' +
+                    (f' (and {len(extra) - 10} more)' if len(extra) > 10 else ''))
+    if missing:
+        said.append(f'it lacks {", ".join(missing[:10])}' +
+                    (f' (and {len(missing) - 10} more)' if len(missing) > 10 else ''))
+    return ('the master\'s publication is not exactly the copied tables of its public schema ('
+            + '; '.join(said) + '): the hand-off is refused and the slave keeps what it had. '
+            'The hourly run on the master puts the publication back in step; a publication '
+            'listing other tables means someone changed it on the master: check who')
