@@ -18,12 +18,13 @@ OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/log/wazo-ha.log', '/etc/cron.
          '/etc/logrotate.d/wazo-ha']
 
 
-MODULES = ['__init__', 'check', 'cli', 'db', 'errors', 'failback', 'health', 'jobs', 'pause', 'pg_access',
+MODULES = ['__init__', 'check', 'cli', 'db', 'errors', 'failback', 'health', 'jobs', 'landing',
+           'pause', 'pg_access',
            'publication', 'stream_access',
            'probes', 'role', 'role_setup', 'rsync_modules', 'rsync_names', 'schedule', 'services',
            'settings', 'status', 'sync', 'system', 'tracking', 'wazo_api'] + [
            f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'plan', 'write')] + [
-           f'stream/{m}' for m in ('__init__', 'access', 'handoff', 'job', 'plan')]
+           f'stream/{m}' for m in ('__init__', 'access', 'handoff', 'job', 'owner', 'plan')]
 DIR, FILE, EXEC = 'drwxr-xr-x', '-rw-r--r--', '-rwxr-xr-x'
 # every entry of the .deb (mode, path); the egg-info directory is the one dh_python3 has always
 # installed for setup.py packages (the debhelper-built package had it too)
