@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 from .errors import WazoHaError
 from .settings import Settings
-from .system import (Completed, lstat_or_none, read_no_follow, read_text, run, tail,
-                     write_atomic, write_no_follow)
+from .system import (Completed, lstat_or_none, make_directory_no_follow, read_no_follow,
+                     read_text, run, tail, write_atomic, write_no_follow)
 
 logger = logging.getLogger('wazo-ha')
 
@@ -315,6 +315,8 @@ def write_in_conf_dir(path: str, text: str, conf_dir: str, mode: int | None = No
     without following a link its owner (postgres) could plant; `mode` None: the file's own
     (0640 when new)."""
     st = os.lstat(conf_dir)
+    if os.path.dirname(path) != conf_dir.rstrip('/'):  # conf.d/, made when missing
+        make_directory_no_follow(os.path.dirname(path), 0o755, (st.st_uid, st.st_gid))
     if mode is None:
         current = lstat_or_none(path)
         mode = stat.S_IMODE(current.st_mode) if current is not None and \

@@ -214,6 +214,28 @@ def write_no_follow(path: str, content: str, *, mode: int,
         os.close(dir_fd)
 
 
+def make_directory_no_follow(path: str, mode: int, owner: tuple[int, int] | None = None) -> None:
+    """Create the directory `path` (its parent must exist) without following a link, owned by
+    `owner`; nothing when it exists."""
+    parent, name = os.path.split(os.path.abspath(path))
+    dir_fd = open_directory(parent)
+    try:
+        try:
+            os.mkdir(name, mode, dir_fd=dir_fd)
+        except FileExistsError:
+            return
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+        try:
+            if owner is not None:
+                os.fchown(fd, *owner)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dir_fd)
+
+
 def read_no_follow(path: str) -> str | None:
     """Content of a file in a directory another user may own, never through a link; None when
     missing; WazoHaError when a link or anything but a regular file stands there."""
