@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .errors import HaConfError, InputError, WrongRoleError
-from .system import write_atomic
+from .adapters.system import write_atomic
 
 NODE_TYPES = ('master', 'slave', 'disabled')
 PRIMARY = 'is-primary'

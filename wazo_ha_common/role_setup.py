@@ -6,10 +6,13 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from . import check, pg_access, role, services, stream_access, sync
+from .failover import check, services
+from .access import pg_access, stream_access
+from . import role
+from .files import sync
 from .errors import HaConfError, InputError, WazoHaError
 from .settings import Settings
-from .wazo_api import ApiError, Client
+from .adapters.wazo_api import ApiError, Client
 
 logger = logging.getLogger('wazo-ha')
 

@@ -7,10 +7,12 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import jobs, probes, role, schedule, services
+from . import jobs, role, schedule
+from .adapters import probes
+from .failover import services
 from .errors import HaConfError
 from .settings import Settings
-from .system import read_state
+from .adapters.system import read_state
 
 OK, WARNING, CRITICAL = 0, 1, 2
 LEVEL_NAMES = {OK: 'OK', WARNING: 'WARNING', CRITICAL: 'CRITICAL'}

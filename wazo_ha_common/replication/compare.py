@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .. import db, tracking
+from ..adapters import db
+from ..decisions import tracking
 from ..errors import WazoHaError
 from .nodes import Nodes
-from .plan import schema_differences, split_tables
+from ..decisions.replication import schema_differences, split_tables
 
 logger = logging.getLogger('wazo-ha')
 

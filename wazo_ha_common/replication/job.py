@@ -7,14 +7,18 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-from .. import db, jobs, publication, role, tracking
+from ..adapters import db
+from .. import jobs, role
+from ..stream import publication
+from ..decisions import tracking
 from ..errors import InputError
 from ..settings import Settings
-from ..system import read_state, read_text, send_mail, single_instance, write_atomic, write_state
+from ..adapters.system import (read_state, read_text, send_mail, single_instance, write_atomic,
+                               write_state)
 from ..stream import SLOT_PREFIX
 from .compare import SchemaMismatch, copied_tables, find_changes, sequences_forward
 from .nodes import Nodes
-from .plan import verification_due
+from ..decisions.replication import verification_due
 from .write import Writer
 
 logger = logging.getLogger('wazo-ha')

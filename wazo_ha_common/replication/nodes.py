@@ -7,7 +7,8 @@ import concurrent.futures
 import logging
 from typing import Callable
 
-from .. import db, pg_access
+from ..adapters import db
+from ..access import pg_access
 from ..settings import Settings
 
 logger = logging.getLogger('wazo-ha')

@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 import time
 
-from .. import db, tracking
+from ..adapters import db
+from ..decisions import tracking
 from .compare import Changes, differing_rows
 from .nodes import Nodes
-from .plan import (WritePlan, few_rows_differ, heavy_tables, orphan_action, orphan_keys,
-                   rewrite_rows_only, write_plan)
+from ..decisions.replication import (WritePlan, few_rows_differ, heavy_tables, orphan_action,
+                                     orphan_keys, rewrite_rows_only, write_plan)
 
 logger = logging.getLogger('wazo-ha')
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import time
 
-from .. import db
+from ..adapters import db
 from ..replication.compare import copied_tables, find_changes
 from ..replication.job import Result
 from ..replication.nodes import Nodes
 from ..replication.write import Writer
 from ..settings import Settings
-from . import PUBLICATION, SUBSCRIPTION, access
-from .plan import slot_name
+from . import PUBLICATION, SUBSCRIPTION, connection as access
+from ..decisions.stream import slot_name
 
 logger = logging.getLogger('wazo-ha')
 

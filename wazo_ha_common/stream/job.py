@@ -7,16 +7,19 @@ from __future__ import annotations
 import logging
 import time
 
-from .. import check, db, health, jobs, services
+from ..failover import check, services
+from ..adapters import db
+from ..decisions import health
+from .. import jobs
 from ..errors import WazoHaError
 from ..replication.compare import SchemaMismatch
-from ..replication.plan import is_excluded, schema_differences
+from ..decisions.replication import is_excluded, schema_differences
 from ..settings import Settings
-from ..system import read_state, send_mail, single_instance, write_state
-from . import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION, access
+from ..adapters.system import read_state, send_mail, single_instance, write_state
+from . import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION, connection as access
 from .handoff import APPLICATION, hand_off
-from .plan import (BY_FAILOVER, BY_SCHEMA, DISABLE, DROP, HAND_OFF, Facts, decide,
-                   stale_slots)
+from ..decisions.stream import (BY_FAILOVER, BY_SCHEMA, DISABLE, DROP, HAND_OFF, Facts, decide,
+                                stale_slots)
 
 logger = logging.getLogger('wazo-ha')
 

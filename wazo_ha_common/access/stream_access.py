@@ -32,11 +32,11 @@ import shlex
 from dataclasses import dataclass
 
 from . import pg_access
-from .errors import WazoHaError
+from ..errors import WazoHaError
 from .pg_access import Step, ident
-from .settings import Settings
-from .stream import SLOT_PREFIX
-from .system import Completed, read_text, run, write_atomic
+from ..settings import Settings
+from ..stream import SLOT_PREFIX
+from ..adapters.system import Completed, read_text, run, write_atomic
 
 logger = logging.getLogger('wazo-ha')
 
@@ -215,7 +215,7 @@ def apply(settings: Settings, slave_ip: str | None) -> list[str]:
     Opening: role, publication, then the pg_hba.conf block (so that a refusal changes no
     file). Closing: publication, role and slots, then the block. A node that never was a
     continuous master (no block, no such file) needs no PostgreSQL session."""
-    from . import publication  # publication imports this module
+    from ..stream import publication  # publication imports this module
     conf_dir = settings.paths.postgresql_conf_dir
     db = settings.database
     hba_path = os.path.join(conf_dir, 'pg_hba.conf')

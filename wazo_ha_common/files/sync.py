@@ -19,11 +19,14 @@ import tempfile
 import time
 from typing import Callable
 
-from . import failback, pg_access, role, rsync_modules, rsync_names, stream_access
-from .errors import WazoHaError
-from .jobs import SYNC, LastRun, save_last_run
-from .settings import Settings
-from .system import describe, read_text, run, single_instance, tail, write_atomic
+from . import failback, rsync_names
+from ..access import pg_access, stream_access
+from .. import role
+from ..decisions import rsync_modules
+from ..errors import WazoHaError
+from ..jobs import SYNC, LastRun, save_last_run
+from ..settings import Settings
+from ..adapters.system import describe, read_text, run, single_instance, tail, write_atomic
 
 logger = logging.getLogger('wazo-ha')
 

@@ -11,12 +11,16 @@ import socket
 import time
 from dataclasses import asdict
 
-from . import failback, health, probes, role, services, sync
-from .errors import InputError, WazoHaError
-from .jobs import CHECK, SERVICES
-from .settings import Settings
-from .stream import job as stream_job
-from .system import read_state, read_text, send_mail, single_instance, write_state
+from ..files import failback, sync
+from ..decisions import health
+from ..adapters import probes
+from .. import role
+from . import services
+from ..errors import InputError, WazoHaError
+from ..jobs import CHECK, SERVICES
+from ..settings import Settings
+from ..stream import job as stream_job
+from ..adapters.system import read_state, read_text, send_mail, single_instance, write_state
 
 logger = logging.getLogger('wazo-ha')
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 import pwd
 
-from .. import db, pg_access
+from ..adapters import db
+from ..access import pg_access
 from ..errors import WazoHaError
 from ..settings import Settings
-from ..system import read_text, write_atomic
+from ..adapters.system import read_text, write_atomic
 
 
 def _base(settings: Settings, master_ip: str) -> str:

@@ -18,8 +18,8 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 
-from .settings import Settings
-from .system import read_state, write_state
+from ..settings import Settings
+from ..adapters.system import read_state, write_state
 
 logger = logging.getLogger('wazo-ha')
 

@@ -17,7 +17,7 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql
 
-from .errors import WazoHaError
+from ..errors import WazoHaError
 
 logger = logging.getLogger('wazo-ha')
 

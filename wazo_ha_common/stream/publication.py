@@ -20,10 +20,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from . import db
-from .replication.plan import split_tables
-from .settings import Settings
-from .stream import PUBLICATION
+from ..adapters import db
+from ..decisions.replication import split_tables
+from ..settings import Settings
+from . import PUBLICATION
 
 logger = logging.getLogger('wazo-ha')
 

@@ -24,9 +24,9 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from .errors import WazoHaError
-from .settings import Settings
-from .system import Completed, read_text, run, tail, write_atomic
+from ..errors import WazoHaError
+from ..settings import Settings
+from ..adapters.system import Completed, read_text, run, tail, write_atomic
 
 logger = logging.getLogger('wazo-ha')
 
@@ -101,7 +101,7 @@ def listen_addresses(settings: Settings, peer_ip: str, peer: str = 'master') -> 
     """[database] listen_addresses, or this node's address toward the peer and localhost."""
     if settings.database.listen_addresses:
         return settings.database.listen_addresses
-    from .sync import source_address  # sync imports this module
+    from ..files.sync import source_address  # sync imports this module
     try:
         own = source_address(peer_ip)
     except OSError as e:
@@ -425,7 +425,7 @@ def finish_pairing(settings: Settings, pairing: Pairing, result: Completed) -> l
 
 def check_pairing(settings: Settings, slave_ip: str) -> str:
     """Log in to the slave as the master's replication does."""
-    from . import db
+    from ..adapters import db
     conn = db.connect(slave_dsn(settings, slave_ip),
                       f'the slave database {settings.database.name} at {slave_ip} as '
                       f'{settings.database.remote_user}')

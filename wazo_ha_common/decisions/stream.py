@@ -82,5 +82,5 @@ def stale_slots(slots: dict[str, dict], current: str | None) -> list[str]:
 
 
 def slot_name(now: float) -> str:
-    from . import SLOT_PREFIX
+    from ..stream import SLOT_PREFIX
     return f'{SLOT_PREFIX}{int(now * 1000)}'
