@@ -23,6 +23,6 @@ setup(
     url='https://example.org/wazo-ha',
     license='GPL-3.0-or-later',
     packages=['wazo_ha_common'] + [f'wazo_ha_common.{p}' for p in (
-        'access', 'adapters', 'decisions', 'failover', 'files', 'replication', 'stream')],
+        'access', 'adapters', 'adapters.db', 'decisions', 'failover', 'files', 'replication', 'stream')],
     python_requires='>=3.11',
 )

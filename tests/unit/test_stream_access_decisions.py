@@ -6,7 +6,7 @@ import pytest
 
 from wazo_ha_common.access import pg_access, stream_access
 from wazo_ha_common.stream import publication
-from wazo_ha_common.adapters.db import PublicationState
+from wazo_ha_common.decisions.schema import PublicationState
 from wazo_ha_common.errors import WazoHaError
 from wazo_ha_common.stream import SLOT_PREFIX
 

@@ -425,10 +425,10 @@ def finish_pairing(settings: Settings, pairing: Pairing, result: Completed) -> l
 
 def check_pairing(settings: Settings, slave_ip: str) -> str:
     """Log in to the slave as the master's replication does."""
-    from ..adapters import db
-    conn = db.connect(slave_dsn(settings, slave_ip),
-                      f'the slave database {settings.database.name} at {slave_ip} as '
-                      f'{settings.database.remote_user}')
+    from ..adapters.db import session
+    conn = session.connect(slave_dsn(settings, slave_ip),
+                           f'the slave database {settings.database.name} at {slave_ip} as '
+                           f'{settings.database.remote_user}')
     try:
         with conn.cursor() as cur:
             cur.execute('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')

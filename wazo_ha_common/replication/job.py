@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-from ..adapters import db
+from ..adapters.db import catalog, logical, session
 from .. import jobs, role
 from ..stream import publication
 from ..decisions import tracking
@@ -106,10 +106,10 @@ def run(settings: Settings, argument: str | None, verify: bool = False) -> Resul
         except SchemaMismatch as e:
             _save_state(settings, result, started, error=str(e), kind=jobs.SCHEMA_MISMATCH)
             raise
-        except db.DatabaseError as e:
+        except session.DatabaseError as e:
             message = f'replication to {slave_ip} failed, the slave is unchanged: {e}'
             _save_state(settings, result, started, error=message)
-            raise db.DatabaseError(message) from None
+            raise session.DatabaseError(message) from None
         _save_state(settings, result, started)
         if result.verified and not continuous:
             _report_verification(settings, result, by_hand=verify)
@@ -120,7 +120,7 @@ def run(settings: Settings, argument: str | None, verify: bool = False) -> Resul
 def _replicate(settings: Settings, slave_ip: str, result: Result) -> None:
     with Nodes(settings, slave_ip, NAME) as nodes:
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
-        now = tuple(tracking.Horizon(**h) for h in nodes.both(db.horizon))
+        now = tuple(tracking.Horizon(**h) for h in nodes.both(catalog.horizon))
         record = _trusted_record(settings, slave_ip, now)
         changes = find_changes(nodes, tables, record, verify=result.verified)
         result.tables_unchanged = len(tables) - len(changes.tables)
@@ -149,22 +149,23 @@ def _reconcile(settings: Settings, slave_ip: str, result: Result) -> None:
         result.tables_unchanged = len(tables)
         forward = sequences_forward(nodes, {t.name for t in tables})
         for seq, state in forward.items():
-            db.restart_sequence(nodes.scur, seq, state)
+            catalog.restart_sequence(nodes.scur, seq, state)
         nodes.commit_slave()
         result.sequences_set = len(forward)
-        slots = db.slots(nodes.mcur, SLOT_PREFIX)
+        slots = logical.slots(nodes.mcur, SLOT_PREFIX)
         nodes.end_read()
     if not slots:
-        raise db.DatabaseError(
+        raise session.DatabaseError(
             'continuous replication: the slave has no replication slot on this master: is '
             'wazo-ha-stream running on the slave, with [database] mode = continuous there? '
             '(the slave streams nothing until it hands off)')
     name = max(slots, key=lambda n: (slots[n]['active'], n))
     result.stream = {'slot': name, **slots[name]}
     if slots[name]['wal_status'] == 'lost':
-        raise db.DatabaseError(f'continuous replication: the slot {name} of the slave lost WAL '
-                               '([database] slot_wal_keep_size): the slave copies afresh at its '
-                               'next wazo-ha-stream run')
+        raise session.DatabaseError(
+            f'continuous replication: the slot {name} of the slave lost WAL '
+            '([database] slot_wal_keep_size): the slave copies afresh at its '
+            'next wazo-ha-stream run')
 
 
 def _tracking_path(settings: Settings) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import pwd
 
-from ..adapters import db
+from ..adapters.db import logical, session
 from ..access import pg_access
 from ..errors import WazoHaError
 from ..settings import Settings
@@ -52,18 +52,18 @@ def hint(message: str, settings: Settings) -> str:
 def connect_master(settings: Settings, master_ip: str, application: str):
     dsn = f'{_base(settings, master_ip)} passfile={settings.database.passfile}'
     try:
-        return db.connect(dsn, what(settings, master_ip), application=application)
-    except db.DatabaseError as e:
-        raise db.DatabaseError(hint(str(e), settings)) from None
+        return session.connect(dsn, what(settings, master_ip), application=application)
+    except session.DatabaseError as e:
+        raise session.DatabaseError(hint(str(e), settings)) from None
 
 
 def connect_replication(settings: Settings, master_ip: str, application: str):
     dsn = f'{_base(settings, master_ip)} passfile={settings.database.passfile} replication=database'
     try:
-        return db.replication_connect(dsn, what(settings, master_ip) + ' (replication)',
-                                      application)
-    except db.DatabaseError as e:
-        raise db.DatabaseError(hint(str(e), settings)) from None
+        return logical.replication_connect(dsn, what(settings, master_ip) + ' (replication)',
+                                           application)
+    except session.DatabaseError as e:
+        raise session.DatabaseError(hint(str(e), settings)) from None
 
 
 def write_subscription_passfile(settings: Settings, master_ip: str) -> None:
