@@ -75,7 +75,7 @@ def resume(settings: Settings) -> str | None:
 
 
 def _continuous_slave(settings: Settings) -> bool:
-    if settings.database.mode != 'continuous':
+    if not settings.continuous:
         return False
     try:
         return role.load(settings.paths.ha_conf).node_type == 'slave'

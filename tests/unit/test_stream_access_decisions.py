@@ -153,7 +153,7 @@ def test_the_pairing_command_carries_no_password_and_reads_it_on_stdin():
     assert secret not in command and secret not in repr(pairing)
     assert pairing.input == secret + '\n'
     assert command.index('AUTHORIZE') < command.index('IFS= read -r p') < command.index('psql')
-    assert f'|| exit {stream_access.STREAM_STORE_FAILED}' in command
+    assert f'|| exit {pg_access.STREAM_STORE_FAILED}' in command
     assert pg_access.Pairing('x', False, '').remote_command('A', 'asterisk') == (
         '{ A; } || exit 1; cd / && runuser -u postgres -- psql -X -q -A -t -v '
         'ON_ERROR_STOP=1 -d asterisk || exit 3')

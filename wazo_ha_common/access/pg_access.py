@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from ..errors import WazoHaError
 from ..settings import Settings
+from ..adapters.network import source_address
 from ..adapters.system import Completed, read_text, run, tail, write_atomic
 
 logger = logging.getLogger('wazo-ha')
@@ -37,6 +38,8 @@ CONF_NAME = 'wazo-ha.conf'
 # roles whose members may run programs or touch files as the server: never the tables' owner
 # the remote pairing command's exit status when the key was authorised but the role was not
 PAIRING_FAILED = 3
+# its exit status when the stream password could not be stored (continuous mode)
+STREAM_STORE_FAILED = 4
 SCRAM_ITERATIONS = 4096  # PostgreSQL's default scram_iterations
 
 
@@ -101,7 +104,6 @@ def listen_addresses(settings: Settings, peer_ip: str, peer: str = 'master') -> 
     """[database] listen_addresses, or this node's address toward the peer and localhost."""
     if settings.database.listen_addresses:
         return settings.database.listen_addresses
-    from ..files.sync import source_address  # sync imports this module
     try:
         own = source_address(peer_ip)
     except OSError as e:
@@ -366,10 +368,9 @@ class Pairing:
     def remote_command(self, authorize_script: str, database: str,
                        stream_script: str | None = None) -> str:
         """The key authorisation, then (continuous mode) stream_script, which stores the
-        stream role's password read on stdin (exit stream_access.STREAM_STORE_FAILED when it
+        stream role's password read on stdin (exit STREAM_STORE_FAILED when it
         fails), then (as the cluster's superuser, on the slave) the role's password; exit
         PAIRING_FAILED when only that last part failed."""
-        from .stream_access import STREAM_STORE_FAILED  # stream_access imports this module
         stream = ('{ ' + stream_script + f'; }} || exit {STREAM_STORE_FAILED}; '
                   if stream_script else '')
         return ('{ ' + authorize_script + '; } || exit 1; ' + stream + 'cd / && runuser -u '

@@ -16,14 +16,13 @@ from ..decisions import health
 from ..adapters import probes
 from .. import role
 from . import services
-from ..errors import InputError, WazoHaError
+from ..errors import WazoHaError
 from ..jobs import CHECK, SERVICES
 from ..settings import Settings
 from ..stream import job as stream_job
 from ..adapters.system import read_state, read_text, send_mail, single_instance, write_state
 
 logger = logging.getLogger('wazo-ha')
-
 
 
 def boot_id() -> str:
@@ -61,22 +60,9 @@ def save_memory(settings: Settings, memory: health.Memory, verdict: health.Verdi
                 {**asdict(memory), 'sentence': verdict.sentence, 'written_at': time.time()})
 
 
-def resolve_master(settings: Settings, argument: str | None, what: str = 'the master check') -> str:
-    """The master's address; WrongRoleError (`what` runs on a slave) when this node is not
-    a slave."""
-    config = role.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
-                               'slave', what)
-    if argument is None:
-        return role.validate_peer(config.remote_address)
-    ip = role.validate_peer(argument)
-    if ip != config.remote_address:
-        raise InputError(f'{ip} is not the master configured in ha.conf ({config.remote_address})')
-    return ip
-
-
 def run(settings: Settings, argument: str | None, sleep=time.sleep) -> str:
     """Returns the closing sentence of the run."""
-    master_ip = resolve_master(settings, argument)
+    master_ip = role.resolve_peer(settings, argument, 'slave', 'the master check')
     policy = health.Policy(settings.check.probe_interval, settings.check.down_after,
                            settings.check.up_after)
     with single_instance(settings.paths.lock_dir, CHECK.name, wait=settings.check.probe_interval + 5):

@@ -13,7 +13,6 @@ import logging
 import os
 import shlex
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from ..decisions import rsync_modules
 from ..errors import WazoHaError
 from ..jobs import SYNC, LastRun, save_last_run
 from ..settings import Settings
+from ..adapters.network import source_address
 from ..adapters.system import describe, read_text, run, single_instance, tail, write_atomic
 
 logger = logging.getLogger('wazo-ha')
@@ -47,24 +47,6 @@ AUTHORIZE_SCRIPT = (
 
 class SyncError(WazoHaError):
     """rsync or ssh failed."""
-
-
-def master_config(settings: Settings) -> role.HaConfig:
-    config = role.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
-                                   'master', 'file synchronisation')
-    role.validate_peer(config.remote_address)  # never this node itself
-    return config
-
-
-def source_address(peer: str) -> str:
-    """The local address this node uses to reach peer (a UDP connect sends nothing)."""
-    family = socket.AF_INET6 if ':' in peer else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.connect((peer, 9))
-            return s.getsockname()[0]
-    except OSError as e:
-        raise WazoHaError(f'this node has no route to {peer}: {e.strerror}') from None
 
 
 def restricted_line(public_key: str, master_ip: str, daemon_config: str) -> str:
@@ -138,8 +120,7 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
 
     Returns what was done; `tell` shows what the user needs before ssh asks for the slave's
     password: the slave's host key fingerprints, then which password is asked."""
-    config = master_config(settings)
-    slave = config.remote_address
+    slave = role.resolve_peer(settings, None, 'master', 'file synchronisation')
     key = settings.sync.ssh_key
     report = []
     with single_instance(settings.paths.lock_dir, SYNC.name):
@@ -174,7 +155,7 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
                                              stream_script)],
                      input=line + '\n' + (stream.input if stream else '') + pairing.input,
                      timeout=120, check=False)
-        if stream and result.returncode == stream_access.STREAM_STORE_FAILED:
+        if stream and result.returncode == pg_access.STREAM_STORE_FAILED:
             raise pg_access.PairingError(
                 'the key is authorised on the slave, but the stream role\'s password could not '
                 f'be stored there: {tail(result.stderr, 2) or "no output"}')
@@ -220,7 +201,7 @@ def _check_key(settings: Settings, target: str) -> None:
 
 def push(settings: Settings, dry_run: bool = False) -> str:
     """wazo-sync: rsync the directories to the slave. Returns the closing sentence."""
-    config = master_config(settings)
+    slave = role.resolve_peer(settings, None, 'master', 'file synchronisation')
     key = settings.sync.ssh_key
     if not os.path.exists(key):
         sentence = f'file synchronisation is not set up (no key {key}): run wazo-sync -i once'
@@ -234,7 +215,7 @@ def push(settings: Settings, dry_run: bool = False) -> str:
         plan = rsync_modules.push_plan(daemon_modules(settings))
         if not plan:
             return 'none of the synced directories exists on this master: nothing to send'
-        target = remote(settings.sync.remote_user, config.remote_address)
+        target = remote(settings.sync.remote_user, slave)
         started = time.monotonic()
         try:
             record = fetch_record(settings, target)
@@ -243,7 +224,7 @@ def push(settings: Settings, dry_run: bool = False) -> str:
             raise
         step = failback.plan(record, failback.last_brought_back(settings))
         if step == failback.SERVING:
-            sentence = (f'the slave {config.remote_address} serves telephony {record.describe()}: '
+            sentence = (f'the slave {slave} serves telephony {record.describe()}: '
                         'nothing pushed (it would overwrite what it records); once it has '
                         'given telephony back, the next run brings its voicemail and '
                         'recordings back first')
@@ -301,10 +282,10 @@ def pull_back(settings: Settings) -> list[str]:
 
     Deletes nothing; a file newer on the master is kept; a file the slave replaces is kept
     beside it with a .before-failback-DATE suffix. Returns the files copied."""
-    config = master_config(settings)
+    slave = role.resolve_peer(settings, None, 'master', 'file synchronisation')
     if not os.path.exists(settings.sync.ssh_key):
         raise SyncError(f'no key {settings.sync.ssh_key}: run wazo-sync -i first')
-    target = remote(settings.sync.remote_user, config.remote_address)
+    target = remote(settings.sync.remote_user, slave)
     with single_instance(settings.paths.lock_dir, SYNC.name):
         copied = _copy_back(settings, target)
     logger.info('failback: %d files copied back from %s', len(copied), target)

@@ -70,29 +70,17 @@ class Result:
                 + f'in {self.duration:.2f} s (slave written for {self.slave_write_seconds:.2f} s)')
 
 
-def resolve_slave(config: role.HaConfig, argument: str | None, own=None) -> str:
-    if argument is None:
-        return role.validate_peer(config.remote_address, own)
-    ip = role.validate_peer(argument, own)
-    if ip != config.remote_address:
-        raise InputError(f'{ip} is not the slave configured in ha.conf '
-                         f'({config.remote_address}); nothing done')
-    return ip
-
-
 def run(settings: Settings, argument: str | None, verify: bool = False) -> Result:
     """One replication; `verify`: compare every copied table by content (else done when
     [database] verify_every says it is due)."""
-    config = role.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
-                                   'master', 'replication')
-    slave_ip = resolve_slave(config, argument)
+    slave_ip = role.resolve_peer(settings, argument, 'master', 'replication')
     with single_instance(settings.paths.lock_dir, NAME):
         result = Result(slave=slave_ip, started_at=time.time())
         last = read_state(settings.paths.state_dir, VERIFY_STATE_FILE).get('finished_at')
         result.verified = verify or verification_due(last, result.started_at,
                                                      settings.database.verify_every)
         started = time.monotonic()
-        continuous = settings.database.mode == 'continuous'
+        continuous = settings.continuous
         if continuous:
             if verify:
                 raise InputError('--verify compares the hourly copy: in continuous mode the '

@@ -7,14 +7,14 @@ from __future__ import annotations
 import logging
 import time
 
-from ..failover import check, services
+from ..failover import services
 from ..adapters.db import catalog, logical, publishing, session
 from ..decisions import health
-from .. import jobs
+from .. import jobs, role
 from ..errors import WazoHaError
 from ..replication.compare import SchemaMismatch
 from ..decisions.replication import is_excluded, schema_differences
-from ..settings import Settings
+from ..settings import CONTINUOUS, Settings
 from ..adapters.system import read_state, send_mail, single_instance, write_state
 from . import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION, connection as access
 from .handoff import APPLICATION, hand_off
@@ -75,7 +75,7 @@ def stop_applying(settings: Settings, by: str) -> str | None:
     past the table's largest value, so that the slave's own inserts never reuse an id the
     stream brought. A hand-off holding the subscription (its copy under way) is ended rather
     than waited for: the failover must not wait for a copy."""
-    if settings.database.mode != 'continuous':
+    if not settings.continuous:
         return None
     admin = session.admin_connect(settings.database.admin_dsn, settings.database.admin_system_user,
                                   'wazo-ha-failover')
@@ -166,10 +166,10 @@ HOURLY = '[database] mode is hourly: no stream'
 
 
 def run(settings: Settings, argument: str | None) -> str:
-    master_ip = check.resolve_master(settings, argument, 'the continuous replication')
+    master_ip = role.resolve_peer(settings, argument, 'slave', 'the continuous replication')
     record = jobs.load_last_run(settings.paths.state_dir, JOB)
     details = dict(record.details or {}) if record else {}
-    if settings.database.mode != 'continuous' and details.get('mode') != 'continuous':
+    if not settings.continuous and details.get('mode') != CONTINUOUS:
         logger.debug('%s', HOURLY)  # never streamed: nothing to look at, nothing to record
         return HOURLY
     with single_instance(settings.paths.lock_dir, JOB.name):
@@ -197,7 +197,7 @@ def run(settings: Settings, argument: str | None) -> str:
 
 def _run(settings: Settings, master_ip: str, details: dict) -> str:
     control = load_control(settings)
-    continuous = settings.database.mode == 'continuous'
+    continuous = settings.continuous
     details.update(master=master_ip, lagging=False)
     admin = _admin(settings)
     try:
