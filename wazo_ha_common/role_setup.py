@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from .failover import check, services
 from .access import pg_access, stream_access
 from . import role
-from .files import sync
+from .files import rsyncd
 from .errors import HaConfError, InputError, WazoHaError
 from .settings import Settings
 from .adapters.wazo_api import ApiError, Client
@@ -123,7 +123,7 @@ def apply(settings: Settings, new: role.HaConfig, force: bool = False,
                 else 'nothing else changed')
         raise WazoHaError(f'PostgreSQL access for the master not applied ({done}): {e}') from None
     try:
-        report.changes += sync.apply_daemon_config(settings, new.node_type == 'slave')
+        report.changes += rsyncd.apply_daemon_config(settings, new.node_type == 'slave')
     except OSError as e:
         raise WazoHaError(f'file sync access for the master not applied: {e}') from None
 
