@@ -107,8 +107,10 @@ def apply(settings: Settings, new: role.HaConfig, force: bool = False,
 
     master_ip = new.remote_address if new.node_type == 'slave' else None
     stream_slave = stream_access.continuous_slave(settings, new.node_type, new.remote_address)
+    from .stream import publication  # its SQL is loaded when the role changes, not before
     try:  # first: while closing, conf.d/wazo-ha.conf still says this was a continuous master
-        report.changes += stream_access.apply(settings, stream_slave)
+        report.changes += stream_access.apply(settings, stream_slave, publication.keep_in_step,
+                                              publication.drop)
     except (OSError, WazoHaError) as e:
         done = ('wazo-confd has applied PUT /ha; fix the cause and run wazo-ha-config set again'
                 if report.changes else 'nothing else changed')

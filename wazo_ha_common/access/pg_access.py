@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from ..errors import WazoHaError
 from ..settings import Settings
 from ..adapters.network import source_address
+from ..decisions.pgpass import pgpass_password, pgpass_prefix, with_pgpass_line
 from ..adapters.system import Completed, read_text, run, tail, write_atomic
 
 logger = logging.getLogger('wazo-ha')
@@ -326,29 +327,6 @@ def scram_verifier(password: str, salt: bytes | None = None,
     def b64(data: bytes) -> str:
         return base64.b64encode(data).decode('ascii')
     return f'SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server)}'
-
-
-def pgpass_field(value) -> str:
-    return str(value).replace('\\', '\\\\').replace(':', '\\:')
-
-
-def pgpass_prefix(host: str, port: int, database: str, user: str) -> str:
-    return ':'.join(pgpass_field(v) for v in (host, port, database, user)) + ':'
-
-
-def pgpass_password(text: str, prefix: str) -> str | None:
-    """The password of the line starting with prefix (fields as libpq escapes them)."""
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            value = line[len(prefix):]
-            return value.replace('\\:', ':').replace('\\\\', '\\')
-    return None
-
-
-def with_pgpass_line(text: str, prefix: str, password: str) -> str:
-    """The password file with our line set, every other line kept in order."""
-    lines = [line for line in text.splitlines() if not line.startswith(prefix)]
-    return '\n'.join(lines + [prefix + pgpass_field(password)]) + '\n'
 
 
 def slave_dsn(settings: Settings, ip: str) -> str:

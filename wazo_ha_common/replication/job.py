@@ -7,18 +7,18 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-from ..adapters.db import catalog, logical, session
+from typing import Callable
+
 from .. import jobs, role
-from ..stream import publication
-from ..decisions import tracking
-from ..errors import InputError
-from ..settings import Settings
+from ..adapters.db import catalog, session
 from ..adapters.system import (read_state, read_text, send_mail, single_instance, write_atomic,
                                write_state)
-from ..stream import SLOT_PREFIX
-from .compare import SchemaMismatch, copied_tables, find_changes, sequences_forward
-from .nodes import Nodes
+from ..decisions import tracking
 from ..decisions.replication import verification_due
+from ..errors import InputError
+from ..settings import Settings
+from .compare import SchemaMismatch, copied_tables, find_changes
+from .nodes import Nodes
 from .write import Writer
 
 logger = logging.getLogger('wazo-ha')
@@ -70,9 +70,11 @@ class Result:
                 + f'in {self.duration:.2f} s (slave written for {self.slave_write_seconds:.2f} s)')
 
 
-def run(settings: Settings, argument: str | None, verify: bool = False) -> Result:
+def run(settings: Settings, argument: str | None, verify: bool = False, *,
+        reconcile: Callable[[Settings, str, Result], None]) -> Result:
     """One replication; `verify`: compare every copied table by content (else done when
-    [database] verify_every says it is due)."""
+    [database] verify_every says it is due). In continuous mode the stream carries the rows:
+    `reconcile` (the stream's master side, given by the command) does this run's part."""
     slave_ip = role.resolve_peer(settings, argument, 'master', 'replication')
     with single_instance(settings.paths.lock_dir, NAME):
         result = Result(slave=slave_ip, started_at=time.time())
@@ -88,7 +90,7 @@ def run(settings: Settings, argument: str | None, verify: bool = False) -> Resul
             result.verified = False
         try:
             if continuous:
-                _reconcile(settings, slave_ip, result)
+                reconcile(settings, slave_ip, result)
             else:
                 _replicate(settings, slave_ip, result)
         except SchemaMismatch as e:
@@ -122,38 +124,6 @@ def _replicate(settings: Settings, slave_ip: str, result: Result) -> None:
             nodes.rollback_slave()
         nodes.end_read()
     _save_tracking(settings, slave_ip, now, tables, changes, writer, record)
-
-
-def _reconcile(settings: Settings, slave_ip: str, result: Result) -> None:
-    """Continuous mode: the slave's stream carries the rows (wazo-ha-stream on the slave hands
-    off when needed); this run keeps the publication in step with the copied tables, moves the
-    slave's sequences forward to the master's (logical replication does not carry them; never
-    back: the slave may be serving), and checks that the slave has its slot here."""
-    result.publication = publication.keep_in_step(settings)
-    for line in result.publication:
-        logger.info('publication: %s', line)
-    with Nodes(settings, slave_ip, NAME) as nodes:
-        tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
-        result.tables_unchanged = len(tables)
-        forward = sequences_forward(nodes, {t.name for t in tables})
-        for seq, state in forward.items():
-            catalog.restart_sequence(nodes.scur, seq, state)
-        nodes.commit_slave()
-        result.sequences_set = len(forward)
-        slots = logical.slots(nodes.mcur, SLOT_PREFIX)
-        nodes.end_read()
-    if not slots:
-        raise session.DatabaseError(
-            'continuous replication: the slave has no replication slot on this master: is '
-            'wazo-ha-stream running on the slave, with [database] mode = continuous there? '
-            '(the slave streams nothing until it hands off)')
-    name = max(slots, key=lambda n: (slots[n]['active'], n))
-    result.stream = {'slot': name, **slots[name]}
-    if slots[name]['wal_status'] == 'lost':
-        raise session.DatabaseError(
-            f'continuous replication: the slot {name} of the slave lost WAL '
-            '([database] slot_wal_keep_size): the slave copies afresh at its '
-            'next wazo-ha-stream run')
 
 
 def _tracking_path(settings: Settings) -> str:
