@@ -84,6 +84,19 @@ def test_every_module_has_a_layer():
         layer(module)
 
 
+def test_the_readme_names_every_module():
+    """README "Development" is the map of these layers: one line for each module."""
+    with open(os.path.join(REPO, 'README.md')) as f:
+        text = f.read()
+    section = text[text.index('## Development'):]
+    section = section[:section.index('Around the package')]
+    missing = [m for m in sources() if not m.startswith('bin.') and not m == PACKAGE
+               and f"`{m.rpartition('.')[2]}" not in section
+               and f"/{m.rpartition('.')[2]}`" not in section
+               and f"/{m.rpartition('.')[2]}/`" not in section]
+    assert missing == []
+
+
 def test_no_import_runs_up():
     up = []
     for module, targets in graph().items():

@@ -1,5 +1,6 @@
-"""Failback records (the decisions are in decisions/failback): the slave records the telephony it served; the master's next wazo-sync
-brings the voicemail and recordings left there back, once per episode, before any push.
+"""Failback records: the slave records the telephony it served; the master's next wazo-sync
+brings the voicemail and recordings left there back, once per episode, before any push (what
+it does is decided in decisions/failback; here the records are read and written).
 
 Least privilege: the master's key only reads the slave's record (a read-only rsync module,
 rsync_modules.RECORD) and the master never writes on the slave for it. The slave opens an

@@ -5,8 +5,8 @@ transaction, so it holds either its old content or the new copy, never a mix. Ta
 did not change on either node since the last run (see tracking), or whose content already
 matches, are not rewritten nor locked for writing.
 
-plan: the pure decisions (thresholds at the top); nodes: the two connections; compare: what
-differs; write: the slave's transaction; job: the run.
+decisions/replication: the pure decisions (thresholds at the top); nodes: the two
+connections; compare: what differs; write: the slave's transaction; job: the run.
 """
 
 from .compare import SchemaMismatch
