@@ -18,18 +18,20 @@ OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/log/wazo-ha.log', '/etc/cron.
          '/etc/logrotate.d/wazo-ha']
 
 
-MODULES = ['__init__', 'cli', 'errors', 'jobs', 'pause', 'role', 'role_setup', 'schedule',
-           'settings', 'status'] + [
+MODULES = ['__init__', 'cli', 'errors', 'hooks', 'jobs', 'pause', 'role', 'role_setup',
+           'schedule', 'settings', 'status'] + [
            f'access/{m}' for m in ('__init__', 'pg_access', 'stream_access')] + [
-           f'adapters/{m}' for m in ('__init__', 'probes', 'system', 'wazo_api')] + [
+           f'adapters/{m}' for m in ('__init__', 'network', 'probes', 'system', 'wazo_api')] + [
            f'adapters/db/{m}' for m in ('__init__', 'catalog', 'logical', 'publishing', 'session',
                                         'table_copy')] + [
-           f'decisions/{m}' for m in ('__init__', 'health', 'replication', 'rsync_modules',
-                                      'schema', 'stream', 'tracking')] + [
+           f'decisions/{m}' for m in ('__init__', 'addresses', 'failback', 'health', 'pgpass',
+                                      'replication', 'rsync_modules', 'schema', 'stream',
+                                      'tracking')] + [
            f'failover/{m}' for m in ('__init__', 'check', 'services')] + [
-           f'files/{m}' for m in ('__init__', 'failback', 'rsync_names', 'sync')] + [
+           f'files/{m}' for m in ('__init__', 'failback', 'rsync_names', 'rsyncd', 'sync')] + [
            f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'write')] + [
-           f'stream/{m}' for m in ('__init__', 'connection', 'handoff', 'job', 'publication')]
+           f'stream/{m}' for m in ('__init__', 'connection', 'handoff', 'job', 'master',
+                                     'publication')]
 PACKAGES = ['access', 'adapters', 'adapters/db', 'decisions', 'failover', 'files', 'replication', 'stream']
 DIR, FILE, EXEC = 'drwxr-xr-x', '-rw-r--r--', '-rwxr-xr-x'
 # every entry of the .deb (mode, path); the egg-info directory is the one dh_python3 has always
