@@ -2,7 +2,7 @@
 
 import stat
 
-from wazo_ha_common.landing import landing
+from wazo_ha_common.decisions.failback import landing
 
 
 def test_a_regular_file_gets_the_directorys_owner_and_loses_its_special_bits():

@@ -5,7 +5,7 @@ import pytest
 
 from wazo_ha_common.errors import WazoHaError
 from wazo_ha_common.stream.owner import owner_steps
-from wazo_ha_common.stream.plan import subscription_refusal
+from wazo_ha_common.decisions.stream import subscription_refusal
 
 ROLE = 'wazo_ha_subscriber'
 ASTERISK = {'name': 'asterisk', 'escalates': False}

@@ -12,16 +12,16 @@ from __future__ import annotations
 import logging
 import time
 
-from .. import db
+from ..adapters.db import catalog, logical, session
+from ..decisions.replication import split_tables
+from ..decisions.stream import PENDING, slot_name, subscription_refusal
 from ..errors import WazoHaError
 from ..replication.compare import copied_tables, find_changes
 from ..replication.job import Result
 from ..replication.nodes import Nodes
-from ..replication.plan import split_tables
 from ..replication.write import Writer
 from ..settings import Settings
-from . import PENDING, PUBLICATION, SUBSCRIPTION, access, owner
-from .plan import slot_name, subscription_refusal
+from . import PUBLICATION, SUBSCRIPTION, connection as access, owner
 
 logger = logging.getLogger('wazo-ha')
 
@@ -42,7 +42,7 @@ class _HandOffNodes(Nodes):
         """The writer's retry rolls back: the old subscription is back, drop it again."""
         super().rollback_slave()
         if self.replaced:
-            db.drop_subscription(self.scur, SUBSCRIPTION)
+            logical.drop_subscription(self.scur, SUBSCRIPTION)
 
 
 class SubscriptionRefused(WazoHaError):
@@ -62,40 +62,40 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
     reader = replicator = writer = None
     slot = slot_name(time.time())
     made = pending = False
-    acur = db.cursor(admin)
+    acur = session.cursor(admin)
     try:
         reader = access.connect_master(settings, master_ip, APPLICATION)
         replicator = access.connect_replication(settings, master_ip, APPLICATION)
-        _, snapshot = db.create_exported_slot(replicator, slot)
+        _, snapshot = logical.create_exported_slot(replicator, slot)
         made = True
-        db.use_snapshot(reader, snapshot)
+        logical.use_snapshot(reader, snapshot)
         # the reader holds the snapshot now; closed, this connection leaves the slot free for
         # the subscription's first START_REPLICATION
-        db.close(replicator)
+        session.close(replicator)
         replicator = None
         copied = _copied_names(settings, reader)
         changes, password = owner.prepare(acur, settings)
         for said in changes:
             logger.info('hand-off: %s', said)
-        if db.subscription_exists(acur, PENDING):  # left by a hand-off cut short
-            db.drop_subscription(acur, PENDING)
-        db.create_subscription(acur, PENDING, conninfo, PUBLICATION, slot, enabled=False)
-        refusal = subscription_refusal(db.subscription_relations(acur, PENDING), copied)
+        if logical.subscription_exists(acur, PENDING):  # left by a hand-off cut short
+            logical.drop_subscription(acur, PENDING)
+        logical.create_subscription(acur, PENDING, conninfo, PUBLICATION, slot, enabled=False)
+        refusal = subscription_refusal(logical.subscription_relations(acur, PENDING), copied)
         if refusal:
             raise SubscriptionRefused(refusal)
         role = settings.database.subscription_owner
-        db.give_subscription(acur, PENDING, role)
-        if subscription is not None and db.subscription_owner(acur, SUBSCRIPTION) != role:
-            db.give_subscription(acur, SUBSCRIPTION, role)  # made by an older version
-        db.commit(admin)
+        logical.give_subscription(acur, PENDING, role)
+        if subscription is not None and logical.subscription_owner(acur, SUBSCRIPTION) != role:
+            logical.give_subscription(acur, SUBSCRIPTION, role)  # made by an older version
+        session.commit(admin)
         pending = True
         writer = owner.connect(settings, password, APPLICATION)
         nodes = _HandOffNodes.joined(reader, writer, master_ip)
-        nodes.subscribe = lambda cur: db.take_subscription(cur, PENDING, SUBSCRIPTION)
+        nodes.subscribe = lambda cur: logical.take_subscription(cur, PENDING, SUBSCRIPTION)
         result = Result(slave='this node', started_at=time.time())
         started = time.monotonic()
         if subscription is not None:
-            db.drop_subscription(nodes.scur, SUBSCRIPTION)
+            logical.drop_subscription(nodes.scur, SUBSCRIPTION)
             nodes.replaced = True
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         if {t.name for t in tables} != copied:  # read from the same snapshot: never
@@ -113,7 +113,7 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
     except BaseException:
         for conn in (writer, reader):
             if conn is not None:
-                db.close(conn)
+                session.close(conn)
         writer = reader = None
         _clean_up(admin, pending)
         if made:
@@ -123,33 +123,33 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         _lock_owner(settings, admin)
         for conn in (reader, replicator, writer, admin):
             if conn is not None:
-                db.close(conn)
+                session.close(conn)
 
 
 def _copied_names(settings: Settings, reader) -> set[str]:
     """The master's copied tables, as of the hand-off's snapshot."""
-    return set(split_tables(db.tables(db.cursor(reader)), settings.database.excluded_tables)[0])
+    return set(split_tables(catalog.tables(session.cursor(reader)), settings.database.excluded_tables)[0])
 
 
 def _clean_up(admin, pending: bool) -> None:
     """A failed hand-off: the superuser's transaction rolled back, the pending subscription
     (when it was committed) dropped; else the next hand-off drops it."""
     try:
-        db.rollback(admin)
+        session.rollback(admin)
         if pending:
-            db.drop_subscription(db.cursor(admin), PENDING)
-            db.commit(admin)
-    except db.DatabaseError as e:
+            logical.drop_subscription(session.cursor(admin), PENDING)
+            session.commit(admin)
+    except session.DatabaseError as e:
         logger.warning('the subscription %s of the failed hand-off is left (%s): the next '
                        'hand-off drops it', PENDING, e)
 
 
 def _lock_owner(settings: Settings, admin) -> None:
     try:
-        db.rollback(admin)
-        owner.lock(db.cursor(admin), settings)
-        db.commit(admin)
-    except db.DatabaseError as e:
+        session.rollback(admin)
+        owner.lock(session.cursor(admin), settings)
+        session.commit(admin)
+    except session.DatabaseError as e:
         logger.warning('the role %s keeps its login until the next hand-off: %s',
                        settings.database.subscription_owner, e)
 
@@ -158,18 +158,18 @@ def _drop_quietly(settings: Settings, master_ip: str, slot: str, replicator) -> 
     """The slot of a hand-off that failed: dropped now if the master answers, else by the
     next run (inactive slots of ours without a subscription are dropped)."""
     if replicator is not None:
-        db.close(replicator)
+        session.close(replicator)
     try:
         conn = access.connect_master(settings, master_ip, APPLICATION)
-    except db.DatabaseError as e:
+    except session.DatabaseError as e:
         logger.warning('the slot %s made for the failed hand-off is left on the master (%s): '
                        'the next run drops it', slot, e)
         return
     try:
         conn.autocommit = True
-        db.drop_slot(db.cursor(conn), slot)
-    except db.DatabaseError as e:
+        logical.drop_slot(session.cursor(conn), slot)
+    except session.DatabaseError as e:
         logger.warning('cannot drop the slot %s made for the failed hand-off (%s): the next run '
                        'drops it', slot, e)
     finally:
-        db.close(conn)
+        session.close(conn)

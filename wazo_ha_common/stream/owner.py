@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import secrets
 
-from .. import db, pg_access
+from ..access import pg_access
+from ..access.pg_access import Step, ident
+from ..adapters.db import session
 from ..errors import WazoHaError
-from ..pg_access import Step, ident
 from ..settings import Settings
 
 
@@ -75,23 +76,23 @@ def prepare(acur, settings: Settings) -> tuple[list[str], str]:
     """On the superuser's cursor, inside its transaction: the role as owner_steps says, with a
     new password until `lock`. Returns what changed and the password."""
     d = settings.database
-    state = db.role_state(acur, pg_access.ROLE_STATE_SQL, d.subscription_owner)
+    state = session.role_state(acur, pg_access.ROLE_STATE_SQL, d.subscription_owner)
     steps = owner_steps(state, d.subscription_owner, d.name)
     for step in steps:
         acur.execute(step.sql)
     password = secrets.token_urlsafe(32)
     acur.execute("SET LOCAL log_statement = 'none'")
-    db.set_login(acur, d.subscription_owner, pg_access.scram_verifier(password))
+    session.set_login(acur, d.subscription_owner, pg_access.scram_verifier(password))
     return [s.sentence for s in steps], password
 
 
 def lock(acur, settings: Settings) -> None:
     """The role's password is taken away: no one logs in as it until the next hand-off."""
-    db.set_login(acur, settings.database.subscription_owner, None)
+    session.set_login(acur, settings.database.subscription_owner, None)
 
 
 def connect(settings: Settings, password: str, application: str):
     d = settings.database
     what = (f"this node's database as {d.subscription_owner} ([database] subscription_owner; "
             "its pg_hba.conf line is written by wazo-ha-config set --node-type slave)")
-    return db.connect_as(d.admin_dsn, d.subscription_owner, password, what, application)
+    return session.connect_as(d.admin_dsn, d.subscription_owner, password, what, application)

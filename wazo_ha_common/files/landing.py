@@ -1,8 +1,5 @@
-"""What a file brought back from the slave may be once it lands on the master (failback pull,
-voicemail merge): never the slave's say on owners, links or special bits.
-
-`landing` decides from the entry's own mode and the directory it lands in (pure); `settle`
-applies it to entries already written, through descriptors, following no link."""
+"""Files brought back from the slave (failback pull, voicemail merge), settled on the master
+as decisions.failback.landing says: through descriptors, following no link."""
 
 from __future__ import annotations
 
@@ -10,29 +7,11 @@ import contextlib
 import logging
 import os
 import stat
-from dataclasses import dataclass
 
-from .system import open_directory
+from ..adapters.system import open_directory
+from ..decisions.failback import landing
 
 logger = logging.getLogger('wazo-ha')
-
-SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
-
-
-@dataclass(frozen=True)
-class Landing:
-    keep: bool          # False: removed (a link, a device, a fifo, a socket)
-    uid: int = -1
-    gid: int = -1
-    mode: int = 0       # permission bits, without set-uid, set-gid nor sticky
-
-
-def landing(mode: int, directory_uid: int, directory_gid: int) -> Landing:
-    """A regular file or a directory gets the owner and group of the master directory it lands
-    in and its permission bits less set-uid, set-gid and sticky; anything else is removed."""
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        return Landing(False)
-    return Landing(True, directory_uid, directory_gid, stat.S_IMODE(mode) & ~SPECIAL_BITS)
 
 
 def settle(top: str, relative: list[str]) -> list[str]:
