@@ -61,6 +61,16 @@ def load_memory(settings: Settings, master_ip: str) -> health.Memory:
     return fresh
 
 
+def last_decision(settings: Settings) -> str:
+    """The decision of the last run (up, down, unknown), read from its record; unknown when
+    there is none or it is not valid (the next run starts afresh then)."""
+    try:
+        return health.memory_from_dict(read_state(settings.paths.state_dir,
+                                                  CHECK.state_file)).decision
+    except ValueError:
+        return health.UNKNOWN
+
+
 def forget(settings: Settings) -> bool:
     """Drop the failover memory (the role or the master changed); True if there was one."""
     try:

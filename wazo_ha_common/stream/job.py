@@ -9,13 +9,13 @@ import time
 
 from .. import jobs, role
 from ..adapters.db import catalog, logical, publishing, session
-from ..adapters.system import mail_once, read_state, single_instance
+from ..adapters.system import mail_once, single_instance
 from ..decisions import health
 from ..decisions.replication import schema_differences
 from ..decisions.stream import (BY_FAILOVER, BY_SCHEMA, DISABLE, DROP, HAND_OFF, LAG_WAIT, Facts,
                                 decide)
 from ..errors import WazoHaError
-from ..failover import services
+from ..failover import check, services
 from ..replication.compare import SchemaMismatch
 from ..settings import CONTINUOUS, Settings
 from . import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION, connection as access, slots
@@ -45,8 +45,7 @@ def _admin(settings: Settings):
 
 def serving(settings: Settings) -> bool:
     """The slave took over: the check decided the master down, or its telephony runs."""
-    memory = read_state(settings.paths.state_dir, jobs.CHECK.state_file)
-    if memory.get('decision') == health.DOWN:
+    if check.last_decision(settings) == health.DOWN:
         return True
     return services.available() and services.running()
 
