@@ -11,6 +11,7 @@ SUBSCRIPTION = 'wazo_ha'
 # a hand-off's new subscription, disabled until the copy's commit makes it SUBSCRIPTION
 PENDING = 'wazo_ha_pending'
 SLOT_PREFIX = 'wazo_ha_slot_'
+LAG_WAIT = 20.0     # seconds a run waits for the slave to catch up (the lag probe's limit)
 
 NOTHING = 'nothing'      # the stream is healthy (or off while the slave serves): measure, record
 DISABLE = 'disable'      # stop applying: the slave serves, or the schemas differ

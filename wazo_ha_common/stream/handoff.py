@@ -1,5 +1,5 @@
 """The hand-off from copy to stream, on the slave: a slot on the master with an exported
-snapshot, the atomic copy read from that snapshot, and the subscription on that slot created
+snapshot, the atomic copy read from that snapshot, and the subscription on that slot started
 in the copy's own transaction. Every change after the snapshot is kept for the slot and
 streamed; none before it is applied twice.
 
@@ -17,9 +17,8 @@ from ..decisions.replication import split_tables
 from ..decisions.stream import PENDING, slot_name, subscription_refusal
 from ..errors import WazoHaError
 from ..replication.compare import copied_tables, find_changes
-from ..replication.job import Result
 from ..replication.nodes import Nodes
-from ..replication.write import Writer
+from ..replication.write import Copy, Writer
 from ..settings import Settings
 from . import PUBLICATION, SUBSCRIPTION, connection as access, owner
 
@@ -28,28 +27,12 @@ logger = logging.getLogger('wazo-ha')
 APPLICATION = 'wazo-ha-stream'
 
 
-class _HandOffNodes(Nodes):
-    """The copy's two connections; the subscription is created just before the commit."""
-
-    subscribe = None
-    replaced = False      # the transaction starts by dropping the current subscription
-
-    def commit_slave(self) -> None:
-        self.subscribe(self.scur)
-        super().commit_slave()
-
-    def rollback_slave(self) -> None:
-        """The writer's retry rolls back: the old subscription is back, drop it again."""
-        super().rollback_slave()
-        if self.replaced:
-            logical.drop_subscription(self.scur, SUBSCRIPTION)
-
-
 class SubscriptionRefused(WazoHaError):
     """The master publishes other tables than the copied ones: nothing is subscribed."""
 
 
-def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | None) -> tuple[Result, str]:
+def hand_off(settings: Settings, master_ip: str, admin,
+             subscription: dict | None) -> tuple[Copy, str]:
     """Copy and subscribe; `admin`: the slave's superuser connection (closed here).
     Returns the copy's figures and the new slot's name.
 
@@ -90,13 +73,15 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         session.commit(admin)
         pending = True
         writer = owner.connect(settings, password, APPLICATION)
-        nodes = _HandOffNodes.joined(reader, writer, master_ip)
-        nodes.subscribe = lambda cur: logical.take_subscription(cur, PENDING, SUBSCRIPTION)
-        result = Result(slave='this node', started_at=time.time())
+        nodes = Nodes.joined(reader, writer, master_ip)
+        # the new subscription starts in the copy's transaction, at its commit
+        nodes.before_commit = lambda cur: logical.take_subscription(cur, PENDING, SUBSCRIPTION)
+        result = Copy()
         started = time.monotonic()
-        if subscription is not None:
+        if subscription is not None:  # the transaction starts by dropping the current one
             logical.drop_subscription(nodes.scur, SUBSCRIPTION)
-            nodes.replaced = True
+            # the writer's retry rolls back: the old subscription is back, drop it again
+            nodes.after_rollback = lambda cur: logical.drop_subscription(cur, SUBSCRIPTION)
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         if {t.name for t in tables} != copied:  # read from the same snapshot: never
             raise WazoHaError('the copied tables changed during the hand-off: tried again at '
@@ -128,7 +113,8 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
 
 def _copied_names(settings: Settings, reader) -> set[str]:
     """The master's copied tables, as of the hand-off's snapshot."""
-    return set(split_tables(catalog.tables(session.cursor(reader)), settings.database.excluded_tables)[0])
+    return set(split_tables(catalog.tables(session.cursor(reader)),
+                            settings.database.excluded_tables)[0])
 
 
 def _clean_up(admin, pending: bool) -> None:
