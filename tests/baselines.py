@@ -270,8 +270,8 @@ def _uid(user: str) -> int:
 
 def _rsync(source: str, target: str) -> None:
     """target becomes an exact copy of source (owners, modes, times, links, devices), in
-    place: the directories bind-mounted into a node stay the same directories."""
-    sh('rsync', '-a', '--delete', '--numeric-ids', *(f'--exclude=/{p}' for p in NOT_RECORDED),
+    place: the directories and files bind-mounted into a node (/etc/shadow) stay the same."""
+    sh('rsync', '-a', '--delete', '--inplace', '--numeric-ids', *(f'--exclude=/{p}' for p in NOT_RECORDED),
        source + '/', target + '/')
 
 
