@@ -271,7 +271,9 @@ def _uid(user: str) -> int:
 def _rsync(source: str, target: str) -> None:
     """target becomes an exact copy of source (owners, modes, times, links, devices), in
     place: the directories and files bind-mounted into a node (/etc/shadow) stay the same."""
-    sh('rsync', '-a', '--delete', '--inplace', '--numeric-ids', *(f'--exclude=/{p}' for p in NOT_RECORDED),
+    # --modify-window=-1: times compared to the nanosecond (the default, whole seconds, takes a
+    # file written in the second of its baseline for unchanged)
+    sh('rsync', '-a', '--delete', '--inplace', '--numeric-ids', '--modify-window=-1', *(f'--exclude=/{p}' for p in NOT_RECORDED),
        source + '/', target + '/')
 
 
