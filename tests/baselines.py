@@ -37,6 +37,8 @@ SYNC = (('master', 1, False), ('slave', 2, True))
 
 # what a restart makes anew and a baseline must not hold: sshd's pid file (start_sshd waits
 # for it), the cluster's sockets and lock files (gone after a clean stop anyway)
+# what this run's shared testbeds did (printed at the end of the run by conftest)
+STATS = {'layouts': 0, 'baselines': 0, 'resets': 0, 'fresh': 0}
 NOT_RECORDED = ('sshd/sshd.pid',)
 CLUSTER_DATA = 'pg/data/'
 HOST_MANAGED = ('/run/netns/', '/run/wazo-ha-testbed-')
@@ -139,7 +141,7 @@ class SharedBed:
         self.layout = layout
         self.bed = Testbed(workdir, template)
         self.baselines: dict[str, Baseline] = {}
-        self.resets = 0
+        STATS['layouts'] += 1
         try:
             self.bed.start()
             self.nodes = tuple(self.bed.add_node(name, host, with_postgres=pg)
@@ -194,6 +196,7 @@ class SharedBed:
                 sshd=node.sshd_pid is not None, attributes=dict(vars(node)))
         baseline = Baseline(name, directory, recorded, ready)
         self.baselines[name] = baseline
+        STATS['baselines'] += 1
         self._start(baseline)
 
     # resetting
@@ -201,7 +204,7 @@ class SharedBed:
     def reset(self, name: str) -> None:
         """Every node back to baseline `name`, checked."""
         baseline = self.baselines[name]
-        self.resets += 1
+        STATS['resets'] += 1
         for node in reversed(self.nodes):
             node.stop_sip_server()
             if node.with_postgres and os.path.exists(os.path.join(node.pgdata, 'postmaster.pid')):

@@ -24,6 +24,15 @@ def pytest_runtest_setup(item):
         close_shared_testbeds()
 
 
+def pytest_terminal_summary(terminalreporter):
+    """How the tests got their nodes: what the suite's time depends on most."""
+    if baselines.STATS['layouts'] or baselines.STATS['fresh']:
+        terminalreporter.write_line(
+            'testbeds: {layouts} shared (baselines: {baselines}, resets: {resets}), '
+            '{fresh} fresh (tests marked fresh_testbed or run with --fresh-testbeds)'.format(
+                **baselines.STATS))
+
+
 def close_shared_testbeds():
     while _SHARED:
         _SHARED.pop().close()
@@ -61,6 +70,7 @@ def shared_beds(session_dir, pg_template):
 @pytest.fixture
 def bed(session_dir, pg_template):
     """A testbed of the test's own, closed after it: for the tests marked fresh_testbed."""
+    baselines.STATS['fresh'] += 1
     testbed = Testbed(session_dir, pg_template)
     try:
         testbed.start()
