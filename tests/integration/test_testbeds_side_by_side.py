@@ -5,13 +5,14 @@ host's real /etc/wazo-ha/rsyncd.conf and /var/spool/asterisk)."""
 
 import os
 import stat
+import subprocess
 import threading
 
 import pytest
 
 from replication_helpers import configure
 import testbed
-from testbed import NODE_DIRS, sh
+from testbed import NODE_DIRS, REPO, sh
 
 SYNCED = '/etc/asterisk/extensions_extra.d'
 
@@ -109,3 +110,43 @@ def test_two_testbeds_side_by_side_never_touch_the_host(session_dir, pg_template
         for bed, _, _ in beds:
             bed.close()
     assert host_files() == before
+
+
+RECORDER = '''
+import os
+import testbed
+
+
+def record():
+    with open(os.environ['CLEANUP_RECORD'], 'a') as f:
+        f.write('cleanup_leftovers\\n')
+    return []
+
+
+testbed.cleanup_leftovers = record  # imported (-p) before conftest, which imports it
+'''
+
+
+def run_pytest(tmp_path, *args):
+    """pytest in a child, with a plugin that records (instead of doing) cleanup_leftovers."""
+    (tmp_path / 'record_cleanup.py').write_text(RECORDER)
+    record = tmp_path / 'cleanups'
+    result = subprocess.run(
+        ['/usr/bin/python3', '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+         '-p', 'record_cleanup', *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, 'PYTHONPATH': f'{tmp_path}:{REPO}/tests:{REPO}',
+             'CLEANUP_RECORD': str(record)})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return record.read_text().splitlines() if record.exists() else []
+
+
+def test_a_unit_test_run_never_cleans_up_testbeds(tmp_path):
+    """Only a run that builds a testbed removes leftovers of interrupted runs: a unit-test run
+    beside an integration run touches none of its testbeds, not even one that is starting."""
+    assert run_pytest(tmp_path, 'tests/unit/test_schedule.py') == []
+    # the recorder sees a run that does build testbeds (here: asks for their directory)
+    probe = tmp_path / 'test_probe.py'
+    probe.write_text('def test_asks_for_the_testbeds_directory(session_dir):\n'
+                     '    assert session_dir\n')
+    assert run_pytest(tmp_path, '-p', 'conftest', '--rootdir', str(tmp_path),
+                      str(probe)) == ['cleanup_leftovers']
