@@ -24,6 +24,18 @@ def pytest_runtest_setup(item):
         close_shared_testbeds()
 
 
+def pytest_sessionfinish(session):
+    if hasattr(session.config, 'workeroutput'):  # a pytest-xdist worker: to the controller
+        session.config.workeroutput['testbeds'] = dict(baselines.STATS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """(pytest-xdist's controller) a worker is done: add up how its tests got their nodes."""
+    for key, value in getattr(node, 'workeroutput', {}).get('testbeds', {}).items():
+        baselines.STATS[key] += value
+
+
 def pytest_terminal_summary(terminalreporter):
     """How the tests got their nodes: what the suite's time depends on most."""
     if baselines.STATS['layouts'] or baselines.STATS['fresh']:
