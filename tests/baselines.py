@@ -295,10 +295,17 @@ class SharedBeds:
         self.workdir, self.template = workdir, template
         self.beds: dict[tuple, SharedBed] = {}
 
-    def get(self, layout: tuple) -> SharedBed:
+    def use(self, layout: tuple, name: str, build: Callable | None = None,
+            ready: Callable | None = None) -> tuple[Node, ...]:
+        """The nodes of the layout's shared testbed at baseline `name`. A testbed whose reset
+        failed is closed (the test fails, saying why) and the next test gets a new one."""
         if layout not in self.beds:
             self.beds[layout] = SharedBed(self.workdir, self.template, layout)
-        return self.beds[layout]
+        try:
+            return self.beds[layout].use(name, build, ready)
+        except BaseException:
+            self.beds.pop(layout).close()
+            raise
 
     def close(self) -> None:
         while self.beds:
@@ -319,4 +326,4 @@ def shaped(request, layout: tuple, name: str, build: Callable | None = None,
             build(*nodes)
         assert ready is None or ready(*nodes), f'{name}: not ready'
         return nodes
-    return request.getfixturevalue('shared_beds').get(layout).use(name, build, ready)
+    return request.getfixturevalue('shared_beds').use(layout, name, build, ready)
