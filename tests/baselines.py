@@ -190,7 +190,9 @@ class SharedBed:
             assert not extra, f'baseline {name}: {node.name} runs more than its daemons: {extra}'
             copy = os.path.join(directory, node.name)
             os.makedirs(copy)
-            _rsync(node.root, copy)
+            bare = os.path.join(self.bed.workdir, 'baselines', 'bare', node.name)
+            # (what the shape left as the bare node had it is a hard link to the bare copy)
+            _rsync(node.root, copy, *([f'--link-dest={bare}'] if name != 'bare' else []))
             recorded[node.name] = NodeBaseline(
                 files=file_manifest(copy), mounts=_mounts(node), network=_network(node),
                 sshd=node.sshd_pid is not None, attributes=dict(vars(node)))
@@ -271,13 +273,13 @@ def _uid(user: str) -> int:
     return pwd.getpwnam(user).pw_uid
 
 
-def _rsync(source: str, target: str) -> None:
+def _rsync(source: str, target: str, *options: str) -> None:
     """target becomes an exact copy of source (owners, modes, times, links, devices), in
     place: the directories and files bind-mounted into a node (/etc/shadow) stay the same."""
     # --modify-window=-1: times compared to the nanosecond (the default, whole seconds, takes a
     # file written in the second of its baseline for unchanged)
-    sh('rsync', '-a', '--delete', '--inplace', '--numeric-ids', '--modify-window=-1', *(f'--exclude=/{p}' for p in NOT_RECORDED),
-       source + '/', target + '/')
+    sh('rsync', '-a', '--delete', '--inplace', '--numeric-ids', '--modify-window=-1',
+       *(f'--exclude=/{p}' for p in NOT_RECORDED), *options, source + '/', target + '/')
 
 
 def _differences(expected: dict, found: dict, what: str) -> list[str]:
