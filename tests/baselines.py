@@ -141,6 +141,7 @@ class SharedBed:
         self.layout = layout
         self.bed = Testbed(workdir, template)
         self.baselines: dict[str, Baseline] = {}
+        self.last_user = 'its set-up'  # the test that had the nodes last (named on a failure)
         STATS['layouts'] += 1
         try:
             self.bed.start()
@@ -207,6 +208,9 @@ class SharedBed:
         """Every node back to baseline `name`, checked."""
         baseline = self.baselines[name]
         STATS['resets'] += 1
+        added = [n for n in self.bed.nodes if n not in baseline.nodes]
+        for extra in added:  # a node the test added to the shared testbed: gone, and said
+            self.bed.nodes.pop(extra).teardown()
         for node in reversed(self.nodes):
             node.stop_sip_server()
             if node.with_postgres and os.path.exists(os.path.join(node.pgdata, 'postmaster.pid')):
@@ -221,7 +225,7 @@ class SharedBed:
             node.link(up=True)
             self._unmount_extras(node, recorded.mounts)
             _rsync(os.path.join(baseline.directory, node.name), node.root)
-        problems = []
+        problems = [f'node {extra} was added' for extra in added]
         for node in self.nodes:
             recorded = baseline.nodes[node.name]
             problems += [f'{node.name}: {p}' for p in _differences(
@@ -245,12 +249,11 @@ class SharedBed:
             self._fail_if(baseline.name, [] if baseline.ready(*self.nodes) else
                           [f'not ready: {baseline.ready.__doc__ or baseline.ready}'])
 
-    @staticmethod
-    def _fail_if(name: str, problems: list[str]) -> None:
+    def _fail_if(self, name: str, problems: list[str]) -> None:
         if problems:
-            raise AssertionError(f'reset to baseline {name} failed (mark the previous test '
-                                 f'fresh_testbed if it damages what a reset cannot restore): '
-                                 + '; '.join(problems[:10]))
+            raise AssertionError(f'reset to baseline {name} after {self.last_user} failed '
+                                 f'(mark that test fresh_testbed if it damages what a reset '
+                                 f'cannot restore): ' + '; '.join(problems[:10]))
 
     @staticmethod
     def _unmount_extras(node: Node, recorded: list[tuple[str, str]]) -> None:
@@ -298,7 +301,7 @@ class SharedBeds:
         self.beds: dict[tuple, SharedBed] = {}
 
     def use(self, layout: tuple, name: str, build: Callable | None = None,
-            ready: Callable | None = None) -> tuple[Node, ...]:
+            ready: Callable | None = None, user: str = 'a test') -> tuple[Node, ...]:
         """The nodes of the layout's shared testbed at baseline `name`. A testbed whose reset
         failed is closed (the test fails, saying why) and the next test gets a new one."""
         if layout not in self.beds:
@@ -308,6 +311,9 @@ class SharedBeds:
         except BaseException:
             self.beds.pop(layout).close()
             raise
+        finally:
+            if layout in self.beds:
+                self.beds[layout].last_user = user
 
     def close(self) -> None:
         while self.beds:
@@ -328,4 +334,5 @@ def shaped(request, layout: tuple, name: str, build: Callable | None = None,
             build(*nodes)
         assert ready is None or ready(*nodes), f'{name}: not ready'
         return nodes
-    return request.getfixturevalue('shared_beds').use(layout, name, build, ready)
+    return request.getfixturevalue('shared_beds').use(layout, name, build, ready,
+                                                      request.node.nodeid)

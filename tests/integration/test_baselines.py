@@ -63,10 +63,16 @@ def test_a_reset_undoes_files_processes_links_mounts_daemons_and_the_database(sh
 def test_what_a_reset_cannot_undo_fails_it(shared):
     master, slave = shared.nodes
     slave.run('ip', 'addr', 'add', '198.18.0.9/24', 'dev', 'eth0')
-    with pytest.raises(AssertionError, match=r'reset to baseline sshd failed.*slave: network'):
+    with pytest.raises(AssertionError,
+                       match=r'reset to baseline sshd after .* failed.*slave: network'):
         shared.reset('sshd')
     slave.run('ip', 'addr', 'del', '198.18.0.9/24', 'dev', 'eth0')
     shared.reset('sshd')  # once undone by hand, the reset passes again
+    shared.bed.add_node('added', 3, with_postgres=False)
+    with pytest.raises(AssertionError, match='node added was added'):
+        shared.reset('sshd')
+    assert 'added' not in shared.bed.nodes
+    shared.reset('sshd')
     assert slave.psql('SELECT name FROM recorded') == 'kept'
     assert subprocess.run(['ip', '-n', slave.ns, '-4', '-br', 'addr', 'show', 'eth0'],
                           capture_output=True, text=True).stdout.split()[2:] == [f'{slave.ip}/24']
