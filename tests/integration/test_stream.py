@@ -38,6 +38,8 @@ def streaming(request):
     return master, slave
 
 
+@pytest.mark.fresh_testbed('sees the first hand-off as it left the nodes (a baseline restarts '
+                           'the clusters)')
 def test_first_hand_off_copies_then_streams(streaming):
     """The first run copies the master's tables from the slot's snapshot and subscribes on that
     slot: the slave equals the master, and a user created on the master appears within
