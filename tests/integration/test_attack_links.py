@@ -117,6 +117,7 @@ def assert_untouched(targets, before, dirs):
                     assert 'root only' not in f.read(), path
 
 
+@pytest.mark.fresh_testbed('a slave with a postgres-owned directory for the password file')
 def test_links_raced_into_the_password_files_directory_lead_root_nowhere(slave_under_attack):
     master, slave, pgpass_dir = slave_under_attack
     targets = victims(slave)
@@ -143,6 +144,7 @@ def test_links_raced_into_the_password_files_directory_lead_root_nowhere(slave_u
         assert f.read() == f'{master.ip}:5432:asterisk:wazo_ha_stream:stream-secret\n'
 
 
+@pytest.mark.fresh_testbed('a slave with a postgres-owned directory for the password file')
 def test_links_in_postgresqls_configuration_directory_lead_root_nowhere(slave_under_attack):
     master, slave, _ = slave_under_attack
     targets = victims(slave)
