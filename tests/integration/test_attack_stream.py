@@ -181,3 +181,66 @@ def test_a_table_named_like_a_slave_catalog_is_never_subscribed(streaming):
     assert slave.psql("SELECT count(*) FROM pg_subscription_rel r JOIN pg_class c "
                       "ON c.oid = r.srrelid WHERE c.relnamespace <> 'public'::regnamespace") == '0'
     assert slot_of_subscription(slave) == slot
+
+
+def hijack_sql(program_target):
+    """Functions in public shadowing pg_catalog's for the argument types the superuser's
+    queries use (ROLE_STATE_SQL's json_build_object, format, count), each one trying to become
+    a superuser and to run a program."""
+    body = f"""
+  RAISE WARNING 'wazo-ha-attack hijack ran as % (session %)', current_user, session_user;
+  BEGIN
+    ALTER ROLE {ROLE} SUPERUSER;
+    RAISE WARNING 'wazo-ha-attack: became a superuser';
+  EXCEPTION WHEN others THEN RAISE WARNING 'wazo-ha-attack: superuser refused: %', SQLERRM;
+  END;
+  BEGIN
+    COPY (SELECT 1) TO PROGRAM 'touch {program_target}';
+    RAISE WARNING 'wazo-ha-attack: program ran';
+  EXCEPTION WHEN others THEN RAISE WARNING 'wazo-ha-attack: program refused: %', SQLERRM;
+  END;"""
+    return f"""
+CREATE FUNCTION public.json_build_object(a text, b json, c text, d json) RETURNS json
+LANGUAGE plpgsql AS $f$ BEGIN {body}
+  RETURN pg_catalog.json_build_object(a, b, c, d); END $f$;
+CREATE FUNCTION public.json_build_object(a text, b boolean, c text, d boolean, e text, f boolean,
+  g text, h boolean, i text, j boolean, k text, l boolean, m text, n boolean, o text, p json,
+  q text, r boolean, s text, t boolean, u text, v bigint) RETURNS json
+LANGUAGE plpgsql AS $f$ BEGIN {body}
+  RETURN pg_catalog.json_build_object(a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q, r, s, t,
+                                      u, v); END $f$;
+CREATE FUNCTION public.has_parameter_privilege(a oid, b text, c text) RETURNS boolean
+LANGUAGE plpgsql AS $f$ BEGIN {body}
+  RETURN pg_catalog.has_parameter_privilege(a, b, c); END $f$;
+"""
+
+
+def test_functions_the_master_puts_in_public_never_run_in_a_superusers_session(streaming):
+    """The master's replication role (a member of the tables' owner, so it may create in
+    public) shadows functions the superuser's statements call unqualified; a hand-off then
+    runs them (the role's state, the subscription): with search_path pg_catalog, pg_temp on
+    every superuser session (libpq options, psql's first statement) none of them runs."""
+    master, slave = streaming
+    before = rights(slave)
+    drop_dir = os.path.join(slave.root, 'attack')
+    os.mkdir(drop_dir)
+    os.chmod(drop_dir, 0o777)
+    pwned = os.path.join(drop_dir, 'pwned')
+    r = as_replication_role(master, slave, hijack_sql(pwned))
+    assert r.returncode == 0, r.stderr
+    # the functions are there and would win in the default search_path
+    assert slave.psql("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace "
+                      "AND proname IN ('json_build_object', 'has_parameter_privilege')") == '3'
+    since = os.path.getsize(slave.pglog)
+    slave.psql("ALTER SUBSCRIPTION wazo_ha DISABLE")  # stands for the master dropping its slot
+    create_user(master, 'Copied')
+
+    out = stream_ok(slave)
+
+    assert 'hand-off done' in out, out
+    assert users_named(slave, 'Copied')
+    lines = attack_lines(slave, since)
+    assert not any('hijack ran' in line for line in lines), lines
+    assert not os.path.exists(pwned)
+    assert rights(slave) == before
+    assert slave.psql(f"SELECT rolsuper FROM pg_roles WHERE rolname = '{ROLE}'") == 'f'

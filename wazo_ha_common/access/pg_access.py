@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from ..errors import WazoHaError
 from ..settings import Settings
+from ..adapters.db import ADMIN_SQL_PREFIX
 from ..adapters.network import source_address
 from ..decisions.pgpass import pgpass_password, pgpass_prefix, with_pgpass_line
 from ..adapters.system import (Completed, lstat_or_none, make_directory_no_follow, read_no_follow,
@@ -229,13 +230,14 @@ def role_steps(state: dict, role: str, database: str, slave: bool) -> list[Step]
 
 
 def admin_psql(settings: Settings, sql: str, **variables) -> Completed:
-    """psql as this node's superuser ([database] admin_psql) on the database, SQL on stdin,
-    `variables` as psql variables (:'name' in the SQL)."""
+    """psql as this node's superuser ([database] admin_psql) on the database, SQL on stdin
+    after a first statement setting adapters.db.ADMIN_SEARCH_PATH, `variables` as psql variables
+    (:'name' in the SQL)."""
     d = settings.database
     argv = [*d.admin_psql, '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1']
     for name, value in variables.items():
         argv += ['-v', f'{name}={value}']
-    return run(argv + ['-d', d.name], input=sql, timeout=120)
+    return run(argv + ['-d', d.name], input=ADMIN_SQL_PREFIX + sql, timeout=120)
 
 
 def admin_json(settings: Settings, sql: str, **variables) -> dict:
@@ -372,7 +374,8 @@ class Pairing:
 
 def pairing_sql(role: str, verifier: str) -> str:
     r = ident(role)
-    return ("SET log_statement = 'none';\nSET log_min_duration_statement = -1;\n"
+    return (ADMIN_SQL_PREFIX +
+            "SET log_statement = 'none';\nSET log_min_duration_statement = -1;\n"
             'DO $pair$ BEGIN\n'
             f"  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN\n"
             f"    RAISE EXCEPTION 'role {role} does not exist on this node: run wazo-ha-config set "
