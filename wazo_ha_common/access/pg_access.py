@@ -31,7 +31,8 @@ from ..adapters.db import ADMIN_SQL_PREFIX
 from ..adapters.network import source_address
 from ..decisions.pgpass import pgpass_password, pgpass_prefix, with_pgpass_line
 from ..adapters.system import (Completed, lstat_or_none, make_directory_no_follow, read_no_follow,
-                               read_text, run, tail, write_atomic, write_no_follow)
+                               read_text, remove_no_follow, run, tail, write_atomic,
+                               write_no_follow)
 
 logger = logging.getLogger('wazo-ha')
 
@@ -297,7 +298,7 @@ def apply(settings: Settings, master_ip: str | None, other_conf: str | None = No
     conf_changed = wanted_conf != current_conf
     if conf_changed:
         if wanted_conf is None:
-            os.unlink(conf_path)
+            remove_no_follow(conf_path)
             changes.append(f'{conf_path}: removed')
         else:
             write_in_conf_dir(conf_path, wanted_conf, conf_dir, mode=0o644)
