@@ -164,6 +164,15 @@ SELECT json_build_object(
 """
 
 
+# the subscription's owner (stream.owner) may log in or has a password: taken away on a node
+# that stops being a slave (a superuser of that name is not ours: left alone)
+OWNER_LOGIN_SQL = """
+SELECT pg_catalog.json_build_object('login', EXISTS (
+  SELECT 1 FROM pg_catalog.pg_authid WHERE rolname = :'role' AND NOT rolsuper
+    AND (rolcanlogin OR rolpassword IS NOT NULL)))
+"""
+
+
 def role_steps(state: dict, role: str, database: str, slave: bool) -> list[Step]:
     """What to run so that the role is what a slave needs (slave) or gone (not a slave).
 
@@ -260,6 +269,10 @@ def apply_role(settings: Settings, slave: bool) -> list[str]:
         return []
     state = admin_json(settings, ROLE_STATE_SQL, role=settings.database.remote_user)
     steps = role_steps(state, settings.database.remote_user, settings.database.name, slave)
+    owner = settings.database.subscription_owner
+    if not slave and admin_json(settings, OWNER_LOGIN_SQL, role=owner)['login']:
+        steps.append(Step(f'role {owner}: no login, no password (this node is no slave)',
+                          f'ALTER ROLE {ident(owner)} NOLOGIN PASSWORD NULL'))
     if steps:
         _psql(settings, 'BEGIN;\n' + ''.join(s.sql + ';\n' for s in steps) + 'COMMIT;\n')
     return [f'PostgreSQL: {s.sentence}' for s in steps]

@@ -182,6 +182,11 @@ def set_login(cur, role: str, verifier: str | None) -> None:
 
 
 @translated
+def set_no_login(cur, role: str) -> None:
+    cur.execute(sql.SQL('ALTER ROLE {} NOLOGIN PASSWORD NULL').format(sql.Identifier(role)))
+
+
+@translated
 def role_state(cur, query: str, role: str) -> dict:
     """The JSON object a state query (pg_access.ROLE_STATE_SQL) returns for `role`."""
     cur.execute(query.replace(":'role'", '%(role)s'), {'role': role})
