@@ -51,6 +51,9 @@ def config(ip: str, port: int, ctl_socket: str, min_expiry: int, max_expiry: int
         loadmodule "ctl.so"
         modparam("ctl", "binrpc", "unix:{ctl_socket}")
         modparam("usrloc", "db_mode", 0)
+        # expired contacts go at once, as Asterisk removes each at its expiration
+        # (res_pjsip_registrar_expire: a timer per contact)
+        modparam("usrloc", "timer_interval", 1)
         modparam("registrar", "min_expires", {min_expiry})
         modparam("registrar", "max_expires", {max_expiry})
         modparam("registrar", "default_expires", {default_expiry})

@@ -11,7 +11,7 @@ import socket
 import time
 from dataclasses import asdict
 
-from . import failback, health, probes, role, services, sync
+from . import failback, health, phones, probes, registrations, role, services, sync
 from .errors import InputError, WazoHaError
 from .jobs import CHECK, SERVICES
 from .settings import Settings
@@ -126,8 +126,13 @@ def _converge(settings: Settings, verdict: health.Verdict,
         outcome = services.start(settings)
         change = failback.serving(settings)
     else:
+        serving = services.running()  # telephony up: phones and calls may be here
+        if settings.check.failback_phones and serving:
+            bound = registrations.wait_limit(settings.sip.max_expiry,
+                                             settings.check.failback_phones_margin)
+            logger.info('%s', phones.wait_gone(bound).sentence(bound))
         limit = settings.check.failback_drain
-        if limit and services.running():  # telephony up: calls may be up too
+        if limit and serving:
             logger.info('%s', services.drain(limit).sentence(limit))
         outcome = services.stop(settings)
         change = None if outcome.critical_failed else failback.gave_back(settings)

@@ -3,12 +3,13 @@ kamailio (tests/sip_registrar.py) started and stopped by the wazo-service stand-
 are tests/phone.py (Yealink's primary/backup behaviour, read from wazo-provd-plugins'
 plugins/wazo_yealink/v86/templates/base.tpl, its timers scaled down)."""
 
-import socket
+import dataclasses
 import time
 
 import pytest
 
 from phone import Timers
+from check_helpers import FAST
 from phones_helpers import Phones
 
 # Yealink's behaviour with every timer divided by 40 (fallback.timeout 120 s -> 3 s)
@@ -91,3 +92,109 @@ def test_a_phone_fails_over_to_the_backup_registrar_and_returns(bed, phones_node
         assert master.registered() == ['phone1']
         phones.wait_for(lambda e: e.get('event') == 'call in' and e['t'] > returned['t']
                         and e['via'] == master.ip, 5, 'a call in through the master')
+
+
+# --- the failback waits for the phones ---------------------------------------------------
+
+def run_check(slave, run_for: float, sip=None, **check):
+    """One run of the check on the slave, fast detection (check_helpers.FAST)."""
+    slave.write_settings(check={**FAST['check'], 'run_for': str(run_for), **check},
+                         **({'sip': sip} if sip else {}))
+    result = slave.wazo('xivo-check-master-status', timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def failed_over(master, slave):
+    run_check(slave, 0)
+    master.link(False)
+    run_check(slave, 6)
+    assert slave.services_state() == 'all'
+
+
+def stop_after_last_count(slave) -> None:
+    calls = slave.stand_in_calls()
+    last_stop = max(i for i, c in enumerate(calls) if c == 'wazo-service stop wazo')
+    asked = [i for i, c in enumerate(calls) if c == 'asterisk -rx pjsip show contacts']
+    assert asked and last_stop > max(asked), 'the telephony stopped after the last count'
+
+
+def test_failback_waits_for_the_phones_then_stops(nodes):
+    """The asterisk stand-in (testbed.ASTERISK_BEHAVIOUR) lists 2 contacts, then 2, 1, none, in
+    the layout of Asterisk's `pjsip show contacts` (res_pjsip/pjsip_cli.c, location.c)."""
+    master, slave = nodes
+    failed_over(master, slave)
+    with open(slave.asterisk_contacts_file, 'w') as f:
+        f.write('2\n2\n1\n0\n')
+    master.link(True)
+    run_check(slave, 7)
+    log = open(slave.log_file).read()
+    assert 'failback phones: waited' in log and 'for 2 phones to register on the master ' \
+        'again: none left here' in log, log
+    assert slave.services_state() == 'base'
+    stop_after_last_count(slave)
+
+
+def test_failback_gives_up_waiting_for_the_phones_at_its_bound(nodes):
+    """3 contacts that never leave; [sip] max_expiry 2 s + margin 1 s: stops after 3 s."""
+    master, slave = nodes
+    failed_over(master, slave)
+    with open(slave.asterisk_contacts_file, 'w') as f:
+        f.write('3\n')
+    master.link(True)
+    run_check(slave, 7, sip={'min_expiry': '1', 'default_expiry': '1', 'max_expiry': '2'},
+              failback_phones_margin='1')
+    log = open(slave.log_file).read()
+    assert 'failback phones: waited 3 s (the limit, [sip] max_expiry + [check] ' \
+        'failback_phones_margin = 3 s) for 3 phones: 3 still registered here' in log, log
+    assert slave.services_state() == 'base'
+    stop_after_last_count(slave)
+
+
+def test_failback_does_not_wait_when_turned_off(nodes):
+    master, slave = nodes
+    failed_over(master, slave)
+    with open(slave.asterisk_contacts_file, 'w') as f:
+        f.write('3\n')
+    master.link(True)
+    run_check(slave, 7, failback_phones='false')
+    assert slave.services_state() == 'base'
+    assert 'asterisk -rx pjsip show contacts' not in slave.stand_in_calls()
+    assert 'failback phones' not in open(slave.log_file).read()
+
+
+def test_no_phone_is_unreachable_at_failback(nodes, phones_node):
+    """Real registrars on both nodes, 3 phones: they fail over to the slave; when the master is
+    back, the slave stops only once none is registered on it any more (they went back to the
+    master at their fallback.timeout and their registrations on the slave expired)."""
+    master, slave = nodes
+    for node in (master, slave):
+        node.use_sip_registrar(**FAST_EXPIRY)
+    master.run('wazo-service', 'start')
+    sip = {k: str(v) for k, v in FAST_EXPIRY.items()}
+    run_check(slave, 0, sip=sip)
+    # back to the primary only after the slave has decided to give telephony back
+    timers = dataclasses.replace(FAST_PHONE, fallback_timeout=8)
+    with Phones(phones_node, [master, slave], 3, timers, spread=2) as phones:
+        for n in (1, 2, 3):
+            phones.wait_for(lambda e, n=n: e.get('event') == 'registered'
+                            and e['phone'] == f'phone{n}', 10, f'phone{n} registered')
+        master.link(False)
+        run_check(slave, 6, sip=sip)
+        assert slave.registrar_running()
+        deadline = time.monotonic() + 20
+        while len(slave.registered()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sorted(slave.registered()) == ['phone1', 'phone2', 'phone3']
+
+        master.link(True)
+        run_check(slave, 7, sip=sip, failback_phones_margin='10')
+        stopped = max(float(line.split()[0]) for line in slave.stand_in_calls(timestamps=True)
+                      if line.split(' ', 1)[1] == 'wazo-service stop wazo')
+        log = open(slave.log_file).read()
+        assert 'for 3 phones to register on the master again: none left here' in log, log
+        assert not slave.registrar_running()
+        for n in (1, 2, 3):
+            last = [e for e in phones.events('registered', f'phone{n}') if e['t'] < stopped][-1]
+            assert last['server'] == master.ip, f'phone{n} was still on the slave at its stop'
+        assert sorted(master.registered()) == ['phone1', 'phone2', 'phone3']
