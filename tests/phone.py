@@ -125,6 +125,8 @@ def render(first: str, headers: list[tuple[str, str]]) -> bytes:
 def uri_host_port(uri: str) -> tuple[str, int]:
     """('198.18.0.10', 5100) of `<sip:user@198.18.0.10:5100;...>`."""
     inner = uri.split('<', 1)[-1].split('>', 1)[0]
+    if inner.startswith(('sip:', 'sips:')):
+        inner = inner.split(':', 1)[1]
     hostport = inner.split('@', 1)[-1].split(';', 1)[0]
     host, _, port = hostport.partition(':')
     return host, int(port or 5060)
@@ -420,6 +422,7 @@ class Caller(Endpoint):
         def final(msg: Message | None) -> None:
             if msg is None or msg.status != 200:
                 return
+            self.engine.log(phone=user, event='call in answered', via=host, call_id=call_id)
             # ACK and BYE straight to the phone (no Record-Route: the proxy left the dialog)
             phone = uri_host_port(msg.header('contact'))
             dialog = [('From', headers[0][1]), ('To', msg.header('to')), ('Call-ID', call_id)]
@@ -449,8 +452,9 @@ def main(config_path: str) -> int:
         phone.start(random.uniform(0, config.get('spread', 0)))
         phones.append(phone)
     if config.get('call_in_every'):
+        users = [p.user for p in phones] + config.get('call_users', [])
         Caller(engine, config['ip'], config.get('caller_port', 5099), servers,
-               [p.user for p in phones], config['call_in_every'], timers).start(
+               users, config['call_in_every'], timers).start(
                    config.get('spread', 0))
     engine.log(event='started', phones=len(phones), pid=os.getpid())
     engine.run()

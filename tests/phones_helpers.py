@@ -17,14 +17,16 @@ class Phones:
     """A phone.py process in `node`, registering on `servers` (primary first)."""
 
     def __init__(self, node: Node, servers: list[Node], count: int, timers: Timers,
-                 spread: float = 0.0, call_in_every: float = 0.0, seed: int = 1):
+                 spread: float = 0.0, call_in_every: float = 0.0, seed: int = 1,
+                 call_users: list[str] = ()):
         self.node = node
         self.log = os.path.join(node.root, f'phones-{time.monotonic_ns()}.jsonl')
         self.config = self.log.replace('.jsonl', '.json')
         with open(self.config, 'w') as f:
             json.dump({'ip': node.ip, 'servers': [[s.ip, 5060] for s in servers],
                        'phones': count, 'timers': timers.__dict__, 'spread': spread,
-                       'call_in_every': call_in_every, 'log': self.log, 'seed': seed}, f)
+                       'call_in_every': call_in_every, 'log': self.log, 'seed': seed,
+                       'call_users': list(call_users)}, f)
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> Phones:

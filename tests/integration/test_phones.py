@@ -11,6 +11,7 @@ import pytest
 from phone import Timers
 from check_helpers import FAST
 from phones_helpers import Phones
+from sipp_phones import SippPhones
 
 # Yealink's behaviour with every timer divided by 40 (fallback.timeout 120 s -> 3 s)
 FAST_PHONE = Timers(expiry=3600, refresh_margin=1.5, t1=0.1, retry_counts=3,
@@ -27,6 +28,15 @@ def sip_answers(node, client, port=5060) -> bool:
             '("%s",%d))\ntry: print(s.recv(2000).split(b"\\r\\n")[0].decode())\n'
             'except OSError: sys.exit(1)' % (node.ip, client.ip, client.ip, node.ip, node.ip, port))
     return client.run('/usr/bin/python3', '-c', code).returncode == 0
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
 
 
 @pytest.fixture
@@ -198,3 +208,37 @@ def test_no_phone_is_unreachable_at_failback(nodes, phones_node):
             last = [e for e in phones.events('registered', f'phone{n}') if e['t'] < stopped][-1]
             assert last['server'] == master.ip, f'phone{n} was still on the slave at its stop'
         assert sorted(master.registered()) == ['phone1', 'phone2', 'phone3']
+
+
+def test_sipp_phones_fail_over_to_the_backup_and_return(bed, phones_node):
+    """The cross-check's phones (tests/sipp_phones.py: SIPp, Debian's sip-tester, running the
+    same primary/backup behaviour) register, move to the backup when the master dies, are
+    called there, and return to the primary."""
+    master = bed.add_node('master', 1, with_postgres=False)
+    slave = bed.add_node('slave', 2, with_postgres=False)
+    for node in (master, slave):
+        node.use_sip_registrar(**FAST_EXPIRY)
+        node.run('wazo-service', 'start')
+    names = ['sipp1', 'sipp2']
+    with SippPhones(phones_node, [master, slave], 2, FAST_PHONE, refresh=4.5, spread=1) as sipp, \
+            Phones(phones_node, [master, slave], 0, FAST_PHONE, call_in_every=0.5,
+                   call_users=names) as caller:
+        def on(node):
+            return sorted(node.registered()) == names
+        assert wait_until(lambda: on(master), 10), 'registered on the master'
+        master.link(False)
+        assert wait_until(lambda: on(slave), 6 + FAST_PHONE.request_timeout + 3), \
+            'moved to the backup'
+        assert sipp.alive()
+        moved = time.time()
+        time.sleep(1.5)
+        answered = [e for e in caller.events() if e.get('event') == 'call in answered'
+                    and e['t'] > moved and e['via'] == slave.ip]
+        assert {e['phone'] for e in answered} == set(names), 'called through the backup'
+        # their registrations on the dead master expire there (it knows them no more)
+        assert wait_until(lambda: master.registered() == [], FAST_EXPIRY['max_expiry'] + 2)
+        master.link(True)
+        assert wait_until(lambda: on(master),
+                          FAST_PHONE.fallback_timeout + FAST_PHONE.request_timeout + 3), \
+            'back on the primary'
+        assert sipp.alive()
