@@ -30,6 +30,7 @@ rounds) can be scaled by one factor (--scale): the table says so and prints real
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -48,6 +49,7 @@ sys.path[:0] = [os.path.join(HERE, '..', 'tests'), os.path.join(HERE, '..')]
 
 from phone import Timers  # noqa: E402
 from phones_helpers import Phones  # noqa: E402
+from sipp_phones import SippPhones  # noqa: E402
 from sip_capture import attempts, failed_time, first_from, last_from, sip_messages  # noqa: E402
 from testbed import Cron, Testbed, calls_after, cleanup_leftovers  # noqa: E402
 
@@ -167,13 +169,24 @@ def trial(bed, master, slave, phones_node, args, scenario: str, number: int, wor
                       (CRON_PERIOD + CHECK['up_after'] + high + 120) * s + 30), \
         'the slave never went back to standby'
     capture = Capture(bed, os.path.join(workdir, f'{scenario}-{number}.pcap'))
-    phones = Phones(phones_node, [master, slave], args.phones, timers, spread=refresh,
-                    call_in_every=args.round * s, seed=number * 7919 + len(scenario))
+    seed = number * 7919 + len(scenario)
+    if args.stack == 'sipp':
+        names = [f'sipp{i + 1}' for i in range(args.phones)]
+        sipp = SippPhones(phones_node, [master, slave], args.phones, timers, refresh, refresh)
+        phones = Phones(phones_node, [master, slave], 0, timers, call_in_every=args.round * s,
+                        seed=seed, call_users=names)
+    else:
+        names = [f'phone{i + 1}' for i in range(args.phones)]
+        sipp = contextlib.nullcontext()
+        phones = Phones(phones_node, [master, slave], args.phones, timers, spread=refresh,
+                        call_in_every=args.round * s, seed=seed)
     try:
-        with phones:
-            names = [f'phone{i + 1}' for i in range(args.phones)]
-
+        with sipp, phones:
             def all_on(server, since):
+                if args.stack == 'sipp':  # the registrar's word (SIPp logs no events)
+                    if server is master and since:  # back: the slave let them go
+                        return slave.services_state() == 'base'
+                    return set(server.registered()) >= set(names)
                 done = {e['phone'] for e in phones.events('registered')
                         if e['server'] == server.ip and e['t'] > since}
                 return done >= set(names)
@@ -203,16 +216,20 @@ def trial(bed, master, slave, phones_node, args, scenario: str, number: int, wor
     started = calls_after(slave, 'wazo-service start', down)
     stop_asked = calls_after(slave, 'wazo-service stop wazo', up)
     rows = []
-    for name in sorted(calls_in, key=lambda n: int(n[5:])):
+    for name in sorted(calls_in, key=lambda n: int(''.join(c for c in n if c.isdigit()))):
         fo_in, fo_in_cut = failed_time(calls_in.get(name, []), down, up)
-        fo_out, _ = failed_time(calls_out.get(name, []), down, up)
         fb_in, fb_in_cut = failed_time(calls_in.get(name, []), up, end)
-        fb_out, _ = failed_time(calls_out.get(name, []), up, end)
-        rows.append({'phone': name, 'failover_in': fo_in / s, 'failover_out': fo_out / s,
+        if name in calls_out:
+            fo_out = failed_time(calls_out[name], down, up)[0] / s
+            fb_out = failed_time(calls_out[name], up, end)[0] / s
+        else:  # SIPp phones place no calls
+            fo_out = fb_out = None
+        rows.append({'phone': name, 'failover_in': fo_in / s, 'failover_out': fo_out,
                      'phone_part': max(0.0, fo_in - server) / s if fo_in else 0.0,
-                     'failback_in': fb_in / s, 'failback_out': fb_out / s,
+                     'failback_in': fb_in / s, 'failback_out': fb_out,
                      'cut': fo_in_cut or fb_in_cut})
-    result = {'scenario': scenario, 'trial': number, 'scale': s, 'server_part': server / s,
+    result = {'scenario': scenario, 'trial': number, 'scale': s, 'stack': args.stack,
+              'server_part': server / s,
               'slave_stopped_after': ((stopped - up) / s) if stopped else None,
               'start_asked': ((started[0] - down) / s) if started else None,
               'stop_asked': ((stop_asked[0] - up) / s) if stop_asked else None,
@@ -290,8 +307,8 @@ def table(results: list[dict], phones: int) -> str:
              '|' + '---|' * 14]
     by = {}
     for r in results:
-        by.setdefault((r['scenario'], r['scale']), []).append(r)
-    for (scenario, scale), rs in by.items():
+        by.setdefault((r['scenario'], r['scale'], r.get('stack', 'model')), []).append(r)
+    for (scenario, scale, stack), rs in by.items():
         checker, expiry, wait = SCENARIOS[scenario]
         rows = [p for r in rs for p in r['phones']]
         servers = [r['server_part'] for r in rs]
@@ -299,14 +316,14 @@ def table(results: list[dict], phones: int) -> str:
         refresh = expiry[2] - min(Timers().refresh_margin, expiry[2] / 2)
         cut = sum(1 for p in rows if p['cut'])
         lines.append(
-            f'| {scenario} | {checker} | {"/".join(map(str, expiry))} | '
+            f'| {scenario}{" (SIPp phones)" if stack == "sipp" else ""} | {checker} | {"/".join(map(str, expiry))} | '
             f'{"on" if wait else "off"} | {len(rs)} x {len(rs[0]["phones"])} | {scale:g} | '
             f'{statistics.median(servers):.0f} / {max(servers):.0f} | '
             f'{stats([p["failover_in"] for p in rows])}{" (cut: %d)" % cut if cut else ""} | '
             f'{stats([p["phone_part"] for p in rows])} | '
-            f'{stats([p["failover_out"] for p in rows])} | '
+            f'{stats([p["failover_out"] for p in rows if p["failover_out"] is not None])} | '
             f'{stats([p["failback_in"] for p in rows])} | '
-            f'{stats([p["failback_out"] for p in rows])} | '
+            f'{stats([p["failback_out"] for p in rows if p["failback_out"] is not None])} | '
             f'{stats(stops)} | {1000 / refresh:.1f} |')
     return '\n'.join(lines)
 
@@ -327,6 +344,9 @@ def main():
     parser.add_argument('--hold', type=float, default=20.0,
                         help='seconds (real time) the master stays dead once every phone is on '
                              'the slave, and the run goes on once all are back')
+    parser.add_argument('--stack', choices=('model', 'sipp'), default='model',
+                        help="the phones: tests/phone.py's model, or SIPp (tests/sipp_phones.py, "
+                             'the cross-check: calls into the phones only)')
     parser.add_argument('--results', default=None,
                         help='JSON lines of every trial, appended (default: a temp file)')
     parser.add_argument('--table-only', metavar='RESULTS',

@@ -10,7 +10,6 @@ Calls out of these phones are not modelled (the cross-check is about calls into 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import subprocess
@@ -25,11 +24,9 @@ def registration_scenario(primary: str, backup: str, timers: Timers, refresh: fl
     """A SIPp scenario: register on the primary (failed after the request timeout; sent once:
     the bridge loses nothing, and SIPp's own retransmission timer stalls its scenario on the
     answer), renew every `refresh` s; failed: register on the backup, then try the
-    primary every fallback_timeout (answered: back on it), renewing the backup's registration
-    every floor(refresh / fallback_timeout) tries; both failed: again after
-    reg_fail_retry_interval."""
+    primary every fallback_timeout (answered: back on it) while renewing the backup's
+    registration every `refresh` s; both failed: again after reg_fail_retry_interval."""
     timeout = max(1, round(timers.request_timeout * 1000))
-    tries = max(1, math.floor(refresh / timers.fallback_timeout))
 
     def register(host: str, on_timeout: str, after: str = '') -> str:
         return textwrap.dedent(f'''\
@@ -51,25 +48,38 @@ def registration_scenario(primary: str, backup: str, timers: Timers, refresh: fl
             <recv response="200" timeout="{timeout}" ontimeout="{on_timeout}"{after}/>
             ''')
 
+    # on the backup the scenario ticks every `step`: renews the backup every `renew` ticks and
+    # tries the primary every `probe` ticks (both timers run side by side, as in the model)
+    step = min(refresh, timers.fallback_timeout)
+    renew = max(1, round(refresh / step))
+    probe = max(1, round(timers.fallback_timeout / step))
     return (
         '<?xml version="1.0" encoding="ISO-8859-1" ?>\n'
         '<scenario name="phone with a primary and a backup registrar, one at a time">\n'
         '<label id="primary"/>\n'
-        + register(primary, 'backup')
+        + register(primary, 'to_backup')
         + '<label id="on_primary"/>\n'
         f'<pause milliseconds="{round(refresh * 1000)}"/>\n'
         '<nop next="primary"/>\n'
+        '<label id="to_backup"/>\n'
+        '<nop><action><assign assign_to="b" value="0"/></action></nop>\n'
         '<label id="backup"/>\n'
         + register(backup, 'failed')
-        + '<nop><action><assign assign_to="n" value="0"/></action></nop>\n'
+        + '<nop><action><assign assign_to="a" value="0"/></action></nop>\n'
         '<label id="on_backup"/>\n'
-        f'<pause milliseconds="{round(timers.fallback_timeout * 1000)}"/>\n'
+        f'<pause milliseconds="{round(step * 1000)}"/>\n'
+        '<nop><action><add assign_to="a" value="1"/><add assign_to="b" value="1"/>'
+        f'<test assign_to="renew" variable="a" compare="greater_than_equal" value="{renew}"/>'
+        f'<test assign_to="probe" variable="b" compare="greater_than_equal" value="{probe}"/>'
+        '</action></nop>\n'
+        '<nop next="try_primary" test="probe"/>\n'
+        '<nop next="backup" test="renew"/>\n'
+        '<nop next="on_backup"/>\n'
+        '<label id="try_primary"/>\n'
+        '<nop><action><assign assign_to="b" value="0"/></action></nop>\n'
         + register(primary, 'probe_failed', ' next="on_primary"')
         + '<label id="probe_failed"/>\n'
-        '<nop><action><add assign_to="n" value="1"/>'
-        f'<test assign_to="due" variable="n" compare="greater_than_equal" value="{tries}"/>'
-        '</action></nop>\n'
-        '<nop next="backup" test="due"/>\n'
+        '<nop next="backup" test="renew"/>\n'
         '<nop next="on_backup"/>\n'
         '<label id="failed"/>\n'
         f'<pause milliseconds="{round(timers.reg_fail_retry_interval * 1000)}"/>\n'
