@@ -50,7 +50,8 @@ sys.path[:0] = [os.path.join(HERE, '..', 'tests'), os.path.join(HERE, '..')]
 from phone import Timers  # noqa: E402
 from phones_helpers import Phones  # noqa: E402
 from sipp_phones import SippPhones  # noqa: E402
-from sip_capture import attempts, failed_time, first_from, last_from, sip_messages  # noqa: E402
+from sip_capture import (Capture, attempts, failed_time, first_from, last_from,  # noqa: E402
+                         sip_messages)
 from testbed import Cron, Testbed, calls_after, cleanup_leftovers  # noqa: E402
 
 DOCUMENTED = (180, 240, 300)
@@ -134,28 +135,6 @@ def percentile(values: list[float], p: float) -> float:
     k = (len(ordered) - 1) * p / 100
     lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-class Capture:
-    """tcpdump on the hub's bridge, SIP only, into a file."""
-
-    def __init__(self, bed, path: str):
-        self.path = path
-        self.proc = subprocess.Popen(['ip', 'netns', 'exec', bed.hub, 'tcpdump', '-i', 'br0',
-                                      '-n', '-U', '-s', '2000', '-w', path, 'udp port 5060'],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
-        wait_until(lambda: os.path.exists(path) and os.path.getsize(path) >= 24, 10)
-        time.sleep(0.5)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 def trial(bed, master, slave, phones_node, args, scenario: str, number: int, workdir: str) -> dict:

@@ -7,11 +7,40 @@ own calls. An attempt works when a 200 answers one of its INVITEs on the wire.""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import struct
+import subprocess
+import time
 from dataclasses import dataclass
 
 ETHERNET, LINUX_SLL = 1, 113
+
+
+class Capture:
+    """tcpdump on the hub's bridge, SIP only, into a file."""
+
+    def __init__(self, bed, path: str):
+        self.path = path
+        self.proc = subprocess.Popen(['ip', 'netns', 'exec', bed.hub, 'tcpdump', '-i', 'br0',
+                                      '-n', '-U', '-s', '2000', '-w', path, 'udp port 5060'],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (os.path.exists(path)
+                                                   and os.path.getsize(path) >= 24):
+            time.sleep(0.1)
+        time.sleep(0.5)  # tcpdump has written its header: it captures
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
 
 
 @dataclass(frozen=True)
