@@ -51,7 +51,7 @@ from phone import Timers  # noqa: E402
 from phones_helpers import Phones  # noqa: E402
 from sipp_phones import SippPhones  # noqa: E402
 from sip_capture import (Capture, attempts, failed_time, first_from, last_from,  # noqa: E402
-                         sip_messages)
+                         percentile, sip_messages)
 from testbed import Cron, Testbed, calls_after, cleanup_leftovers  # noqa: E402
 
 DOCUMENTED = (180, 240, 300)
@@ -126,15 +126,6 @@ def wait_until(predicate, timeout: float, every: float = 0.2) -> bool:
             return True
         time.sleep(every)
     return predicate()
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float('nan')
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def trial(bed, master, slave, phones_node, args, scenario: str, number: int, workdir: str) -> dict:
@@ -215,7 +206,10 @@ def trial(bed, master, slave, phones_node, args, scenario: str, number: int, wor
               'all_moved': moved, 'all_back': back, 'phones': rows,
               'attempts_in': sum(len(v) for v in calls_in.values()),
               'attempts_out': sum(len(v) for v in calls_out.values())}
-    os.unlink(capture.path)
+    if not os.environ.get('PHONES_KEEP_PCAP'):
+        os.unlink(capture.path)
+    else:
+        result['pcap'] = capture.path
     return result
 
 
@@ -266,7 +260,8 @@ def run_scenario(args, scenario: str, results_file: str) -> list[dict]:
         if cron:
             cron.close()
         bed.close()
-        shutil.rmtree(base, ignore_errors=True)
+        if not os.environ.get('PHONES_KEEP_PCAP'):
+            shutil.rmtree(base, ignore_errors=True)
     return out
 
 

@@ -196,10 +196,15 @@ class Endpoint:
         self.transactions: dict[str, dict] = {}
 
     def send(self, data: bytes, dest: tuple[str, int]) -> None:
-        try:
-            self.sock.sendto(data, dest)
-        except OSError:  # no route (the link is down): as lost
-            pass
+        # an error may be the one an earlier packet left on the socket (a host that did not
+        # answer ARP): this packet is then not sent, so once again; a second error is its own
+        # (no route: the link is down), as lost on the wire
+        for _ in range(2):
+            try:
+                self.sock.sendto(data, dest)
+                return
+            except OSError:
+                continue
 
     def request(self, dest: tuple[str, int], method: str, ruri: str, headers: list,
                 on_final, retransmit: bool = True) -> None:

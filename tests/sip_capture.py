@@ -79,6 +79,8 @@ def udp_packets(path: str):
     offset = 24
     while offset + 16 <= len(data):
         sec, frac, incl, _ = struct.unpack(endian + 'IIII', data[offset:offset + 16])
+        if offset + 16 + incl > len(data):  # still being written
+            break
         frame = data[offset + 16:offset + 16 + incl]
         offset += 16 + incl
         t = sec + frac / (1e9 if nano else 1e6)
@@ -170,3 +172,13 @@ def last_from(messages: list[Sip], host: str, before: float, after: float,
     """When `host`:`port` last sent SIP in (after, before) (a registrar that stopped)."""
     times = [m.t for m in messages if m.src == (host, port) and after < m.t < before]
     return max(times) if times else None
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (linear between ranks); nan for no value."""
+    ordered = sorted(values)
+    if not ordered:
+        return float('nan')
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
