@@ -365,7 +365,9 @@ class Phone(Endpoint):
 
     def call(self, target: str = 'echo') -> None:
         """A call out (failback_mode 0: the primary first, then the backup)."""
-        call_id = f'out-{self.user}-{next(self.calls)}-{uuid.uuid4().hex[:6]}'
+        # when the call was placed, in its Call-ID: its first INVITE, to a dead primary, may
+        # never reach the wire (no ARP answer), and the capture then shows the backup's only
+        call_id = f'out-{self.user}-{next(self.calls)}-{round(time.time() * 1000)}'
         began = time.time()
 
         def attempt(index: int) -> None:

@@ -121,7 +121,8 @@ def sip_messages(path: str) -> list[Sip]:
 
 def attempts(messages: list[Sip], kind: str) -> dict[str, list[tuple[float, bool]]]:
     """Per phone, its call attempts of `kind` ('in' or 'out') in time order: (when the first
-    INVITE of the attempt crossed the bridge, whether a 200 answered one of them)."""
+    INVITE of the attempt crossed the bridge, or the call was placed when its Call-ID says so,
+    whether a 200 answered one of its INVITEs on the bridge)."""
     first: dict[tuple[str, str], float] = {}
     answered: set[tuple[str, str]] = set()
     for m in messages:
@@ -130,7 +131,10 @@ def attempts(messages: list[Sip], kind: str) -> dict[str, list[tuple[float, bool
             continue
         key = (parts[1], parts[2])
         if m.method == 'INVITE':
-            first[key] = min(first.get(key, m.t), m.t)
+            # a call out carries the time it was placed (phone.py): its INVITE to a dead
+            # primary may never reach the wire
+            placed = int(parts[3]) / 1000 if len(parts) > 3 and parts[3].isdigit() else m.t
+            first[key] = min(first.get(key, placed), placed, m.t)
         elif m.status == 200:
             answered.add(key)
     out: dict[str, list[tuple[float, bool]]] = {}

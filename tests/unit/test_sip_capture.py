@@ -53,6 +53,9 @@ def test_calls_into_a_phone_fail_from_the_first_failure_to_the_next_success(tmp_
         (108.0, CALLER, SLAVE, invite('in-phone1-5-198.18.0.2')),    # the slave stopped
         (108.5, PHONE, SLAVE, invite('out-phone1-1-ab12')),           # its own call
         (108.9, SLAVE, PHONE, answer('out-phone1-1-ab12')),
+        # placed at 109.0 (its Call-ID says so), to the dead master first: only its INVITE to
+        # the backup crossed the bridge, 7.5 s later, unanswered
+        (116.5, PHONE, SLAVE, invite('out-phone1-2-109000')),
     ]
     messages = sip_messages(pcap(tmp_path / 'c.pcap', packets))
     assert len(messages) == len(packets)
@@ -61,6 +64,7 @@ def test_calls_into_a_phone_fail_from_the_first_failure_to_the_next_success(tmp_
     assert calls_in['phone1'][0][0] == 100.0, 'an attempt is timed by its first INVITE'
     assert failed_time(calls_in['phone1'], 101, 107) == (4.0, False)
     assert failed_time(calls_in['phone1'], 107, 110) == (2.0, True), 'still failing at the end'
-    assert attempts(messages, 'out') == {'phone1': [(108.5, True)]}
+    assert attempts(messages, 'out') == {'phone1': [(108.5, True), (109.0, False)]}
     assert first_from(messages, SLAVE[0], 101) == 104.1
     assert last_from(messages, SLAVE[0], 110, 101) == 108.9
+    assert failed_time(attempts(messages, 'out')['phone1'], 100, 120) == (11.0, True)
