@@ -1,7 +1,7 @@
 """The failback's wait for the phones: reading Asterisk's contacts, when to stop waiting."""
 
-from wazo_ha_common.phones import wait_gone
-from wazo_ha_common.registrations import PhonesWait, contacts_in, keep_waiting, wait_limit
+from wazo_ha_common.failover.phones import wait_gone
+from wazo_ha_common.decisions.registrations import PhonesWait, contacts_in, keep_waiting, wait_limit
 
 # `asterisk -rx 'pjsip show contacts'` as Asterisk lays it out (res_pjsip/pjsip_cli.c
 # ast_sip_cli_traverse_objects, res_pjsip/location.c cli_contact_print_header/_body)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 import time
 
-from .errors import WazoHaError
-from .registrations import PhonesWait, contacts_in, keep_waiting
-from .system import run
+from ..adapters.system import run
+from ..decisions.registrations import PhonesWait, contacts_in, keep_waiting
+from ..errors import WazoHaError
 
 logger = logging.getLogger('wazo-ha')
 
