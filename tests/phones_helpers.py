@@ -30,10 +30,11 @@ class Phones:
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> Phones:
-        self.process = self.node.popen('/usr/bin/python3', os.path.join(REPO, 'tests', 'phone.py'),
-                                       self.config, stdout=subprocess.DEVNULL,
-                                       stderr=open(self.log + '.err', 'w'),
-                                       start_new_session=True)
+        with open(self.log + '.err', 'w') as errors:
+            self.process = self.node.popen('/usr/bin/python3',
+                                           os.path.join(REPO, 'tests', 'phone.py'), self.config,
+                                           stdout=subprocess.DEVNULL, stderr=errors,
+                                           start_new_session=True)
         return self
 
     def __exit__(self, *exc) -> None:
