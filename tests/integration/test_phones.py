@@ -4,6 +4,7 @@ are tests/phone.py (Yealink's primary/backup behaviour, read from wazo-provd-plu
 plugins/wazo_yealink/v86/templates/base.tpl, its timers scaled down)."""
 
 import dataclasses
+import threading
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from phone import Timers
 from check_helpers import FAST
 from phones_helpers import Phones
 from sipp_phones import SippPhones
+from testbed import calls_after
 
 # Yealink's behaviour with every timer divided by 40 (fallback.timeout 120 s -> 3 s)
 FAST_PHONE = Timers(expiry=3600, refresh_margin=1.5, t1=0.1, retry_counts=3,
@@ -159,6 +161,31 @@ def test_failback_gives_up_waiting_for_the_phones_at_its_bound(nodes):
         'failback_phones_margin = 3 s) for 3 phones: 3 still registered here' in log, log
     assert slave.services_state() == 'base'
     stop_after_last_count(slave)
+
+
+def test_a_master_dying_during_the_wait_keeps_the_slave_serving(nodes):
+    """3 contacts that never leave; the master's link is cut again while the slave waits for
+    them: it does not stop its telephony (nobody would serve)."""
+    master, slave = nodes
+    failed_over(master, slave)
+    with open(slave.asterisk_contacts_file, 'w') as f:
+        f.write('3\n')
+    back = time.time()
+    master.link(True)
+    # the decision "up" comes after up_after (4 s); the wait then asks the master every 2 s
+    cut = threading.Timer(9, master.link, args=(False,))
+    cut.start()
+    try:
+        run_check(slave, 12, sip={'min_expiry': '10', 'default_expiry': '20', 'max_expiry': '30'})
+    finally:
+        cut.cancel()
+        cut.join()
+    log = open(slave.log_file).read()
+    assert 'the master stopped answering after' in log and 'waiting for 3 phones: telephony ' \
+        'NOT stopped' in log, log
+    assert slave.services_state() == 'all'
+    assert calls_after(slave, 'wazo-service stop wazo', back) == []
+    assert calls_after(slave, 'asterisk -rx pjsip show contacts', back), 'it was waiting'
 
 
 def test_failback_does_not_wait_when_turned_off(nodes):

@@ -58,3 +58,13 @@ def test_gives_up_at_the_bound_and_says_how_many_are_left():
     assert '2 still registered here' in result.sentence(5)
     assert 'cannot count' in PhonesWait(None, 0, None).sentence(5)
     assert 'nothing to wait for' in PhonesWait(0, 0, 0).sentence(5)
+
+
+def test_a_master_that_stops_answering_ends_the_wait_without_a_stop():
+    clock = Clock()
+    answers = iter([True, False])
+    result = wait_gone(300, count=lambda: 5, sleep=clock.sleep, clock=clock,
+                       master_answers=lambda: next(answers))
+    assert result == PhonesWait(phones=5, waited=4.0, left=5, master_lost=True)
+    assert 'the master stopped answering after 4 s of waiting for 5 phones: telephony NOT ' \
+        'stopped' in result.sentence(300)

@@ -40,8 +40,13 @@ class PhonesWait:
     phones: int | None      # registered here when the wait began (None: Asterisk not asked)
     waited: float           # seconds
     left: int | None        # still registered when the telephony stopped
+    master_lost: bool = False  # the master stopped answering meanwhile: do not stop
 
     def sentence(self, limit: float) -> str:
+        if self.master_lost:
+            return (f'failback phones: the master stopped answering after {self.waited:.0f} s '
+                    f'of waiting for {self.phones} phones: telephony NOT stopped, the next run '
+                    'decides again')
         if self.phones is None:
             return ('failback phones: cannot count the phones registered here: telephony '
                     'stopped without waiting')

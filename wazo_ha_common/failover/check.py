@@ -96,7 +96,8 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep,
                 logger.warning('decision: master %s: %s', verdict.decision, verdict.sentence)
             if not role.is_secondary(settings.paths.sentinel_dir):
                 return 'this node stopped being a secondary during the run: nothing done'
-            outcome = _converge(settings, verdict, hooks, force=not converged)
+            outcome = _converge(settings, verdict, hooks, force=not converged,
+                                master_answers=lambda: probes.probe(settings, master_ip).master)
             converged = True
             action = f' -> {outcome.sentence()}' if outcome and outcome.done else ''
             sentence = f'master {master_ip} {verdict.decision}: {verdict.sentence}{action}'
@@ -122,7 +123,7 @@ def _keep_daemon_config(settings: Settings, hooks: Hooks) -> None:
 
 
 def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks,
-              force: bool) -> services.Outcome | None:
+              force: bool, master_answers=lambda: True) -> services.Outcome | None:
     """Bring the services to the decided state on a change, and once per run anyway; keep
     the failback record (what the master's next wazo-sync reads) in step."""
     if verdict.decision == health.UNKNOWN or not (verdict.changed or force):
@@ -136,7 +137,11 @@ def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks,
         if settings.check.failback_phones and serving:
             bound = registrations.wait_limit(settings.sip.max_expiry,
                                              settings.check.failback_phones_margin)
-            logger.info('%s', phones.wait_gone(bound).sentence(bound))
+            wait = phones.wait_gone(bound, master_answers=master_answers)
+            if wait.master_lost:
+                logger.warning('%s', wait.sentence(bound))
+                return None
+            logger.info('%s', wait.sentence(bound))
         limit = settings.check.failback_drain
         if limit and serving:
             logger.info('%s', services.drain(limit).sentence(limit))

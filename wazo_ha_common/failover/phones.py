@@ -25,13 +25,16 @@ def registered() -> int | None:
 
 
 def wait_gone(limit: float, count=registered, sleep=time.sleep, clock=time.monotonic,
-              every: float = 2.0) -> PhonesWait:
+              every: float = 2.0, master_answers=lambda: True) -> PhonesWait:
     """Wait up to `limit` seconds while phones are registered on this node (before a
-    failback stops its telephony)."""
+    failback stops its telephony); given up, with master_lost, as soon as the master does
+    not answer a probe (this node keeps serving: stopping would leave nobody)."""
     began = clock()
     phones = left = count()
     while keep_waiting(left, clock() - began, limit):
         sleep(min(every, max(0.0, limit - (clock() - began))))
+        if not master_answers():
+            return PhonesWait(phones, clock() - began, left, master_lost=True)
         now = count()
         left = left if now is None else now
     return PhonesWait(phones, clock() - began, left)
