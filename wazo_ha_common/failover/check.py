@@ -133,8 +133,15 @@ def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks,
         outcome = services.start(settings)
         change = failback.serving(settings)
     else:
-        serving = services.running()  # telephony up: phones and calls may be here
-        if settings.check.failback_phones and serving:
+        asked: list[bool] = []
+
+        def serving() -> bool:  # telephony up: phones and calls may be here (asked once)
+            if not asked:
+                asked.append(services.running())
+            return asked[0]
+        # a standby slave (disabled at boot) has no phone: not asked, its stop finds it so
+        enabled = not os.path.exists(services.flag_path(settings))
+        if settings.check.failback_phones and enabled and serving():
             bound = registrations.wait_limit(settings.sip.max_expiry,
                                              settings.check.failback_phones_margin)
             wait = phones.wait_gone(bound, master_answers=master_answers)
@@ -143,7 +150,7 @@ def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks,
                 return None
             logger.info('%s', wait.sentence(bound))
         limit = settings.check.failback_drain
-        if limit and serving:
+        if limit and serving():
             logger.info('%s', services.drain(limit).sentence(limit))
         outcome = services.stop(settings)
         change = None if outcome.critical_failed else failback.gave_back(settings)
