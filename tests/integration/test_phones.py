@@ -12,6 +12,7 @@ import pytest
 
 from phone import Timers
 from check_helpers import FAST
+from conftest import configure_fast_slave
 from phones_helpers import Phones
 from sipp_phones import SippPhones
 from testbed import calls_after
@@ -204,11 +205,15 @@ def test_failback_does_not_wait_when_turned_off(nodes):
     assert 'failback phones' not in open(slave.log_file).read()
 
 
-def test_no_phone_is_unreachable_at_failback(nodes, phones_node):
+def test_no_phone_is_unreachable_at_failback(bed):
     """Real registrars on both nodes, 3 phones: they fail over to the slave; when the master is
     back, the slave stops only once none is registered on it any more (they went back to the
     master at their fallback.timeout and their registrations on the slave expired)."""
-    master, slave = nodes
+    # the phones' node on the same bridge as the pair: a testbed of the test's own
+    master = bed.add_node('master', 1, with_postgres=False)
+    slave = bed.add_node('slave', 2, with_postgres=False)
+    configure_fast_slave(master, slave)
+    phones_node = bed.add_node('phones', 10, with_postgres=False)
     for node in (master, slave):
         node.use_sip_registrar(**FAST_EXPIRY)
     master.run('wazo-service', 'start')
