@@ -176,6 +176,8 @@ def trial(bed, master, slave, phones_node, args, scenario: str, number: int, wor
                               and not slave.registrar_running(), bound, every=0.5)
             time.sleep(args.hold * s)
             end = time.time()
+            # the phones answer the calls of the window's last round before they stop
+            time.sleep(args.round * s + 1)
     finally:
         capture.close()
     messages = sip_messages(capture.path)
