@@ -118,7 +118,8 @@ def finish(settings: Settings, offer: Offer, result: Completed) -> list[str]:
     """After the remote command: what the slave said it did; PairingError naming what failed
     when the key was authorised but the rest was not."""
     d = settings.database
-    why = tail(result.stderr, 2) or 'no output'
+    why = tail('\n'.join(line for line in result.stderr.splitlines()
+                         if not line.startswith('Warning: Permanently added')), 2) or 'no output'
     if result.returncode == NOT_INSTALLED:
         raise PairingError('the key is authorised on the slave, but it has no '
                            f'{" ".join(settings.sync.pair_command)} ([sync] pair_command): '
