@@ -22,6 +22,7 @@ setup(
     long_description_content_type='text/plain',
     url='https://example.org/wazo-ha',
     license='GPL-3.0-or-later',
-    packages=['wazo_ha_common', 'wazo_ha_common.replication', 'wazo_ha_common.stream'],
+    packages=['wazo_ha_common', 'wazo_ha_common.replication', 'wazo_ha_common.stream',
+              'wazo_ha_common.access'],
     python_requires='>=3.11',
 )

@@ -23,7 +23,8 @@ MODULES = ['__init__', 'check', 'cli', 'db', 'errors', 'failback', 'health', 'jo
            'probes', 'role', 'role_setup', 'rsync_modules', 'rsync_names', 'schedule', 'services',
            'settings', 'status', 'sync', 'system', 'tracking', 'wazo_api'] + [
            f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'plan', 'write')] + [
-           f'stream/{m}' for m in ('__init__', 'access', 'handoff', 'job', 'plan')]
+           f'stream/{m}' for m in ('__init__', 'access', 'handoff', 'job', 'plan')] + [
+           f'access/{m}' for m in ('__init__', 'converge', 'pairing', 'pg_files')]
 DIR, FILE, EXEC = 'drwxr-xr-x', '-rw-r--r--', '-rwxr-xr-x'
 # every entry of the .deb (mode, path); the egg-info directory is the one dh_python3 has always
 # installed for setup.py packages (the debhelper-built package had it too)
@@ -35,7 +36,8 @@ EXPECTED_FILES = sorted(
         f'/usr/lib/python3/dist-packages/wazo_ha-{__version__}.egg-info/',
         '/usr/lib/python3/dist-packages/wazo_ha_common/',
         '/usr/lib/python3/dist-packages/wazo_ha_common/replication/',
-        '/usr/lib/python3/dist-packages/wazo_ha_common/stream/', '/usr/lib/tmpfiles.d/',
+        '/usr/lib/python3/dist-packages/wazo_ha_common/stream/',
+        '/usr/lib/python3/dist-packages/wazo_ha_common/access/', '/usr/lib/tmpfiles.d/',
         '/usr/sbin/',
         '/usr/share/',
         '/usr/share/doc/', '/usr/share/doc/wazo-ha/', '/usr/share/lintian/',
@@ -141,6 +143,7 @@ def test_install_run_help_and_purge(deb):
             cron = f.read()
         assert '0 * * * * root test -e /var/lib/wazo/is-primary && /usr/sbin/xivo-master-slave-db-replication' in cron
         assert '* * * * * root test -e /var/lib/wazo/is-secondary && /usr/sbin/xivo-check-master-status' in cron
+        assert '* * * * * root /usr/sbin/wazo-ha-config converge >/dev/null' in cron
         # a run leaves a log and state behind; purge must remove them too
         status = sh('/usr/sbin/wazo-ha-status')
         assert status.returncode in (1, 2)
