@@ -28,6 +28,17 @@ def test_what_each_role_should_have(node_type, mode, expected):
     assert (t.slave, t.stream_master, t.subscription) == expected
 
 
+def test_a_subscription_stays_only_on_a_continuous_slave_of_the_master_it_streams_from():
+    sub = {'slot': 'wazo_ha_slot_1', 'conninfo': 'host=198.18.0.1 port=5432 dbname=asterisk'}
+    slave = role.HaConfig('slave', '198.18.0.1')
+    assert converge.keeps_subscription(converge.target(slave, 'continuous'), sub)
+    assert not converge.keeps_subscription(converge.target(slave, 'hourly'), sub)
+    other = role.HaConfig('slave', '198.18.0.7')
+    assert not converge.keeps_subscription(converge.target(other, 'continuous'), sub)
+    for node in (role.HaConfig('master', '198.18.0.1'), role.HaConfig('disabled', '')):
+        assert not converge.keeps_subscription(converge.target(node, 'continuous'), sub)
+
+
 def test_one_render_for_both_roles_and_modes_keeps_every_other_line():
     slave = pg_files.Wanted(master_ip='198.18.0.1', listen='198.18.0.2, localhost')
     hba, conf = pg_files.render(HBA, slave, 'asterisk', REPL, STREAM)

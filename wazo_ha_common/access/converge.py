@@ -68,6 +68,12 @@ def target(config: role.HaConfig, mode: str) -> Target:
                   slave and continuous)
 
 
+def keeps_subscription(t: Target, sub: dict) -> bool:
+    """A subscription found in the catalog stays only on a continuous slave, and only when it
+    streams from this slave's master."""
+    return t.subscription and _host(sub.get('conninfo') or '') == t.remote_address
+
+
 @dataclass
 class Outcome:
     changes: list[str] = field(default_factory=list)
@@ -104,7 +110,7 @@ def converge(settings: Settings, config: role.HaConfig | None = None,
     out = Outcome()
     catalog = _catalog(settings) if d.admin_psql else {}
     sub = catalog.get('subscription')
-    if sub and not t.subscription:
+    if sub and not keeps_subscription(t, sub):
         out.changes += _drop_subscription(settings, sub)
     # the continuous master's side: created before its pg_hba.conf block, taken away before
     if t.stream_master:

@@ -18,10 +18,14 @@ from ..settings import Settings
 from ..system import read_text, run, write_atomic
 
 CONF_NAME = pg_access.CONF_NAME
+# the settings of conf.d/wazo-ha.conf that only a restart applies (max_slot_wal_keep_size is
+# applied by a reload)
+RESTART_SETTINGS = ('listen_addresses', 'wal_level')
 # what PostgreSQL says, in pg_file_settings, of a changed setting that needs a restart
 NEEDS_RESTART = 'setting could not be applied'
 PENDING_SQL = ("SELECT json_build_object('pending', (SELECT coalesce(json_agg(DISTINCT name), "
-               f"'[]'::json) FROM pg_file_settings WHERE error = '{NEEDS_RESTART}'))")
+               f"'[]'::json) FROM pg_file_settings WHERE error = '{NEEDS_RESTART}' AND name IN "
+               f"({', '.join(repr(n) for n in RESTART_SETTINGS)})))")
 
 
 @dataclass(frozen=True)
@@ -123,8 +127,9 @@ def _hba_sentences(path: str, before: str, after: str, want: Wanted, database: s
 
 
 def pending(settings: Settings) -> list[str]:
-    """The settings of the configuration files that wait for a PostgreSQL restart (the files
-    are read again by this query: no reload needed to see them)."""
+    """Those of RESTART_SETTINGS whose value in the configuration files waits for a PostgreSQL
+    restart (the files are read again by this query: no reload needed to see them); whoever
+    wrote them (wazo-sysconfd's listen_addresses = '*' counts too)."""
     if not settings.database.admin_psql:
         return []
     return sorted(pg_access.admin_json(settings, PENDING_SQL).get('pending') or [])
