@@ -6,11 +6,12 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from . import check, role, services
+from .failover import check, services
 from .access import converge
+from . import role
 from .errors import HaConfError, InputError, WazoHaError
 from .settings import Settings
-from .wazo_api import ApiError, Client
+from .adapters.wazo_api import ApiError, Client
 
 logger = logging.getLogger('wazo-ha')
 

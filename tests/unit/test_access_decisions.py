@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
-from wazo_ha_common import pg_access, role, settings, stream_access, sync
-from wazo_ha_common.access import converge, pairing, pg_files
+from wazo_ha_common import role, settings
+from wazo_ha_common.access import converge, pairing, pg_access, pg_files, stream_access
+from wazo_ha_common.files import sync
 from wazo_ha_common.errors import InputError
 
 HBA = 'local all postgres peer\nhost all all 127.0.0.1/32 scram-sha-256\n'

@@ -4,8 +4,9 @@ that never carries the stream password."""
 
 import pytest
 
-from wazo_ha_common import pg_access, publication, stream_access
-from wazo_ha_common.db import PublicationState
+from wazo_ha_common.access import pg_access, stream_access
+from wazo_ha_common.stream import publication
+from wazo_ha_common.decisions.schema import PublicationState
 from wazo_ha_common.errors import WazoHaError
 from wazo_ha_common.stream import SLOT_PREFIX
 

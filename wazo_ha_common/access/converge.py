@@ -24,12 +24,16 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from .. import health, jobs, pg_access, publication, role, services, stream_access, sync
+from .. import jobs, role
+from ..adapters.system import read_state, read_text, run, single_instance
+from ..decisions import health
+from ..decisions.stream import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION
 from ..errors import CommandError, HaConfError, WazoHaError
-from ..settings import Settings
-from ..stream import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION
-from ..system import read_state, read_text, run, single_instance
-from . import pg_files
+from ..failover import services
+from ..files import rsyncd
+from ..settings import CONTINUOUS, Settings
+from ..stream import publication
+from . import pg_access, pg_files, stream_access
 
 logger = logging.getLogger('wazo-ha')
 
@@ -61,9 +65,10 @@ class Target:
 
 
 def target(config: role.HaConfig, mode: str) -> Target:
+    """mode: [database] mode."""
     slave = config.node_type == 'slave' and bool(config.remote_address)
     master = config.node_type == 'master' and bool(config.remote_address)
-    continuous = mode == 'continuous'
+    continuous = mode == CONTINUOUS
     return Target(config.node_type, config.remote_address, slave, master and continuous,
                   slave and continuous)
 
@@ -128,7 +133,7 @@ def converge(settings: Settings, config: role.HaConfig | None = None,
         out.changes += pg_access.apply_role(settings, slave=t.slave)
     applied = pg_files.apply(settings, pg_files.wanted(settings, t.node_type, t.remote_address))
     out.changes += applied.changes
-    out.changes += sync.apply_daemon_config(settings, t.slave)
+    out.changes += rsyncd.apply_daemon_config(settings, t.slave)
     conf = read_text(os.path.join(settings.paths.postgresql_conf_dir, 'conf.d',
                                   pg_files.CONF_NAME)) or ''
     out.conf_digest = hashlib.sha256(conf.encode()).hexdigest()[:16]

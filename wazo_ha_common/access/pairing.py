@@ -35,19 +35,22 @@ from typing import Iterable
 import logging
 from typing import Callable
 
-from .. import pg_access, role, stream_access, sync
+from .. import role
+from ..adapters.network import source_address
+from ..adapters.system import Completed, read_text, run, single_instance, tail, write_atomic
+from ..decisions.pgpass import pgpass_password, pgpass_prefix, with_pgpass_line
 from ..errors import InputError, WazoHaError
+from ..files import sync
 from ..jobs import CONVERGE, SYNC
 from ..settings import Settings
-from ..system import Completed, read_text, run, single_instance, tail, write_atomic
-from . import converge
+from . import converge, pg_access, stream_access
 
 logger = logging.getLogger('wazo-ha')
 
 HEADER = 'wazo-ha-pairing 1'
 # exit statuses of the remote command (1: the key could not be authorised)
 PAIRING_FAILED = pg_access.PAIRING_FAILED      # 3: the replication role has no password
-STREAM_STORE_FAILED = stream_access.STREAM_STORE_FAILED   # 4: the stream password not stored
+STREAM_STORE_FAILED = pg_access.STREAM_STORE_FAILED       # 4: the stream password not stored
 NOT_A_SLAVE = 5
 NOT_INSTALLED = 127                             # the shell found no pair_command
 
@@ -96,13 +99,13 @@ def prepare(settings: Settings, slave_ip: str) -> Offer:
     """The replication role's password (kept, or made and written to [database] passfile
     first) as a verifier; in continuous mode the stream role's, its verifier set here."""
     d = settings.database
-    prefix = pg_access.pgpass_prefix(slave_ip, d.remote_port, d.name, d.remote_user)
+    prefix = pgpass_prefix(slave_ip, d.remote_port, d.name, d.remote_user)
     text = read_text(d.passfile) or ''
-    password = pg_access.pgpass_password(text, prefix)
+    password = pgpass_password(text, prefix)
     kept = bool(password)
     if not kept:  # written first: a run cut short leaves nothing the next run cannot finish
         password = secrets.token_urlsafe(32)
-        write_atomic(d.passfile, pg_access.with_pgpass_line(text, prefix, password), mode=0o600)
+        write_atomic(d.passfile, with_pgpass_line(text, prefix, password), mode=0o600)
     os.chmod(d.passfile, 0o600)
     return Offer(slave_ip, kept, pg_access.scram_verifier(password),
                  stream_access.prepare_pairing(settings))
@@ -152,8 +155,7 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
 
     Returns what was done; `tell` shows what the user needs before ssh asks for the slave's
     password: the slave's host key fingerprints, then which password is asked."""
-    config = sync.master_config(settings)
-    slave = config.remote_address
+    slave = role.resolve_peer(settings, None, 'master', 'file synchronisation')
     key = settings.sync.ssh_key
     report = []
     with single_instance(settings.paths.lock_dir, SYNC.name):
@@ -169,7 +171,7 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
         public = read_text(key + '.pub')
         if not public:
             raise sync.SyncError(f'{key}.pub is missing: remove {key} and run wazo-sync -i again')
-        line = sync.restricted_line(public, sync.source_address(slave), settings.sync.rsyncd_conf)
+        line = sync.restricted_line(public, source_address(slave), settings.sync.rsyncd_conf)
         target = sync.remote(settings.sync.remote_user, slave)
         offer = prepare(settings, slave)
         tell(f'The SSH host key of the slave {slave} (compare it with `ssh-keygen -lf '
@@ -266,11 +268,11 @@ def receive(settings: Settings, received: Received) -> list[str]:
     said.append(f'the role {d.remote_user} may log in, with the password whose SCRAM verifier '
                 'the master sent')
     if received.stream_password is not None:
-        prefix = pg_access.pgpass_prefix(config.remote_address, d.remote_port, d.name,
+        prefix = pgpass_prefix(config.remote_address, d.remote_port, d.name,
                                          d.stream_user)
         try:
             text = read_text(d.passfile) or ''
-            write_atomic(d.passfile, pg_access.with_pgpass_line(text, prefix,
+            write_atomic(d.passfile, with_pgpass_line(text, prefix,
                                                                 received.stream_password),
                          mode=0o600)
         except OSError as e:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .. import pg_access, stream_access
+from ..adapters.system import read_text, run, write_atomic
 from ..settings import Settings
-from ..system import read_text, run, write_atomic
+from . import pg_access, stream_access
 
 CONF_NAME = pg_access.CONF_NAME
 # the settings of conf.d/wazo-ha.conf that only a restart applies (max_slot_wal_keep_size is

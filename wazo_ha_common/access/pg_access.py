@@ -9,7 +9,7 @@ On a slave, wazo-ha manages:
   tables, allowed to SET session_replication_role; no login until paired.
 What is applied where, and when, is access.converge's; the files are access.pg_files'; the
 pairing protocol (wazo-sync -i) is access.pairing's. This module holds the role's decisions,
-the superuser's psql, and the password helpers they share.
+the superuser's psql, and the helpers they share.
 """
 
 from __future__ import annotations
@@ -23,9 +23,12 @@ import logging
 import secrets
 from dataclasses import dataclass
 
-from .errors import WazoHaError
-from .settings import Settings
-from .system import Completed, run
+from ..errors import WazoHaError
+from ..settings import Settings
+from ..adapters.network import source_address
+# the password file's lines, also as pg_access.pgpass_* (what access.pairing writes)
+from ..decisions.pgpass import pgpass_password, pgpass_prefix, with_pgpass_line  # noqa: F401
+from ..adapters.system import Completed, run
 
 logger = logging.getLogger('wazo-ha')
 
@@ -35,7 +38,10 @@ CONF_NAME = 'wazo-ha.conf'
 
 # roles whose members may run programs or touch files as the server: never the tables' owner
 # the remote pairing command's exit status when the key was authorised but the role was not
+# (see access.pairing)
 PAIRING_FAILED = 3
+# its exit status when the stream password could not be stored (continuous mode)
+STREAM_STORE_FAILED = 4
 SCRAM_ITERATIONS = 4096  # PostgreSQL's default scram_iterations
 
 
@@ -100,7 +106,6 @@ def listen_addresses(settings: Settings, peer_ip: str, peer: str = 'master') -> 
     """[database] listen_addresses, or this node's address toward the peer and localhost."""
     if settings.database.listen_addresses:
         return settings.database.listen_addresses
-    from .sync import source_address  # sync imports this module
     try:
         own = source_address(peer_ip)
     except OSError as e:
@@ -267,29 +272,6 @@ def scram_verifier(password: str, salt: bytes | None = None,
     return f'SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server)}'
 
 
-def pgpass_field(value) -> str:
-    return str(value).replace('\\', '\\\\').replace(':', '\\:')
-
-
-def pgpass_prefix(host: str, port: int, database: str, user: str) -> str:
-    return ':'.join(pgpass_field(v) for v in (host, port, database, user)) + ':'
-
-
-def pgpass_password(text: str, prefix: str) -> str | None:
-    """The password of the line starting with prefix (fields as libpq escapes them)."""
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            value = line[len(prefix):]
-            return value.replace('\\:', ':').replace('\\\\', '\\')
-    return None
-
-
-def with_pgpass_line(text: str, prefix: str, password: str) -> str:
-    """The password file with our line set, every other line kept in order."""
-    lines = [line for line in text.splitlines() if not line.startswith(prefix)]
-    return '\n'.join(lines + [prefix + pgpass_field(password)]) + '\n'
-
-
 def slave_dsn(settings: Settings, ip: str) -> str:
     d = settings.database
     return (f"host={ip} port={d.remote_port} dbname={d.name} user={d.remote_user} "
@@ -316,10 +298,10 @@ def pairing_sql(role: str, verifier: str) -> str:
 
 def check_pairing(settings: Settings, slave_ip: str) -> str:
     """Log in to the slave as the master's replication does."""
-    from . import db
-    conn = db.connect(slave_dsn(settings, slave_ip),
-                      f'the slave database {settings.database.name} at {slave_ip} as '
-                      f'{settings.database.remote_user}')
+    from ..adapters.db import session
+    conn = session.connect(slave_dsn(settings, slave_ip),
+                           f'the slave database {settings.database.name} at {slave_ip} as '
+                           f'{settings.database.remote_user}')
     try:
         with conn.cursor() as cur:
             cur.execute('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')

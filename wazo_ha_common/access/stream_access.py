@@ -32,24 +32,22 @@ import secrets
 from dataclasses import dataclass
 
 from . import pg_access
-from .errors import WazoHaError
+from ..errors import WazoHaError
 from .pg_access import Step, ident
-from .settings import Settings
-from .stream import SLOT_PREFIX
-from .system import Completed, read_text, write_atomic
+from ..settings import Settings
+from ..decisions.stream import SLOT_PREFIX
+from ..adapters.system import Completed, read_text, write_atomic
 
 logger = logging.getLogger('wazo-ha')
 
 BEGIN = '# BEGIN wazo-ha: the slave may stream this master\'s changes (managed by wazo-ha-config)'
 END = '# END wazo-ha stream'
 PASSWORD_FILE = 'stream-password'  # in [paths] state_dir, 0600
-# the remote pairing command's exit status when the stream password could not be stored
-STREAM_STORE_FAILED = 4
 
 
 def continuous_slave(settings: Settings, node_type: str, remote_address: str) -> str | None:
     """The slave's address when this node is a master in continuous mode, else None."""
-    if node_type == 'master' and settings.database.mode == 'continuous' and remote_address:
+    if node_type == 'master' and settings.continuous and remote_address:
         return remote_address
     return None
 
@@ -242,7 +240,7 @@ class StreamPairing:
 def prepare_pairing(settings: Settings) -> StreamPairing | None:
     """On a continuous master: the password (kept or new), its verifier set here. None in
     hourly mode."""
-    if settings.database.mode != 'continuous':
+    if not settings.continuous:
         return None
     password, kept = stream_password(settings)
     set_local_verifier(settings, password)
