@@ -25,15 +25,13 @@ command line."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
 import shlex
 from dataclasses import dataclass
-from typing import Iterable
-
-import logging
-from typing import Callable
+from typing import Callable, Iterable
 
 from .. import role
 from ..adapters.network import source_address
@@ -49,10 +47,10 @@ logger = logging.getLogger('wazo-ha')
 
 HEADER = 'wazo-ha-pairing 1'
 # exit statuses of the remote command (1: the key could not be authorised)
-PAIRING_FAILED = pg_access.PAIRING_FAILED      # 3: the replication role has no password
-STREAM_STORE_FAILED = pg_access.STREAM_STORE_FAILED       # 4: the stream password not stored
+PAIRING_FAILED = pg_access.PAIRING_FAILED            # 3: the replication role has no password
+STREAM_STORE_FAILED = pg_access.STREAM_STORE_FAILED  # 4: the stream password not stored
 NOT_A_SLAVE = 5
-NOT_INSTALLED = 127                             # the shell found no pair_command
+NOT_INSTALLED = 127                                  # the shell found no pair_command
 
 VERIFIER = re.compile(r'SCRAM-SHA-256\$[0-9]{1,7}:[A-Za-z0-9+/=]{4,100}\$[A-Za-z0-9+/=]{4,100}'
                       r':[A-Za-z0-9+/=]{4,100}')
