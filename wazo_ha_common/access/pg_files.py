@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ..adapters.system import read_text, run, write_atomic
+from ..adapters.system import read_no_follow, run
 from ..settings import Settings
 from . import pg_access, stream_access
 
@@ -58,10 +58,11 @@ def wanted(settings: Settings, node_type: str, remote_address: str) -> Wanted:
 
 
 def render(hba: str, want: Wanted, database: str, remote_user: str,
-           stream_user: str) -> tuple[str, str | None]:
+           stream_user: str, local_user: str | None = None) -> tuple[str, str | None]:
     """(pg_hba.conf, conf.d/wazo-ha.conf or None) as they should be; every line that is not
-    in one of our blocks kept in order."""
-    text = pg_access.render_hba(hba, want.master_ip, database, remote_user)
+    in one of our blocks kept in order. local_user: the subscription's owner (a slave's
+    block admits it through the local socket, see stream.owner)."""
+    text = pg_access.render_hba(hba, want.master_ip, database, remote_user, local_user)
     text = stream_access.render_hba(text, want.stream_slave_ip, database, stream_user)
     if want.master_ip:
         conf = pg_access.render_conf(want.master_ip, want.listen)
@@ -72,33 +73,31 @@ def render(hba: str, want: Wanted, database: str, remote_user: str,
 
 def apply(settings: Settings, want: Wanted) -> Applied:
     """Write pg_hba.conf and conf.d/wazo-ha.conf as `want` says; reload PostgreSQL once when
-    either changed. Nothing is written, nor reloaded, when both are as they should be."""
+    either changed. Nothing is written, nor reloaded, when both are as they should be; no link
+    is followed in the configuration directory (its owner, postgres, could plant one)."""
     conf_dir = settings.paths.postgresql_conf_dir
     d = settings.database
     hba_path = os.path.join(conf_dir, 'pg_hba.conf')
     conf_path = os.path.join(conf_dir, 'conf.d', CONF_NAME)
     result = Applied()
-    current = read_text(hba_path)
+    current = read_no_follow(hba_path)
     if current is None:
         if not (want.master_ip or want.stream_slave_ip):
             return result
         raise FileNotFoundError(f'{hba_path} does not exist (setting [paths] postgresql_conf_dir)')
-    hba, conf = render(current, want, d.name, d.remote_user, d.stream_user)
+    hba, conf = render(current, want, d.name, d.remote_user, d.stream_user, d.subscription_owner)
     if hba != current:
-        write_atomic(hba_path, hba, mode=os.stat(hba_path).st_mode & 0o777)
-        _copy_owner(hba_path, conf_dir)
+        pg_access.write_in_conf_dir(hba_path, hba, conf_dir)
         result.hba_changed = True
-        result.changes += _hba_sentences(hba_path, current, hba, want, d.name, d.remote_user,
-                                         d.stream_user)
-    current_conf = read_text(conf_path)
+        result.changes += _hba_sentences(hba_path, current, want, d.name, d.remote_user,
+                                         d.stream_user, d.subscription_owner)
+    current_conf = read_no_follow(conf_path)
     if conf != current_conf:
         if conf is None:
             os.unlink(conf_path)
             result.changes.append(f'{conf_path}: removed')
         else:
-            os.makedirs(os.path.dirname(conf_path), exist_ok=True)
-            write_atomic(conf_path, conf, mode=0o644)
-            _copy_owner(conf_path, conf_dir)
+            pg_access.write_in_conf_dir(conf_path, conf, conf_dir, mode=0o644)
             result.changes.append(f'{conf_path}: ' + '; '.join(
                 line for line in conf.splitlines() if not line.startswith('#')))
         result.conf_changed = True
@@ -108,10 +107,11 @@ def apply(settings: Settings, want: Wanted) -> Applied:
     return result
 
 
-def _hba_sentences(path: str, before: str, after: str, want: Wanted, database: str,
-                   remote_user: str, stream_user: str) -> list[str]:
+def _hba_sentences(path: str, before: str, want: Wanted, database: str, remote_user: str,
+                   stream_user: str, local_user: str | None) -> list[str]:
     said = []
-    slave_block = pg_access.render_hba(before, want.master_ip, database, remote_user)
+    slave_block = pg_access.render_hba(before, want.master_ip, database, remote_user,
+                                       local_user)
     if slave_block != before:
         said.append(f'{path}: ' + (f'{want.master_ip} may connect to database {database} as '
                                    f'{remote_user} (TLS, scram-sha-256); postgres from that '
@@ -133,8 +133,3 @@ def pending(settings: Settings) -> list[str]:
     if not settings.database.admin_psql:
         return []
     return sorted(pg_access.admin_json(settings, PENDING_SQL).get('pending') or [])
-
-
-def _copy_owner(path: str, reference: str) -> None:
-    st = os.stat(reference)
-    os.chown(path, st.st_uid, st.st_gid)
