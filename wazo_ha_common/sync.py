@@ -19,7 +19,8 @@ import tempfile
 import time
 from typing import Callable
 
-from . import failback, pg_access, role, rsync_modules, rsync_names, stream_access
+from . import (failback, pg_access, role, rsync_modules, rsync_names, stream_access,
+               voicemail_back)
 from .errors import WazoHaError
 from .jobs import SYNC, LastRun, save_last_run
 from .settings import Settings
@@ -312,6 +313,14 @@ def _copy_back(settings: Settings, target: str) -> list[str]:
     stamp = time.strftime('%Y%m%d%H%M%S')
     copied = []
     for module in failback_modules(settings):
+        if module.path == os.path.normpath(settings.sync.voicemail_dir) and module.patterns == ('',):
+            try:
+                copied += voicemail_back.bring_back(
+                    settings, module.path,
+                    lambda staging, m=module: _stage(settings, target, m, staging))
+            except (OSError, voicemail_back.VoicemailError) as e:
+                raise SyncError(f'bringing voicemail back into {module.path}: {e}') from None
+            continue
         os.makedirs(module.path, exist_ok=True)
         # --chmod: a slave must not be able to hand the master a set-uid file
         argv = ['rsync', *rsync_modules.TRANSFER_OPTIONS, '--chmod=ug-s', '--update', '--backup',
@@ -324,6 +333,18 @@ def _copy_back(settings: Settings, target: str) -> list[str]:
         copied += [os.path.join(module.path, n) for n in result.stdout.splitlines()
                    if n and not n.endswith('/')]
     return copied
+
+
+def _stage(settings: Settings, target: str, module: rsync_modules.Module, staging: str) -> None:
+    """The slave's module copied into the private staging directory: regular files and
+    directories only (no links, devices, owners), set-uid/set-gid bits dropped, times kept;
+    never Asterisk's lock files nor its recordings in progress."""
+    argv = ['rsync', '-rtp', '--chmod=ug-s', '--exclude=.lock*', '--exclude=/*/*/tmp/',
+            '-e', rsync_shell(settings), f'{target}::{module.name}/', f'{staging}/']
+    result = run(argv, timeout=settings.sync.timeout, check=False)
+    if result.returncode != 0:
+        raise SyncError(f'copying {module.path} back from {target} failed: rsync exit '
+                        f'status {result.returncode}: {tail(result.stderr, 2)}')
 
 
 def fetch_record(settings: Settings, target: str) -> failback.Episode | None:
