@@ -347,6 +347,22 @@ def _stage(settings: Settings, target: str, module: rsync_modules.Module, stagin
                         f'status {result.returncode}: {tail(result.stderr, 2)}')
 
 
+def slave_serving(settings: Settings, slave_ip: str) -> str | None:
+    """Why the master's database copy must leave the slave alone now: it serves telephony
+    (its failback record has an open episode), or its record cannot be read; None when it
+    is on standby."""
+    if not os.path.exists(settings.sync.ssh_key):
+        return (f'cannot tell whether it serves telephony (no key {settings.sync.ssh_key} to '
+                'read its failback record: run wazo-sync -i)')
+    try:
+        record = fetch_record(settings, remote(settings.sync.remote_user, slave_ip))
+    except SyncError as e:
+        return f'cannot tell whether it serves telephony ({e})'
+    if record is not None and record.ended_at is None:
+        return f'it serves telephony {record.describe()} (its failback record)'
+    return None
+
+
 def fetch_record(settings: Settings, target: str) -> failback.Episode | None:
     """The slave's record of the telephony it served (read through its read-only module)."""
     scratch = tempfile.mkdtemp(prefix='wazo-sync-record-')
