@@ -21,7 +21,8 @@ OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/log/wazo-ha.log', '/etc/cron.
 MODULES = ['__init__', 'check', 'cli', 'db', 'errors', 'failback', 'health', 'jobs', 'pause', 'pg_access',
            'publication', 'stream_access',
            'probes', 'role', 'role_setup', 'rsync_modules', 'rsync_names', 'schedule', 'services',
-           'settings', 'status', 'sync', 'system', 'tracking', 'wazo_api'] + [
+           'settings', 'status', 'sync', 'system', 'tracking', 'voicemail', 'voicemail_back',
+           'wazo_api'] + [
            f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'plan', 'write')] + [
            f'stream/{m}' for m in ('__init__', 'access', 'handoff', 'job', 'plan')]
 DIR, FILE, EXEC = 'drwxr-xr-x', '-rw-r--r--', '-rwxr-xr-x'
