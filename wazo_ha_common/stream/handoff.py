@@ -9,8 +9,10 @@ then or, inactive, by the next run."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from typing import Callable, ContextManager
 
 from .. import db
 from ..replication.compare import copied_tables, find_changes
@@ -30,11 +32,13 @@ class _HandOffNodes(Nodes):
     """The copy's two connections; the subscription is created just before the commit."""
 
     subscribe = None
+    guard = None          # held around the commit: raises when a failover came first
     replaced = False      # the transaction starts by dropping the current subscription
 
     def commit_slave(self) -> None:
-        self.subscribe(self.scur)
-        super().commit_slave()
+        self.subscribe(self.scur)  # may wait for the master: before the guard is taken
+        with self.guard():
+            super().commit_slave()
 
     def rollback_slave(self) -> None:
         """The writer's retry rolls back: the old subscription is back, drop it again."""
@@ -43,9 +47,11 @@ class _HandOffNodes(Nodes):
             db.drop_subscription(self.scur, SUBSCRIPTION)
 
 
-def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | None) -> tuple[Result, str]:
+def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | None,
+             guard: Callable[[], ContextManager] = contextlib.nullcontext) -> tuple[Result, str]:
     """Copy and subscribe; `admin`: the slave's superuser connection (closed here).
-    Returns the copy's figures and the new slot's name."""
+    `guard()` is held around the commit and raises to roll the whole hand-off back (a
+    failover came first). Returns the copy's figures and the new slot's name."""
     conninfo = access.subscription_conninfo(settings, master_ip)
     reader = replicator = None
     slot = slot_name(time.time())
@@ -63,6 +69,7 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         nodes = _HandOffNodes.joined(reader, admin, master_ip)
         nodes.subscribe = lambda cur: db.create_subscription(cur, SUBSCRIPTION, conninfo,
                                                              PUBLICATION, slot)
+        nodes.guard = guard
         result = Result(slave='this node', started_at=time.time())
         started = time.monotonic()
         if subscription is not None:

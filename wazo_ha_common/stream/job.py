@@ -5,7 +5,10 @@ failback or a pause; keep it off while the slave serves; measure the lag."""
 from __future__ import annotations
 
 import logging
+import secrets
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 from .. import check, db, health, jobs, services
 from ..errors import WazoHaError
@@ -74,6 +77,8 @@ def stop_applying(settings: Settings, by: str) -> str | None:
     than waited for: the failover must not wait for a copy."""
     if settings.database.mode != 'continuous':
         return None
+    if by == BY_FAILOVER:
+        _fence(settings)
     admin = db.admin_connect(settings.database.admin_dsn, settings.database.admin_system_user,
                              'wazo-ha-failover')
     try:
@@ -81,6 +86,13 @@ def stop_applying(settings: Settings, by: str) -> str | None:
         had = _disable_now(admin, cur)
         moved = []
         if by == BY_FAILOVER:
+            # a hand-off under way cannot commit any more (fenced): end it now rather than
+            # let its copy hold the tables' locks, whether or not it holds the subscription
+            ended = db.end_sessions(cur, APPLICATION, in_transaction=True)
+            db.commit(admin)
+            if ended:
+                logger.warning('failover: ended %d wazo-ha-stream sessions under way (a '
+                               'hand-off: rolled back)', ended)
             _wait_worker_gone(admin, cur)
             for seq, table, column in db.sequence_columns(cur):
                 if not is_excluded(table, settings.database.excluded_tables):
@@ -90,12 +102,35 @@ def stop_applying(settings: Settings, by: str) -> str | None:
             db.commit(admin)
     finally:
         db.close(admin)
-    if had:
+    if had and by != BY_FAILOVER:  # the failover's fence recorded it already
         update_control(settings, disabled_by=by)
     said = [f'continuous replication stopped ({by})'] if had else []
     if moved:
         said.append(f"{len(moved)} sequences moved past their table's largest id")
     return '; '.join(said) or None
+
+
+def _fence(settings: Settings) -> None:
+    """The failover's mark, written before it touches the database: a hand-off that began
+    before it finds it changed when it commits, and rolls back (its subscription and its
+    sequences with it). Whatever was running, the failover's disable wins."""
+    try:
+        update_control(settings, disabled_by=BY_FAILOVER, failover_fence=secrets.token_hex(8))
+    except (WazoHaError, OSError) as e:  # the hand-off's commit holds the lock: ended below
+        logger.error('failover: cannot record the failover in the stream\'s control record: '
+                     '%s', e)
+
+
+@contextmanager
+def _no_failover_since(settings: Settings, fence: str | None) -> Iterator[None]:
+    """Held around a hand-off's commit: no failover may come in between, and none may have
+    come since the run read its control record (fence)."""
+    with single_instance(settings.paths.lock_dir, CONTROL_LOCK, wait=10):
+        if load_control(settings).get('failover_fence') != fence:
+            raise StreamError('a failover came during the hand-off: its copy and its '
+                              'subscription are rolled back, the stream stays off while the '
+                              'slave serves')
+        yield
 
 
 def _disable_now(admin, cur) -> bool:
@@ -294,7 +329,8 @@ def _schema_differences(settings: Settings, mcur, scur) -> list[str]:
 def _hand_off(settings: Settings, master_ip: str, admin, sub, action, details: dict,
               control: dict) -> str:
     logger.info('hand-off: %s', action.reason)
-    result, slot = hand_off(settings, master_ip, admin, sub)
+    result, slot = hand_off(settings, master_ip, admin, sub, guard=lambda: _no_failover_since(
+        settings, control.get('failover_fence')))
     # what was read before the hand-off is cleared, unless the failover or a pause has
     # written something since
     update_control(settings, expect={'disabled_by': control.get('disabled_by'),
