@@ -225,6 +225,7 @@ def _read(dir_fd: int, name: str) -> str | None:
 def asterisk_lock(dir_fd: int) -> Iterator[None]:
     """Asterisk's lock of a voicemail directory (ast_lock_path, lockfile mode): a `.lock`
     hard link to a file of our own; given up after LOCK_WAIT seconds as Asterisk does."""
+    _drop_own_stale_lock(dir_fd)
     mine = f'.lock-{secrets.token_hex(4)}'
     fd = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
                  dir_fd=dir_fd)
@@ -246,6 +247,18 @@ def asterisk_lock(dir_fd: int) -> Iterator[None]:
         yield
     finally:
         os.unlink('.lock', dir_fd=dir_fd)
+
+
+def _drop_own_stale_lock(dir_fd: int) -> None:
+    """A `.lock` of ours (root's) left by a run killed while it held it would keep Asterisk
+    (not root) from ever locking the folder again: removed once older than a minute."""
+    try:
+        st = os.stat('.lock', dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if st.st_uid == os.geteuid() and stat.S_ISREG(st.st_mode) and time.time() - st.st_mtime > 60:
+        os.unlink('.lock', dir_fd=dir_fd)
+        logger.warning('failback: removed a stale .lock of an interrupted run')
 
 
 def _staged_copy(dir_fd: int, source: str) -> str:
