@@ -13,7 +13,7 @@ from . import __version__, schedule, settings as settings_module
 from .errors import LockBusyError, WazoHaError, WrongRoleError
 from .jobs import Job
 from .settings import Settings
-from .system import send_mail, setup_logging
+from .adapters.system import send_mail, setup_logging
 
 logger = logging.getLogger('wazo-ha')
 

@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from wazo_ha_common import settings as settings_module, voicemail_back
+from wazo_ha_common import settings as settings_module
+from wazo_ha_common.files import voicemail_back
 
 TXT = '[message]\norigmailbox=1001\ncallerid="{who}" <1002>\norigtime=1700000000\nmsg_id={who}\n'
 

@@ -1,7 +1,7 @@
-"""Where the slave's voicemail messages go on the master (wazo_ha_common.voicemail)."""
+"""Where the slave's voicemail messages go on the master (wazo_ha_common.decisions.voicemail)."""
 
-from wazo_ha_common.voicemail import (Folder, Message, greeting_step, identity, message_fields,
-                                      message_file, plan, relative_kind)
+from wazo_ha_common.decisions.voicemail import (Folder, Message, greeting_step, identity, message_fields,
+                                                message_file, plan, relative_kind)
 
 TXT = """;
 ; Message Information file

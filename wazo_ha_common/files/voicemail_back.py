@@ -30,10 +30,10 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from . import voicemail
-from .errors import WazoHaError
-from .settings import Settings
-from .system import read_state, write_state
+from ..decisions import voicemail
+from ..errors import WazoHaError
+from ..settings import Settings
+from ..adapters.system import read_state, write_state
 
 logger = logging.getLogger('wazo-ha')
 
