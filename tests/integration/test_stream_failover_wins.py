@@ -12,7 +12,8 @@ import pytest
 
 from datagen import installation_sql
 from replication_helpers import copied_table_names, snapshot
-from stream_helpers import configure_continuous, continuous_settings, our_slots, subscription, wait_until
+from stream_helpers import (configure_continuous, continuous_settings, our_slots, subscription,
+                            wait_until)
 
 
 @pytest.fixture
@@ -70,7 +71,8 @@ def test_a_first_hand_off_held_mid_copy_while_the_master_is_declared_down(contin
     try:
         continuous_settings(slave, check={'run_for': '6', 'tcp_ports': '5999'})
         r = slave.wazo('xivo-check-master-status', timeout=120)
-        assert r.returncode == 0 and 'taking over' in open(slave.log_file).read(), r.stdout + r.stderr
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert 'taking over' in open(slave.log_file).read()
         assert slave.services_state() == 'all'
     finally:
         holder.rollback()

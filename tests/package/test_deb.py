@@ -28,7 +28,8 @@ MODULES = ['__init__', 'cli', 'errors', 'hooks', 'jobs', 'pause', 'role', 'role_
                                       'replication', 'rsync_modules', 'schema', 'stream',
                                       'tracking', 'voicemail')] + [
            f'failover/{m}' for m in ('__init__', 'check', 'services')] + [
-           f'files/{m}' for m in ('__init__', 'failback', 'rsync_names', 'rsyncd', 'sync', 'voicemail_back')] + [
+           f'files/{m}' for m in ('__init__', 'failback', 'rsync_names', 'rsyncd', 'sync',
+                                  'voicemail_back')] + [
            f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'write')] + [
            f'stream/{m}' for m in ('__init__', 'connection', 'handoff', 'job', 'master',
                                      'publication')]

@@ -1,7 +1,8 @@
 """Where the slave's voicemail messages go on the master (wazo_ha_common.decisions.voicemail)."""
 
-from wazo_ha_common.decisions.voicemail import (Folder, Message, greeting_step, identity, message_fields,
-                                                message_file, plan, relative_kind)
+from wazo_ha_common.decisions.voicemail import (Folder, Message, greeting_step, identity,
+                                                message_fields, message_file, plan,
+                                                relative_kind)
 
 TXT = """;
 ; Message Information file
@@ -50,7 +51,7 @@ def test_the_slaves_messages_take_the_next_numbers_of_the_same_folder_in_time_or
 
 
 def test_next_free_is_one_past_the_highest_as_asterisk_numbers():
-    assert Folder(frozenset({0, 2})).next_free() == 3, 'a gap is not reused (resequenced by Asterisk)'
+    assert Folder(frozenset({0, 2})).next_free() == 3, 'a gap is not reused (Asterisk resequences)'
     assert Folder().next_free() == 0
     assert Folder(frozenset({9998})).next_free() is None
 
@@ -72,7 +73,8 @@ def test_the_record_is_per_mailbox():
 
 
 def test_a_full_folder_leaves_the_message_on_the_slave():
-    decided = plan([msg('INBOX', 0, 'a')], {'default/1001/INBOX': Folder(frozenset({9998}))}, {}, {})
+    full = {'default/1001/INBOX': Folder(frozenset({9998}))}
+    decided = plan([msg('INBOX', 0, 'a')], full, {}, {})
     assert decided.place == [] and len(decided.full) == 1
     assert 'folder full' in decided.sentence()
 

@@ -113,7 +113,7 @@ class Folder:
 class Plan:
     place: list[Placement] = field(default_factory=list)
     here: list[Message] = field(default_factory=list)      # already in the master's mailbox
-    before: list[Message] = field(default_factory=list)    # brought back earlier (maybe deleted since)
+    before: list[Message] = field(default_factory=list)    # brought back earlier (deleted since?)
     full: list[Message] = field(default_factory=list)      # no number left in the folder
 
     def known(self) -> dict[str, set[str]]:

@@ -290,7 +290,8 @@ def _copy_back(settings: Settings, target: str) -> list[str]:
     stamp = time.strftime('%Y%m%d%H%M%S')
     copied = []
     for module in failback_modules(settings):
-        if module.path == os.path.normpath(settings.sync.voicemail_dir) and module.patterns == ('',):
+        voicemail = os.path.normpath(settings.sync.voicemail_dir)
+        if module.path == voicemail and module.patterns == ('',):  # merged, message by message
             try:
                 copied += voicemail_back.bring_back(
                     settings, module.path,
@@ -335,7 +336,7 @@ def slave_serving(settings: Settings, slave_ip: str) -> str | None:
         record = fetch_record(settings, remote(settings.sync.remote_user, slave_ip))
     except SyncError as e:
         return f'cannot tell whether it serves telephony ({e})'
-    if record is not None and record.ended_at is None:
+    if failback_step(record, None) == SERVING:
         return f'it serves telephony {record.describe()} (its failback record)'
     return None
 
