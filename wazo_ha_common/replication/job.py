@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..settings import Settings
 from .compare import SchemaMismatch, copied_tables, find_changes
 from .nodes import Nodes
-from .write import Writer
+from .write import Copy, Writer
 
 logger = logging.getLogger('wazo-ha')
 
@@ -31,18 +31,10 @@ VERIFY_STATE_FILE = jobs.VERIFICATION_FILE
 DEFECT_MAIL_SUBJECT = 'Slave replication: the tracking missed a difference'
 
 
-@dataclass
-class Result:
+@dataclass(kw_only=True)
+class Result(Copy):
     slave: str
     started_at: float
-    duration: float = 0.0
-    tables_copied: list[str] = field(default_factory=list)
-    tables_unchanged: int = 0
-    tables_excluded: list[str] = field(default_factory=list)
-    sequences_set: int = 0
-    rows: int = 0
-    slave_write_seconds: float = 0.0
-    orphans: int = 0          # rows of tables not copied that lost their parent in the write
     verified: bool = False    # every copied table compared by content
     differing: list[str] = field(default_factory=list)           # (verified runs)
     missed_by_tracking: list[str] = field(default_factory=list)  # (verified runs)

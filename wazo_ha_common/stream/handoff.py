@@ -16,9 +16,8 @@ from typing import Callable, ContextManager
 
 from ..adapters.db import logical, session
 from ..replication.compare import copied_tables, find_changes
-from ..replication.job import Result
 from ..replication.nodes import Nodes
-from ..replication.write import Writer
+from ..replication.write import Copy, Writer
 from ..settings import Settings
 from . import PUBLICATION, SUBSCRIPTION, connection as access
 from ..decisions.stream import slot_name
@@ -28,27 +27,8 @@ logger = logging.getLogger('wazo-ha')
 APPLICATION = 'wazo-ha-stream'
 
 
-class _HandOffNodes(Nodes):
-    """The copy's two connections; the subscription is created just before the commit."""
-
-    subscribe = None
-    guard = None          # held around the commit: raises when a failover came first
-    replaced = False      # the transaction starts by dropping the current subscription
-
-    def commit_slave(self) -> None:
-        self.subscribe(self.scur)  # may wait for the master: before the guard is taken
-        with self.guard():
-            super().commit_slave()
-
-    def rollback_slave(self) -> None:
-        """The writer's retry rolls back: the old subscription is back, drop it again."""
-        super().rollback_slave()
-        if self.replaced:
-            logical.drop_subscription(self.scur, SUBSCRIPTION)
-
-
 def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | None,
-             guard: Callable[[], ContextManager] = contextlib.nullcontext) -> tuple[Result, str]:
+             guard: Callable[[], ContextManager] = contextlib.nullcontext) -> tuple[Copy, str]:
     """Copy and subscribe; `admin`: the slave's superuser connection (closed here).
     `guard()` is held around the commit and raises to roll the whole hand-off back (a
     failover came first). Returns the copy's figures and the new slot's name."""
@@ -66,15 +46,17 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         # the subscription's first START_REPLICATION
         session.close(replicator)
         replicator = None
-        nodes = _HandOffNodes.joined(reader, admin, master_ip)
-        nodes.subscribe = lambda cur: logical.create_subscription(cur, SUBSCRIPTION, conninfo,
-                                                                  PUBLICATION, slot)
-        nodes.guard = guard
-        result = Result(slave='this node', started_at=time.time())
+        nodes = Nodes.joined(reader, admin, master_ip)
+        # the subscription is created in the copy's transaction, just before its commit
+        nodes.before_commit = lambda cur: logical.create_subscription(
+            cur, SUBSCRIPTION, conninfo, PUBLICATION, slot)
+        nodes.commit_guard = guard
+        result = Copy()
         started = time.monotonic()
-        if subscription is not None:
+        if subscription is not None:  # the transaction starts by dropping the current one
             logical.drop_subscription(nodes.scur, SUBSCRIPTION)
-            nodes.replaced = True
+            # the writer's retry rolls back: the old subscription is back, drop it again
+            nodes.after_rollback = lambda cur: logical.drop_subscription(cur, SUBSCRIPTION)
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         changes = find_changes(nodes, tables, None)
         result.tables_unchanged = len(tables) - len(changes.tables)
