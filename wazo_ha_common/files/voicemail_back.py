@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from ..decisions import voicemail
+from ..decisions.failback import landing
 from ..errors import WazoHaError
 from ..settings import Settings
 from ..adapters.system import read_state, write_state
@@ -266,7 +267,8 @@ def _staged_copy(dir_fd: int, source: str) -> str:
     directory, its mode without set-uid, set-gid and execute bits, its time kept."""
     owner = os.fstat(dir_fd)
     st = os.stat(source, follow_symlinks=False)
-    if not stat.S_ISREG(st.st_mode):
+    landed = landing(st.st_mode, owner.st_uid, owner.st_gid)  # the failback pull's one rule
+    if not landed.keep or not stat.S_ISREG(st.st_mode):
         raise OSError(errno.EINVAL, f'{source} is not a regular file')
     name = TEMP_PREFIX + secrets.token_hex(8)
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -276,8 +278,8 @@ def _staged_copy(dir_fd: int, source: str) -> str:
             shutil.copyfileobj(src, dst)
             dst.flush()
             os.fsync(fd)
-        os.fchown(fd, owner.st_uid, owner.st_gid)
-        os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o666)
+        os.fchown(fd, landed.uid, landed.gid)
+        os.fchmod(fd, landed.mode & 0o666)  # and no execute bit: sounds and texts
         os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
     except BaseException:
         os.unlink(name, dir_fd=dir_fd)
