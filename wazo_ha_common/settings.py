@@ -404,7 +404,13 @@ TABLE = (
         '/var/spool/asterisk/monitor',
         '/var/lib/wazo/sounds/tenants',
     ]), Directories(),
-            'copied back from the slave by wazo-sync --failback (voicemail, recordings, sounds)'),
+            'copied back from the slave by wazo-sync --failback (voicemail, recordings, sounds):\n'
+            'a file missing here or newer on the slave is copied, the older one kept beside it\n'
+            '(NAME.before-failback-DATE); nothing is deleted'),
+    Setting('sync', 'voicemail_dir', '/var/spool/asterisk/voicemail', Path(),
+            "Asterisk's voicemail spool, when it is one of the failback directories: its\n"
+            'messages are merged, each into the same folder at the next free number, once;\n'
+            'its greetings follow the rule above'),
     Setting('sync', 'record_dir', '/var/lib/wazo-ha/failback-record', Path(),
             'on a slave: where it records the telephony it served (served.json); the master\'s\n'
             'key may read this directory only, and its next wazo-sync brings voicemail and\n'

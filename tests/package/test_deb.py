@@ -27,10 +27,10 @@ MODULES = ['__init__', 'cli', 'errors', 'hooks', 'jobs', 'pause', 'role', 'role_
                                         'table_copy')] + [
            f'decisions/{m}' for m in ('__init__', 'addresses', 'failback', 'health', 'pgpass',
                                       'registrations', 'replication', 'rsync_modules', 'schema',
-                                      'stream', 'tracking')] + [
+                                      'stream', 'tracking', 'voicemail')] + [
            f'failover/{m}' for m in ('__init__', 'check', 'phones', 'services')] + [
            f'files/{m}' for m in ('__init__', 'failback', 'landing', 'rsync_names', 'rsyncd',
-                                  'sync')] + [
+                                  'sync', 'voicemail_back')] + [
            f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'write')] + [
            f'stream/{m}' for m in ('__init__', 'connection', 'control', 'failover', 'handoff', 'job',
                                      'master', 'owner', 'publication', 'slots')]

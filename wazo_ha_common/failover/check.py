@@ -44,15 +44,28 @@ def boot_id() -> str:
     return (read_text('/proc/sys/kernel/random/boot_id') or '').strip()
 
 
-def load_memory(settings: Settings, master_ip: str) -> health.Memory:
-    """The probe history of the last runs about this master; a fresh one when it is missing,
-    wrong in any field (said in the log) or about another master."""
+def load_memory(settings: Settings, master_ip: str,
+                telephony_runs: Callable[[], bool] = services.running) -> health.Memory:
+    """The probe history of the last runs about this master; a fresh one when it is about
+    another master or was dropped on purpose (forget). Missing or wrong in any field (said in
+    the log), it is in doubt: while telephony runs here, this slave is taken as serving."""
     path = os.path.join(settings.paths.state_dir, CHECK.state_file)
+    data = read_state(settings.paths.state_dir, CHECK.state_file)
     try:
-        memory = health.memory_from_dict(read_state(settings.paths.state_dir, CHECK.state_file))
+        memory = health.memory_from_dict(data) if data else None
     except ValueError as e:
-        logger.warning('%s is not a valid failover memory (%s): starting afresh', path, e)
-        return health.Memory(master=master_ip)
+        logger.warning('%s is not a valid failover memory (%s)', path, e)
+        memory = None
+    if memory is None:
+        doubt = health.in_doubt(master_ip, telephony_runs())
+        if doubt.decision == health.DOWN:
+            logger.warning('no valid failover memory in %s while the telephony runs here: '
+                           'this slave keeps it until the master has answered for %g s',
+                           path, settings.check.up_after)
+        else:
+            logger.info('no failover memory in %s and the telephony is stopped: starting '
+                        'afresh', path)
+        return doubt
     fresh = health.watching(memory, master_ip)
     if fresh is not memory and memory != health.Memory():
         logger.warning('the failover memory was about the master %s, this slave now watches '
@@ -72,12 +85,12 @@ def last_decision(settings: Settings) -> str:
 
 
 def forget(settings: Settings) -> bool:
-    """Drop the failover memory (the role or the master changed); True if there was one."""
-    try:
-        os.unlink(os.path.join(settings.paths.state_dir, CHECK.state_file))
-        return True
-    except FileNotFoundError:
-        return False
+    """Drop the failover memory (the role or the master changed): an empty memory is kept in
+    its place, so that the next check starts afresh rather than in doubt. True if there was a
+    decision to drop."""
+    dropped = 'decision' in read_state(settings.paths.state_dir, CHECK.state_file)
+    write_state(settings.paths.state_dir, CHECK.state_file, {'forgotten_at': time.time()})
+    return dropped
 
 
 def save_memory(settings: Settings, memory: health.Memory, verdict: health.Verdict) -> None:
