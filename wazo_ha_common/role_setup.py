@@ -7,16 +7,16 @@ import os
 from dataclasses import dataclass, field
 
 from .failover import check, services
-from .access import pg_access, stream_access
+from .access import converge
 from . import role
-from .files import rsyncd
 from .errors import HaConfError, InputError, WazoHaError
 from .settings import Settings
 from .adapters.wazo_api import ApiError, Client
 
 logger = logging.getLogger('wazo-ha')
 
-# PJSIP AOR options that stand for chan_sip's minexpiry/maxexpiry/defaultexpiry
+# PJSIP AOR options that stand for chan_sip's minexpiry/maxexpiry/defaultexpiry (the
+# documented values: the defaults of [sip]; the settings decide)
 EXPIRY_WITH_HA = {'minimum_expiration': '180', 'maximum_expiration': '300',
                   'default_expiration': '240'}
 EXPIRY_WITHOUT_HA = {'minimum_expiration': '60', 'maximum_expiration': '3600',
@@ -32,10 +32,18 @@ class Report:
 
 # decisions (pure)
 
-def wanted_expiry(old: role.HaConfig | None, new: role.HaConfig) -> dict | None:
+def expiry_with_ha(settings: Settings) -> dict:
+    """The AOR expiry options of [sip] min_expiry/max_expiry/default_expiry."""
+    return {'minimum_expiration': str(settings.sip.min_expiry),
+            'maximum_expiration': str(settings.sip.max_expiry),
+            'default_expiration': str(settings.sip.default_expiry)}
+
+
+def wanted_expiry(old: role.HaConfig | None, new: role.HaConfig,
+                  with_ha: dict = EXPIRY_WITH_HA) -> dict | None:
     """AOR expiry options to enforce, or None to leave them as they are."""
     if new.node_type != 'disabled':
-        return EXPIRY_WITH_HA
+        return with_ha
     if old is not None and old.node_type != 'disabled':
         return EXPIRY_WITHOUT_HA
     return None
@@ -105,29 +113,14 @@ def apply(settings: Settings, new: role.HaConfig, force: bool = False,
     if client is not None:
         _put_ha(client, new, report)
 
-    master_ip = new.remote_address if new.node_type == 'slave' else None
-    stream_slave = stream_access.continuous_slave(settings, new.node_type, new.remote_address)
-    from .stream import publication  # its SQL is loaded when the role changes, not before
-    try:  # first: while closing, conf.d/wazo-ha.conf still says this was a continuous master
-        report.changes += stream_access.apply(settings, stream_slave, publication.keep_in_step,
-                                              publication.drop)
-    except (OSError, WazoHaError) as e:
-        done = ('wazo-confd has applied PUT /ha; fix the cause and run wazo-ha-config set again'
-                if report.changes else 'nothing else changed')
-        raise WazoHaError(f'PostgreSQL stream access for the slave not applied ({done}): '
-                          f'{e}') from None
-    try:
-        report.changes += pg_access.apply(settings, master_ip,
-                                          stream_access.conf_text(settings, stream_slave))
+    try:  # before ha.conf: a refusal (PostgreSQL, a missing file) leaves ha.conf as it was
+        report.changes += converge.converge_and_record(settings, new, converge.ALWAYS).changes
     except (OSError, WazoHaError) as e:
         done = ('wazo-confd has applied PUT /ha (ha.conf, sentinels, its own PostgreSQL lines); '
                 'fix the cause and run wazo-ha-config set again' if report.changes
                 else 'nothing else changed')
-        raise WazoHaError(f'PostgreSQL access for the master not applied ({done}): {e}') from None
-    try:
-        report.changes += rsyncd.apply_daemon_config(settings, new.node_type == 'slave')
-    except OSError as e:
-        raise WazoHaError(f'file sync access for the master not applied: {e}') from None
+        raise WazoHaError(f'node access (PostgreSQL, rsync daemon) not applied ({done}): '
+                          f'{e}') from None
 
     if old != new:
         role.save(settings.paths.ha_conf, new)
@@ -182,7 +175,7 @@ def _put_ha(client: Client, new: role.HaConfig, report: Report) -> None:
 
 
 def _apply_remote(settings: Settings, old, new, report: Report, client: Client | None) -> None:
-    expiry = wanted_expiry(old, new)
+    expiry = wanted_expiry(old, new, expiry_with_ha(settings))
     backup = wanted_backup_registrar(old, new)
     if expiry is None and backup is None:
         return

@@ -299,9 +299,9 @@ TABLE = (
             "on the master: libpq password file holding the replication role's password\n"
             '(written by wazo-sync -i, mode 0600)'),
     Setting('database', 'admin_psql', 'runuser -u postgres -- psql', Command(empty=True),
-            "on a slave: how wazo-ha-config runs psql as PostgreSQL's superuser on this node\n"
-            '(to create, grant and drop the replication role); empty: the role is left to\n'
-            'the administrator'),
+            "how wazo-ha-config runs psql as PostgreSQL's superuser on this node (to create,\n"
+            'grant and drop the replication and stream roles, and to find what converge must\n'
+            'take away); empty: the roles are left to the administrator'),
     Setting('database', 'connect_timeout', '10', Number(1, 600, integer=True),
             'seconds to wait for a PostgreSQL connection'),
     Setting('database', 'excluded_tables', EXCLUDED_TABLES, Words(),
@@ -373,6 +373,14 @@ TABLE = (
     Setting('check', 'failback_drain', '0', Number(0, 3600),
             "on failback, wait up to this many seconds for the slave's calls to end before\n"
             "stopping its telephony (asterisk -rx 'core show channels count'); 0: stop at once"),
+    Setting('check', 'failback_phones', 'true', Bool(),
+            "on failback, before stopping its telephony, the slave waits until the phones\n"
+            "registered on it have gone back to the master (asterisk -rx 'pjsip show contacts'\n"
+            'counts none), at most [sip] max_expiry + failback_phones_margin seconds: a phone\n'
+            'still registered on the slave when it stops cannot be called until it registers on\n'
+            'the master again. false: stop at once (the documented behaviour)'),
+    Setting('check', 'failback_phones_margin', '60', Number(0, 3600),
+            'seconds added to [sip] max_expiry to bound that wait'),
 
     Setting('sync', 'ssh_key', '/root/.ssh/xivo_id_rsa', Path(),
             'SSH key made by wazo-sync -i and used by wazo-sync'),
@@ -396,23 +404,42 @@ TABLE = (
         '/var/spool/asterisk/monitor',
         '/var/lib/wazo/sounds/tenants',
     ]), Directories(),
-            'copied back from the slave by wazo-sync --failback (voicemail, recordings, sounds)'),
+            'copied back from the slave by wazo-sync --failback (voicemail, recordings, sounds):\n'
+            'a file missing here or newer on the slave is copied, the older one kept beside it\n'
+            '(NAME.before-failback-DATE); nothing is deleted'),
+    Setting('sync', 'voicemail_dir', '/var/spool/asterisk/voicemail', Path(),
+            "Asterisk's voicemail spool, when it is one of the failback directories: its\n"
+            'messages are merged, each into the same folder at the next free number, once;\n'
+            'its greetings follow the rule above'),
     Setting('sync', 'record_dir', '/var/lib/wazo-ha/failback-record', Path(),
             'on a slave: where it records the telephony it served (served.json); the master\'s\n'
             'key may read this directory only, and its next wazo-sync brings voicemail and\n'
             'recordings back first, once per failover'),
     Setting('sync', 'rsyncd_conf', '/etc/wazo-ha/rsyncd.conf', Path(),
             "on a slave: the rsync daemon configuration the master's key is bound to (written\n"
-            'by wazo-ha-config and the master check from the three settings above; the same path on\n'
-            'both nodes)'),
+            'by the converge of wazo-ha-config and the master check from the three settings\n'
+            'above; the same path on both nodes)'),
     Setting('sync', 'connect_timeout', '10', Number(1, 600, integer=True),
             'seconds to wait for the SSH connection, and for a whole rsync run'),
     Setting('sync', 'timeout', '3600', Number(1, 86400, integer=True), ''),
     Setting('sync', 'ssh_port', '22', PORT, ''),
+    Setting('sync', 'pair_command', '/usr/sbin/wazo-ha-config pair-receive', Command(),
+            "what wazo-sync -i runs on the slave, as root in the SSH session it opens, to pair\n"
+            "the database: the slave's converge, then the role's password (the protocol on\n"
+            'its standard input: man wazo-ha-config)'),
 
     Setting('mail', 'recipient', 'root@localhost', Text(forbidden=' ,;<>"\'\\'),
             'failures of the cron jobs are mailed here'),
     Setting('mail', 'sendmail', '/usr/sbin/sendmail', Path(), ''),
+
+    Setting('sip', 'min_expiry', '180', Number(1, 86400, integer=True),
+            'SIP registration expiry bounds wazo-ha-config sets while HA is on (seconds; the\n'
+            "PJSIP AOR options minimum_expiration, maximum_expiration, default_expiration of each\n"
+            "tenant's global SIP template). A phone finds a dead master only at its next\n"
+            'registration: lower values bring calls back sooner after a failover, for more\n'
+            'registrations per second (phones / granted expiry); see docs/benchmarks.md'),
+    Setting('sip', 'max_expiry', '300', Number(1, 86400, integer=True), ''),
+    Setting('sip', 'default_expiry', '240', Number(1, 86400, integer=True), ''),
 
     Setting('wazo_api', 'enabled', 'true', Bool(),
             'false on a node without the Wazo APIs: SIP expiry and backup registrar are then\n'
@@ -437,8 +464,8 @@ def _section_class(section: str) -> type:
                           frozen=True)
 
 
-Paths, Database, Check, Sync, Mail, WazoApi = (_section_class(s) for s in SECTIONS)
-_CLASSES = dict(zip(SECTIONS, (Paths, Database, Check, Sync, Mail, WazoApi)))
+Paths, Database, Check, Sync, Mail, Sip, WazoApi = (_section_class(s) for s in SECTIONS)
+_CLASSES = dict(zip(SECTIONS, (Paths, Database, Check, Sync, Mail, Sip, WazoApi)))
 
 
 @dataclass(frozen=True)
@@ -448,6 +475,7 @@ class Settings:
     check: Check
     sync: Sync
     mail: Mail
+    sip: Sip
     wazo_api: WazoApi
     files: tuple[str, ...] = field(default=())
 
@@ -492,6 +520,11 @@ def load(path: str | None = None) -> Settings:
         except ValueError as e:
             raise SettingsError(f'{where}: [{s.section}] {s.key}: bad value {_short(raw)!r}: '
                                 f'{e}') from None
+    sip = typed['sip']
+    if not sip['min_expiry'] <= sip['default_expiry'] <= sip['max_expiry']:
+        raise SettingsError(f'[sip] min_expiry {sip["min_expiry"]}, default_expiry '
+                            f'{sip["default_expiry"]}, max_expiry {sip["max_expiry"]}: must be '
+                            'in that order (min <= default <= max)')
     return Settings(**{section: _CLASSES[section](**typed[section]) for section in SECTIONS},
                     files=tuple(files))
 

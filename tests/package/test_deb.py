@@ -20,16 +20,17 @@ OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/log/wazo-ha.log', '/etc/cron.
 
 MODULES = ['__init__', 'cli', 'errors', 'hooks', 'jobs', 'pause', 'role', 'role_setup',
            'schedule', 'settings', 'status'] + [
-           f'access/{m}' for m in ('__init__', 'pg_access', 'stream_access')] + [
+           f'access/{m}' for m in ('__init__', 'converge', 'pairing', 'pg_access', 'pg_files',
+                                       'stream_access')] + [
            f'adapters/{m}' for m in ('__init__', 'network', 'probes', 'system', 'wazo_api')] + [
            f'adapters/db/{m}' for m in ('__init__', 'catalog', 'logical', 'publishing', 'session',
                                         'table_copy')] + [
            f'decisions/{m}' for m in ('__init__', 'addresses', 'failback', 'health', 'pgpass',
-                                      'replication', 'rsync_modules', 'schema', 'stream',
-                                      'tracking')] + [
-           f'failover/{m}' for m in ('__init__', 'check', 'services')] + [
+                                      'registrations', 'replication', 'rsync_modules', 'schema',
+                                      'stream', 'tracking', 'voicemail')] + [
+           f'failover/{m}' for m in ('__init__', 'check', 'phones', 'services')] + [
            f'files/{m}' for m in ('__init__', 'failback', 'landing', 'rsync_names', 'rsyncd',
-                                  'sync')] + [
+                                  'sync', 'voicemail_back')] + [
            f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'write')] + [
            f'stream/{m}' for m in ('__init__', 'connection', 'control', 'failover', 'handoff', 'job',
                                      'master', 'owner', 'publication', 'slots')]
@@ -150,6 +151,7 @@ def test_install_run_help_and_purge(deb):
             cron = f.read()
         assert '0 * * * * root test -e /var/lib/wazo/is-primary && /usr/sbin/xivo-master-slave-db-replication' in cron
         assert '* * * * * root test -e /var/lib/wazo/is-secondary && /usr/sbin/xivo-check-master-status' in cron
+        assert '* * * * * root /usr/sbin/wazo-ha-config converge >/dev/null' in cron
         # a run leaves a log and state behind; purge must remove them too
         status = sh('/usr/sbin/wazo-ha-status')
         assert status.returncode in (1, 2)

@@ -14,18 +14,15 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Callable
 
-from . import failback, landing, rsyncd
-from ..access import pg_access, stream_access
+from . import failback, landing, rsyncd, voicemail_back
 from .. import role
 from ..decisions import rsync_modules
 from ..decisions.failback import BRING_BACK, SERVING, Episode, plan as failback_step
 from ..errors import WazoHaError
 from ..jobs import SYNC, LastRun, save_last_run
 from ..settings import Settings
-from ..adapters.network import source_address
-from ..adapters.system import describe, read_text, run, single_instance, tail
+from ..adapters.system import describe, run, single_instance, tail
 
 logger = logging.getLogger('wazo-ha')
 
@@ -109,73 +106,7 @@ def host_key_fingerprints(settings: Settings, ip: str) -> list[str]:
     return [line for line in shown.stdout.splitlines() if line.strip()]
 
 
-def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
-    """wazo-sync -i: make the key if needed, authorise it on the slave, check it works.
-
-    Returns what was done; `tell` shows what the user needs before ssh asks for the slave's
-    password: the slave's host key fingerprints, then which password is asked."""
-    slave = role.resolve_peer(settings, None, 'master', 'file synchronisation')
-    key = settings.sync.ssh_key
-    report = []
-    with single_instance(settings.paths.lock_dir, SYNC.name):
-        if os.path.exists(key):
-            report.append(f'using the existing key {key}')
-        else:
-            os.makedirs(os.path.dirname(key), mode=0o700, exist_ok=True)
-            run(['ssh-keygen', '-q', '-t', 'rsa', '-b', '4096', '-N', '', '-C', KEY_COMMENT,
-                 '-f', key], timeout=120)
-            report.append(f'created the key {key}')
-        os.chmod(key, 0o600)
-        os.chown(key, 0, 0)
-        public = read_text(key + '.pub')
-        if not public:
-            raise SyncError(f'{key}.pub is missing: remove {key} and run wazo-sync -i again')
-        line = restricted_line(public, source_address(slave), settings.sync.rsyncd_conf)
-        target = remote(settings.sync.remote_user, slave)
-        pairing = pg_access.prepare_pairing(settings, slave)  # the database, same session
-        stream = stream_access.prepare_pairing(settings)  # continuous mode: the stream role
-        d = settings.database
-        stream_script = stream.remote_script(source_address(slave), d.remote_port, d.name,
-                                             d.stream_user) if stream else None
-        tell(f'The SSH host key of the slave {slave} (compare it with `ssh-keygen -lf '
-             f'/etc/ssh/ssh_host_*_key.pub` on the slave before typing a password):')
-        for fingerprint in host_key_fingerprints(settings, slave):
-            tell(f'  {fingerprint}')
-        tell(f"Authorising {key} on {target}: enter {settings.sync.remote_user}'s password "
-             'on the slave when asked.')
-        # stdin: the key's line, the stream password's line (never in a command line), SQL
-        result = run(['ssh', *ssh_options(settings, batch=False), target,
-                      pairing.remote_command(AUTHORIZE_SCRIPT, settings.database.name,
-                                             stream_script)],
-                     input=line + '\n' + (stream.input if stream else '') + pairing.input,
-                     timeout=120, check=False)
-        if stream and result.returncode == pg_access.STREAM_STORE_FAILED:
-            raise pg_access.PairingError(
-                'the key is authorised on the slave, but the stream role\'s password could not '
-                f'be stored there: {tail(result.stderr, 2) or "no output"}')
-        paired = pg_access.finish_pairing(settings, pairing, result)
-        if result.returncode != 0:
-            raise SyncError(f'could not authorise the key on {target} (ssh exit status '
-                            f'{result.returncode}): {tail(result.stderr) or "no output"}')
-        answer = result.stdout.strip().split()
-        if answer[:1] == ['already']:
-            report.append('the key was already authorised on the slave')
-        else:
-            replaced = int(answer[1]) if len(answer) > 1 and answer[1].isdigit() else 0
-            report.append(f'authorised the key on {target}: rsync daemon only, from '
-                          f'{line.split(chr(34))[1]}' + (f' (replaced {replaced} earlier line(s) '
-                                                         'holding the same key)' if replaced else ''))
-        _check_key(settings, target)
-        report.append('checked: the key can write the synced directories on the slave')
-        report += paired + [pg_access.check_pairing(settings, slave)]
-        if stream:
-            report.append(stream_access.pairing_sentence(settings, stream))
-    for line in report:
-        logger.info('wazo-sync -i: %s', line)
-    return report
-
-
-def _check_key(settings: Settings, target: str) -> None:
+def check_key(settings: Settings, target: str) -> None:
     """A dry-run upload of nothing into the first write module: key, sshd and daemon work."""
     first = next(m for m in rsyncd.daemon_modules(settings) if m.write)
     empty = tempfile.mkdtemp(prefix='wazo-sync-check-')
@@ -297,6 +228,15 @@ def _copy_back(settings: Settings, target: str) -> list[str]:
     stamp = time.strftime('%Y%m%d%H%M%S')
     copied = []
     for module in failback_modules(settings):
+        voicemail = os.path.normpath(settings.sync.voicemail_dir)
+        if module.path == voicemail and module.patterns == ('',):  # merged, message by message
+            try:
+                copied += voicemail_back.bring_back(
+                    settings, module.path,
+                    lambda staging, m=module: _stage(settings, target, m, staging))
+            except (OSError, voicemail_back.VoicemailError) as e:
+                raise SyncError(f'bringing voicemail back into {module.path}: {e}') from None
+            continue
         os.makedirs(module.path, exist_ok=True)
         argv = ['rsync', *PULL_OPTIONS, '--update', '--backup',
                 f'--suffix=.before-failback-{stamp}', f'--out-format={COPIED}%n',
@@ -316,6 +256,34 @@ def _copy_back(settings: Settings, target: str) -> list[str]:
         copied += [os.path.join(module.path, n) for n in names
                    if n and not n.endswith('/')]
     return copied
+
+
+def _stage(settings: Settings, target: str, module: rsync_modules.Module, staging: str) -> None:
+    """The slave's module copied into the private staging directory: regular files and
+    directories only (no links, devices, owners), set-uid/set-gid bits dropped, times kept;
+    never Asterisk's lock files nor its recordings in progress."""
+    argv = ['rsync', '-rtp', '--chmod=ug-s', '--exclude=.lock*', '--exclude=/*/*/tmp/',
+            '-e', rsync_shell(settings), f'{target}::{module.name}/', f'{staging}/']
+    result = run(argv, timeout=settings.sync.timeout, check=False)
+    if result.returncode != 0:
+        raise SyncError(f'copying {module.path} back from {target} failed: rsync exit '
+                        f'status {result.returncode}: {tail(result.stderr, 2)}')
+
+
+def slave_serving(settings: Settings, slave_ip: str) -> str | None:
+    """Why the master's database copy must leave the slave alone now: it serves telephony
+    (its failback record has an open episode), or its record cannot be read; None when it
+    is on standby."""
+    if not os.path.exists(settings.sync.ssh_key):
+        return (f'cannot tell whether it serves telephony (no key {settings.sync.ssh_key} to '
+                'read its failback record: run wazo-sync -i)')
+    try:
+        record = fetch_record(settings, remote(settings.sync.remote_user, slave_ip))
+    except SyncError as e:
+        return f'cannot tell whether it serves telephony ({e})'
+    if failback_step(record, None) == SERVING:
+        return f'it serves telephony {record.describe()} (its failback record)'
+    return None
 
 
 def fetch_record(settings: Settings, target: str) -> Episode | None:
