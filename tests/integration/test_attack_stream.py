@@ -353,3 +353,23 @@ def test_a_node_that_stops_streaming_leaves_the_owner_role_no_login_nor_password
         stream_ok(slave)
         assert slave.psql("SELECT count(*) FROM pg_subscription") == '0'
     assert owner_login(slave) == 'f|f'
+
+
+def test_a_run_fails_clearly_when_pg_hba_lacks_the_owners_line(streaming):
+    """An upgraded slave whose pg_hba.conf an older version wrote (no line for the owner
+    role): the run says what to run, and still gives nothing away."""
+    master, slave = streaming
+    hba = os.path.join(slave.pgdata, 'pg_hba.conf')
+    with open(hba) as f:
+        text = f.read()
+    line = f'local all {OWNER} scram-sha-256'
+    assert line in text.splitlines()
+    with open(hba, 'w') as f:
+        f.write(text.replace(line + '\n', ''))
+
+    r = stream(slave)
+
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f'has no line "{line}"' in r.stderr, r.stderr
+    assert 'wazo-ha-config set --node-type slave' in r.stderr
+    assert owner_login(slave) == 't|f'
