@@ -139,8 +139,10 @@ def test_install_run_help_and_purge(deb):
                 os.path.exists(f'/usr/share/man/man1/{os.path.basename(command)}.1.gz')
         with open('/etc/cron.d/wazo-ha') as f:
             cron = f.read()
-        assert '0 * * * * root test -e /var/lib/wazo/is-primary && /usr/sbin/xivo-master-slave-db-replication' in cron
-        assert '* * * * * root test -e /var/lib/wazo/is-secondary && /usr/sbin/xivo-check-master-status' in cron
+        assert ('0 * * * * root if test -x /usr/sbin/wazo-ha-config && test -e /var/lib/wazo/is-primary; '
+                'then /usr/sbin/xivo-master-slave-db-replication') in cron
+        assert ('* * * * * root if test -x /usr/sbin/wazo-ha-config && test -e /var/lib/wazo/is-secondary; '
+                'then /usr/sbin/xivo-check-master-status') in cron
         # a run leaves a log and state behind; purge must remove them too
         status = sh('/usr/sbin/wazo-ha-status')
         assert status.returncode in (1, 2)
