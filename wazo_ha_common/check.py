@@ -108,6 +108,9 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep) -> str:
 
 def _keep_daemon_config(settings: Settings) -> None:
     """The rsync daemon configuration follows the settings (what the master's key may do)."""
+    if not settings.sound('sync'):  # a mistake in [sync]: keep what the daemon has
+        logger.warning('the rsync daemon configuration is left as it is: [sync] has a mistake')
+        return
     try:
         for change in sync.apply_daemon_config(settings, slave=True):
             logger.info('changed: %s', change)

@@ -435,6 +435,16 @@ _CLASSES = dict(zip(SECTIONS, (Paths, Database, Check, Sync, Mail, WazoApi)))
 
 
 @dataclass(frozen=True)
+class Problem:
+    """A mistake in a settings file: the file, the section and key it is about (None: the
+    whole file), and the one-line error naming them."""
+    file: str
+    section: str | None
+    key: str | None
+    text: str
+
+
+@dataclass(frozen=True)
 class Settings:
     paths: Paths
     database: Database
@@ -443,19 +453,39 @@ class Settings:
     mail: Mail
     wazo_api: WazoApi
     files: tuple[str, ...] = field(default=())
+    problems: tuple[Problem, ...] = field(default=())   # tolerated by load(strict=...)
+
+    def sound(self, section: str) -> bool:
+        """No tolerated problem touches this section (its values are the files' own)."""
+        return not any(p.section in (section, None) for p in self.problems)
 
 
 def config_file_from_env() -> str:
     return os.environ.get(ENV_VAR) or DEFAULT_CONFIG_FILE
 
 
-def load(path: str | None = None) -> Settings:
-    """Read the main file (default: $WAZO_HA_CONFIG or /etc/wazo-ha/config.ini) and its conf.d."""
+def load(path: str | None = None, strict: tuple[str, ...] | None = None) -> Settings:
+    """Read the main file (default: $WAZO_HA_CONFIG or /etc/wazo-ha/config.ini) and its conf.d.
+
+    SettingsError on the first problem; with `strict`, only on a problem in those sections
+    (or a file that cannot be read, unless `strict` is empty: wazo-ha-config check lists
+    everything): a bad value elsewhere gives that key its default, an unknown key or section
+    is left out, and each is kept in Settings.problems."""
+    settings, problems = read(path)
+    for problem in problems:
+        if strict is None or problem.section in strict or (problem.section is None and strict):
+            raise SettingsError(problem.text)
+    return settings
+
+
+def read(path: str | None = None) -> tuple[Settings, tuple[Problem, ...]]:
+    """Every problem of the files, and the settings with defaults where a value is bad."""
     main = path or config_file_from_env()
     if not os.path.isfile(main):
         raise SettingsError(f'{main}: settings file not found')
     extra = sorted(glob.glob(os.path.join(os.path.dirname(main), 'conf.d', '*.ini')))
     files = [main] + extra
+    problems: list[Problem] = []
     values = {(s.section, s.key): (s.default, 'built-in default') for s in TABLE}
     for name in files:
         single = configparser.ConfigParser(interpolation=None)
@@ -463,13 +493,18 @@ def load(path: str | None = None) -> Settings:
             with open(name, encoding='utf-8') as f:
                 single.read_file(f, source=name)
         except (OSError, UnicodeDecodeError, configparser.Error, RecursionError) as e:
-            raise SettingsError(f'{name}: cannot be read: {_short(e)}') from None
+            problems.append(Problem(name, None, None, f'{name}: cannot be read: {_short(e)}'))
+            continue
         for section in single.sections():
             if section not in DEFAULTS:
-                raise SettingsError(f'{name}: unknown section [{_short(section)}]')
+                problems.append(Problem(name, _short(section), None,
+                                        f'{name}: unknown section [{_short(section)}]'))
+                continue
             for key, value in single.items(section, raw=True):
                 if key not in DEFAULTS[section]:
-                    raise SettingsError(f'{name}: [{section}] {_short(key)}: unknown key')
+                    problems.append(Problem(name, section, _short(key),
+                                            f'{name}: [{section}] {_short(key)}: unknown key'))
+                    continue
                 values[(section, key)] = (value, name)
     typed: dict[str, dict] = {section: {} for section in SECTIONS}
     for s in TABLE:
@@ -478,10 +513,13 @@ def load(path: str | None = None) -> Settings:
         try:
             typed[s.section][s.key] = s.kind.parse(raw)
         except ValueError as e:
-            raise SettingsError(f'{where}: [{s.section}] {s.key}: bad value {_short(raw)!r}: '
-                                f'{e}') from None
-    return Settings(**{section: _CLASSES[section](**typed[section]) for section in SECTIONS},
-                    files=tuple(files))
+            problems.append(Problem(where, s.section, s.key,
+                                    f'{where}: [{s.section}] {s.key}: bad value {_short(raw)!r}: '
+                                    f'{e}'))
+            typed[s.section][s.key] = s.kind.parse(s.default.strip())
+    settings = Settings(**{section: _CLASSES[section](**typed[section]) for section in SECTIONS},
+                        files=tuple(files), problems=tuple(problems))
+    return settings, tuple(problems)
 
 
 def _short(value, limit: int = 80) -> str:

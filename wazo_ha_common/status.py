@@ -33,18 +33,20 @@ class Facts:
     mode: str = 'hourly'            # [database] mode
     stream: jobs.LastRun | None = None               # continuous slave: last wazo-ha-stream run
     error: str = ''
+    settings_problems: list = field(default_factory=list)  # mistakes in the settings files
 
 
 def gather(settings: Settings) -> Facts:
     """Read the state files and probe the peer once (side effects live here)."""
+    problems = [p.text for p in settings.problems]
     try:
         config = role.load(settings.paths.ha_conf)
     except HaConfError as e:
         what = 'not configured' if not os.path.exists(settings.paths.ha_conf) else 'corrupt'
-        return Facts(role=what, error=str(e))
+        return Facts(role=what, error=str(e), settings_problems=problems)
     facts = Facts(role=config.node_type, peer=config.remote_address,
                   paused=schedule.paused_since(settings.paths.state_dir),
-                  mode=settings.database.mode)
+                  mode=settings.database.mode, settings_problems=problems)
     if config.node_type == 'disabled':
         return facts
     facts.peer_reachable = probes.ping(config.remote_address, settings.check.probe_timeout)
@@ -66,6 +68,9 @@ def gather(settings: Settings) -> Facts:
 def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
     """Warnings and the worst level, from the facts alone."""
     out: list[tuple[int, str]] = []
+    for problem in facts.settings_problems:
+        out.append((CRITICAL, f'settings: {problem} (the key keeps its default; commands that '
+                              'use it refuse to run: wazo-ha-config check)'))
     if facts.paused and facts.role in ('master', 'slave'):
         out.append((WARNING, f'the HA cron jobs are paused since {facts.paused}: no replication, '
                              'file sync or failover until wazo-ha-config resume'))
