@@ -277,6 +277,14 @@ TABLE = (
     Setting('paths', 'lock_dir', '/run/lock/wazo-ha', Path(),
             'one lock file per command, in a directory only root may enter (made 0700 if missing)'),
     Setting('paths', 'log_file', '/var/log/wazo-ha.log', Path(), ''),
+    Setting('paths', 'monitoring_dir', '/var/lib/wazo-ha-monitoring', Path(),
+            'where root writes the summary of wazo-ha-status (status.json, no secrets) for\n'
+            'monitoring agents that do not run as root: made by the package root:wazo-ha-monitor,\n'
+            'mode 2750; add the agent\'s user to the group wazo-ha-monitor'),
+    Setting('paths', 'prometheus_textfile', '/var/lib/prometheus/node-exporter/wazo_ha.prom',
+            Path(),
+            "the same figures for Prometheus's node exporter (textfile collector), written when\n"
+            'this directory exists (Debian\'s prometheus-node-exporter reads this one)'),
     Setting('paths', 'postgresql_conf_dir', '/etc/postgresql/15/main', Path(),
             "directory holding pg_hba.conf and conf.d/ of this node's PostgreSQL cluster"),
 

@@ -13,12 +13,12 @@ from wazo_ha_common import __version__
 COMMANDS = ['/usr/sbin/xivo-master-slave-db-replication', '/usr/sbin/xivo-manage-slave-services',
             '/usr/sbin/xivo-check-master-status', '/usr/bin/wazo-sync', '/usr/sbin/wazo-ha-config',
             '/usr/sbin/wazo-ha-status', '/usr/sbin/wazo-ha-stream']
-OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/log/wazo-ha.log', '/etc/cron.d/wazo-ha',
+OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/lib/wazo-ha-monitoring', '/var/log/wazo-ha.log', '/etc/cron.d/wazo-ha',
          '/etc/wazo-auth-keys/conf.d/wazo-ha.yml',
          '/etc/logrotate.d/wazo-ha']
 
 
-MODULES = ['__init__', 'check', 'cli', 'db', 'diagnosis', 'errors', 'failback', 'health', 'jobs', 'pause', 'pg_access',
+MODULES = ['__init__', 'check', 'cli', 'db', 'diagnosis', 'errors', 'failback', 'health', 'jobs', 'monitoring', 'pause', 'pg_access',
            'publication', 'stream_access',
            'probes', 'role', 'role_setup', 'rsync_modules', 'rsync_names', 'schedule', 'services',
            'settings', 'status', 'sync', 'system', 'tracking', 'wazo_api'] + [
