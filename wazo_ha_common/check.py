@@ -90,7 +90,7 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep) -> str:
                 logger.warning('decision: master %s: %s', verdict.decision, verdict.sentence)
             if not role.is_secondary(settings.paths.sentinel_dir):
                 return 'this node stopped being a secondary during the run: nothing done'
-            outcome = _converge(settings, verdict, force=not converged)
+            outcome = _converge(settings, verdict, force=not converged, memory=memory)
             converged = True
             action = f' -> {outcome.sentence()}' if outcome and outcome.done else ''
             sentence = f'master {master_ip} {verdict.decision}: {verdict.sentence}{action}'
@@ -118,25 +118,70 @@ def _keep_daemon_config(settings: Settings) -> None:
         logger.error('cannot write the rsync daemon configuration: %s', e)
 
 
-def _converge(settings: Settings, verdict: health.Verdict,
-              force: bool) -> services.Outcome | None:
+def _converge(settings: Settings, verdict: health.Verdict, force: bool,
+              memory: health.Memory | None = None) -> services.Outcome | None:
     """Bring the services to the decided state on a change, and once per run anyway; keep
-    the failback record (what the master's next wazo-sync reads) in step."""
+    the failback record (what the master's next wazo-sync reads) in step. Root is mailed
+    once per transition: the record opens or closes an episode once."""
     if verdict.decision == health.UNKNOWN or not (verdict.changed or force):
         return None
     if verdict.decision == health.DOWN:
         stream_job.before_serving(settings)  # the slave's own writes from now on
         outcome = services.start(settings)
         change = failback.serving(settings)
+        if change and not outcome.critical_failed:
+            _announce_failover(settings, memory)
     else:
         limit = settings.check.failback_drain
         if limit and services.running():  # telephony up: calls may be up too
             logger.info('%s', services.drain(limit).sentence(limit))
         outcome = services.stop(settings)
         change = None if outcome.critical_failed else failback.gave_back(settings)
+        if change:
+            _announce_failback(settings)
     if change:
         logger.info('%s', change)
     return outcome
+
+
+def _wall(monotonic_time: float | None) -> float | None:
+    """A CLOCK_MONOTONIC time of this boot as a wall-clock time."""
+    if monotonic_time is None:
+        return None
+    return time.time() - (time.monotonic() - monotonic_time)
+
+
+def _stamp(ts: float | None) -> str:
+    return time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(ts)) if ts else 'an unknown time'
+
+
+def _announce_failover(settings: Settings, memory: health.Memory | None) -> None:
+    host = socket.gethostname()
+    episode = failback.parse_record(failback.record_path(settings))
+    since = episode.started_at if episode else time.time()
+    master = memory.master if memory else ''
+    silent = _wall(memory.last_answer) if memory else None
+    sentence = (f'slave {host} serves telephony since {_stamp(since)}: master {master} silent '
+                f'since {_stamp(silent)}')
+    send_mail(settings.mail.sendmail, settings.mail.recipient, f'Failover: {sentence}',
+              f'{sentence}.\n\nThe slave took telephony over by itself '
+              f'({CHECK.name}). It gives it back once the master answers again for '
+              f'{settings.check.up_after:g} s; the master\'s next wazo-sync then brings the '
+              'voicemail and recordings left on the slave back.\n'
+              f'wazo-ha-status shows the state; see {settings.paths.log_file}.\n')
+
+
+def _announce_failback(settings: Settings) -> None:
+    host = socket.gethostname()
+    episode = failback.parse_record(failback.record_path(settings))
+    served = f' (it served {episode.describe()})' if episode and episode.ended_at else ''
+    config = role.load(settings.paths.ha_conf)
+    sentence = (f'slave {host} gave telephony back to the master {config.remote_address} at '
+                f'{_stamp(episode.ended_at if episode else time.time())}{served}')
+    send_mail(settings.mail.sendmail, settings.mail.recipient, f'Failback: {sentence}',
+              f'{sentence}.\n\nThe master\'s next wazo-sync (hourly) brings the voicemail and '
+              'recordings left on the slave back first, and mails root when done.\n'
+              f'See {settings.paths.log_file}.\n')
 
 
 class ConvergeError(WazoHaError):

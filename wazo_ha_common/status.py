@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import jobs, probes, role, schedule, services
+from . import failback, jobs, probes, role, schedule, services
 from .errors import HaConfError
 from .settings import Settings
 from .system import read_state
@@ -34,6 +34,7 @@ class Facts:
     stream: jobs.LastRun | None = None               # continuous slave: last wazo-ha-stream run
     error: str = ''
     settings_problems: list = field(default_factory=list)  # mistakes in the settings files
+    peer_record: dict = field(default_factory=dict)  # master: the slave's record (failback)
 
 
 def gather(settings: Settings) -> Facts:
@@ -62,6 +63,7 @@ def gather(settings: Settings) -> Facts:
         facts.verification = read_state(settings.paths.state_dir, jobs.VERIFICATION_FILE)
         facts.sync = jobs.load_last_run(settings.paths.state_dir, jobs.SYNC)
         facts.sync_key = os.path.exists(settings.sync.ssh_key)
+        facts.peer_record = failback.slave_view(settings)
     return facts
 
 
@@ -95,6 +97,9 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
             out.append((WARNING, f'last file sync failed: {facts.sync.sentence}'))
         if facts.peer_reachable is False:
             out.append((WARNING, f'the slave {facts.peer} does not answer ping'))
+        if facts.peer_record.get('serving'):
+            out.append((WARNING, f'the slave {facts.peer} served telephony at the last wazo-sync '
+                                 f"({facts.peer_record.get('episode')})"))
     elif facts.role == 'slave':
         decision = facts.decision.get('decision', 'unknown')
         running = facts.services.get('state') == services.STARTED
@@ -185,8 +190,26 @@ def render(facts: Facts, level: int, warnings: list[str]) -> str:
         lines.append(_verification(facts.verification))
         sy = facts.sync
         lines.append(f'last sync: {_when(sy.finished_at)} {sy.result}' if sy else 'last sync: never')
+        lines.append(_slave_line(facts.peer_record))
     lines += warnings
     return '\n'.join(lines)
+
+
+def _slave_line(view: dict) -> str:
+    """The slave's telephony as its record said at the last wazo-sync."""
+    if not view:
+        return 'slave telephony: unknown (wazo-sync has not read the slave\'s record yet)'
+    as_of = f" (its record, read by wazo-sync at {_when(view.get('read_at'))})"
+    if view.get('decision') == 'none':
+        return 'slave telephony: never served, slave decision: master up' + as_of
+    if view.get('serving'):
+        return (f"slave telephony: SERVING {view.get('episode')}, slave decision: master down"
+                + as_of)
+    back = (f"voicemail and recordings brought back at {_when(view.get('brought_back_at'))} "
+            f"({view.get('files')} files)" if view.get('brought_back') else
+            'voicemail and recordings not brought back yet (the next wazo-sync does it)')
+    return (f"slave telephony: stopped, slave decision: master up; it served "
+            f"{view.get('episode')}; {back}" + as_of)
 
 
 def _stream_lines(run: jobs.LastRun | None) -> list[str]:

@@ -23,7 +23,7 @@ from . import failback, pg_access, role, rsync_modules, rsync_names, stream_acce
 from .errors import WazoHaError
 from .jobs import SYNC, LastRun, save_last_run
 from .settings import Settings
-from .system import describe, read_text, run, single_instance, tail, write_atomic
+from .system import describe, read_text, run, send_mail, single_instance, tail, write_atomic
 
 logger = logging.getLogger('wazo-ha')
 
@@ -238,6 +238,7 @@ def push(settings: Settings, dry_run: bool = False) -> str:
         except SyncError as e:
             _save_state(settings, 'failed', str(e))
             raise
+        failback.remember_slave_record(settings, record)   # for the master's wazo-ha-status
         step = failback.plan(record, failback.last_brought_back(settings))
         if step == failback.SERVING:
             sentence = (f'the slave {config.remote_address} serves telephony {record.describe()}: '
@@ -263,6 +264,7 @@ def push(settings: Settings, dry_run: bool = False) -> str:
                       f'slave, which served telephony {record.describe()}; then ')
             logger.info('failback episode %s: %d files copied back from %s: %s', record.episode,
                         len(copied), target, ', '.join(copied[:20]) or 'none')
+            _announce_brought_back(settings, config.remote_address, record, len(copied))
         changes, failures = [], []
         for module, sources in plan:
             argv = ['rsync', *rsync_modules.TRANSFER_OPTIONS, '-R', '--delete-after',
@@ -291,6 +293,18 @@ def push(settings: Settings, dry_run: bool = False) -> str:
         logger.info('%s', sentence)
         _save_state(settings, 'ok', sentence)
         return sentence
+
+
+def _announce_brought_back(settings: Settings, slave: str, record: failback.Episode,
+                           files: int) -> None:
+    """Root is mailed once per episode (failback.brought_back records it once)."""
+    host = socket.gethostname()
+    sentence = (f'master {host} brought back {files} files of voicemail and recordings from '
+                f'the slave {slave}, which served telephony {record.describe()}')
+    send_mail(settings.mail.sendmail, settings.mail.recipient, f'Failback done: {sentence}',
+              f'{sentence}.\n\nA file newer on the master was kept; a file replaced is kept '
+              'beside it as NAME.before-failback-DATE. Nothing is left to do by hand.\n'
+              f'See {settings.paths.log_file}.\n')
 
 
 def pull_back(settings: Settings) -> list[str]:
