@@ -339,6 +339,7 @@ class Node:
                 'postgresql_conf_dir': self.pgdata,
                 'monitoring_dir': os.path.join(self.root, 'monitoring'),
                 'prometheus_textfile': os.path.join(self.root, 'node-exporter', 'wazo_ha.prom'),
+                'fail2ban_jail': os.path.join(self.root, 'fail2ban', 'jail.d', 'wazo-ha.conf'),
             },
             'database': {
                 'local_dsn': self.local_dsn,

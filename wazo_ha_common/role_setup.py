@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from . import check, pg_access, role, services, stream_access, sync
+from . import check, fail2ban, pg_access, role, services, stream_access, sync
 from .errors import HaConfError, InputError, WazoHaError
 from .settings import Settings
 from .wazo_api import ApiError, Client
@@ -123,6 +123,11 @@ def apply(settings: Settings, new: role.HaConfig, force: bool = False,
         report.changes += sync.apply_daemon_config(settings, new.node_type == 'slave')
     except OSError as e:
         raise WazoHaError(f'file sync access for the master not applied: {e}') from None
+    try:  # issue 22 moves this into the per-minute converge
+        report.changes += fail2ban.apply(
+            settings, new.remote_address if new.node_type == 'master' else None)
+    except (OSError, WazoHaError) as e:
+        report.not_applied.append(f'fail2ban drop-in for the slave: {e}')
 
     if old != new:
         role.save(settings.paths.ha_conf, new)

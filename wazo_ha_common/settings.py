@@ -285,6 +285,11 @@ TABLE = (
             Path(),
             "the same figures for Prometheus's node exporter (textfile collector), written when\n"
             'this directory exists (Debian\'s prometheus-node-exporter reads this one)'),
+    Setting('paths', 'fail2ban_jail', '/etc/fail2ban/jail.d/wazo-ha.conf', Path(),
+            "on the master: fail2ban drop-in that puts the slave in ignoreip (its SIP OPTIONS\n"
+            'probes must never get it banned); written when the directory exists'),
+    Setting('paths', 'fail2ban_client', 'fail2ban-client', Command(empty=True),
+            'how the drop-in is reloaded when fail2ban runs (ping, then reload); empty: never'),
     Setting('paths', 'postgresql_conf_dir', '/etc/postgresql/15/main', Path(),
             "directory holding pg_hba.conf and conf.d/ of this node's PostgreSQL cluster"),
 

@@ -18,7 +18,7 @@ OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/lib/wazo-ha-monitoring', '/va
          '/etc/logrotate.d/wazo-ha']
 
 
-MODULES = ['__init__', 'check', 'cli', 'db', 'diagnosis', 'errors', 'failback', 'health', 'jobs', 'monitoring', 'pause', 'pg_access',
+MODULES = ['__init__', 'check', 'cli', 'db', 'diagnosis', 'errors', 'fail2ban', 'failback', 'health', 'jobs', 'monitoring', 'pause', 'pg_access',
            'publication', 'stream_access',
            'probes', 'role', 'role_setup', 'rsync_modules', 'rsync_names', 'schedule', 'services',
            'settings', 'status', 'sync', 'system', 'tracking', 'wazo_api'] + [
