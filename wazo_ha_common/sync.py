@@ -215,7 +215,7 @@ def _check_key(settings: Settings, target: str) -> None:
                            or 'unknown module' in check.stderr.lower() else ''))
 
 
-def push(settings: Settings, dry_run: bool = False) -> str:
+def push(settings: Settings, dry_run: bool = False, replace: bool = False) -> str:
     """wazo-sync: rsync the directories to the slave. Returns the closing sentence."""
     config = master_config(settings)
     key = settings.sync.ssh_key
@@ -239,6 +239,15 @@ def push(settings: Settings, dry_run: bool = False) -> str:
             _save_state(settings, 'failed', str(e))
             raise
         failback.remember_slave_record(settings, record)   # for the master's wazo-ha-status
+        from . import origin  # the database driver: never loaded by the failover check
+        try:
+            said = origin.check_before_sync(settings, config.remote_address, replace, SYNC.name,
+                                            dry_run)
+        except origin.ForeignMasterError as e:
+            _save_state(settings, 'failed', f'{e}; nothing pushed')
+            raise
+        if said:
+            logger.warning('%s', said)
         step = failback.plan(record, failback.last_brought_back(settings))
         if step == failback.SERVING:
             sentence = (f'the slave {config.remote_address} serves telephony {record.describe()}: '

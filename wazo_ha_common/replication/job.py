@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-from .. import db, jobs, publication, role, tracking
+from .. import db, jobs, origin, publication, role, tracking
 from ..errors import InputError
 from ..settings import Settings
 from ..system import read_state, read_text, send_mail, single_instance, write_atomic, write_state
@@ -76,7 +76,8 @@ def resolve_slave(config: role.HaConfig, argument: str | None, own=None) -> str:
     return ip
 
 
-def run(settings: Settings, argument: str | None, verify: bool = False) -> Result:
+def run(settings: Settings, argument: str | None, verify: bool = False,
+        replace: bool = False) -> Result:
     """One replication; `verify`: compare every copied table by content (else done when
     [database] verify_every says it is due)."""
     config = role.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
@@ -96,9 +97,12 @@ def run(settings: Settings, argument: str | None, verify: bool = False) -> Resul
             result.verified = False
         try:
             if continuous:
-                _reconcile(settings, slave_ip, result)
+                _reconcile(settings, slave_ip, result, replace)
             else:
-                _replicate(settings, slave_ip, result)
+                _replicate(settings, slave_ip, result, replace)
+        except origin.ForeignMasterError as e:
+            _save_state(settings, result, started, error=str(e))
+            raise
         except SchemaMismatch as e:
             _save_state(settings, result, started, error=str(e), kind=jobs.SCHEMA_MISMATCH)
             raise
@@ -113,10 +117,27 @@ def run(settings: Settings, argument: str | None, verify: bool = False) -> Resul
         return result
 
 
-def _replicate(settings: Settings, slave_ip: str, result: Result) -> None:
+def _guard(settings: Settings, nodes: Nodes, slave_ip: str, master_system: str,
+           replace: bool) -> str | None:
+    """A rebuilt master never wipes the slave (see origin): ForeignMasterError, or the
+    identifier to record in the slave's transaction (None: already recorded)."""
+    master = origin.master_identity(settings, master_system)
+    try:
+        record = origin.guard(settings, nodes.scur, origin.own_address(slave_ip), master,
+                              replace, NAME)
+    except origin.ForeignMasterError:
+        nodes.rollback_slave()
+        raise
+    return master if record else None
+
+
+def _replicate(settings: Settings, slave_ip: str, result: Result, replace: bool = False) -> None:
     with Nodes(settings, slave_ip, NAME) as nodes:
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         now = tuple(tracking.Horizon(**h) for h in nodes.both(db.horizon))
+        to_record = _guard(settings, nodes, slave_ip, now[0].system, replace)
+        if to_record:
+            origin.write(nodes.scur, to_record, NAME)
         record = _trusted_record(settings, slave_ip, now)
         changes = find_changes(nodes, tables, record, verify=result.verified)
         result.tables_unchanged = len(tables) - len(changes.tables)
@@ -126,13 +147,15 @@ def _replicate(settings: Settings, slave_ip: str, result: Result) -> None:
         writer = None
         if changes:
             writer = Writer(nodes, changes, record, result).write()
+        elif to_record:
+            nodes.commit_slave()   # nothing to copy, but the record is new
         else:
             nodes.rollback_slave()
         nodes.end_read()
     _save_tracking(settings, slave_ip, now, tables, changes, writer, record)
 
 
-def _reconcile(settings: Settings, slave_ip: str, result: Result) -> None:
+def _reconcile(settings: Settings, slave_ip: str, result: Result, replace: bool = False) -> None:
     """Continuous mode: the slave's stream carries the rows (wazo-ha-stream on the slave hands
     off when needed); this run keeps the publication in step with the copied tables, moves the
     slave's sequences forward to the master's (logical replication does not carry them; never
@@ -141,6 +164,10 @@ def _reconcile(settings: Settings, slave_ip: str, result: Result) -> None:
     for line in result.publication:
         logger.info('publication: %s', line)
     with Nodes(settings, slave_ip, NAME) as nodes:
+        master_system = nodes.both(db.horizon)[0]['system']
+        to_record = _guard(settings, nodes, slave_ip, master_system, replace)
+        if to_record:
+            origin.write(nodes.scur, to_record, NAME)
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         result.tables_unchanged = len(tables)
         forward = sequences_forward(nodes, {t.name for t in tables})
