@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from dataclasses import asdict
 
@@ -70,8 +71,11 @@ def resolve_master(settings: Settings, argument: str | None, what: str = 'the ma
     return ip
 
 
-def run(settings: Settings, argument: str | None, sleep=time.sleep) -> str:
-    """Returns the closing sentence of the run."""
+def run(settings: Settings, argument: str | None, sleep=time.sleep,
+        by_hand: bool = False) -> str:
+    """Returns the closing sentence of the run. `by_hand`: a run started by the administrator
+    converges too (paused or not); it warns before starting telephony beside a master that
+    answers."""
     master_ip = resolve_master(settings, argument)
     policy = health.Policy(settings.check.probe_interval, settings.check.down_after,
                            settings.check.up_after)
@@ -90,6 +94,11 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep) -> str:
                 logger.warning('decision: master %s: %s', verdict.decision, verdict.sentence)
             if not role.is_secondary(settings.paths.sentinel_dir):
                 return 'this node stopped being a secondary during the run: nothing done'
+            if by_hand and not converged and verdict.decision == health.DOWN and probe.master \
+                    and not services.running():
+                _warn(f'warning: the master {master_ip} answers, but the decision "master down" '
+                      f'stands until it has answered for {settings.check.up_after:g} s: this run '
+                      'starts the telephony of this slave beside it')
             outcome = _converge(settings, verdict, force=not converged, memory=memory)
             converged = True
             action = f' -> {outcome.sentence()}' if outcome and outcome.done else ''
@@ -104,6 +113,11 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep) -> str:
             sleep(max(0.0, next_probe - time.monotonic()))
         logger.info('%s', sentence)
         return sentence
+
+
+def _warn(text: str) -> None:
+    logger.warning('%s', text)
+    print(f'{CHECK.name}: {text}', file=sys.stderr, flush=True)
 
 
 def _keep_daemon_config(settings: Settings) -> None:

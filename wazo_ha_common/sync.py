@@ -164,7 +164,14 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
         for fingerprint in host_key_fingerprints(settings, slave):
             tell(f'  {fingerprint}')
         tell(f"Authorising {key} on {target}: enter {settings.sync.remote_user}'s password "
-             'on the slave when asked.')
+             'on the slave when asked. It is asked once, to put the key in the slave\'s '
+             'authorized_keys and set the database password there (SSH password login); it is '
+             'kept nowhere.')
+        tell('Where the slave refuses root password logins (Debian 12\'s sshd: PermitRootLogin '
+             'prohibit-password), allow them for this once: on the slave, '
+             '`PermitRootLogin yes` in /etc/ssh/sshd_config.d/wazo-ha-pairing.conf and '
+             '`systemctl reload ssh`; remove that file after the pairing (README '
+             '"Configure", step 4).')
         # stdin: the key's line, the stream password's line (never in a command line), SQL
         result = run(['ssh', *ssh_options(settings, batch=False), target,
                       pairing.remote_command(AUTHORIZE_SCRIPT, settings.database.name,
