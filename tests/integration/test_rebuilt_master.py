@@ -11,6 +11,7 @@ import tempfile
 
 from datagen import installation_sql
 from replication_helpers import configure, run_pairing, snapshot
+from stream_helpers import setup_streaming, stream, stream_ok
 from testbed import template_cluster
 
 REFUSAL = ('the master at 198.18.0.1 is not the cluster this slave copied from (rebuilt?): '
@@ -106,3 +107,31 @@ def test_a_rebuilt_master_is_refused_until_replace_slave(pair):
     again = master.wazo('wazo-sync', timeout=120)
     assert again.returncode == 0, again.stderr
     assert not os.path.exists(slave.host_path(KEPT)), 'the slave follows the new master'
+
+
+def test_continuous_mode_a_rebuilt_master_is_never_handed_off_from(pair):
+    """The slave's own wazo-ha-stream would copy a rebuilt master afresh (its slot is gone):
+    the hand-off compares the master's system identifier (IDENTIFY_SYSTEM) with the slave's
+    record first, and refuses."""
+    master, slave = pair
+    master.psql(installation_sql(users=30, history=40))
+    setup_streaming(master, slave)
+    assert origin_of(slave) == system_of(master), 'the hand-off records the master cluster'
+
+    rebuild(master)
+    r = master.wazo('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address', slave.ip)
+    assert r.returncode == 0, r.stderr
+    assert run_pairing(master, slave).returncode == 0, 'paired again'
+    before = snapshot(slave)
+    refused = stream(slave)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert ('the master at 198.18.0.1 is not the cluster this slave copied from (rebuilt?): '
+            'promote the slave or run xivo-master-slave-db-replication --replace-slave on the '
+            'master') in refused.stderr
+    assert snapshot(slave) == before, 'the slave database is unchanged'
+    status = slave.wazo('wazo-ha-status')
+    assert status.returncode == 2 and 'is not the cluster this slave copied from' in status.stdout
+
+    master.wazo('xivo-master-slave-db-replication', '--replace-slave', timeout=600)
+    assert origin_of(slave) == system_of(master)
+    assert 'hand-off done' in stream_ok(slave)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .. import db
+from .. import db, origin
 from ..replication.compare import copied_tables, find_changes
 from ..replication.job import Result
 from ..replication.nodes import Nodes
@@ -53,6 +53,7 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
     try:
         reader = access.connect_master(settings, master_ip, APPLICATION)
         replicator = access.connect_replication(settings, master_ip, APPLICATION)
+        to_record = _origin(admin, db.identify_system(replicator), master_ip)
         _, snapshot = db.create_exported_slot(replicator, slot)
         made = True
         db.use_snapshot(reader, snapshot)
@@ -71,6 +72,8 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         changes = find_changes(nodes, tables, None)
         result.tables_unchanged = len(tables) - len(changes.tables)
+        if to_record:  # committed with the copy
+            origin.write(nodes.scur, to_record, APPLICATION)
         if changes:
             Writer(nodes, changes, None, result).write()
         else:
@@ -87,6 +90,22 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         for conn in (reader, replicator, admin):
             if conn is not None:
                 db.close(conn)
+
+
+def _origin(admin, master_system: str, master_ip: str) -> str | None:
+    """A rebuilt master never wipes the slave (see origin): ForeignMasterError before any
+    slot is made, or the identifier to record with the copy (None: already recorded)."""
+    cur = db.cursor(admin)
+    recorded = origin.read(cur)
+    db.rollback(admin)   # no transaction left open before the subscription is dropped
+    decision = origin.decide(recorded, master_system, master_ip, replace=False)
+    if not decision.proceed:
+        raise origin.ForeignMasterError(decision.sentence.replace(
+            'run with --replace-slave', 'run xivo-master-slave-db-replication --replace-slave '
+            'on the master'))
+    if decision.sentence:
+        logger.warning('%s', decision.sentence)
+    return master_system if decision.record else None
 
 
 def _drop_quietly(settings: Settings, master_ip: str, slot: str, replicator) -> None:
