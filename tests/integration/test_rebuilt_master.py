@@ -76,6 +76,14 @@ def test_a_rebuilt_master_is_refused_until_replace_slave(pair):
     assert synced.returncode == 0, synced.stderr
     assert os.path.exists(slave.host_path(KEPT))
     old_system = system_of(master)
+    for node, lines in ((master, ['ok: pairing: the slave database accepts wazo_ha_replication',
+                                  'ok: pg_hba.conf', 'ok: rsync modules', 'ok: peer']),
+                        (slave, ['ok: pg_hba.conf', 'ok: replication role: wazo_ha_replication: '
+                                 'as a slave needs it', 'ok: rsync modules', 'ok: sentinels'])):
+        checked = node.wazo('wazo-ha-config', 'check')
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        for line in lines:
+            assert line in checked.stdout, checked.stdout
 
     rebuild(master)
     assert system_of(master) != old_system
