@@ -22,6 +22,7 @@ setup(
     long_description_content_type='text/plain',
     url='https://example.org/wazo-ha',
     license='GPL-3.0-or-later',
-    packages=['wazo_ha_common', 'wazo_ha_common.replication', 'wazo_ha_common.stream'],
+    packages=['wazo_ha_common'] + [f'wazo_ha_common.{p}' for p in (
+        'access', 'adapters', 'adapters.db', 'decisions', 'failover', 'files', 'replication', 'stream')],
     python_requires='>=3.11',
 )

@@ -19,7 +19,7 @@ sys.path[:0] = [os.path.join(HERE, '..', 'tests'), os.path.join(HERE, '..')]
 from datagen import installation_sql  # noqa: E402
 from stream_helpers import create_user, users_named  # noqa: E402
 from testbed import Cron, Testbed, cleanup_leftovers, template_cluster, wait_call  # noqa: E402
-from wazo_ha_common import failback  # noqa: E402
+from wazo_ha_common.files import failback  # noqa: E402
 
 ROOT_PASSWORD = 'demo-slave-password'
 DEFAULT_CHECK = {'probe_interval': '5', 'down_after': '15', 'up_after': '60', 'run_for': '55'}

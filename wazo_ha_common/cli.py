@@ -14,7 +14,7 @@ from . import __version__, schedule, settings as settings_module
 from .errors import LockBusyError, WazoHaError, WrongRoleError
 from .jobs import Job
 from .settings import Settings
-from .system import read_state, send_mail, setup_logging, single_instance, write_state
+from .adapters.system import read_state, send_mail, setup_logging, single_instance, write_state
 
 logger = logging.getLogger('wazo-ha')
 

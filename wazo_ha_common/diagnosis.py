@@ -7,10 +7,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from . import pg_access, probes, role, sync
+from . import role
+from .access import pg_access
+from .adapters import probes
+from .adapters.system import read_text
 from .errors import HaConfError, WazoHaError
+from .files import rsyncd
 from .settings import Settings
-from .system import read_text
 
 OK, FAILED, BAD = 'ok', 'FAILED', 'BAD INPUT'
 EXIT_CODES = {OK: 0, FAILED: 1, BAD: 2}
@@ -101,7 +104,7 @@ def access_lines(settings: Settings, config: role.HaConfig) -> list[Line]:
                                            'a slave: run wazo-ha-config set again')))
     elif not settings.sound('sync'):
         lines.append(Line(FAILED, 'rsync modules', f'{rsyncd}: not compared: [sync] has a mistake'))
-    elif text == sync.daemon_config_text(settings):
+    elif text == rsyncd.daemon_config_text(settings):
         lines.append(Line(OK, 'rsync modules', f'{rsyncd}: as [sync] says'))
     else:
         lines.append(Line(FAILED, 'rsync modules', f'{rsyncd}: ' + (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from .system import read_state, write_state
+from .adapters.system import read_state, write_state
 
 PERIOD_NAMES = {60: 'minute', 3600: 'hour'}
 

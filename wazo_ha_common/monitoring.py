@@ -10,7 +10,7 @@ import os
 import re
 import time
 
-from .system import write_atomic
+from .adapters.system import write_atomic
 
 UNKNOWN = 3
 SUMMARY_FILE = 'status.json'

@@ -19,7 +19,7 @@ from .jobs import SCHEDULED
 from . import role
 from .errors import LockBusyError, WazoHaError
 from .settings import Settings
-from .system import single_instance, write_atomic
+from .adapters.system import single_instance, write_atomic
 
 logger = logging.getLogger('wazo-ha')
 
@@ -50,7 +50,8 @@ def stop_stream(settings: Settings) -> tuple[str | None, bool]:
     and whether it failed."""
     if not _continuous_slave(settings):
         return None, False
-    from .stream import job as stream_job, plan
+    from .stream import job as stream_job
+    from .decisions import stream as plan
     try:
         return stream_job.stop_applying(settings, plan.BY_PAUSE), False
     except (WazoHaError, OSError) as e:
@@ -74,7 +75,7 @@ def resume(settings: Settings) -> str | None:
 
 
 def _continuous_slave(settings: Settings) -> bool:
-    if settings.database.mode != 'continuous':
+    if not settings.continuous:
         return False
     try:
         return role.load(settings.paths.ha_conf).node_type == 'slave'

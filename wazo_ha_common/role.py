@@ -1,4 +1,5 @@
-"""The node's HA role: /etc/xivo/ha.conf, the is-primary/is-secondary sentinels, IP checks."""
+"""The node's HA role: /etc/xivo/ha.conf, the is-primary/is-secondary sentinels, the peer's
+address (resolve_peer)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import os
 from dataclasses import dataclass
 from typing import Iterable
 
+from .adapters.system import write_atomic
+from .decisions.addresses import parse_ip, shown
 from .errors import HaConfError, InputError, WrongRoleError
-from .system import write_atomic
+from .settings import Settings
 
 NODE_TYPES = ('master', 'slave', 'disabled')
 PRIMARY = 'is-primary'
@@ -27,35 +30,6 @@ class HaConfig:
 
 
 DISABLED = HaConfig('disabled', '')
-
-
-def shown(value: object, limit: int = 60) -> str:
-    """A value quoted for an error message, cut short: a 100 kB argument gives one short line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 5] + "...'"
-
-
-def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """An IP address usable as a peer; hostnames and special addresses are refused.
-
-    An IPv4 address written IPv4-mapped (::ffff:a.b.c.d) is that IPv4 address."""
-    if not isinstance(text, str):
-        raise InputError(f'{shown(text)} is not an IP address')
-    try:
-        ip = ipaddress.ip_address(text.strip())
-    except ValueError:
-        raise InputError(f'{shown(text)} is not an IP address (a hostname is not '
-                         'accepted)') from None
-    if ip.version == 6 and ip.scope_id:
-        raise InputError(f'{shown(text)}: a link-local address with a zone cannot be the '
-                         'address of the other node')
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    broadcast = ip == ipaddress.IPv4Address('255.255.255.255')
-    if ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_link_local or broadcast:
-        raise InputError(f'{ip} (unspecified, loopback, multicast, link-local or broadcast) '
-                         'cannot be the address of the other node')
-    return ip
 
 
 def local_addresses() -> set[str]:
@@ -176,3 +150,19 @@ def require_role(ha_conf: str, sentinel_dir: str, role: str, what: str) -> HaCon
 def is_secondary(sentinel_dir: str) -> bool:
     return os.path.exists(sentinel_paths(sentinel_dir)[SECONDARY])
 
+
+PEER = {'slave': 'master', 'master': 'slave'}
+
+
+def resolve_peer(settings: Settings, argument: str | None, node_type: str, what: str) -> str:
+    """The other node's address in ha.conf (the master seen from a slave, the slave from a
+    master); `argument`, when given, must be that address. WrongRoleError (`what` runs on a
+    `node_type`) on any other node."""
+    config = require_role(settings.paths.ha_conf, settings.paths.sentinel_dir, node_type, what)
+    if argument is None:
+        return validate_peer(config.remote_address)  # never this node itself
+    ip = validate_peer(argument)
+    if ip != config.remote_address:
+        raise InputError(f'{ip} is not the {PEER[node_type]} configured in ha.conf '
+                         f'({config.remote_address}); nothing done')
+    return ip

@@ -6,10 +6,13 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from . import check, fail2ban, pg_access, role, services, stream_access, sync
+from .failover import check, services
+from .access import fail2ban, pg_access, stream_access
+from . import role
+from .files import rsyncd
 from .errors import HaConfError, InputError, WazoHaError
 from .settings import Settings
-from .wazo_api import ApiError, Client
+from .adapters.wazo_api import ApiError, Client
 
 logger = logging.getLogger('wazo-ha')
 
@@ -104,8 +107,10 @@ def apply(settings: Settings, new: role.HaConfig, force: bool = False,
 
     master_ip = new.remote_address if new.node_type == 'slave' else None
     stream_slave = stream_access.continuous_slave(settings, new.node_type, new.remote_address)
+    from .stream import publication  # its SQL is loaded when the role changes, not before
     try:  # first: while closing, conf.d/wazo-ha.conf still says this was a continuous master
-        report.changes += stream_access.apply(settings, stream_slave)
+        report.changes += stream_access.apply(settings, stream_slave, publication.keep_in_step,
+                                              publication.drop)
     except (OSError, WazoHaError) as e:
         done = ('wazo-confd has applied PUT /ha; fix the cause and run wazo-ha-config set again'
                 if report.changes else 'nothing else changed')
@@ -120,7 +125,7 @@ def apply(settings: Settings, new: role.HaConfig, force: bool = False,
                 else 'nothing else changed')
         raise WazoHaError(f'PostgreSQL access for the master not applied ({done}): {e}') from None
     try:
-        report.changes += sync.apply_daemon_config(settings, new.node_type == 'slave')
+        report.changes += rsyncd.apply_daemon_config(settings, new.node_type == 'slave')
     except OSError as e:
         raise WazoHaError(f'file sync access for the master not applied: {e}') from None
     try:  # issue 22 moves this into the per-minute converge

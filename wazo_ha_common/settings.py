@@ -15,10 +15,13 @@ import shlex
 import sys
 from dataclasses import dataclass, field, make_dataclass
 
+from .decisions.addresses import parse_ip
 from .errors import SettingsError
 
 DEFAULT_CONFIG_FILE = '/etc/wazo-ha/config.ini'
 ENV_VAR = 'WAZO_HA_CONFIG'
+# [database] mode: the hourly copy, or the stream (logical replication) beside it
+HOURLY, CONTINUOUS = 'hourly', 'continuous'
 
 
 # kinds of values: each parses the text of the INI file and refuses what is out of bounds
@@ -179,7 +182,6 @@ class Address(Kind):
     def parse(self, raw):
         if not raw:
             return ''
-        from .role import parse_ip
         return str(parse_ip(raw))
 
 
@@ -322,7 +324,7 @@ TABLE = (
             'by content whatever the tracking record says, repairs any difference and mails root when\n'
             'the tracking had missed one (also by hand: xivo-master-slave-db-replication --verify);\n'
             '0 = never'),
-    Setting('database', 'mode', 'hourly', Choice(('hourly', 'continuous')),
+    Setting('database', 'mode', 'hourly', Choice((HOURLY, CONTINUOUS)),
             'hourly: the master copies its database to the slave every hour (the documented\n'
             'behaviour); continuous: PostgreSQL logical replication streams every change of the\n'
             'copied tables to the slave within seconds (the slave runs wazo-ha-stream every\n'
@@ -471,6 +473,11 @@ class Settings:
     def sound(self, section: str) -> bool:
         """No tolerated problem touches this section (its values are the files' own)."""
         return not any(p.section in (section, None) for p in self.problems)
+
+    @property
+    def continuous(self) -> bool:
+        """[database] mode = continuous: the slave's database follows the master's stream."""
+        return self.database.mode == CONTINUOUS
 
 
 def config_file_from_env() -> str:

@@ -7,10 +7,13 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import failback, jobs, probes, role, schedule, services
+from . import jobs, role, schedule
+from .adapters import probes
+from .failover import services
+from .files import failback
 from .errors import HaConfError
-from .settings import Settings
-from .system import read_state
+from .settings import CONTINUOUS, Settings
+from .adapters.system import read_state
 
 OK, WARNING, CRITICAL = 0, 1, 2
 LEVEL_NAMES = {OK: 'OK', WARNING: 'WARNING', CRITICAL: 'CRITICAL'}
@@ -115,7 +118,7 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
         if decision == 'down':
             out.append((WARNING, f'failover: the master {facts.peer} is down, this slave serves '
                                  'telephony'))
-        if facts.mode == 'continuous' and decision != 'down' and not facts.paused:
+        if facts.mode == CONTINUOUS and decision != 'down' and not facts.paused:
             out += _stream_warnings(facts.stream, now)
         if facts.paused:
             pass  # said above
@@ -173,11 +176,11 @@ def render(facts: Facts, level: int, warnings: list[str]) -> str:
         s = facts.services
         lines.append(f"slave services: {s.get('state')}"
                      + (f" since {_when(s.get('since'))}" if s.get('since') else ''))
-        if facts.mode == 'continuous':
+        if facts.mode == CONTINUOUS:
             lines += _stream_lines(facts.stream)
     if facts.role == 'master':
         r = facts.replication
-        if r and facts.mode == 'continuous':
+        if r and facts.mode == CONTINUOUS:
             lines.append(f'last replication run: {_when(r.finished_at)} {r.result}: {r.sentence}')
         elif r:
             d = r.details or {}

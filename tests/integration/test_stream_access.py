@@ -22,7 +22,7 @@ import time
 import pytest
 
 from replication_helpers import configure, copied_table_names, run_pairing, table_digests
-from wazo_ha_common.publication import FIXTURE_FULL
+from wazo_ha_common.stream.publication import FIXTURE_FULL
 
 STREAM = 'wazo_ha_stream'
 CONTINUOUS = {'database': {'mode': 'continuous'}}

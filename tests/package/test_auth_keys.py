@@ -32,7 +32,7 @@ KEY_DIR = '/var/lib/wazo-auth-keys'
 OUR_CONF = f'{CONF_DIR}/conf.d/wazo-ha.yml'
 OUR_KEY = f'{KEY_DIR}/wazo-ha-key.yml'
 OTHER_KEY = f'{KEY_DIR}/wazo-other-key.yml'
-# what wazo_ha_common/wazo_api.py calls (names from wazo-confd, see the comments of the file)
+# what wazo_ha_common/adapters/wazo_api.py calls (names from wazo-confd, see the comments of the file)
 EXPECTED_ACL = ['confd.ha.read', 'confd.ha.update', 'confd.tenants.read',
                 'confd.endpoints.sip.templates.*.read', 'confd.endpoints.sip.templates.*.update',
                 'confd.registrars.read', 'confd.registrars.*.update', 'auth.tenants.read']

@@ -18,12 +18,21 @@ OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/lib/wazo-ha-monitoring', '/va
          '/etc/logrotate.d/wazo-ha']
 
 
-MODULES = ['__init__', 'check', 'cli', 'db', 'diagnosis', 'errors', 'fail2ban', 'failback', 'health', 'jobs', 'monitoring', 'pause', 'pg_access',
-           'publication', 'stream_access',
-           'probes', 'role', 'role_setup', 'rsync_modules', 'rsync_names', 'schedule', 'services',
-           'settings', 'status', 'sync', 'system', 'tracking', 'wazo_api'] + [
-           f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'plan', 'write')] + [
-           f'stream/{m}' for m in ('__init__', 'access', 'handoff', 'job', 'plan')]
+MODULES = ['__init__', 'cli', 'diagnosis', 'errors', 'hooks', 'jobs', 'monitoring', 'pause',
+           'role', 'role_setup', 'schedule', 'settings', 'status'] + [
+           f'access/{m}' for m in ('__init__', 'fail2ban', 'pg_access', 'stream_access')] + [
+           f'adapters/{m}' for m in ('__init__', 'network', 'probes', 'system', 'wazo_api')] + [
+           f'adapters/db/{m}' for m in ('__init__', 'catalog', 'logical', 'publishing', 'session',
+                                        'table_copy')] + [
+           f'decisions/{m}' for m in ('__init__', 'addresses', 'failback', 'health', 'origin',
+                                      'pgpass', 'replication', 'rsync_modules', 'schema',
+                                      'stream', 'tracking')] + [
+           f'failover/{m}' for m in ('__init__', 'check', 'services')] + [
+           f'files/{m}' for m in ('__init__', 'failback', 'rsync_names', 'rsyncd', 'sync')] + [
+           f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'origin', 'write')] + [
+           f'stream/{m}' for m in ('__init__', 'connection', 'handoff', 'job', 'master',
+                                     'publication')]
+PACKAGES = ['access', 'adapters', 'adapters/db', 'decisions', 'failover', 'files', 'replication', 'stream']
 DIR, FILE, EXEC = 'drwxr-xr-x', '-rw-r--r--', '-rwxr-xr-x'
 # every entry of the .deb (mode, path); the egg-info directory is the one dh_python3 has always
 # installed for setup.py packages (the debhelper-built package had it too)
@@ -33,9 +42,7 @@ EXPECTED_FILES = sorted(
         '/etc/wazo-auth-keys/conf.d/', '/etc/wazo-ha/', '/etc/wazo-ha/conf.d/',
         '/usr/', '/usr/bin/', '/usr/lib/', '/usr/lib/python3/', '/usr/lib/python3/dist-packages/',
         f'/usr/lib/python3/dist-packages/wazo_ha-{__version__}.egg-info/',
-        '/usr/lib/python3/dist-packages/wazo_ha_common/',
-        '/usr/lib/python3/dist-packages/wazo_ha_common/replication/',
-        '/usr/lib/python3/dist-packages/wazo_ha_common/stream/', '/usr/lib/tmpfiles.d/',
+        '/usr/lib/python3/dist-packages/wazo_ha_common/', '/usr/lib/tmpfiles.d/',
         '/usr/sbin/',
         '/usr/share/',
         '/usr/share/doc/', '/usr/share/doc/wazo-ha/', '/usr/share/lintian/',
@@ -51,6 +58,7 @@ EXPECTED_FILES = sorted(
         '/usr/share/lintian/overrides/wazo-ha', '/usr/share/man/man1/wazo-sync.1.gz',
         '/usr/lib/tmpfiles.d/wazo-ha.conf')]
     + [(FILE, f'/usr/lib/python3/dist-packages/wazo_ha_common/{m}.py') for m in MODULES]
+    + [(DIR, f'/usr/lib/python3/dist-packages/wazo_ha_common/{p}/') for p in PACKAGES]
     + [(FILE, f'/usr/share/man/man8/{os.path.basename(c)}.8.gz')
        for c in COMMANDS if c.startswith('/usr/sbin/')]
     + [(EXEC, c) for c in COMMANDS])

@@ -2,9 +2,9 @@
 
 import pytest
 
-from wazo_ha_common import rsync_modules
-from wazo_ha_common.failback import (BRING_BACK, NOTHING, SERVING, Episode, episode_from_dict,
-                                     plan)
+from wazo_ha_common.decisions import rsync_modules
+from wazo_ha_common.decisions.failback import (BRING_BACK, NOTHING, SERVING, Episode,
+                                               episode_from_dict, plan)
 
 ENDED = Episode('a1b2c3', 1000.0, 1600.0)
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from wazo_ha_common.health import DOWN, UNKNOWN, UP, Memory, Policy, Probe, memory_from_dict, observe, watching
+from wazo_ha_common.decisions.health import (DOWN, UNKNOWN, UP, Memory, Policy, Probe,
+                                             memory_from_dict, observe, watching)
 
 POLICY = Policy(probe_interval=5, down_after=15, up_after=60)
 BOOT = 'boot-1'

@@ -6,7 +6,7 @@ import hmac
 
 import pytest
 
-from wazo_ha_common import pg_access
+from wazo_ha_common.access import pg_access
 from wazo_ha_common.errors import WazoHaError
 
 ROLE = 'wazo_ha_replication'

@@ -1,5 +1,6 @@
-from wazo_ha_common import replication, tracking
-from wazo_ha_common.db import ForeignKey, Index, Table
+from wazo_ha_common import replication
+from wazo_ha_common.decisions import tracking
+from wazo_ha_common.decisions.schema import ForeignKey, Index, Table
 
 PATTERNS = ('cel', 'call_logd_*', 'stat_*', 'auth_session')
 

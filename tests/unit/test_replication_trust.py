@@ -1,7 +1,7 @@
 """When the tracking record may be trusted, and for which tables."""
 
-from wazo_ha_common import tracking
-from wazo_ha_common.db import Table
+from wazo_ha_common.decisions import tracking
+from wazo_ha_common.decisions.schema import Table
 
 H = tracking.Horizon
 

@@ -1,4 +1,5 @@
-from wazo_ha_common import role_setup, pg_access
+from wazo_ha_common import role_setup
+from wazo_ha_common.access import pg_access
 from wazo_ha_common.role import DISABLED, HaConfig
 
 MASTER = HaConfig('master', '198.18.0.2')

@@ -3,7 +3,7 @@ real SIP server in tests/integration/test_sip_probe.py)."""
 
 import pytest
 
-from wazo_ha_common.probes import is_sip_response, sip_request
+from wazo_ha_common.adapters.probes import is_sip_response, sip_request
 from wazo_ha_common.settings import SipTargets
 
 CALL_ID = 'abc123@wazo-ha'

@@ -1,6 +1,6 @@
 """The failback drain: reading Asterisk's call count and waiting (clock injected)."""
 
-from wazo_ha_common.services import Drain, calls_in, drain
+from wazo_ha_common.failover.services import Drain, calls_in, drain
 
 # the three lines of `asterisk -rx 'core show channels count'` (Asterisk's main/cli.c)
 PLAIN = '4 active channels\n2 active calls\n31 calls processed\n'

@@ -1,6 +1,6 @@
 import logging
 
-from wazo_ha_common.system import read_state, write_state
+from wazo_ha_common.adapters.system import read_state, write_state
 
 
 def test_state_round_trip(tmp_path):

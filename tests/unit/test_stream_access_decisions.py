@@ -4,8 +4,9 @@ that never carries the stream password."""
 
 import pytest
 
-from wazo_ha_common import pg_access, publication, stream_access
-from wazo_ha_common.db import PublicationState
+from wazo_ha_common.access import pg_access, stream_access
+from wazo_ha_common.stream import publication
+from wazo_ha_common.decisions.schema import PublicationState
 from wazo_ha_common.errors import WazoHaError
 from wazo_ha_common.stream import SLOT_PREFIX
 
@@ -152,7 +153,7 @@ def test_the_pairing_command_carries_no_password_and_reads_it_on_stdin():
     assert secret not in command and secret not in repr(pairing)
     assert pairing.input == secret + '\n'
     assert command.index('AUTHORIZE') < command.index('IFS= read -r p') < command.index('psql')
-    assert f'|| exit {stream_access.STREAM_STORE_FAILED}' in command
+    assert f'|| exit {pg_access.STREAM_STORE_FAILED}' in command
     assert pg_access.Pairing('x', False, '').remote_command('A', 'asterisk') == (
         '{ A; } || exit 1; cd / && runuser -u postgres -- psql -X -q -A -t -v '
         'ON_ERROR_STOP=1 -d asterisk || exit 3')

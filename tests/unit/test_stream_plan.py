@@ -1,9 +1,9 @@
-"""The decisions of wazo-ha-stream (stream/plan.py), from facts alone."""
+"""The decisions of wazo-ha-stream (decisions/stream.py), from facts alone."""
 
 import pytest
 
-from wazo_ha_common.stream import plan
-from wazo_ha_common.stream.plan import DISABLE, DROP, HAND_OFF, NOTHING, Facts, decide
+from wazo_ha_common.decisions import stream as plan
+from wazo_ha_common.decisions.stream import DISABLE, DROP, HAND_OFF, NOTHING, Facts, decide
 
 ON = {'enabled': True, 'slot': 'wazo_ha_slot_1', 'worker': 42, 'errors': 0}
 OFF = {**ON, 'enabled': False, 'worker': None, 'errors': 3}

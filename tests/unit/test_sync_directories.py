@@ -1,6 +1,7 @@
 """[sync] directories: patterns expanded at each run, as Wazo's xivo-sync globs the tenants."""
 
-from wazo_ha_common import settings, sync
+from wazo_ha_common import settings
+from wazo_ha_common.files import sync
 
 
 def test_the_default_directories_are_those_of_wazos_xivo_sync(tmp_path):

@@ -5,15 +5,16 @@ transaction, so it holds either its old content or the new copy, never a mix. Ta
 did not change on either node since the last run (see tracking), or whose content already
 matches, are not rewritten nor locked for writing.
 
-plan: the pure decisions (thresholds at the top); nodes: the two connections; compare: what
-differs; write: the slave's transaction; job: the run.
+decisions/replication: the pure decisions (thresholds at the top); nodes: the two
+connections; compare: what differs; write: the slave's transaction; job: the run.
 """
 
 from .compare import SchemaMismatch
 from .job import (DEFECT_MAIL_SUBJECT, MAIL_SUBJECT, NAME, STATE_FILE, TRACKING_FILE,
                   VERIFY_STATE_FILE, Result, run)
-from .plan import (WritePlan, is_excluded, orphan_action, orphan_keys, schema_differences,
-                   split_tables, truncatable, verification_due, write_plan)
+from ..decisions.replication import (WritePlan, is_excluded, orphan_action, orphan_keys,
+                                     schema_differences, split_tables, truncatable,
+                                     verification_due, write_plan)
 from .write import ConstraintRebuildFailed
 
 __all__ = ['NAME', 'STATE_FILE', 'MAIL_SUBJECT', 'TRACKING_FILE', 'Result', 'run',

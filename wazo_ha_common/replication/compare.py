@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .. import db, tracking
+from ..adapters.db import catalog
+from ..decisions import schema, tracking
 from ..errors import WazoHaError
 from .nodes import Nodes
-from .plan import schema_differences, split_tables
+from ..decisions.replication import schema_differences, split_tables
 
 logger = logging.getLogger('wazo-ha')
 
@@ -18,11 +19,11 @@ class SchemaMismatch(WazoHaError):
     """The two nodes do not run the same Wazo schema: replication would corrupt the slave."""
 
 
-def copied_tables(nodes: Nodes, patterns: tuple[str, ...]) -> tuple[list[db.Table], list[str]]:
+def copied_tables(nodes: Nodes, patterns: tuple[str, ...]) -> tuple[list[schema.Table], list[str]]:
     """The tables to copy and the names of the excluded ones, once both nodes are known to
     run the same schema with the same encoding (else SchemaMismatch)."""
     _check_compatible(nodes)
-    master_tables, slave_tables = nodes.both(db.tables)
+    master_tables, slave_tables = nodes.both(catalog.tables)
     differences = schema_differences(master_tables, slave_tables, patterns)
     if differences:
         raise SchemaMismatch(
@@ -36,7 +37,7 @@ def copied_tables(nodes: Nodes, patterns: tuple[str, ...]) -> tuple[list[db.Tabl
 
 
 def _check_compatible(nodes: Nodes) -> None:
-    m, s = nodes.both(db.database_encoding)
+    m, s = nodes.both(catalog.database_encoding)
     if m['encoding'] != s['encoding']:
         raise SchemaMismatch(
             f"the master's database is encoded in {m['encoding']} (locale {m['ctype']}) and "
@@ -46,7 +47,7 @@ def _check_compatible(nodes: Nodes) -> None:
     if (m['collate'], m['ctype']) != (s['collate'], s['ctype']):
         logger.warning('the master (%s) and the slave (%s) databases use different locales; '
                        'sorting may differ between them', m['collate'], s['collate'])
-    mv, sv = nodes.both(db.alembic_version)
+    mv, sv = nodes.both(catalog.alembic_version)
     if mv != sv:
         raise SchemaMismatch(
             f'the master runs Wazo schema version {mv} and the slave {sv}: both nodes must '
@@ -60,7 +61,7 @@ class Changes:
     tables to rewrite, the sequences to set (name -> the master's state), and the tables
     whose rows may be compared by xmin (see tracking.trusted_tables)."""
     counts: dict[str, tuple[int, int]]
-    tables: list[db.Table]
+    tables: list[schema.Table]
     sequences: dict[str, tuple[int, bool]]
     trusted: dict[str, tracking.TableRecord]
     missed: list[str]     # a verification's find: differing tables the record said unchanged
@@ -69,7 +70,7 @@ class Changes:
         return bool(self.tables or self.sequences)
 
 
-def find_changes(nodes: Nodes, tables: list[db.Table], record: tracking.Record | None,
+def find_changes(nodes: Nodes, tables: list[schema.Table], record: tracking.Record | None,
                  verify: bool = False) -> Changes:
     """Row counts on both nodes and the tables to rewrite.
 
@@ -85,7 +86,7 @@ def find_changes(nodes: Nodes, tables: list[db.Table], record: tracking.Record |
     m_checks = [(t.name, m_since, None) for t, _ in tracked] + [(t.name, None, None) for t in untracked]
     s_checks = [(t.name, s_since, rec.writer) for t, rec in tracked] + \
                [(t.name, None, None) for t in untracked]
-    m, s = nodes.both(db.change_counts, master_args=(m_checks,), slave_args=(s_checks,))
+    m, s = nodes.both(catalog.change_counts, master_args=(m_checks,), slave_args=(s_checks,))
     counts = {name: (m[name][0], s[name][0]) for name in m}
     changed = set()
     for t, rec in tracked:
@@ -112,17 +113,17 @@ def find_changes(nodes: Nodes, tables: list[db.Table], record: tracking.Record |
                    {} if verify else trusted, [n for n in missed if n in trusted])
 
 
-def _fingerprints(cur, tables: list[db.Table]) -> list[tuple]:
-    return [db.fingerprint(cur, t) for t in tables]
+def _fingerprints(cur, tables: list[schema.Table]) -> list[tuple]:
+    return [catalog.fingerprint(cur, t) for t in tables]
 
 
 def _changed_sequences(nodes: Nodes, copied: set[str], forward_only: bool = False
                        ) -> dict[str, tuple[int, bool]]:
     """Sequences of copied tables whose state differs: name -> the master's state.
     `forward_only`: only those the master has moved past the slave's (never back)."""
-    owned, slave_owned = nodes.both(db.owned_sequences)
+    owned, slave_owned = nodes.both(catalog.owned_sequences)
     names = sorted(seq for seq, table in owned.items() if table in copied and seq in slave_owned)
-    m, s = nodes.both(db.sequence_states, names)
+    m, s = nodes.both(catalog.sequence_states, names)
     if forward_only:
         return {n: m[n] for n in names if (m[n][0], m[n][1]) > (s[n][0], s[n][1])}
     return {n: m[n] for n in names if m[n] != s[n]}
@@ -133,7 +134,7 @@ def sequences_forward(nodes: Nodes, copied: set[str]) -> dict[str, tuple[int, bo
     return _changed_sequences(nodes, copied, forward_only=True)
 
 
-def differing_rows(nodes: Nodes, table: db.Table, key: tuple[str, ...],
+def differing_rows(nodes: Nodes, table: schema.Table, key: tuple[str, ...],
                    record: tracking.Record | None, rec: tracking.TableRecord | None
                    ) -> tuple[list, list]:
     """Keys of the slave rows to delete and of the master rows to copy.
@@ -143,12 +144,12 @@ def differing_rows(nodes: Nodes, table: db.Table, key: tuple[str, ...],
     rows are compared by a 128-bit hash of their content."""
     if rec is not None:
         (m_keys, m_new), (s_keys, s_new) = nodes.both(
-            db.keys_since, master_args=(table, key, tracking.xid32(record.master.xmin), None),
+            catalog.keys_since, master_args=(table, key, tracking.xid32(record.master.xmin), None),
             slave_args=(table, key, tracking.xid32(record.slave_node.xmin), rec.writer))
         stale = (s_keys - m_keys) | s_new | (m_new & s_keys)
         fresh = (m_keys - s_keys) | m_new | (s_new & m_keys)
         return sorted(stale), sorted(fresh)
-    m, s = nodes.both(db.row_hashes, table, key)
+    m, s = nodes.both(catalog.row_hashes, table, key)
     return ([k for k, h in s.items() if m.get(k) != h],
             [k for k, h in m.items() if s.get(k) != h])
 

@@ -7,14 +7,19 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-from .. import db, jobs, origin, publication, role, tracking
+from typing import Callable
+
+from .. import jobs, role
+from ..adapters.db import catalog, session
+from ..adapters.system import (read_state, read_text, send_mail, single_instance, write_atomic,
+                               write_state)
+from ..decisions import tracking
+from ..decisions.replication import verification_due
+from . import origin
 from ..errors import InputError
 from ..settings import Settings
-from ..system import read_state, read_text, send_mail, single_instance, write_atomic, write_state
-from ..stream import SLOT_PREFIX
-from .compare import SchemaMismatch, copied_tables, find_changes, sequences_forward
+from .compare import SchemaMismatch, copied_tables, find_changes
 from .nodes import Nodes
-from .plan import verification_due
 from .write import Writer
 
 logger = logging.getLogger('wazo-ha')
@@ -44,6 +49,7 @@ class Result:
     missed_by_tracking: list[str] = field(default_factory=list)  # (verified runs)
     stream: dict | None = None   # continuous mode: the slave's slot on this master
     publication: list[str] = field(default_factory=list)  # continuous mode: what changed
+    replace_slave: bool = False  # --replace-slave: the slave may have copied another cluster
 
     def sentence(self) -> str:
         if self.stream is not None:
@@ -66,30 +72,20 @@ class Result:
                 + f'in {self.duration:.2f} s (slave written for {self.slave_write_seconds:.2f} s)')
 
 
-def resolve_slave(config: role.HaConfig, argument: str | None, own=None) -> str:
-    if argument is None:
-        return role.validate_peer(config.remote_address, own)
-    ip = role.validate_peer(argument, own)
-    if ip != config.remote_address:
-        raise InputError(f'{ip} is not the slave configured in ha.conf '
-                         f'({config.remote_address}); nothing done')
-    return ip
-
-
-def run(settings: Settings, argument: str | None, verify: bool = False,
-        replace: bool = False) -> Result:
+def run(settings: Settings, argument: str | None, verify: bool = False, *,
+        reconcile: Callable[[Settings, str, Result], None], replace: bool = False) -> Result:
     """One replication; `verify`: compare every copied table by content (else done when
-    [database] verify_every says it is due)."""
-    config = role.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
-                                   'master', 'replication')
-    slave_ip = resolve_slave(config, argument)
+    [database] verify_every says it is due). In continuous mode the stream carries the rows:
+    `reconcile` (the stream's master side, given by the command) does this run's part.
+    `replace`: --replace-slave (see origin)."""
+    slave_ip = role.resolve_peer(settings, argument, 'master', 'replication')
     with single_instance(settings.paths.lock_dir, NAME):
         result = Result(slave=slave_ip, started_at=time.time())
         last = read_state(settings.paths.state_dir, VERIFY_STATE_FILE).get('finished_at')
         result.verified = verify or verification_due(last, result.started_at,
                                                      settings.database.verify_every)
         started = time.monotonic()
-        continuous = settings.database.mode == 'continuous'
+        continuous = settings.continuous
         if continuous:
             if verify:
                 raise InputError('--verify compares the hourly copy: in continuous mode the '
@@ -97,7 +93,8 @@ def run(settings: Settings, argument: str | None, verify: bool = False,
             result.verified = False
         try:
             if continuous:
-                _reconcile(settings, slave_ip, result, replace)
+                result.replace_slave = replace
+                reconcile(settings, slave_ip, result)
             else:
                 _replicate(settings, slave_ip, result, replace)
         except origin.ForeignMasterError as e:
@@ -106,10 +103,10 @@ def run(settings: Settings, argument: str | None, verify: bool = False,
         except SchemaMismatch as e:
             _save_state(settings, result, started, error=str(e), kind=jobs.SCHEMA_MISMATCH)
             raise
-        except db.DatabaseError as e:
+        except session.DatabaseError as e:
             message = f'replication to {slave_ip} failed, the slave is unchanged: {e}'
             _save_state(settings, result, started, error=message)
-            raise db.DatabaseError(message) from None
+            raise session.DatabaseError(message) from None
         _save_state(settings, result, started)
         if result.verified and not continuous:
             _report_verification(settings, result, by_hand=verify)
@@ -117,27 +114,28 @@ def run(settings: Settings, argument: str | None, verify: bool = False,
         return result
 
 
-def _guard(settings: Settings, nodes: Nodes, slave_ip: str, master_system: str,
-           replace: bool) -> str | None:
-    """A rebuilt master never wipes the slave (see origin): ForeignMasterError, or the
-    identifier to record in the slave's transaction (None: already recorded)."""
+def guard_slave(settings: Settings, nodes: Nodes, slave_ip: str, master_system: str,
+                replace: bool) -> str | None:
+    """A rebuilt master never wipes the slave (see origin): ForeignMasterError (the slave's
+    transaction rolled back), or the identifier now recorded in the slave's transaction,
+    committed with the copy (None: already recorded)."""
     master = origin.master_identity(settings, master_system)
     try:
-        record = origin.guard(settings, nodes.scur, origin.own_address(slave_ip), master,
-                              replace, NAME)
+        record = origin.guard(nodes.scur, origin.own_address(slave_ip), master, replace)
     except origin.ForeignMasterError:
         nodes.rollback_slave()
         raise
-    return master if record else None
+    if not record:
+        return None
+    origin.write(nodes.scur, master, NAME)
+    return master
 
 
 def _replicate(settings: Settings, slave_ip: str, result: Result, replace: bool = False) -> None:
     with Nodes(settings, slave_ip, NAME) as nodes:
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
-        now = tuple(tracking.Horizon(**h) for h in nodes.both(db.horizon))
-        to_record = _guard(settings, nodes, slave_ip, now[0].system, replace)
-        if to_record:
-            origin.write(nodes.scur, to_record, NAME)
+        now = tuple(tracking.Horizon(**h) for h in nodes.both(catalog.horizon))
+        to_record = guard_slave(settings, nodes, slave_ip, now[0].system, replace)
         record = _trusted_record(settings, slave_ip, now)
         changes = find_changes(nodes, tables, record, verify=result.verified)
         result.tables_unchanged = len(tables) - len(changes.tables)
@@ -153,41 +151,6 @@ def _replicate(settings: Settings, slave_ip: str, result: Result, replace: bool 
             nodes.rollback_slave()
         nodes.end_read()
     _save_tracking(settings, slave_ip, now, tables, changes, writer, record)
-
-
-def _reconcile(settings: Settings, slave_ip: str, result: Result, replace: bool = False) -> None:
-    """Continuous mode: the slave's stream carries the rows (wazo-ha-stream on the slave hands
-    off when needed); this run keeps the publication in step with the copied tables, moves the
-    slave's sequences forward to the master's (logical replication does not carry them; never
-    back: the slave may be serving), and checks that the slave has its slot here."""
-    result.publication = publication.keep_in_step(settings)
-    for line in result.publication:
-        logger.info('publication: %s', line)
-    with Nodes(settings, slave_ip, NAME) as nodes:
-        master_system = nodes.both(db.horizon)[0]['system']
-        to_record = _guard(settings, nodes, slave_ip, master_system, replace)
-        if to_record:
-            origin.write(nodes.scur, to_record, NAME)
-        tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
-        result.tables_unchanged = len(tables)
-        forward = sequences_forward(nodes, {t.name for t in tables})
-        for seq, state in forward.items():
-            db.restart_sequence(nodes.scur, seq, state)
-        nodes.commit_slave()
-        result.sequences_set = len(forward)
-        slots = db.slots(nodes.mcur, SLOT_PREFIX)
-        nodes.end_read()
-    if not slots:
-        raise db.DatabaseError(
-            'continuous replication: the slave has no replication slot on this master: is '
-            'wazo-ha-stream running on the slave, with [database] mode = continuous there? '
-            '(the slave streams nothing until it hands off)')
-    name = max(slots, key=lambda n: (slots[n]['active'], n))
-    result.stream = {'slot': name, **slots[name]}
-    if slots[name]['wal_status'] == 'lost':
-        raise db.DatabaseError(f'continuous replication: the slot {name} of the slave lost WAL '
-                               '([database] slot_wal_keep_size): the slave copies afresh at its '
-                               'next wazo-ha-stream run')
 
 
 def _tracking_path(settings: Settings) -> str:

@@ -7,7 +7,8 @@ import concurrent.futures
 import logging
 from typing import Callable
 
-from .. import db, pg_access
+from ..adapters.db import session
+from ..access import pg_access
 from ..settings import Settings
 
 logger = logging.getLogger('wazo-ha')
@@ -19,27 +20,27 @@ class Nodes:
 
     def __init__(self, settings: Settings, slave_ip: str, application: str):
         self.slave_ip = slave_ip
-        self.master = db.connect(settings.database.local_dsn,
-                                 'the master database ([database] local_dsn)',
-                                 application=application)
+        self.master = session.connect(settings.database.local_dsn,
+                                      'the master database ([database] local_dsn)',
+                                      application=application)
         try:
             try:
                 # the replication role, its password file, TLS
-                self.slave = db.connect(pg_access.slave_dsn(settings, slave_ip),
-                                        f'the slave database {settings.database.name} at '
-                                        f'{slave_ip}:{settings.database.remote_port} as '
-                                        f'{settings.database.remote_user}',
-                                        application=application)
-            except db.DatabaseError as e:
-                raise db.DatabaseError(pg_access.connection_hint(str(e), settings)) from None
+                self.slave = session.connect(pg_access.slave_dsn(settings, slave_ip),
+                                             f'the slave database {settings.database.name} at '
+                                             f'{slave_ip}:{settings.database.remote_port} as '
+                                             f'{settings.database.remote_user}',
+                                             application=application)
+            except session.DatabaseError as e:
+                raise session.DatabaseError(pg_access.connection_hint(str(e), settings)) from None
             # only one run at a time holds the master's lock: any other session of ours on
             # the slave is stale, and its open transaction would hold its locks until the
             # slave notices the dead connection
-            for pid in db.end_other_sessions(self.slave, application):
+            for pid in session.end_other_sessions(self.slave, application):
                 logger.warning('ended session %s left on the slave by an interrupted replication',
                                pid)
-            db.read_snapshot(self.master)
-            self.mcur, self.scur = db.cursor(self.master), db.cursor(self.slave)
+            session.read_snapshot(self.master)
+            self.mcur, self.scur = session.cursor(self.master), session.cursor(self.slave)
         except BaseException:
             self.close()
             raise
@@ -53,7 +54,7 @@ class Nodes:
     def close(self) -> None:
         for conn in (getattr(self, 'master', None), getattr(self, 'slave', None)):
             if conn is not None:
-                db.close(conn)
+                session.close(conn)
 
     def both(self, query: Callable, *args, master_args=None, slave_args=None):
         """query(cursor, *args) on both nodes at once: (the master's answer, the slave's).
@@ -65,16 +66,16 @@ class Nodes:
             return on_master.result(), on_slave.result()
 
     def commit_slave(self) -> None:
-        db.commit(self.slave)
+        session.commit(self.slave)
 
     def rollback_slave(self) -> None:
-        db.rollback(self.slave)
+        session.rollback(self.slave)
 
     def end_read(self) -> None:
         """The snapshot was only read: losing the master's session now costs nothing."""
         try:
-            db.rollback(self.master)
-        except db.DatabaseError as e:
+            session.rollback(self.master)
+        except session.DatabaseError as e:
             logger.warning('ending the read on the master: %s', e)
 
     @classmethod
@@ -82,5 +83,5 @@ class Nodes:
         """Two connections opened elsewhere (the slave's hand-off), held the same way."""
         nodes = cls.__new__(cls)
         nodes.slave_ip, nodes.master, nodes.slave = slave_ip, master, slave
-        nodes.mcur, nodes.scur = db.cursor(master), db.cursor(slave)
+        nodes.mcur, nodes.scur = session.cursor(master), session.cursor(slave)
         return nodes

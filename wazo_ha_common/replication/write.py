@@ -6,16 +6,17 @@ from __future__ import annotations
 import logging
 import time
 
-from .. import db, tracking
+from ..adapters.db import catalog, session, table_copy
+from ..decisions import schema, tracking
 from .compare import Changes, differing_rows
 from .nodes import Nodes
-from .plan import (WritePlan, few_rows_differ, heavy_tables, orphan_action, orphan_keys,
-                   rewrite_rows_only, write_plan)
+from ..decisions.replication import (WritePlan, few_rows_differ, heavy_tables, orphan_action,
+                                     orphan_keys, rewrite_rows_only, write_plan)
 
 logger = logging.getLogger('wazo-ha')
 
 
-class ConstraintRebuildFailed(db.DatabaseError):
+class ConstraintRebuildFailed(session.DatabaseError):
     """The master's rows break a constraint the slave built again after a bulk load."""
 
 
@@ -29,7 +30,7 @@ class Writer:
         """Write and commit; the transaction's xid (rows it wrote carry it as xmin). Should the
         master hold rows its own constraints never checked (loaded with triggers off), the
         write is rolled back and done again with the constraints kept in place."""
-        foreign_keys = db.foreign_keys(self.nodes.scur)
+        foreign_keys = catalog.foreign_keys(self.nodes.scur)
         try:
             return self._write(foreign_keys, constraints=True)
         except ConstraintRebuildFailed as e:
@@ -37,26 +38,26 @@ class Writer:
             self.nodes.rollback_slave()
             return self._write(foreign_keys, constraints=False)
 
-    def _write(self, foreign_keys: list[db.ForeignKey], constraints: bool) -> int:
+    def _write(self, foreign_keys: list[schema.ForeignKey], constraints: bool) -> int:
         scur, counts, result = self.nodes.scur, self.changes.counts, self.result
         write_started = time.monotonic()
         result.rows, result.tables_copied = 0, []  # counted again if this write is done again
-        db.replica_role(scur)
-        writer = db.current_xid32(scur)
-        keys = db.primary_keys(scur)
+        session.replica_role(scur)
+        writer = catalog.current_xid32(scur)
+        keys = catalog.primary_keys(scur)
         whole = [t for t in self.changes.tables if not self._rewrite_rows(t, keys.get(t.name))]
         names = {t.name for t in whole}
         rows = {n: counts[n][0] for n in names}
         heavy = heavy_tables(rows)
         plan = write_plan(names, rows, foreign_keys, {n for n, c in counts.items() if c == (0, 0)},
-                          db.indexes(scur, heavy) if heavy else [], constraints)
-        db.empty_tables(scur, plan.truncate, names - plan.truncate)
+                          catalog.indexes(scur, heavy) if heavy else [], constraints)
+        catalog.empty_tables(scur, plan.truncate, names - plan.truncate)
         load_started = time.monotonic()
         copy_seconds, rebuild_seconds = self._load(whole, plan)
         result.orphans = self._clear_orphans(foreign_keys)
         sequences_started = time.monotonic()
         for seq, state in self.changes.sequences.items():
-            db.restart_sequence(scur, seq, state)
+            catalog.restart_sequence(scur, seq, state)
         result.sequences_set = len(self.changes.sequences)
         commit_started = time.monotonic()
         self.nodes.commit_slave()
@@ -68,7 +69,7 @@ class Writer:
         result.slave_write_seconds = time.monotonic() - write_started
         return writer
 
-    def _clear_orphans(self, foreign_keys: list[db.ForeignKey]) -> int:
+    def _clear_orphans(self, foreign_keys: list[schema.ForeignKey]) -> int:
         """Rows of the tables the copy leaves alone that lost their parent in this write (no
         trigger fired: session_replication_role = replica) get what their foreign key's
         ON DELETE says, in the same transaction, round after round (auth_token -> auth_session
@@ -78,7 +79,7 @@ class Writer:
         while touched:
             lost = set()
             for key in orphan_keys(foreign_keys, copied, touched):
-                count = db.clear_orphans(self.nodes.scur, key)
+                count = catalog.clear_orphans(self.nodes.scur, key)
                 if count:
                     total += count
                     lost.add(key.table)
@@ -89,7 +90,7 @@ class Writer:
             logger.info('rows of the slave left without their parent: %s', ', '.join(said))
         return total
 
-    def _rewrite_rows(self, table: db.Table, key: tuple[str, ...] | None) -> bool:
+    def _rewrite_rows(self, table: schema.Table, key: tuple[str, ...] | None) -> bool:
         """Rewrite only the rows that differ; False when the whole table should be rewritten."""
         master_count, slave_count = self.changes.counts[table.name]
         if not rewrite_rows_only(master_count, slave_count, bool(key)):
@@ -98,47 +99,48 @@ class Writer:
                                       self.changes.trusted.get(table.name))
         if not few_rows_differ(len(stale) + len(fresh), master_count, slave_count):
             return False
-        db.delete_rows(self.nodes.scur, table, key, stale)
+        catalog.delete_rows(self.nodes.scur, table, key, stale)
         written = 0
         for i in range(0, len(fresh), 1000):
-            written += db.stream_table(self.nodes.master, self.nodes.slave, table,
-                                       where=db.key_filter(table, key, fresh[i:i + 1000]))
+            where = catalog.key_filter(table, key, fresh[i:i + 1000])
+            written += table_copy.stream_table(self.nodes.master, self.nodes.slave, table,
+                                               where=where)
         if written != len(fresh) or slave_count - len(stale) + written != master_count:
-            raise db.DatabaseError(f'{table.name}: {written} of {len(fresh)} rows written, the '
-                                   'counts do not add up; nothing was kept on the slave')
+            raise session.DatabaseError(f'{table.name}: {written} of {len(fresh)} rows written, '
+                                        'the counts do not add up; nothing was kept on the slave')
         self.result.rows += written
         self.result.tables_copied.append(table.name)
         return True
 
-    def _load(self, whole: list[db.Table], plan: WritePlan) -> tuple[float, float]:
+    def _load(self, whole: list[schema.Table], plan: WritePlan) -> tuple[float, float]:
         """Copy the emptied tables whole, without what the plan drops, and build that again:
         each table's indexes right after its load (the master reads the next tables meanwhile),
         the foreign keys at the end. Returns the seconds spent copying and rebuilding."""
         scur, counts = self.nodes.scur, self.changes.counts
-        db.execute_together(scur, [fk.drop() for fk in plan.foreign_keys]
-                            + [index.drop() for index in plan.indexes])
+        session.execute_together(scur, [catalog.drop(fk) for fk in plan.foreign_keys]
+                                 + [catalog.drop(index) for index in plan.indexes])
         copy_seconds = rebuild_seconds = 0.0
         try:
-            with db.TableStream(self.nodes.master, [(t, None) for t in whole]) as stream:
+            with table_copy.TableStream(self.nodes.master, [(t, None) for t in whole]) as stream:
                 for table in whole:
                     started = time.monotonic()
                     rows = stream.copy_next(self.nodes.slave, table)
                     # what was written must be what the master's snapshot holds, or nothing is kept
                     if rows != counts[table.name][0]:
-                        raise db.DatabaseError(f'{rows} rows of {table.name} written, the master '
-                                               f'has {counts[table.name][0]}; nothing was kept '
-                                               'on the slave')
+                        raise session.DatabaseError(f'{rows} rows of {table.name} written, the '
+                                                    f'master has {counts[table.name][0]}; nothing '
+                                                    'was kept on the slave')
                     self.result.rows += rows
                     self.result.tables_copied.append(table.name)
                     loaded = time.monotonic()
-                    db.execute_together(scur, [i.create() for i in plan.indexes
-                                               if i.table == table.name])
+                    session.execute_together(scur, [catalog.create(i) for i in plan.indexes
+                                                    if i.table == table.name])
                     copy_seconds += loaded - started
                     rebuild_seconds += time.monotonic() - loaded
             started = time.monotonic()
-            db.execute_together(scur, [fk.create() for fk in plan.foreign_keys])
+            session.execute_together(scur, [catalog.create(fk) for fk in plan.foreign_keys])
             rebuild_seconds += time.monotonic() - started
-        except db.IntegrityViolation as e:
+        except session.IntegrityViolation as e:
             if not plan.whole_tables:
                 raise
             raise ConstraintRebuildFailed(

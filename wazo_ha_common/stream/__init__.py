@@ -6,6 +6,6 @@ wazo-ha-config and the hourly replication run); the slave subscribes (subscripti
 SUBSCRIPTION) on a slot of its own on the master, named SLOT_PREFIX + the time of the hand-off
 that made it."""
 
-PUBLICATION = 'wazo_ha'
-SUBSCRIPTION = 'wazo_ha'
-SLOT_PREFIX = 'wazo_ha_slot_'
+from ..decisions.stream import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION
+
+__all__ = ['PUBLICATION', 'SUBSCRIPTION', 'SLOT_PREFIX']

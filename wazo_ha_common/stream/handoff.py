@@ -12,14 +12,16 @@ from __future__ import annotations
 import logging
 import time
 
-from .. import db, origin
+from ..adapters.db import logical, session
+from ..decisions import origin as origin_decision
+from ..replication import origin
 from ..replication.compare import copied_tables, find_changes
 from ..replication.job import Result
 from ..replication.nodes import Nodes
 from ..replication.write import Writer
 from ..settings import Settings
-from . import PUBLICATION, SUBSCRIPTION, access
-from .plan import slot_name
+from . import PUBLICATION, SUBSCRIPTION, connection as access
+from ..decisions.stream import slot_name
 
 logger = logging.getLogger('wazo-ha')
 
@@ -40,7 +42,7 @@ class _HandOffNodes(Nodes):
         """The writer's retry rolls back: the old subscription is back, drop it again."""
         super().rollback_slave()
         if self.replaced:
-            db.drop_subscription(self.scur, SUBSCRIPTION)
+            logical.drop_subscription(self.scur, SUBSCRIPTION)
 
 
 def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | None) -> tuple[Result, str]:
@@ -53,21 +55,21 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
     try:
         reader = access.connect_master(settings, master_ip, APPLICATION)
         replicator = access.connect_replication(settings, master_ip, APPLICATION)
-        to_record = _origin(admin, db.identify_system(replicator), master_ip)
-        _, snapshot = db.create_exported_slot(replicator, slot)
+        to_record = _origin(admin, logical.identify_system(replicator), master_ip)
+        _, snapshot = logical.create_exported_slot(replicator, slot)
         made = True
-        db.use_snapshot(reader, snapshot)
+        logical.use_snapshot(reader, snapshot)
         # the reader holds the snapshot now; closed, this connection leaves the slot free for
         # the subscription's first START_REPLICATION
-        db.close(replicator)
+        session.close(replicator)
         replicator = None
         nodes = _HandOffNodes.joined(reader, admin, master_ip)
-        nodes.subscribe = lambda cur: db.create_subscription(cur, SUBSCRIPTION, conninfo,
-                                                             PUBLICATION, slot)
+        nodes.subscribe = lambda cur: logical.create_subscription(cur, SUBSCRIPTION, conninfo,
+                                                                  PUBLICATION, slot)
         result = Result(slave='this node', started_at=time.time())
         started = time.monotonic()
         if subscription is not None:
-            db.drop_subscription(nodes.scur, SUBSCRIPTION)
+            logical.drop_subscription(nodes.scur, SUBSCRIPTION)
             nodes.replaced = True
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         changes = find_changes(nodes, tables, None)
@@ -82,23 +84,23 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         made = False   # the subscription owns it now
         return result, slot
     except BaseException:
-        db.close(admin)
+        session.close(admin)
         if made:
             _drop_quietly(settings, master_ip, slot, replicator)
         raise
     finally:
         for conn in (reader, replicator, admin):
             if conn is not None:
-                db.close(conn)
+                session.close(conn)
 
 
 def _origin(admin, master_system: str, master_ip: str) -> str | None:
     """A rebuilt master never wipes the slave (see origin): ForeignMasterError before any
     slot is made, or the identifier to record with the copy (None: already recorded)."""
-    cur = db.cursor(admin)
+    cur = session.cursor(admin)
     recorded = origin.read(cur)
-    db.rollback(admin)   # no transaction left open before the subscription is dropped
-    decision = origin.decide(recorded, master_system, master_ip, replace=False)
+    session.rollback(admin)   # no transaction left open before the subscription is dropped
+    decision = origin_decision.decide(recorded, master_system, master_ip, replace=False)
     if not decision.proceed:
         raise origin.ForeignMasterError(decision.sentence.replace(
             'run with --replace-slave', 'run xivo-master-slave-db-replication --replace-slave '
@@ -112,18 +114,18 @@ def _drop_quietly(settings: Settings, master_ip: str, slot: str, replicator) -> 
     """The slot of a hand-off that failed: dropped now if the master answers, else by the
     next run (inactive slots of ours without a subscription are dropped)."""
     if replicator is not None:
-        db.close(replicator)
+        session.close(replicator)
     try:
         conn = access.connect_master(settings, master_ip, APPLICATION)
-    except db.DatabaseError as e:
+    except session.DatabaseError as e:
         logger.warning('the slot %s made for the failed hand-off is left on the master (%s): '
                        'the next run drops it', slot, e)
         return
     try:
         conn.autocommit = True
-        db.drop_slot(db.cursor(conn), slot)
-    except db.DatabaseError as e:
+        logical.drop_slot(session.cursor(conn), slot)
+    except session.DatabaseError as e:
         logger.warning('cannot drop the slot %s made for the failed hand-off (%s): the next run '
                        'drops it', slot, e)
     finally:
-        db.close(conn)
+        session.close(conn)

@@ -7,16 +7,19 @@ from __future__ import annotations
 import logging
 import time
 
-from .. import check, db, health, jobs, services
+from ..failover import services
+from ..adapters.db import catalog, logical, publishing, session
+from ..decisions import health
+from .. import jobs, role
 from ..errors import WazoHaError
 from ..replication.compare import SchemaMismatch
-from ..replication.plan import is_excluded, schema_differences
-from ..settings import Settings
-from ..system import read_state, send_mail, single_instance, write_state
-from . import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION, access
+from ..decisions.replication import is_excluded, schema_differences
+from ..settings import CONTINUOUS, Settings
+from ..adapters.system import read_state, send_mail, single_instance, write_state
+from . import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION, connection as access
 from .handoff import APPLICATION, hand_off
-from .plan import (BY_FAILOVER, BY_SCHEMA, DISABLE, DROP, HAND_OFF, Facts, decide,
-                   stale_slots)
+from ..decisions.stream import (BY_FAILOVER, BY_SCHEMA, DISABLE, DROP, HAND_OFF, Facts, decide,
+                                stale_slots)
 
 logger = logging.getLogger('wazo-ha')
 
@@ -61,8 +64,8 @@ def request_hand_off(settings: Settings, reason: str) -> None:
 
 
 def _admin(settings: Settings):
-    return db.admin_connect(settings.database.admin_dsn, settings.database.admin_system_user,
-                            APPLICATION)
+    return session.admin_connect(settings.database.admin_dsn, settings.database.admin_system_user,
+                                 APPLICATION)
 
 
 def stop_applying(settings: Settings, by: str) -> str | None:
@@ -72,24 +75,24 @@ def stop_applying(settings: Settings, by: str) -> str | None:
     past the table's largest value, so that the slave's own inserts never reuse an id the
     stream brought. A hand-off holding the subscription (its copy under way) is ended rather
     than waited for: the failover must not wait for a copy."""
-    if settings.database.mode != 'continuous':
+    if not settings.continuous:
         return None
-    admin = db.admin_connect(settings.database.admin_dsn, settings.database.admin_system_user,
-                             'wazo-ha-failover')
+    admin = session.admin_connect(settings.database.admin_dsn, settings.database.admin_system_user,
+                                  'wazo-ha-failover')
     try:
-        cur = db.cursor(admin)
+        cur = session.cursor(admin)
         had = _disable_now(admin, cur)
         moved = []
         if by == BY_FAILOVER:
             _wait_worker_gone(admin, cur)
-            for seq, table, column in db.sequence_columns(cur):
+            for seq, table, column in catalog.sequence_columns(cur):
                 if not is_excluded(table, settings.database.excluded_tables):
-                    value = db.sequence_past_column(cur, seq, table, column)
+                    value = catalog.sequence_past_column(cur, seq, table, column)
                     if value is not None:
                         moved.append(f'{seq}={value}')
-            db.commit(admin)
+            session.commit(admin)
     finally:
-        db.close(admin)
+        session.close(admin)
     if had:
         update_control(settings, disabled_by=by)
     said = [f'continuous replication stopped ({by})'] if had else []
@@ -102,16 +105,16 @@ def _disable_now(admin, cur) -> bool:
     """Disable and commit; a hand-off in the way is ended (its transaction rolls back)."""
     for attempt in (1, 2):
         try:
-            db.set_lock_timeout(cur, STOP_LOCK_TIMEOUT)
-            had = db.disable_subscription(cur, SUBSCRIPTION)
-            db.commit(admin)
+            session.set_lock_timeout(cur, STOP_LOCK_TIMEOUT)
+            had = logical.disable_subscription(cur, SUBSCRIPTION)
+            session.commit(admin)
             return had
-        except db.DatabaseError as e:
-            db.rollback(admin)
+        except session.DatabaseError as e:
+            session.rollback(admin)
             if attempt == 2:
                 raise
-            ended = db.end_sessions(cur, APPLICATION)
-            db.commit(admin)
+            ended = session.end_sessions(cur, APPLICATION)
+            session.commit(admin)
             logger.warning('failover: ended %d wazo-ha-stream sessions in the way (%s)',
                            ended, e)
     return False
@@ -124,15 +127,15 @@ def _wait_worker_gone(admin, cur) -> None:
     not wait for it; disabled, the subscription starts no other."""
     deadline = time.monotonic() + WORKER_STOP_WAIT
     while True:
-        sub = db.subscription(cur, SUBSCRIPTION)
-        db.rollback(admin)
+        sub = logical.subscription(cur, SUBSCRIPTION)
+        session.rollback(admin)
         if sub is None or sub['worker'] is None:
             return
         if time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    db.end_backend(cur, sub['worker'])
-    db.commit(admin)
+    session.end_backend(cur, sub['worker'])
+    session.commit(admin)
     logger.warning('failover: the apply worker (pid %s) had not stopped after %.0f s: ended',
                    sub['worker'], WORKER_STOP_WAIT)
 
@@ -163,10 +166,10 @@ HOURLY = '[database] mode is hourly: no stream'
 
 
 def run(settings: Settings, argument: str | None) -> str:
-    master_ip = check.resolve_master(settings, argument, 'the continuous replication')
+    master_ip = role.resolve_peer(settings, argument, 'slave', 'the continuous replication')
     record = jobs.load_last_run(settings.paths.state_dir, JOB)
     details = dict(record.details or {}) if record else {}
-    if settings.database.mode != 'continuous' and details.get('mode') != 'continuous':
+    if not settings.continuous and details.get('mode') != CONTINUOUS:
         logger.debug('%s', HOURLY)  # never streamed: nothing to look at, nothing to record
         return HOURLY
     with single_instance(settings.paths.lock_dir, JOB.name):
@@ -194,13 +197,13 @@ def run(settings: Settings, argument: str | None) -> str:
 
 def _run(settings: Settings, master_ip: str, details: dict) -> str:
     control = load_control(settings)
-    continuous = settings.database.mode == 'continuous'
+    continuous = settings.continuous
     details.update(master=master_ip, lagging=False)
     admin = _admin(settings)
     try:
-        cur = db.cursor(admin)
-        sub = db.subscription(cur, SUBSCRIPTION)
-        db.rollback(admin)
+        cur = session.cursor(admin)
+        sub = logical.subscription(cur, SUBSCRIPTION)
+        session.rollback(admin)
         is_serving = continuous and serving(settings)
         if not continuous or is_serving:
             action = decide(Facts(continuous, is_serving, sub, None))
@@ -208,13 +211,13 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
         access.write_subscription_passfile(settings, master_ip)
         master = access.connect_master(settings, master_ip, APPLICATION)
         try:
-            mcur = db.cursor(master)
+            mcur = session.cursor(master)
             differences = _schema_differences(settings, mcur, cur)
-            ours = db.slots(mcur, SLOT_PREFIX)
-            changed = sub is not None and \
-                db.published_tables(mcur, PUBLICATION) != db.subscribed_tables(cur, SUBSCRIPTION)
-            db.rollback(master)
-            db.rollback(admin)
+            ours = logical.slots(mcur, SLOT_PREFIX)
+            changed = sub is not None and (publishing.published_tables(mcur, PUBLICATION)
+                                           != logical.subscribed_tables(cur, SUBSCRIPTION))
+            session.rollback(master)
+            session.rollback(admin)
             action = decide(Facts(True, False, sub, ours.get(sub['slot']) if sub else None,
                                   tuple(differences), control.get('disabled_by'),
                                   control.get('request'), bool(details.get('last_hand_off')),
@@ -222,8 +225,8 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
             details['subscription'] = _shown(sub)
             if differences:
                 if action.kind == DISABLE:
-                    db.disable_subscription(cur, SUBSCRIPTION)
-                    db.commit(admin)
+                    logical.disable_subscription(cur, SUBSCRIPTION)
+                    session.commit(admin)
                 if sub is not None:  # whoever stopped it, the schemas did
                     update_control(settings, disabled_by=BY_SCHEMA)
                 raise SchemaMismatch(f'{action.reason}. Both nodes must run the same Wazo '
@@ -240,13 +243,13 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
                     _check_worker(admin, cur, current)
                 update_control(settings, mailed_hand_off=None)  # healthy: mail the next one
             _drop_stale(mcur, master, current, details)
-            ours = db.slots(mcur, SLOT_PREFIX)
-            db.rollback(master)
+            ours = logical.slots(mcur, SLOT_PREFIX)
+            session.rollback(master)
             slot = ours.get(current) or {}
             details['retained_wal_bytes'] = slot.get('retained')
             details['slot'] = current
         finally:
-            db.close(master)
+            session.close(master)
         if action.kind == HAND_OFF:
             return (f'hand-off done ({action.reason}): {details["last_hand_off"]["sentence"]}; '
                     f'streaming from the master {master_ip} on slot {current}')
@@ -256,14 +259,14 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
                 + f', {_mb(details["retained_wal_bytes"])} of WAL held on the master')
     finally:
         if admin is not None:
-            db.close(admin)
+            session.close(admin)
 
 
 def _check_worker(admin, cur, slot: str) -> None:
     """Behind for LAG_WAIT: a subscription whose worker does not run at all is broken, not
     slow (a refused login, a missing password file): say it, do not report a lag."""
-    sub = db.subscription(cur, SUBSCRIPTION)
-    db.rollback(admin)
+    sub = logical.subscription(cur, SUBSCRIPTION)
+    session.rollback(admin)
     if sub is not None and sub['enabled'] and sub['worker'] is None:
         raise StreamError(f'the subscription is enabled but its apply worker does not run (slot '
                           f'{slot}): the slave\'s PostgreSQL log says why (a refused login: run '
@@ -271,24 +274,25 @@ def _check_worker(admin, cur, slot: str) -> None:
 
 
 def _without_master(settings: Settings, admin, action) -> str:
-    cur = db.cursor(admin)
+    cur = session.cursor(admin)
     if action.kind == DISABLE:  # the failover did not (it failed, or it is under way)
-        db.close(admin)
+        session.close(admin)
         said = stop_applying(settings, BY_FAILOVER)
         if said:
             logger.warning('%s', said)
     elif action.kind == DROP:
-        db.drop_subscription(cur, SUBSCRIPTION)
-        db.commit(admin)
+        logical.drop_subscription(cur, SUBSCRIPTION)
+        session.commit(admin)
         update_control(settings, disabled_by=None, request=None)
     return action.reason
 
 
 def _schema_differences(settings: Settings, mcur, scur) -> list[str]:
-    m_version, s_version = db.alembic_version(mcur), db.alembic_version(scur)
+    m_version, s_version = catalog.alembic_version(mcur), catalog.alembic_version(scur)
     if m_version != s_version:
         return [f'the master runs Wazo schema version {m_version} and the slave {s_version}']
-    return schema_differences(db.tables(mcur), db.tables(scur), settings.database.excluded_tables)
+    return schema_differences(catalog.tables(mcur), catalog.tables(scur),
+                              settings.database.excluded_tables)
 
 
 def _hand_off(settings: Settings, master_ip: str, admin, sub, action, details: dict,
@@ -323,11 +327,11 @@ def _lag(mcur, master, slot: str) -> float | None:
     """Seconds until the slave confirmed everything the master had written when asked (an
     upper bound of the lag: the slave confirms its position every few tenths of a second);
     None past LAG_WAIT."""
-    target = db.wal_position(mcur)
+    target = logical.wal_position(mcur)
     started = time.monotonic()
     while True:
-        state = db.slots(mcur, slot).get(slot)
-        db.rollback(master)
+        state = logical.slots(mcur, slot).get(slot)
+        session.rollback(master)
         if state and state['confirmed'] >= target:
             return round(time.monotonic() - started, 2)
         if time.monotonic() - started > LAG_WAIT:
@@ -336,13 +340,13 @@ def _lag(mcur, master, slot: str) -> float | None:
 
 
 def _drop_stale(mcur, master, current: str, details: dict) -> None:
-    for name in stale_slots(db.slots(mcur, SLOT_PREFIX), current):
+    for name in stale_slots(logical.slots(mcur, SLOT_PREFIX), current):
         try:
-            db.drop_slot(mcur, name)
-            db.commit(master)
+            logical.drop_slot(mcur, name)
+            session.commit(master)
             logger.info('dropped the slot %s left on the master by an earlier hand-off', name)
-        except db.DatabaseError as e:
-            db.rollback(master)
+        except session.DatabaseError as e:
+            session.rollback(master)
             logger.warning('cannot drop the slot %s on the master yet: %s', name, e)
 
 

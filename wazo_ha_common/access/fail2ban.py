@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
-from .errors import WazoHaError
-from .settings import Settings
-from .system import find_program, read_text, run, write_atomic
+from ..errors import WazoHaError
+from ..settings import Settings
+from ..adapters.system import find_program, read_text, run, write_atomic
 
 HEADER = ('# Managed by wazo-ha (wazo-ha-config): the slave probes this master (ping, SIP '
           'OPTIONS)\n# and must never be banned. Removed when this node stops being a '

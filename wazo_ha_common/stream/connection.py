@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 import pwd
 
-from .. import db, pg_access
+from ..adapters.db import logical, session
+from ..decisions import pgpass
 from ..errors import WazoHaError
 from ..settings import Settings
-from ..system import read_text, write_atomic
+from ..adapters.system import read_text, write_atomic
 
 
 def _base(settings: Settings, master_ip: str) -> str:
@@ -28,8 +29,8 @@ def what(settings: Settings, master_ip: str) -> str:
 
 def password(settings: Settings, master_ip: str) -> str:
     d = settings.database
-    prefix = pg_access.pgpass_prefix(master_ip, d.remote_port, d.name, d.stream_user)
-    found = pg_access.pgpass_password(read_text(d.passfile) or '', prefix)
+    prefix = pgpass.pgpass_prefix(master_ip, d.remote_port, d.name, d.stream_user)
+    found = pgpass.pgpass_password(read_text(d.passfile) or '', prefix)
     if not found:
         raise WazoHaError(f'no password for the stream role {d.stream_user} of the master '
                           f'{master_ip} in {d.passfile}: run wazo-sync -i on the master (with '
@@ -51,18 +52,18 @@ def hint(message: str, settings: Settings) -> str:
 def connect_master(settings: Settings, master_ip: str, application: str):
     dsn = f'{_base(settings, master_ip)} passfile={settings.database.passfile}'
     try:
-        return db.connect(dsn, what(settings, master_ip), application=application)
-    except db.DatabaseError as e:
-        raise db.DatabaseError(hint(str(e), settings)) from None
+        return session.connect(dsn, what(settings, master_ip), application=application)
+    except session.DatabaseError as e:
+        raise session.DatabaseError(hint(str(e), settings)) from None
 
 
 def connect_replication(settings: Settings, master_ip: str, application: str):
     dsn = f'{_base(settings, master_ip)} passfile={settings.database.passfile} replication=database'
     try:
-        return db.replication_connect(dsn, what(settings, master_ip) + ' (replication)',
-                                      application)
-    except db.DatabaseError as e:
-        raise db.DatabaseError(hint(str(e), settings)) from None
+        return logical.replication_connect(dsn, what(settings, master_ip) + ' (replication)',
+                                           application)
+    except session.DatabaseError as e:
+        raise session.DatabaseError(hint(str(e), settings)) from None
 
 
 def write_subscription_passfile(settings: Settings, master_ip: str) -> None:
@@ -71,8 +72,8 @@ def write_subscription_passfile(settings: Settings, master_ip: str) -> None:
     catalog, in pg_dump's output and, on an error, in the server log. Rewritten at each run,
     so that a new password (wazo-sync -i again) reaches the running subscription."""
     d = settings.database
-    line = pg_access.pgpass_prefix(master_ip, d.remote_port, d.name, d.stream_user) + \
-        pg_access.pgpass_field(password(settings, master_ip)) + '\n'
+    line = pgpass.pgpass_prefix(master_ip, d.remote_port, d.name, d.stream_user) + \
+        pgpass.pgpass_field(password(settings, master_ip)) + '\n'
     path = d.subscription_passfile
     if read_text(path) == line and _owned_by(path, d.admin_system_user):
         return

@@ -8,8 +8,8 @@ from typing import Any
 import requests
 import urllib3
 
-from .errors import WazoHaError
-from .settings import WazoApi as ApiSettings
+from ..errors import WazoHaError
+from ..settings import WazoApi as ApiSettings
 
 logger = logging.getLogger('wazo-ha')
 

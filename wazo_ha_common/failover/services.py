@@ -11,10 +11,10 @@ import re
 import time
 from dataclasses import dataclass
 
-from .errors import WazoHaError
-from .jobs import SERVICES
-from .settings import Settings
-from .system import find_program, read_state, run, single_instance, write_state
+from ..errors import WazoHaError
+from ..jobs import SERVICES
+from ..settings import Settings
+from ..adapters.system import find_program, read_state, run, single_instance, write_state
 
 logger = logging.getLogger('wazo-ha')
 

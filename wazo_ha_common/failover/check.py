@@ -10,17 +10,35 @@ import os
 import socket
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
-from . import failback, health, probes, role, services, sync
-from .errors import InputError, WazoHaError
-from .jobs import CHECK, SERVICES
-from .settings import Settings
-from .stream import job as stream_job
-from .system import read_state, read_text, send_mail, single_instance, write_state
+from typing import Callable
+
+from .. import role
+from ..adapters import probes
+from ..adapters.system import read_state, read_text, send_mail, single_instance, write_state
+from ..decisions import health
+from ..errors import WazoHaError
+from ..files import failback
+from ..jobs import CHECK, SERVICES
+from ..settings import Settings
+from . import services
 
 logger = logging.getLogger('wazo-ha')
 
+
+def _nothing(settings: Settings) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the check calls in the other domains, given by its command: the check imports
+    neither the stream nor the file synchronisation, so it never fails for them."""
+    # before the telephony starts (continuous mode: the stream stops applying the master's)
+    before_serving: Callable[[Settings], object] = _nothing
+    # at each run: the rsync daemon configuration the master's key is bound to; what changed
+    keep_daemon_config: Callable[[Settings], list[str]] = _nothing
 
 
 def boot_id() -> str:
@@ -58,29 +76,16 @@ def save_memory(settings: Settings, memory: health.Memory, verdict: health.Verdi
                 {**asdict(memory), 'sentence': verdict.sentence, 'written_at': time.time()})
 
 
-def resolve_master(settings: Settings, argument: str | None, what: str = 'the master check') -> str:
-    """The master's address; WrongRoleError (`what` runs on a slave) when this node is not
-    a slave."""
-    config = role.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
-                               'slave', what)
-    if argument is None:
-        return role.validate_peer(config.remote_address)
-    ip = role.validate_peer(argument)
-    if ip != config.remote_address:
-        raise InputError(f'{ip} is not the master configured in ha.conf ({config.remote_address})')
-    return ip
-
-
 def run(settings: Settings, argument: str | None, sleep=time.sleep,
-        by_hand: bool = False) -> str:
+        hooks: Hooks = Hooks(), by_hand: bool = False) -> str:
     """Returns the closing sentence of the run. `by_hand`: a run started by the administrator
     converges too (paused or not); it warns before starting telephony beside a master that
     answers."""
-    master_ip = resolve_master(settings, argument)
+    master_ip = role.resolve_peer(settings, argument, 'slave', 'the master check')
     policy = health.Policy(settings.check.probe_interval, settings.check.down_after,
                            settings.check.up_after)
     with single_instance(settings.paths.lock_dir, CHECK.name, wait=settings.check.probe_interval + 5):
-        _keep_daemon_config(settings)
+        _keep_daemon_config(settings, hooks)
         boot = boot_id()
         deadline = time.monotonic() + settings.check.run_for
         memory = load_memory(settings, master_ip)
@@ -99,7 +104,7 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep,
                 _warn(f'warning: the master {master_ip} answers, but the decision "master down" '
                       f'stands until it has answered for {settings.check.up_after:g} s: this run '
                       'starts the telephony of this slave beside it')
-            outcome = _converge(settings, verdict, force=not converged, memory=memory)
+            outcome = _converge(settings, verdict, hooks, force=not converged, memory=memory)
             converged = True
             action = f' -> {outcome.sentence()}' if outcome and outcome.done else ''
             sentence = f'master {master_ip} {verdict.decision}: {verdict.sentence}{action}'
@@ -120,19 +125,19 @@ def _warn(text: str) -> None:
     print(f'{CHECK.name}: {text}', file=sys.stderr, flush=True)
 
 
-def _keep_daemon_config(settings: Settings) -> None:
+def _keep_daemon_config(settings: Settings, hooks: Hooks) -> None:
     """The rsync daemon configuration follows the settings (what the master's key may do)."""
     if not settings.sound('sync'):  # a mistake in [sync]: keep what the daemon has
         logger.warning('the rsync daemon configuration is left as it is: [sync] has a mistake')
         return
     try:
-        for change in sync.apply_daemon_config(settings, slave=True):
+        for change in hooks.keep_daemon_config(settings):
             logger.info('changed: %s', change)
     except OSError as e:  # file sync is not failover: say so and go on probing
         logger.error('cannot write the rsync daemon configuration: %s', e)
 
 
-def _converge(settings: Settings, verdict: health.Verdict, force: bool,
+def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks, force: bool,
               memory: health.Memory | None = None) -> services.Outcome | None:
     """Bring the services to the decided state on a change, and once per run anyway; keep
     the failback record (what the master's next wazo-sync reads) in step. Root is mailed
@@ -140,7 +145,7 @@ def _converge(settings: Settings, verdict: health.Verdict, force: bool,
     if verdict.decision == health.UNKNOWN or not (verdict.changed or force):
         return None
     if verdict.decision == health.DOWN:
-        stream_job.before_serving(settings)  # the slave's own writes from now on
+        hooks.before_serving(settings)  # the slave's own writes from now on
         outcome = services.start(settings)
         change = failback.serving(settings)
         if change and not outcome.critical_failed:

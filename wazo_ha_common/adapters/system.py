@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from .errors import CommandError, LockBusyError, WazoHaError
+from ..errors import CommandError, LockBusyError, WazoHaError
 
 logger = logging.getLogger('wazo-ha')
 

@@ -20,17 +20,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from . import db
-from .replication.plan import split_tables
-from .settings import Settings
-from .stream import PUBLICATION
+from ..adapters.db import publishing, session
+from ..decisions import schema
+from ..decisions.replication import split_tables
+from ..settings import Settings
+from . import PUBLICATION
 
 logger = logging.getLogger('wazo-ha')
 
 FIXTURE_FULL: tuple[str, ...] = ()
 
 
-class PublicationError(db.DatabaseError):
+class PublicationError(session.DatabaseError):
     """The publication cannot be kept in step."""
 
 
@@ -76,7 +77,7 @@ class Plan:
         return out
 
 
-def plan(state: db.PublicationState, copied: list[str]) -> Plan:
+def plan(state: schema.PublicationState, copied: list[str]) -> Plan:
     """What to change so that the publication holds exactly `copied` and the role may read
     those tables and their sequences and nothing else of the schema."""
     wanted = sorted(copied)
@@ -103,13 +104,15 @@ def plan(state: db.PublicationState, copied: list[str]) -> Plan:
 
 def _state(settings: Settings):
     """A session on this node's database, a cursor, and the publication's state read."""
-    conn = db.connect(settings.database.local_dsn, 'the master database ([database] local_dsn)',
-                      application='wazo-ha-publication')
+    conn = session.connect(settings.database.local_dsn,
+                           'the master database ([database] local_dsn)',
+                           application='wazo-ha-publication')
     try:
-        cur = db.cursor(conn)
-        return conn, cur, db.publication_state(cur, PUBLICATION, settings.database.stream_user)
+        cur = session.cursor(conn)
+        state = publishing.publication_state(cur, PUBLICATION, settings.database.stream_user)
+        return conn, cur, state
     except BaseException:
-        db.close(conn)
+        session.close(conn)
         raise
 
 
@@ -126,12 +129,12 @@ def keep_in_step(settings: Settings) -> list[str]:
         copied, _ = split_tables(state.tables, d.excluded_tables)
         steps = plan(state, copied)
         if steps.empty():
-            db.rollback(conn)
+            session.rollback(conn)
             return []
-        db.keep_publication(cur, PUBLICATION, d.stream_user, **vars(steps))
-        db.commit(conn)
+        publishing.keep_publication(cur, PUBLICATION, d.stream_user, **vars(steps))
+        session.commit(conn)
     finally:
-        db.close(conn)
+        session.close(conn)
     for table in steps.identity_full:
         logger.warning('table %s has no primary key: REPLICA IDENTITY FULL set so that its '
                        'UPDATE and DELETE are published (and not refused)', table)
@@ -147,8 +150,8 @@ def drop(settings: Settings) -> list[str]:
     conn, cur, state = _state(settings)
     try:
         role = d.stream_user if state.role_exists else None
-        existed = db.drop_publication(cur, PUBLICATION, role)
-        db.commit(conn)
+        existed = publishing.drop_publication(cur, PUBLICATION, role)
+        session.commit(conn)
     finally:
-        db.close(conn)
+        session.close(conn)
     return [f'PostgreSQL: dropped the publication {PUBLICATION}'] if existed else []

@@ -7,7 +7,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-from ..db import ForeignKey, Index
+from .schema import ForeignKey, Index
 
 # tables up to this size are compared row by row (by primary key) and only the differing
 # rows are rewritten; above it, or past ROW_DIFF_MAX_SHARE of rows differing, the whole table

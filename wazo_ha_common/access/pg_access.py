@@ -24,9 +24,11 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from .errors import WazoHaError
-from .settings import Settings
-from .system import Completed, read_text, run, tail, write_atomic
+from ..errors import WazoHaError
+from ..settings import Settings
+from ..adapters.network import source_address
+from ..decisions.pgpass import pgpass_password, pgpass_prefix, with_pgpass_line
+from ..adapters.system import Completed, read_text, run, tail, write_atomic
 
 logger = logging.getLogger('wazo-ha')
 
@@ -37,6 +39,8 @@ CONF_NAME = 'wazo-ha.conf'
 # roles whose members may run programs or touch files as the server: never the tables' owner
 # the remote pairing command's exit status when the key was authorised but the role was not
 PAIRING_FAILED = 3
+# its exit status when the stream password could not be stored (continuous mode)
+STREAM_STORE_FAILED = 4
 SCRAM_ITERATIONS = 4096  # PostgreSQL's default scram_iterations
 
 
@@ -101,7 +105,6 @@ def listen_addresses(settings: Settings, peer_ip: str, peer: str = 'master') -> 
     """[database] listen_addresses, or this node's address toward the peer and localhost."""
     if settings.database.listen_addresses:
         return settings.database.listen_addresses
-    from .sync import source_address  # sync imports this module
     try:
         own = source_address(peer_ip)
     except OSError as e:
@@ -344,29 +347,6 @@ def scram_verifier(password: str, salt: bytes | None = None,
     return f'SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server)}'
 
 
-def pgpass_field(value) -> str:
-    return str(value).replace('\\', '\\\\').replace(':', '\\:')
-
-
-def pgpass_prefix(host: str, port: int, database: str, user: str) -> str:
-    return ':'.join(pgpass_field(v) for v in (host, port, database, user)) + ':'
-
-
-def pgpass_password(text: str, prefix: str) -> str | None:
-    """The password of the line starting with prefix (fields as libpq escapes them)."""
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            value = line[len(prefix):]
-            return value.replace('\\:', ':').replace('\\\\', '\\')
-    return None
-
-
-def with_pgpass_line(text: str, prefix: str, password: str) -> str:
-    """The password file with our line set, every other line kept in order."""
-    lines = [line for line in text.splitlines() if not line.startswith(prefix)]
-    return '\n'.join(lines + [prefix + pgpass_field(password)]) + '\n'
-
-
 def slave_dsn(settings: Settings, ip: str) -> str:
     d = settings.database
     return (f"host={ip} port={d.remote_port} dbname={d.name} user={d.remote_user} "
@@ -384,10 +364,9 @@ class Pairing:
     def remote_command(self, authorize_script: str, database: str,
                        stream_script: str | None = None) -> str:
         """The key authorisation, then (continuous mode) stream_script, which stores the
-        stream role's password read on stdin (exit stream_access.STREAM_STORE_FAILED when it
+        stream role's password read on stdin (exit STREAM_STORE_FAILED when it
         fails), then (as the cluster's superuser, on the slave) the role's password; exit
         PAIRING_FAILED when only that last part failed."""
-        from .stream_access import STREAM_STORE_FAILED  # stream_access imports this module
         stream = ('{ ' + stream_script + f'; }} || exit {STREAM_STORE_FAILED}; '
                   if stream_script else '')
         return ('{ ' + authorize_script + '; } || exit 1; ' + stream + 'cd / && runuser -u '
@@ -443,10 +422,10 @@ def finish_pairing(settings: Settings, pairing: Pairing, result: Completed) -> l
 
 def check_pairing(settings: Settings, slave_ip: str) -> str:
     """Log in to the slave as the master's replication does."""
-    from . import db
-    conn = db.connect(slave_dsn(settings, slave_ip),
-                      f'the slave database {settings.database.name} at {slave_ip} as '
-                      f'{settings.database.remote_user}')
+    from ..adapters.db import session
+    conn = session.connect(slave_dsn(settings, slave_ip),
+                           f'the slave database {settings.database.name} at {slave_ip} as '
+                           f'{settings.database.remote_user}')
     try:
         with conn.cursor() as cur:
             cur.execute('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')

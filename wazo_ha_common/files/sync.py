@@ -11,19 +11,22 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import shlex
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from typing import Callable
 
-from . import failback, pg_access, role, rsync_modules, rsync_names, stream_access
-from .errors import WazoHaError
-from .jobs import SYNC, LastRun, save_last_run
-from .settings import Settings
-from .system import describe, read_text, run, send_mail, single_instance, tail, write_atomic
+from . import failback, rsyncd
+from ..access import pg_access, stream_access
+from .. import role
+from ..decisions import rsync_modules
+from ..decisions.failback import BRING_BACK, SERVING, Episode, plan as failback_step
+from ..errors import WazoHaError
+from ..jobs import SYNC, LastRun, save_last_run
+from ..settings import Settings
+from ..adapters.network import source_address
+from ..adapters.system import describe, read_text, run, send_mail, single_instance, tail
 
 logger = logging.getLogger('wazo-ha')
 
@@ -44,24 +47,6 @@ AUTHORIZE_SCRIPT = (
 
 class SyncError(WazoHaError):
     """rsync or ssh failed."""
-
-
-def master_config(settings: Settings) -> role.HaConfig:
-    config = role.require_role(settings.paths.ha_conf, settings.paths.sentinel_dir,
-                                   'master', 'file synchronisation')
-    role.validate_peer(config.remote_address)  # never this node itself
-    return config
-
-
-def source_address(peer: str) -> str:
-    """The local address this node uses to reach peer (a UDP connect sends nothing)."""
-    family = socket.AF_INET6 if ':' in peer else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.connect((peer, 9))
-            return s.getsockname()[0]
-    except OSError as e:
-        raise WazoHaError(f'this node has no route to {peer}: {e.strerror}') from None
 
 
 def restricted_line(public_key: str, master_ip: str, daemon_config: str) -> str:
@@ -108,14 +93,9 @@ def rsync_shell(settings: Settings) -> str:
     return describe(['ssh', *ssh_options(settings)])
 
 
-def daemon_modules(settings: Settings) -> list[rsync_modules.Module]:
-    return rsync_modules.modules(settings.sync.directories, settings.sync.failback_directories,
-                                 settings.sync.record_dir)
-
-
 def failback_modules(settings: Settings) -> list[rsync_modules.Module]:
     """The read-only modules of the failback directories (not the record's)."""
-    return [m for m in daemon_modules(settings) if not m.write and m.name != rsync_modules.RECORD]
+    return [m for m in rsyncd.daemon_modules(settings) if not m.write and m.name != rsync_modules.RECORD]
 
 
 def host_key_fingerprints(settings: Settings, ip: str) -> list[str]:
@@ -135,8 +115,7 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
 
     Returns what was done; `tell` shows what the user needs before ssh asks for the slave's
     password: the slave's host key fingerprints, then which password is asked."""
-    config = master_config(settings)
-    slave = config.remote_address
+    slave = role.resolve_peer(settings, None, 'master', 'file synchronisation')
     key = settings.sync.ssh_key
     report = []
     with single_instance(settings.paths.lock_dir, SYNC.name):
@@ -178,7 +157,7 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
                                              stream_script)],
                      input=line + '\n' + (stream.input if stream else '') + pairing.input,
                      timeout=120, check=False)
-        if stream and result.returncode == stream_access.STREAM_STORE_FAILED:
+        if stream and result.returncode == pg_access.STREAM_STORE_FAILED:
             raise pg_access.PairingError(
                 'the key is authorised on the slave, but the stream role\'s password could not '
                 f'be stored there: {tail(result.stderr, 2) or "no output"}')
@@ -206,7 +185,7 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
 
 def _check_key(settings: Settings, target: str) -> None:
     """A dry-run upload of nothing into the first write module: key, sshd and daemon work."""
-    first = next(m for m in daemon_modules(settings) if m.write)
+    first = next(m for m in rsyncd.daemon_modules(settings) if m.write)
     empty = tempfile.mkdtemp(prefix='wazo-sync-check-')
     try:
         check = run(['rsync', '--dry-run', '-r', '-e', rsync_shell(settings), f'{empty}/',
@@ -224,7 +203,7 @@ def _check_key(settings: Settings, target: str) -> None:
 
 def push(settings: Settings, dry_run: bool = False, replace: bool = False) -> str:
     """wazo-sync: rsync the directories to the slave. Returns the closing sentence."""
-    config = master_config(settings)
+    slave = role.resolve_peer(settings, None, 'master', 'file synchronisation')
     key = settings.sync.ssh_key
     if not os.path.exists(key):
         sentence = f'file synchronisation is not set up (no key {key}): run wazo-sync -i once'
@@ -235,10 +214,10 @@ def push(settings: Settings, dry_run: bool = False, replace: bool = False) -> st
         existing, missing = expand_directories(settings.sync.directories)
         for pattern in missing:
             logger.info('skipped %s: not on this master', pattern)
-        plan = rsync_modules.push_plan(daemon_modules(settings))
+        plan = rsync_modules.push_plan(rsyncd.daemon_modules(settings))
         if not plan:
             return 'none of the synced directories exists on this master: nothing to send'
-        target = remote(settings.sync.remote_user, config.remote_address)
+        target = remote(settings.sync.remote_user, slave)
         started = time.monotonic()
         try:
             record = fetch_record(settings, target)
@@ -246,18 +225,17 @@ def push(settings: Settings, dry_run: bool = False, replace: bool = False) -> st
             _save_state(settings, 'failed', str(e))
             raise
         failback.remember_slave_record(settings, record)   # for the master's wazo-ha-status
-        from . import origin  # the database driver: never loaded by the failover check
+        from ..replication import origin  # the database driver: never loaded by the check
         try:
-            said = origin.check_before_sync(settings, config.remote_address, replace, SYNC.name,
-                                            dry_run)
+            said = origin.check_before_sync(settings, slave, replace, SYNC.name, dry_run)
         except origin.ForeignMasterError as e:
             _save_state(settings, 'failed', f'{e}; nothing pushed')
             raise
         if said:
             logger.warning('%s', said)
-        step = failback.plan(record, failback.last_brought_back(settings))
-        if step == failback.SERVING:
-            sentence = (f'the slave {config.remote_address} serves telephony {record.describe()}: '
+        step = failback_step(record, failback.last_brought_back(settings))
+        if step == SERVING:
+            sentence = (f'the slave {slave} serves telephony {record.describe()}: '
                         'nothing pushed (it would overwrite what it records); once it has '
                         'given telephony back, the next run brings its voicemail and '
                         'recordings back first')
@@ -265,10 +243,10 @@ def push(settings: Settings, dry_run: bool = False, replace: bool = False) -> st
             _save_state(settings, 'ok', sentence)
             return sentence
         before = ''
-        if step == failback.BRING_BACK and dry_run:
+        if step == BRING_BACK and dry_run:
             before = (f'the slave served telephony {record.describe()}: a real run first copies '
                       'its voicemail and recordings back\n')
-        elif step == failback.BRING_BACK:
+        elif step == BRING_BACK:
             try:
                 copied = _copy_back(settings, target)
             except SyncError as e:  # nothing pushed: the slave's files must come back first
@@ -280,7 +258,7 @@ def push(settings: Settings, dry_run: bool = False, replace: bool = False) -> st
                       f'slave, which served telephony {record.describe()}; then ')
             logger.info('failback episode %s: %d files copied back from %s: %s', record.episode,
                         len(copied), target, ', '.join(copied[:20]) or 'none')
-            _announce_brought_back(settings, config.remote_address, record, len(copied))
+            _announce_brought_back(settings, slave, record, len(copied))
         changes, failures = [], []
         for module, sources in plan:
             argv = ['rsync', *rsync_modules.TRANSFER_OPTIONS, '-R', '--delete-after',
@@ -311,7 +289,7 @@ def push(settings: Settings, dry_run: bool = False, replace: bool = False) -> st
         return sentence
 
 
-def _announce_brought_back(settings: Settings, slave: str, record: failback.Episode,
+def _announce_brought_back(settings: Settings, slave: str, record: Episode,
                            files: int) -> None:
     """Root is mailed once per episode (failback.brought_back records it once)."""
     host = socket.gethostname()
@@ -328,10 +306,10 @@ def pull_back(settings: Settings) -> list[str]:
 
     Deletes nothing; a file newer on the master is kept; a file the slave replaces is kept
     beside it with a .before-failback-DATE suffix. Returns the files copied."""
-    config = master_config(settings)
+    slave = role.resolve_peer(settings, None, 'master', 'file synchronisation')
     if not os.path.exists(settings.sync.ssh_key):
         raise SyncError(f'no key {settings.sync.ssh_key}: run wazo-sync -i first')
-    target = remote(settings.sync.remote_user, config.remote_address)
+    target = remote(settings.sync.remote_user, slave)
     with single_instance(settings.paths.lock_dir, SYNC.name):
         copied = _copy_back(settings, target)
     logger.info('failback: %d files copied back from %s', len(copied), target)
@@ -356,7 +334,7 @@ def _copy_back(settings: Settings, target: str) -> list[str]:
     return copied
 
 
-def fetch_record(settings: Settings, target: str) -> failback.Episode | None:
+def fetch_record(settings: Settings, target: str) -> Episode | None:
     """The slave's record of the telephony it served (read through its read-only module)."""
     scratch = tempfile.mkdtemp(prefix='wazo-sync-record-')
     try:
@@ -373,36 +351,6 @@ def fetch_record(settings: Settings, target: str) -> failback.Episode | None:
         return failback.parse_record(os.path.join(scratch, failback.RECORD_FILE))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-# on the slave
-
-def daemon_config_text(settings: Settings) -> str:
-    converter = f'{shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(rsync_names.__file__))}'
-    return rsync_modules.render_config(daemon_modules(settings), converter)
-
-
-def apply_daemon_config(settings: Settings, slave: bool) -> list[str]:
-    """On a slave, the rsync daemon configuration the master's key is bound to, and every
-    module's directory (a chroot needs it); elsewhere none (the key then opens nothing).
-    Returns what changed."""
-    path = settings.sync.rsyncd_conf
-    changes = []
-    if not slave:
-        if os.path.exists(path):
-            os.unlink(path)
-            changes.append(f'{path}: removed (the master\'s key opens nothing here now)')
-        return changes
-    for module in daemon_modules(settings):
-        if not os.path.isdir(module.path):
-            os.makedirs(module.path, mode=0o755)
-            changes.append(f'{module.path}: created (a module of the rsync daemon)')
-    text = daemon_config_text(settings)
-    if read_text(path) != text:
-        write_atomic(path, text, mode=0o644)
-        changes.append(f'{path}: the master\'s key may write ' + ', '.join(
-            settings.sync.directories) + ' and read ' + ', '.join(settings.sync.failback_directories))
-    return changes
 
 
 def _save_state(settings: Settings, result: str, sentence: str) -> None:

@@ -30,26 +30,25 @@ import os
 import secrets
 import shlex
 from dataclasses import dataclass
+from typing import Callable
 
 from . import pg_access
-from .errors import WazoHaError
+from ..errors import WazoHaError
 from .pg_access import Step, ident
-from .settings import Settings
-from .stream import SLOT_PREFIX
-from .system import Completed, read_text, run, write_atomic
+from ..settings import Settings
+from ..decisions.stream import SLOT_PREFIX
+from ..adapters.system import Completed, read_text, run, write_atomic
 
 logger = logging.getLogger('wazo-ha')
 
 BEGIN = '# BEGIN wazo-ha: the slave may stream this master\'s changes (managed by wazo-ha-config)'
 END = '# END wazo-ha stream'
 PASSWORD_FILE = 'stream-password'  # in [paths] state_dir, 0600
-# the remote pairing command's exit status when the stream password could not be stored
-STREAM_STORE_FAILED = 4
 
 
 def continuous_slave(settings: Settings, node_type: str, remote_address: str) -> str | None:
     """The slave's address when this node is a master in continuous mode, else None."""
-    if node_type == 'master' and settings.database.mode == 'continuous' and remote_address:
+    if node_type == 'master' and settings.continuous and remote_address:
         return remote_address
     return None
 
@@ -206,16 +205,18 @@ def apply_role(settings: Settings, wanted: bool) -> list[str]:
     return [f'PostgreSQL: {s.sentence}' for s in steps]
 
 
-def apply(settings: Settings, slave_ip: str | None) -> list[str]:
+def apply(settings: Settings, slave_ip: str | None,
+          keep_publication: Callable[[Settings], list[str]],
+          drop_publication: Callable[[Settings], list[str]]) -> list[str]:
     """Open (slave_ip given: a continuous master) or close (None) the master's PostgreSQL to
     the slave's stream; returns what changed. conf.d/wazo-ha.conf is pg_access.apply's (give
     it conf_text(settings, slave_ip)); call this first: while closing, the file still tells
-    whether this node was a continuous master.
+    whether this node was a continuous master. The publication's upkeep is the stream's
+    (stream.publication keep_in_step and drop), given by the command.
 
     Opening: role, publication, then the pg_hba.conf block (so that a refusal changes no
     file). Closing: publication, role and slots, then the block. A node that never was a
     continuous master (no block, no such file) needs no PostgreSQL session."""
-    from . import publication  # publication imports this module
     conf_dir = settings.paths.postgresql_conf_dir
     db = settings.database
     hba_path = os.path.join(conf_dir, 'pg_hba.conf')
@@ -234,9 +235,9 @@ def apply(settings: Settings, slave_ip: str | None) -> list[str]:
                               'stream role is made as the superuser)')
     elif slave_ip:
         changes += apply_role(settings, wanted=True)
-        changes += publication.keep_in_step(settings)
+        changes += keep_publication(settings)
     else:
-        changes += publication.drop(settings)
+        changes += drop_publication(settings)
         changes += apply_role(settings, wanted=False)
     wanted = render_hba(current, slave_ip, db.name, db.stream_user)
     if wanted != current:
@@ -349,7 +350,7 @@ class StreamPairing:
 def prepare_pairing(settings: Settings) -> StreamPairing | None:
     """On a continuous master: the password (kept or new), its verifier set here. None in
     hourly mode."""
-    if settings.database.mode != 'continuous':
+    if not settings.continuous:
         return None
     password, kept = stream_password(settings)
     set_local_verifier(settings, password)

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# the names of continuous mode: the master publishes PUBLICATION, the slave subscribes
+# (SUBSCRIPTION) on a slot of its own on the master named SLOT_PREFIX + the hand-off's time
+PUBLICATION = 'wazo_ha'
+SUBSCRIPTION = 'wazo_ha'
+SLOT_PREFIX = 'wazo_ha_slot_'
+
 NOTHING = 'nothing'      # the stream is healthy (or off while the slave serves): measure, record
 DISABLE = 'disable'      # stop applying: the slave serves, or the schemas differ
 HAND_OFF = 'hand-off'    # the atomic copy and a fresh subscription
@@ -23,8 +29,8 @@ PLANNED_STOPS = {BY_FAILOVER: 'failback: the master is back',
 class Facts:
     continuous: bool
     serving: bool                 # the slave's telephony runs: it took over
-    subscription: dict | None     # db.subscription() on the slave
-    slot: dict | None             # db.slots() entry of the subscription's slot on the master
+    subscription: dict | None     # logical.subscription() on the slave
+    slot: dict | None             # logical.slots() entry of the subscription's slot on the master
     schema_differences: tuple[str, ...] = ()
     disabled_by: str | None = None
     request: str | None = None    # a hand-off asked for (resume, by hand)
@@ -82,5 +88,4 @@ def stale_slots(slots: dict[str, dict], current: str | None) -> list[str]:
 
 
 def slot_name(now: float) -> str:
-    from . import SLOT_PREFIX
     return f'{SLOT_PREFIX}{int(now * 1000)}'

@@ -12,8 +12,8 @@ import time
 import requests
 import urllib3
 
-from .health import Probe
-from .settings import Settings
+from ..decisions.health import Probe
+from ..settings import Settings
 from .system import run
 
 

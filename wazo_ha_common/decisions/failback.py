@@ -1,0 +1,61 @@
+"""Failback episodes, decided: the record of one (Episode, checked by episode_from_dict) and
+what the master does with the slave's record before a push (plan). Records are read and
+written in files/failback."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+NOTHING, BRING_BACK, SERVING = 'nothing', 'bring back', 'serving'
+
+
+@dataclass(frozen=True)
+class Episode:
+    episode: str                  # random id
+    started_at: float             # wall clock, when the slave took telephony over
+    ended_at: float | None = None  # when it gave telephony back; None while it serves
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+    def describe(self) -> str:
+        began = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.started_at))
+        if self.ended_at is None:
+            return f'since {began}'
+        return f'from {began} for {self.duration:.0f} s'
+
+
+def episode_from_dict(data) -> Episode | None:
+    """An Episode from its JSON form; None for {}; ValueError naming a wrong field."""
+    if data == {}:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError(f'not a JSON object but {type(data).__name__}')
+    episode = data.get('episode')
+    if not isinstance(episode, str) or not episode or not episode.isalnum() or len(episode) > 64:
+        raise ValueError(f'episode: not an id: {episode!r}')
+    for name in ('started_at', 'ended_at'):
+        value = data.get(name)
+        if value is None and name == 'ended_at':
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value < 0:
+            raise ValueError(f'{name}: not a time: {value!r}')
+    if data.get('ended_at') is not None and data['ended_at'] < data['started_at']:
+        raise ValueError('ended_at: before started_at')
+    return Episode(episode, float(data['started_at']),
+                   None if data.get('ended_at') is None else float(data['ended_at']))
+
+
+def plan(record: Episode | None, brought_back: str | None) -> str:
+    """What the master does before pushing: NOTHING (no episode, or already brought back),
+    BRING_BACK (an ended episode not brought back yet) or SERVING (the slave serves now:
+    pushing would overwrite what it records, and it is too early to bring anything back)."""
+    if record is None:
+        return NOTHING
+    if record.ended_at is None:
+        return SERVING
+    return NOTHING if record.episode == brought_back else BRING_BACK

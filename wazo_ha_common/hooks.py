@@ -1,0 +1,36 @@
+"""What the commands pass down to the domains below them (a function passed down rather than
+an import that runs up): the failover check imports neither the stream nor wazo-sync, the
+replication run not the stream. In hourly mode the stream's code is not even loaded."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from .failover.check import Hooks
+from .files import rsyncd
+from .settings import Settings
+
+if TYPE_CHECKING:  # the replication's code is loaded by its own command only
+    from .replication.job import Result
+
+
+def for_check(settings: Settings) -> Hooks:
+    hooks = Hooks(keep_daemon_config=_keep_daemon_config)
+    return dataclasses.replace(hooks, before_serving=_stop_stream) if settings.continuous \
+        else hooks
+
+
+def _stop_stream(settings: Settings) -> None:
+    from .stream import job  # continuous mode only
+    job.before_serving(settings)
+
+
+def _keep_daemon_config(settings: Settings) -> list[str]:
+    return rsyncd.apply_daemon_config(settings, slave=True)
+
+
+def reconcile(settings: Settings, slave_ip: str, result: Result) -> None:
+    """Continuous mode, on the master: the replication run's part of the stream."""
+    from .stream import master  # continuous mode only
+    master.reconcile(settings, slave_ip, result)
