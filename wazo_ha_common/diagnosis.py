@@ -95,19 +95,19 @@ def access_lines(settings: Settings, config: role.HaConfig) -> list[Line]:
             else 'a block of wazo-ha remains') + ': run wazo-ha-config set again'))
     if db.admin_psql and (slave or current is not None):
         lines.append(_role_line(settings, slave))
-    rsyncd = settings.sync.rsyncd_conf
-    text = read_text(rsyncd)
+    conf_path = settings.sync.rsyncd_conf
+    text = read_text(conf_path)
     if not slave:
         lines.append(Line(OK if text is None else FAILED, 'rsync modules',
-                          f'{rsyncd}: ' + ('none (the master\'s key opens nothing here)'
+                          f'{conf_path}: ' + ('none (the master\'s key opens nothing here)'
                                            if text is None else 'present on a node that is not '
                                            'a slave: run wazo-ha-config set again')))
     elif not settings.sound('sync'):
-        lines.append(Line(FAILED, 'rsync modules', f'{rsyncd}: not compared: [sync] has a mistake'))
+        lines.append(Line(FAILED, 'rsync modules', f'{conf_path}: not compared: [sync] has a mistake'))
     elif text == rsyncd.daemon_config_text(settings):
-        lines.append(Line(OK, 'rsync modules', f'{rsyncd}: as [sync] says'))
+        lines.append(Line(OK, 'rsync modules', f'{conf_path}: as [sync] says'))
     else:
-        lines.append(Line(FAILED, 'rsync modules', f'{rsyncd}: ' + (
+        lines.append(Line(FAILED, 'rsync modules', f'{conf_path}: ' + (
             'missing' if text is None else 'not as [sync] says')
             + ' (the next master check writes it; or run wazo-ha-config set again)'))
     if config.node_type == 'master':

@@ -1,6 +1,6 @@
 """A rebuilt master never wipes the slave: the decision, from the slave's record."""
 
-from wazo_ha_common import origin
+from wazo_ha_common.decisions import origin
 
 OLD, NEW, MASTER = '7300000000000000001', '7400000000000000002', '198.18.0.1'
 
