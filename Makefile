@@ -11,7 +11,8 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 # what the tests, the demo and the package build need on a fresh Debian 12 (as root)
 APT_DEPS := postgresql-15 postgresql-contrib openssh-server openssh-client rsync \
 	iputils-ping iproute2 util-linux procps openssl cron nftables kamailio \
-	python3-psycopg2 python3-requests python3-netifaces python3-pytest python3-yaml \
+	python3-psycopg2 python3-requests python3-netifaces python3-pytest python3-pytest-xdist \
+	python3-yaml \
 	python3-stdeb debhelper dh-python python3-all python3-setuptools lintian fakeroot dpkg-dev
 
 .PHONY: check demo demo-fast deb deps clean bench-replication bench-failover bench-recovery-point
@@ -25,10 +26,16 @@ deps:
 			--no-install-recommends $$missing >/dev/null; \
 	fi
 
+# the suite in TEST_JOBS processes (pytest-xdist; whole files to each, so that a file's shared
+# testbed is built once; 0: one process), then the package tests alone: they install the .deb
+# on the host, which no live testbed may see
+TEST_JOBS ?= 2
 check: deps
-	$(PYTHON) -m pytest; rc=$$?; \
+	$(PYTHON) -m pytest -n $(TEST_JOBS) --dist loadfile --ignore=tests/package; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
-	exit $$rc
+	$(PYTHON) -m pytest tests/package; prc=$$?; \
+	if [ $$prc -eq 5 ]; then echo "pytest collected no package tests: failing" >&2; exit 1; fi; \
+	[ $$rc -eq 0 ] && exit $$prc; exit $$rc
 
 demo: deps
 	$(PYTHON) demo/demo.py

@@ -4,17 +4,60 @@ import tempfile
 
 import pytest
 
+import baselines
 from check_helpers import FAST
-from testbed import Testbed, cleanup_leftovers, template_cluster
+from testbed import REPO, Testbed, cleanup_leftovers, template_cluster
+
+_SHARED: list[baselines.SharedBeds] = []
 
 
-def pytest_sessionstart(session):
-    for leftover in cleanup_leftovers():
-        print(f'removed a leftover of an interrupted run: {leftover}')
+def pytest_addoption(parser):
+    parser.addoption('--fresh-testbeds', action='store_true',
+                     help='give every test a testbed of its own (no shared testbed reset '
+                          'between tests): slower, to tell a reset from a defect')
+
+
+def pytest_runtest_setup(item):
+    # the package tests install the .deb on the host and purge it: dpkg removing
+    # /etc/wazo-ha would detach a live node's bind mount, so no shared testbed outlives them
+    if os.path.relpath(str(item.path), REPO).startswith(os.path.join('tests', 'package', '')):
+        close_shared_testbeds()
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, 'workeroutput'):  # a pytest-xdist worker: to the controller
+        session.config.workeroutput['testbeds'] = dict(baselines.STATS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """(pytest-xdist's controller) a worker is done: add up how its tests got their nodes."""
+    for key, value in getattr(node, 'workeroutput', {}).get('testbeds', {}).items():
+        baselines.STATS[key] += value
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How the tests got their nodes: what the suite's time depends on most."""
+    if baselines.STATS['layouts'] or baselines.STATS['fresh']:
+        terminalreporter.write_line(
+            'testbeds: {layouts} shared (baselines: {baselines}, resets: {resets}), '
+            '{fresh} fresh (tests marked fresh_testbed or run with --fresh-testbeds)'.format(
+                **baselines.STATS))
+
+
+def close_shared_testbeds():
+    while _SHARED:
+        _SHARED.pop().close()
 
 
 @pytest.fixture(scope='session')
-def session_dir():
+def session_dir(request):
+    """The run's directory for testbeds. Its first user removes what an interrupted run left
+    (never a testbed whose owner runs): a run without testbeds (unit tests) touches none."""
+    reporter = request.config.pluginmanager.get_plugin('terminalreporter')
+    for leftover in cleanup_leftovers():
+        if reporter is not None:
+            reporter.write_line(f'removed a leftover of an interrupted run: {leftover}')
     path = tempfile.mkdtemp(prefix='wazo-ha-tests-')
     os.chmod(path, 0o755)
     yield path
@@ -26,8 +69,20 @@ def pg_template(session_dir):
     return template_cluster(session_dir)
 
 
+@pytest.fixture(scope='session')
+def shared_beds(session_dir, pg_template):
+    """The session's shared testbeds (baselines.SharedBeds), closed at the end of the session
+    or before the first package test, whichever comes first."""
+    beds = baselines.SharedBeds(session_dir, pg_template)
+    _SHARED.append(beds)
+    yield beds
+    close_shared_testbeds()
+
+
 @pytest.fixture
 def bed(session_dir, pg_template):
+    """A testbed of the test's own, closed after it: for the tests marked fresh_testbed."""
+    baselines.STATS['fresh'] += 1
     testbed = Testbed(session_dir, pg_template)
     try:
         testbed.start()
@@ -37,21 +92,25 @@ def bed(session_dir, pg_template):
 
 
 @pytest.fixture
-def pair(bed):
-    """A master node (198.18.0.1) and a slave node (198.18.0.2), HA not yet configured."""
-    return bed.add_node('master', 1), bed.add_node('slave', 2)
+def pair(request):
+    """A master node (198.18.0.1) and a slave node (198.18.0.2), HA not yet configured.
+    Shared: the PG layout's testbed reset to its 'bare' baseline (a third node, 'other' at
+    198.18.0.3 without PostgreSQL, idles beside them)."""
+    master, slave, _ = baselines.shaped(request, baselines.PG, 'bare')
+    return master, slave
 
 
-@pytest.fixture
-def nodes(bed):
-    """A master (198.18.0.1, no PostgreSQL) and a slave configured as such, with fast
-    detection settings (check_helpers.FAST)."""
-    master = bed.add_node('master', 1, with_postgres=False)
-    slave = bed.add_node('slave', 2, with_postgres=False)
+def configure_fast_slave(master, slave):
     slave.write_settings(**FAST)
     result = slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave', '--remote-address', master.ip)
     assert result.returncode == 0, result.stderr
-    return master, slave
+
+
+@pytest.fixture
+def nodes(request):
+    """A master (198.18.0.1, no PostgreSQL) and a slave configured as such, with fast
+    detection settings (check_helpers.FAST). Shared: reset to baseline 'nodes'."""
+    return baselines.shaped(request, baselines.NODES, 'nodes', configure_fast_slave)
 
 
 class LocalNode:

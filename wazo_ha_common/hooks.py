@@ -22,8 +22,8 @@ def for_check(settings: Settings) -> Hooks:
 
 
 def _stop_stream(settings: Settings) -> None:
-    from .stream import job  # continuous mode only
-    job.before_serving(settings)
+    from .stream import failover  # continuous mode only
+    failover.before_serving(settings)
 
 
 def _keep_daemon_config(settings: Settings) -> list[str]:

@@ -50,10 +50,10 @@ def stop_stream(settings: Settings) -> tuple[str | None, bool]:
     and whether it failed."""
     if not _continuous_slave(settings):
         return None, False
-    from .stream import job as stream_job
-    from .decisions import stream as plan
+    from .decisions.stream import BY_PAUSE
+    from .stream.failover import stop_applying
     try:
-        return stream_job.stop_applying(settings, plan.BY_PAUSE), False
+        return stop_applying(settings, BY_PAUSE), False
     except (WazoHaError, OSError) as e:
         logger.error('pause: the continuous replication could not be stopped: %s', e)
         return f'the continuous replication could not be stopped: {e}', True
@@ -69,8 +69,8 @@ def resume(settings: Settings) -> str | None:
         return None
     logger.info('cron jobs resumed (paused since %s)', since)
     if _continuous_slave(settings):
-        from .stream import job as stream_job
-        stream_job.request_hand_off(settings, 'resumed after a pause')
+        from .stream.control import request_hand_off
+        request_hand_off(settings, 'resumed after a pause')
     return since
 
 

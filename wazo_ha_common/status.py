@@ -12,13 +12,13 @@ from .adapters import probes
 from .failover import services
 from .files import failback
 from .errors import HaConfError
+from .decisions.stream import LAG_WAIT
 from .settings import CONTINUOUS, Settings
 from .adapters.system import read_state
 
 OK, WARNING, CRITICAL = 0, 1, 2
 LEVEL_NAMES = {OK: 'OK', WARNING: 'WARNING', CRITICAL: 'CRITICAL'}
 REPLICATION_MAX_AGE = 2 * 3600
-STREAM_LAG_WAIT = 20.0   # stream.job.LAG_WAIT (not imported: status stays without psycopg2)
 
 
 @dataclass
@@ -141,7 +141,7 @@ def _stream_warnings(run: jobs.LastRun | None, now: float) -> list[tuple[int, st
         if run.error_kind == jobs.SCHEMA_MISMATCH:
             out.append((CRITICAL, 'the two nodes run different Wazo schema versions'))
     elif (run.details or {}).get('lagging'):
-        out.append((WARNING, f'continuous replication: the slave is more than {STREAM_LAG_WAIT:.0f} s '
+        out.append((WARNING, f'continuous replication: the slave is more than {LAG_WAIT:.0f} s '
                              'behind the master'))
     if now - run.finished_at > 180:
         out.append((WARNING, 'continuous replication: wazo-ha-stream has not run for more than '

@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+import baselines
 from replication_helpers import replicate
 
 PASSWORD = 'slave-root-password'
@@ -19,8 +20,13 @@ SERVICES = {'wazo-calld': '0f6b7c1e-5d4a-4b3c-8a9f-1e2d3c4b5a61'}
 
 
 @pytest.fixture
-def ha(pair):
-    master, slave = pair
+def ha(request):
+    """Configured and paired over the slave's sshd. Shared: reset to this baseline."""
+    master, slave, _ = baselines.shaped(request, baselines.PG, 'auth-keys', paired_over_sshd)
+    return master, slave
+
+
+def paired_over_sshd(master, slave, _other):
     slave.set_root_password(PASSWORD)
     slave.start_sshd()
     assert slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave',
@@ -29,7 +35,6 @@ def ha(pair):
                        '--remote-address', slave.ip).returncode == 0
     init = master.wazo('wazo-sync', '-i', env=master.password_answers(PASSWORD))
     assert init.returncode == 0, init.stderr
-    return master, slave
 
 
 def write_key(node, service, password):

@@ -1,4 +1,7 @@
-"""xivo-check-master-status on a slave node probing a master node with real ping."""
+"""xivo-check-master-status on a slave node probing a master node with real ping.
+
+`nodes`: a shared testbed reset to its baseline before each test; tests marked
+fresh_testbed get one of their own."""
 
 import json
 import os
@@ -15,6 +18,7 @@ def memory(slave):
         return json.load(f)
 
 
+@pytest.mark.fresh_testbed('a third node of its own')
 def test_not_a_secondary_does_nothing(bed):
     node = bed.add_node('other', 3, with_postgres=False)
     result = node.wazo('xivo-check-master-status')
@@ -65,6 +69,7 @@ def test_detection_carries_over_between_cron_runs(nodes):
     assert slave.services_state() == 'all', result.stdout
 
 
+@pytest.mark.fresh_testbed('adds a witness node')
 def test_witness_silent_too_means_no_failover(bed, nodes):
     master, slave = nodes
     bed.add_node('witness', 3, with_postgres=False)
@@ -76,6 +81,7 @@ def test_witness_silent_too_means_no_failover(bed, nodes):
     assert slave.services_state() == 'base'
 
 
+@pytest.mark.fresh_testbed('adds a witness node')
 def test_witness_answering_lets_the_slave_take_over(bed, nodes):
     master, slave = nodes
     bed.add_node('witness', 3, with_postgres=False)

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+import baselines
 from replication_helpers import configure, replicate, run_pairing
 from testbed import sh
 
@@ -29,11 +30,10 @@ def the_password(master):
 
 
 @pytest.fixture
-def trio(bed):
-    master = bed.add_node('master', 1)
-    slave = bed.add_node('slave', 2)
-    other = bed.add_node('other', 3, with_postgres=False)
-    return master, slave, other
+def trio(request):
+    """Master and slave with PostgreSQL, a third machine without, HA not configured. Shared:
+    the PG layout reset to its 'bare' baseline before each test."""
+    return baselines.shaped(request, baselines.PG, 'bare')
 
 
 def append_sysconfd_trust_line(slave):
@@ -150,13 +150,18 @@ def test_replication_before_pairing_or_after_a_lost_password_says_to_pair(pair_u
     assert replicate(master).returncode == 0
 
 
-@pytest.fixture
-def pair_unpaired(bed):
-    master, slave = bed.add_node('master', 1), bed.add_node('slave', 2)
+def configured_unpaired(master, slave, _other):
     configure(master, slave, paired=False)
+
+
+@pytest.fixture
+def pair_unpaired(request):
+    """Both roles set, wazo-sync -i not run. Shared: reset to this baseline before each test."""
+    master, slave, _ = baselines.shaped(request, baselines.PG, 'unpaired', configured_unpaired)
     return master, slave
 
 
+@pytest.mark.fresh_testbed('builds its pair itself')
 def test_pairing_a_node_that_is_not_a_slave_fails_after_the_key_and_says_why(bed):
     master, slave = bed.add_node('master', 1), bed.add_node('slave', 2)
     assert master.wazo('wazo-ha-config', 'set', '--node-type', 'master',

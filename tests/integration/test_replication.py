@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+import baselines
 from datagen import installation_sql
 from replication_helpers import (configure, public_tables, replicate, snapshot, table_rows,
                                  tables_copied)
@@ -13,11 +14,16 @@ EXCLUDED_SAMPLE = ('cel', 'queue_log', 'call_logd_call_log', 'call_logd_tenant',
                    'auth_session', 'auth_token')
 
 
-@pytest.fixture
-def ha(pair):
-    master, slave = pair
+def configured_with_data(master, slave, _other):
     master.psql(installation_sql(users=300, history=2000))
     configure(master, slave)
+
+
+@pytest.fixture
+def ha(request):
+    """Configured and paired, 300 users on the master, nothing replicated yet. Shared: reset
+    to this baseline before each test."""
+    master, slave, _ = baselines.shaped(request, baselines.PG, 'replication', configured_with_data)
     return master, slave
 
 

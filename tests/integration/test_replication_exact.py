@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+import baselines
 from datagen import installation_sql
 from replication_helpers import (assert_slave_consistent, broken_foreign_keys, configure,
                                  replicate, table_rows, tables_copied)
@@ -17,12 +18,18 @@ TENANT = '00000000-0000-4000-8000-0000000000d1'
 USER = '00000000-0000-4000-8000-0000000000d2'
 
 
-@pytest.fixture
-def ha(pair):
-    master, slave = pair
+def replicated_once(master, slave, _other):
     master.psql(installation_sql(users=200, history=200))
     configure(master, slave)
     assert replicate(master).returncode == 0
+
+
+@pytest.fixture
+def ha(request):
+    """Configured, paired, 200 users, replicated once. Shared: reset to this baseline
+    before each test (both clusters, the tracking record and every state file with them)."""
+    master, slave, _ = baselines.shaped(request, baselines.PG, 'replication-exact',
+                                        replicated_once)
     return master, slave
 
 

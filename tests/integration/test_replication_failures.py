@@ -7,23 +7,26 @@ import time
 import psycopg2
 import pytest
 
+import baselines
 from datagen import installation_sql
 from replication_helpers import configure, replicate, snapshot, table_rows
 
 APP = 'xivo-master-slave-db-replication'
 
 
-@pytest.fixture(scope='module')
-def large_master_sql():
-    return installation_sql(users=40000, history=0)
+def large_master(master, slave, _other):
+    configure(master, slave)
+    slave.psql(installation_sql(users=50, history=100))  # the slave's previous content
+    master.psql(installation_sql(users=40000, history=0))
 
 
 @pytest.fixture
-def ha(pair, large_master_sql):
-    master, slave = pair
-    configure(master, slave)
-    slave.psql(installation_sql(users=50, history=100))  # the slave's previous content
-    master.psql(large_master_sql)
+def ha(request):
+    """Configured and paired, 40000 users on the master, 50 on the slave, nothing replicated.
+    Shared: reset to this baseline before each test (a killed run, a cut link or a restarted
+    cluster included)."""
+    master, slave, _ = baselines.shaped(request, baselines.PG, 'replication-failures',
+                                        large_master)
     return master, slave
 
 

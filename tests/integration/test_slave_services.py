@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+import baselines
 from testbed import BIN_DIR
 
 START_CALLS = [
@@ -28,12 +29,16 @@ STOP_CALLS = [
 ]
 
 
-@pytest.fixture
-def slave(bed):
-    node = bed.add_node('slave', 2, with_postgres=False)
+def configured_slave(_master, node):
     result = node.wazo('wazo-ha-config', 'set', '--node-type', 'slave', '--remote-address', '198.18.0.1')
     assert result.returncode == 0, result.stderr
-    return node
+
+
+@pytest.fixture
+def slave(request):
+    """A slave node (198.18.0.2, no PostgreSQL) configured as such; its master's node is idle.
+    Shared: the NODES layout reset to this baseline before each test."""
+    return baselines.shaped(request, baselines.NODES, 'slave-services', configured_slave)[1]
 
 
 def manage(node, action):
@@ -83,6 +88,7 @@ def test_a_failing_auxiliary_step_does_not_keep_telephony_down(slave):
     assert 'wazo-agentd-cli -c relog all --timeout 60' in slave.stand_in_calls()
 
 
+@pytest.mark.fresh_testbed('a node of its own at 198.18.0.1')
 @pytest.mark.parametrize('role', ['master', 'disabled', None])
 def test_start_and_stop_work_on_any_role(bed, role):
     """As the original: wazo-sysconfd runs `start` whenever a node becomes master or

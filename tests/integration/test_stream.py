@@ -9,6 +9,7 @@ import time
 import psycopg2
 import pytest
 
+import baselines
 from datagen import installation_sql
 from replication_helpers import snapshot
 from stream_helpers import (assert_equal_copies, assert_password_kept_secret,
@@ -17,14 +18,28 @@ from stream_helpers import (assert_equal_copies, assert_password_kept_secret,
                             wait_until)
 
 
-@pytest.fixture
-def streaming(pair):
-    master, slave = pair
+def first_hand_off_done(master, slave, _other):
     master.psql(installation_sql(users=30, history=40))
     setup_streaming(master, slave)
+
+
+def subscription_streams(_master, slave, _other):
+    """the slave's subscription is enabled and its apply worker runs"""
+    return wait_until(lambda: subscription(slave) == (True, True))
+
+
+@pytest.fixture
+def streaming(request):
+    """Continuous mode on both nodes, paired, the first hand-off done and the subscription
+    streaming. Shared: reset to this baseline (both clusters, slot and subscription with them)
+    before each test, its apply worker running again."""
+    master, slave, _ = baselines.shaped(request, baselines.PG, 'streaming', first_hand_off_done,
+                                        subscription_streams)
     return master, slave
 
 
+@pytest.mark.fresh_testbed('sees the first hand-off as it left the nodes (a baseline restarts '
+                           'the clusters)')
 def test_first_hand_off_copies_then_streams(streaming):
     """The first run copies the master's tables from the slot's snapshot and subscribes on that
     slot: the slave equals the master, and a user created on the master appears within

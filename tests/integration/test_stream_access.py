@@ -21,6 +21,7 @@ import time
 
 import pytest
 
+import baselines
 from replication_helpers import configure, copied_table_names, run_pairing, table_digests
 from wazo_ha_common.stream.publication import FIXTURE_FULL
 
@@ -51,16 +52,18 @@ def stream_password(slave):
     return lines[0].split(':', 4)[4]
 
 
-@pytest.fixture
-def continuous(bed):
-    """Master 198.18.0.1 and slave 198.18.0.2 in continuous mode, configured and paired; a
-    third machine 198.18.0.3 without PostgreSQL."""
-    master, slave = bed.add_node('master', 1), bed.add_node('slave', 2)
-    other = bed.add_node('other', 3, with_postgres=False)
+def configured_continuous(master, slave, _other):
     for node in (master, slave):
         node.write_settings(**CONTINUOUS)
     configure(master, slave)
-    return master, slave, other
+
+
+@pytest.fixture
+def continuous(request):
+    """Master 198.18.0.1 and slave 198.18.0.2 in continuous mode, configured and paired; a
+    third machine 198.18.0.3 without PostgreSQL. Shared: reset to this baseline before each
+    test."""
+    return baselines.shaped(request, baselines.PG, 'stream-access', configured_continuous)
 
 
 def published(master):

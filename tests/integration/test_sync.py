@@ -7,14 +7,13 @@ import time
 
 import pytest
 
+import baselines
+
 PASSWORD = 'slave-root-password'
 KEY = '/root/.ssh/xivo_id_rsa'
 
 
-@pytest.fixture
-def nodes(bed):
-    master = bed.add_node('master', 1, with_postgres=False)
-    slave = bed.add_node('slave', 2)  # wazo-sync -i also sets the database role's password
+def configured_with_sshd(master, slave):
     slave.set_root_password(PASSWORD)
     slave.start_sshd()
     master.askpass = master.password_answers(PASSWORD)
@@ -22,7 +21,14 @@ def nodes(bed):
                       '--remote-address', master.ip).returncode == 0
     assert master.wazo('wazo-ha-config', 'set', '--node-type', 'master',
                        '--remote-address', slave.ip).returncode == 0
-    return master, slave
+
+
+@pytest.fixture
+def nodes(request):
+    """A master without PostgreSQL, a slave with (wazo-sync -i also sets the database role's
+    password) and its sshd, both roles set, not paired. Shared: reset to this baseline before
+    each test."""
+    return baselines.shaped(request, baselines.SYNC, 'sync', configured_with_sshd)
 
 
 def init(master):

@@ -30,8 +30,8 @@ MODULES = ['__init__', 'cli', 'diagnosis', 'errors', 'hooks', 'jobs', 'monitorin
            f'failover/{m}' for m in ('__init__', 'check', 'services')] + [
            f'files/{m}' for m in ('__init__', 'failback', 'rsync_names', 'rsyncd', 'sync')] + [
            f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'origin', 'write')] + [
-           f'stream/{m}' for m in ('__init__', 'connection', 'handoff', 'job', 'master',
-                                     'publication')]
+           f'stream/{m}' for m in ('__init__', 'connection', 'control', 'failover', 'handoff', 'job',
+                                     'master', 'publication', 'slots')]
 PACKAGES = ['access', 'adapters', 'adapters/db', 'decisions', 'failover', 'files', 'replication', 'stream']
 DIR, FILE, EXEC = 'drwxr-xr-x', '-rw-r--r--', '-rwxr-xr-x'
 # every entry of the .deb (mode, path); the egg-info directory is the one dh_python3 has always

@@ -20,9 +20,12 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from ..errors import CommandError, LockBusyError, WazoHaError
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 logger = logging.getLogger('wazo-ha')
 
@@ -208,6 +211,24 @@ def send_mail(sendmail: str, recipient: str, subject: str, body: str) -> None:
         run([sendmail, '-t', '-oi'], input=msg.as_string(), timeout=60)
     except WazoHaError as e:
         logger.error('could not mail %s: %s', recipient, e)
+
+
+@dataclass(frozen=True)
+class KeyStore:
+    """Where a state record keeps the key of the last failure mailed (one of its fields)."""
+    load: Callable[[], object]
+    save: Callable[[object], None]
+
+
+def mail_once(settings: Settings, key_store: KeyStore, key: object, subject: str,
+              body: str) -> bool:
+    """Mail root about a failure, unless the last mail was about the same one (`key`): once,
+    not every run while it lasts. Whether a mail was sent."""
+    if key_store.load() == key:
+        return False
+    key_store.save(key)
+    send_mail(settings.mail.sendmail, settings.mail.recipient, subject, body)
+    return True
 
 
 def setup_logging(command: str, log_file: str, verbose: bool = False) -> None:

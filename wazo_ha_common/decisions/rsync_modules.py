@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 PUSH, PULL = 'push', 'pull'
 # the read-only module holding the slave's record of the telephony it served (see failback)
@@ -101,9 +102,11 @@ def render_config(mods: list[Module], name_converter: str) -> str:
     return '\n'.join(lines)
 
 
-def push_plan(mods: list[Module], exists=os.path.isdir) -> list[tuple[Module, list[str]]]:
+def push_plan(mods: list[Module], exists: Callable[[str], bool],
+              expand: Callable[[str], list[str]]) -> list[tuple[Module, list[str]]]:
     """For each write module, the sources to send (`ROOT/./RELATIVE`, for rsync -R), keeping
-    only what exists on this node now; modules with nothing to send are left out."""
+    only what exists on this node now (`exists`: a directory there; `expand`: the paths a
+    pattern matches there); modules with nothing to send are left out."""
     plan = []
     for m in mods:
         if not m.write:
@@ -113,7 +116,7 @@ def push_plan(mods: list[Module], exists=os.path.isdir) -> list[tuple[Module, li
             if not pattern:
                 found = [m.path] if exists(m.path) else []
             else:
-                found = [p for p in sorted(glob.glob(os.path.join(m.path, pattern))) if exists(p)]
+                found = [p for p in sorted(expand(os.path.join(m.path, pattern))) if exists(p)]
             for path in found:
                 relative = os.path.relpath(path, m.path)
                 source = f'{m.path}/./' if relative == '.' else f'{m.path}/./{relative}'

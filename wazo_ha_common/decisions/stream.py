@@ -9,6 +9,7 @@ from dataclasses import dataclass
 PUBLICATION = 'wazo_ha'
 SUBSCRIPTION = 'wazo_ha'
 SLOT_PREFIX = 'wazo_ha_slot_'
+LAG_WAIT = 20.0     # seconds a run waits for the slave to catch up (the lag probe's limit)
 
 NOTHING = 'nothing'      # the stream is healthy (or off while the slave serves): measure, record
 DISABLE = 'disable'      # stop applying: the slave serves, or the schemas differ

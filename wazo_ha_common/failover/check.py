@@ -16,11 +16,11 @@ from typing import Callable
 
 from .. import role
 from ..adapters import probes
-from ..adapters.system import read_state, read_text, send_mail, single_instance, write_state
+from ..adapters.system import mail_once, read_state, read_text, single_instance, write_state
 from ..decisions import health
 from ..errors import WazoHaError
 from ..files import failback
-from ..jobs import CHECK, SERVICES
+from ..jobs import CHECK
 from ..settings import Settings
 from . import services
 
@@ -60,6 +60,16 @@ def load_memory(settings: Settings, master_ip: str) -> health.Memory:
                        '%s: its decision (%s) is dropped, starting afresh',
                        memory.master or '(not recorded)', master_ip, memory.decision)
     return fresh
+
+
+def last_decision(settings: Settings) -> str:
+    """The decision of the last run (up, down, unknown), read from its record; unknown when
+    there is none or it is not valid (the next run starts afresh then)."""
+    try:
+        return health.memory_from_dict(read_state(settings.paths.state_dir,
+                                                  CHECK.state_file)).decision
+    except ValueError:
+        return health.UNKNOWN
 
 
 def forget(settings: Settings) -> bool:
@@ -215,23 +225,14 @@ def _failed(settings: Settings, outcome: services.Outcome) -> ConvergeError:
     subject = f'{what} failed on {host}: {first}'
     if len(subject) > 200:
         subject = subject[:197] + '...'
-    if _new_failure(settings, outcome):
-        send_mail(settings.mail.sendmail, settings.mail.recipient, subject,
-                  f'{CHECK.name} on {host} could not bring the slave services to '
-                  f'"{outcome.action}". Failed steps:\n\n'
-                  + ''.join(f'- {line}\n' for line in outcome.critical)
-                  + f'\nEvery run of {CHECK.name} (every minute) tries these steps again; '
-                    f'this mail is not repeated while they keep failing the same way.\n'
-                    f'See {settings.paths.log_file}.\n')
+    # not the same failure as the last mail's
+    key = [outcome.action, *(line.split(':', 1)[0] for line in outcome.critical)]
+    mail_once(settings, services.mailed(settings), key, subject,
+              f'{CHECK.name} on {host} could not bring the slave services to '
+              f'"{outcome.action}". Failed steps:\n\n'
+              + ''.join(f'- {line}\n' for line in outcome.critical)
+              + f'\nEvery run of {CHECK.name} (every minute) tries these steps again; '
+                f'this mail is not repeated while they keep failing the same way.\n'
+                f'See {settings.paths.log_file}.\n')
     return ConvergeError(f'{what.lower()} failed on {host}: ' + '; '.join(outcome.critical)
                          + ' (tried again at the next run)')
-
-
-def _new_failure(settings: Settings, outcome: services.Outcome) -> bool:
-    """Not the same failure as the last mail's (kept in services.json)."""
-    state = services.load_state(settings)
-    key = [outcome.action, *(line.split(':', 1)[0] for line in outcome.critical)]
-    if state.get('mailed') == key:
-        return False
-    write_state(settings.paths.state_dir, SERVICES.state_file, {**state, 'mailed': key})
-    return True

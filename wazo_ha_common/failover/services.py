@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from ..errors import WazoHaError
 from ..jobs import SERVICES
 from ..settings import Settings
-from ..adapters.system import find_program, read_state, run, single_instance, write_state
+from ..adapters.system import (KeyStore, find_program, read_state, run, single_instance,
+                               write_state)
 
 logger = logging.getLogger('wazo-ha')
 
@@ -238,3 +239,11 @@ def _record(settings: Settings, outcome: Outcome, pending: list[str] | None = No
 
 def load_state(settings: Settings) -> dict:
     return read_state(settings.paths.state_dir, SERVICES.state_file)
+
+
+def mailed(settings: Settings) -> KeyStore:
+    """The failed steps last mailed by the check, kept in this record ('mailed')."""
+    def save(key) -> None:
+        write_state(settings.paths.state_dir, SERVICES.state_file,
+                    {**load_state(settings), 'mailed': key})
+    return KeyStore(lambda: load_state(settings).get('mailed'), save)

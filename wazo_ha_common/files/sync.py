@@ -214,7 +214,7 @@ def push(settings: Settings, dry_run: bool = False, replace: bool = False) -> st
         existing, missing = expand_directories(settings.sync.directories)
         for pattern in missing:
             logger.info('skipped %s: not on this master', pattern)
-        plan = rsync_modules.push_plan(rsyncd.daemon_modules(settings))
+        plan = rsync_modules.push_plan(rsyncd.daemon_modules(settings), os.path.isdir, glob.glob)
         if not plan:
             return 'none of the synced directories exists on this master: nothing to send'
         target = remote(settings.sync.remote_user, slave)

@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..settings import Settings
 from .compare import SchemaMismatch, copied_tables, find_changes
 from .nodes import Nodes
-from .write import Writer
+from .write import Copy, Writer
 
 logger = logging.getLogger('wazo-ha')
 
@@ -32,18 +32,10 @@ VERIFY_STATE_FILE = jobs.VERIFICATION_FILE
 DEFECT_MAIL_SUBJECT = 'Slave replication: the tracking missed a difference'
 
 
-@dataclass
-class Result:
+@dataclass(kw_only=True)
+class Result(Copy):
     slave: str
     started_at: float
-    duration: float = 0.0
-    tables_copied: list[str] = field(default_factory=list)
-    tables_unchanged: int = 0
-    tables_excluded: list[str] = field(default_factory=list)
-    sequences_set: int = 0
-    rows: int = 0
-    slave_write_seconds: float = 0.0
-    orphans: int = 0          # rows of tables not copied that lost their parent in the write
     verified: bool = False    # every copied table compared by content
     differing: list[str] = field(default_factory=list)           # (verified runs)
     missed_by_tracking: list[str] = field(default_factory=list)  # (verified runs)
@@ -117,8 +109,8 @@ def run(settings: Settings, argument: str | None, verify: bool = False, *,
 def guard_slave(settings: Settings, nodes: Nodes, slave_ip: str, master_system: str,
                 replace: bool) -> str | None:
     """A rebuilt master never wipes the slave (see origin): ForeignMasterError (the slave's
-    transaction rolled back), or the identifier now recorded in the slave's transaction,
-    committed with the copy (None: already recorded)."""
+    transaction rolled back), or the identifier to be recorded in the slave's transaction just
+    before it commits, with the copy (None: already recorded)."""
     master = origin.master_identity(settings, master_system)
     try:
         record = origin.guard(nodes.scur, origin.own_address(slave_ip), master, replace)
@@ -127,7 +119,7 @@ def guard_slave(settings: Settings, nodes: Nodes, slave_ip: str, master_system: 
         raise
     if not record:
         return None
-    origin.write(nodes.scur, master, NAME)
+    origin.write_at_commit(nodes, master, NAME)
     return master
 
 

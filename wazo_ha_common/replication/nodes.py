@@ -16,7 +16,12 @@ logger = logging.getLogger('wazo-ha')
 
 class Nodes:
     """`master`/`slave`: the connections; `mcur`/`scur`: one cursor on each. Use as a
-    context manager: both connections are closed at its end."""
+    context manager: both connections are closed at its end. `before_commit(scur)` runs in
+    the slave's transaction just before its commit, `after_rollback(scur)` right after a
+    rollback of it (the hand-off's subscription rides in the copy's transaction so)."""
+
+    before_commit: Callable | None = None
+    after_rollback: Callable | None = None
 
     def __init__(self, settings: Settings, slave_ip: str, application: str):
         self.slave_ip = slave_ip
@@ -66,10 +71,14 @@ class Nodes:
             return on_master.result(), on_slave.result()
 
     def commit_slave(self) -> None:
+        if self.before_commit is not None:
+            self.before_commit(self.scur)
         session.commit(self.slave)
 
     def rollback_slave(self) -> None:
         session.rollback(self.slave)
+        if self.after_rollback is not None:
+            self.after_rollback(self.scur)
 
     def end_read(self) -> None:
         """The snapshot was only read: losing the master's session now costs nothing."""

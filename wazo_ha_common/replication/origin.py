@@ -47,6 +47,18 @@ def write(cur, master: str, by: str) -> None:
                 (master, by))
 
 
+def write_at_commit(nodes, master: str, by: str) -> None:
+    """The record rides in the slave's transaction, written just before its commit (after any
+    retry of the write: a rolled-back attempt loses nothing)."""
+    earlier = nodes.before_commit
+
+    def before_commit(cur) -> None:
+        write(cur, master, by)
+        if earlier is not None:
+            earlier(cur)
+    nodes.before_commit = before_commit
+
+
 def master_identity(settings: Settings, horizon_system: str) -> str:
     """The master's system identifier: from its own connection when it may read
     pg_control_system(), else through [database] admin_psql; the database's oid (weaker: a

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 
 from ..adapters.db import catalog, session, table_copy
 from ..decisions import schema, tracking
@@ -20,10 +21,25 @@ class ConstraintRebuildFailed(session.DatabaseError):
     """The master's rows break a constraint the slave built again after a bulk load."""
 
 
-class Writer:
-    """One write of `changes` into the slave; `result` (a job.Result) gets its figures."""
+@dataclass(kw_only=True)
+class Copy:
+    """The figures of one copy of the master's tables into the slave: a replication run's
+    (job.Result adds its own) or a hand-off's (stream/handoff)."""
+    tables_copied: list[str] = field(default_factory=list)
+    tables_unchanged: int = 0
+    tables_excluded: list[str] = field(default_factory=list)
+    sequences_set: int = 0
+    rows: int = 0
+    slave_write_seconds: float = 0.0
+    orphans: int = 0          # rows of tables not copied that lost their parent in the write
+    duration: float = 0.0
 
-    def __init__(self, nodes: Nodes, changes: Changes, record: tracking.Record | None, result):
+
+class Writer:
+    """One write of `changes` into the slave; `result` gets its figures."""
+
+    def __init__(self, nodes: Nodes, changes: Changes, record: tracking.Record | None,
+                 result: Copy):
         self.nodes, self.changes, self.record, self.result = nodes, changes, record, result
 
     def write(self) -> int:

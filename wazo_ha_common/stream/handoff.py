@@ -16,9 +16,8 @@ from ..adapters.db import logical, session
 from ..decisions import origin as origin_decision
 from ..replication import origin
 from ..replication.compare import copied_tables, find_changes
-from ..replication.job import Result
 from ..replication.nodes import Nodes
-from ..replication.write import Writer
+from ..replication.write import Copy, Writer
 from ..settings import Settings
 from . import PUBLICATION, SUBSCRIPTION, connection as access
 from ..decisions.stream import slot_name
@@ -28,24 +27,8 @@ logger = logging.getLogger('wazo-ha')
 APPLICATION = 'wazo-ha-stream'
 
 
-class _HandOffNodes(Nodes):
-    """The copy's two connections; the subscription is created just before the commit."""
-
-    subscribe = None
-    replaced = False      # the transaction starts by dropping the current subscription
-
-    def commit_slave(self) -> None:
-        self.subscribe(self.scur)
-        super().commit_slave()
-
-    def rollback_slave(self) -> None:
-        """The writer's retry rolls back: the old subscription is back, drop it again."""
-        super().rollback_slave()
-        if self.replaced:
-            logical.drop_subscription(self.scur, SUBSCRIPTION)
-
-
-def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | None) -> tuple[Result, str]:
+def hand_off(settings: Settings, master_ip: str, admin,
+             subscription: dict | None) -> tuple[Copy, str]:
     """Copy and subscribe; `admin`: the slave's superuser connection (closed here).
     Returns the copy's figures and the new slot's name."""
     conninfo = access.subscription_conninfo(settings, master_ip)
@@ -63,19 +46,21 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         # the subscription's first START_REPLICATION
         session.close(replicator)
         replicator = None
-        nodes = _HandOffNodes.joined(reader, admin, master_ip)
-        nodes.subscribe = lambda cur: logical.create_subscription(cur, SUBSCRIPTION, conninfo,
-                                                                  PUBLICATION, slot)
-        result = Result(slave='this node', started_at=time.time())
+        nodes = Nodes.joined(reader, admin, master_ip)
+        # the subscription is created in the copy's transaction, just before its commit
+        nodes.before_commit = lambda cur: logical.create_subscription(
+            cur, SUBSCRIPTION, conninfo, PUBLICATION, slot)
+        if to_record:  # committed with the copy
+            origin.write_at_commit(nodes, to_record, APPLICATION)
+        result = Copy()
         started = time.monotonic()
-        if subscription is not None:
+        if subscription is not None:  # the transaction starts by dropping the current one
             logical.drop_subscription(nodes.scur, SUBSCRIPTION)
-            nodes.replaced = True
+            # the writer's retry rolls back: the old subscription is back, drop it again
+            nodes.after_rollback = lambda cur: logical.drop_subscription(cur, SUBSCRIPTION)
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         changes = find_changes(nodes, tables, None)
         result.tables_unchanged = len(tables) - len(changes.tables)
-        if to_record:  # committed with the copy
-            origin.write(nodes.scur, to_record, APPLICATION)
         if changes:
             Writer(nodes, changes, None, result).write()
         else:

@@ -1,0 +1,65 @@
+"""The stream's control record on the slave, kept between runs of wazo-ha-stream and written by
+the failover and by pause too, under its own lock (the three may write at once): who disabled
+the subscription, a hand-off asked for, the failures last mailed. Read and written here only."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import asdict, dataclass
+
+from ..adapters.system import KeyStore, read_state, single_instance, write_state
+from ..settings import Settings
+
+logger = logging.getLogger('wazo-ha')
+
+CONTROL_FILE = 'stream-control.json'    # who disabled the subscription, a hand-off asked for
+CONTROL_LOCK = 'wazo-ha-stream-control'
+
+
+@dataclass(frozen=True)
+class Control:
+    disabled_by: str | None = None      # who disabled the subscription (decisions/stream BY_*)
+    request: str | None = None          # why a hand-off was asked for (resume, by hand)
+    mailed: str | None = None           # the failure last mailed
+    mailed_hand_off: str | None = None  # the cause of the unplanned hand-off last mailed
+
+
+def control_from_dict(data, path: str) -> Control:
+    """The record from its JSON form; a field that is not text is dropped (said in the log)."""
+    kept = {}
+    for name in (f.name for f in dataclasses.fields(Control)):
+        value = data.get(name) if isinstance(data, dict) else None
+        if value is not None and not isinstance(value, str):
+            logger.warning('%s: %s is not text (%r): ignored', path, name, value)
+            value = None
+        kept[name] = value
+    return Control(**kept)
+
+
+def load_control(settings: Settings) -> Control:
+    return control_from_dict(read_state(settings.paths.state_dir, CONTROL_FILE),
+                             os.path.join(settings.paths.state_dir, CONTROL_FILE))
+
+
+def update_control(settings: Settings, expect: dict | None = None, **values) -> bool:
+    """Set these values; with `expect`, only if the record still holds those (else False)."""
+    with single_instance(settings.paths.lock_dir, CONTROL_LOCK, wait=10):
+        current = load_control(settings)
+        if expect and any(getattr(current, k) != v for k, v in expect.items()):
+            return False
+        write_state(settings.paths.state_dir, CONTROL_FILE,
+                    asdict(dataclasses.replace(current, **values)))
+        return True
+
+
+def request_hand_off(settings: Settings, reason: str) -> None:
+    """The next run hands off (wazo-ha-config resume, a schema change by hand...)."""
+    update_control(settings, request=reason)
+
+
+def mailed(settings: Settings, field: str) -> KeyStore:
+    """One of the record's mailed keys (`mailed`, `mailed_hand_off`), for mail_once."""
+    return KeyStore(lambda: getattr(load_control(settings), field),
+                    lambda key: update_control(settings, **{field: key}))
