@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import tempfile
 
+import pytest
+
 from datagen import installation_sql
 from replication_helpers import configure, run_pairing, snapshot
 from stream_helpers import setup_streaming, stream, stream_ok
@@ -62,6 +64,7 @@ def replication_mails(node):
     return out
 
 
+@pytest.mark.fresh_testbed("rebuilds the master's cluster: a new system identifier")
 def test_a_rebuilt_master_is_refused_until_replace_slave(pair):
     master, slave = pair
     master.psql(installation_sql(users=50, history=100))   # what the old master held
@@ -117,6 +120,7 @@ def test_a_rebuilt_master_is_refused_until_replace_slave(pair):
     assert not os.path.exists(slave.host_path(KEPT)), 'the slave follows the new master'
 
 
+@pytest.mark.fresh_testbed("rebuilds the master's cluster: a new system identifier")
 def test_continuous_mode_a_rebuilt_master_is_never_handed_off_from(pair):
     """The slave's own wazo-ha-stream would copy a rebuilt master afresh (its slot is gone):
     the hand-off compares the master's system identifier (IDENTIFY_SYSTEM) with the slave's

@@ -16,7 +16,8 @@ from typing import Callable
 
 from .. import role
 from ..adapters import probes
-from ..adapters.system import mail_once, read_state, read_text, single_instance, write_state
+from ..adapters.system import (mail_once, read_state, read_text, send_mail, single_instance,
+                               write_state)
 from ..decisions import health
 from ..errors import WazoHaError
 from ..files import failback
