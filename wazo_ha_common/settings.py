@@ -346,6 +346,11 @@ TABLE = (
             Text(),
             "continuous mode, on the slave: libpq connection string of this node's database as\n"
             'its superuser (creating a subscription needs one on PostgreSQL 15)'),
+    Setting('database', 'subscription_owner', 'wazo_ha_subscriber', Name(),
+            'continuous mode, on the slave: the role that owns the subscription (PostgreSQL 15\n'
+            'applies the stream with its rights) and makes the hand-off\'s copy: no superuser,\n'
+            'a member of the tables\' owner, created by wazo-ha-stream; it has a password only\n'
+            'during a hand-off, made for that one, and logs in through the local socket only'),
     Setting('database', 'admin_system_user', 'postgres', Text(empty=True, forbidden=' :/'),
             'the system user whose identity that connection is made with (peer authentication);\n'
             'empty: as root'),

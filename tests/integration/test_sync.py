@@ -241,6 +241,51 @@ def test_failback_copies_voicemail_back_keeps_newer_master_files_deletes_nothing
     assert os.path.exists(slave.host_path(f'{inbox}/msg0000.txt')), 'nothing deleted on the slave'
 
 
+def test_attack_a_hostile_slave_chooses_no_owner_link_nor_special_file_on_the_master(nodes):
+    """The slave offers, in its voicemail: a root-owned 0600 message, a set-uid file, a link to
+    /etc, a link to /etc/shadow named like a message, a fifo, and a mailbox the master lacks.
+    The master's copies belong to the directory they land in, without set-uid, set-gid or
+    sticky bits, and no link, fifo or other special file lands."""
+    master, slave = nodes
+    assert init(master).returncode == 0
+    top = '/var/spool/asterisk/voicemail'
+    inbox = f'{top}/default/1001/INBOX'
+    asterisk = 4321  # the master's voicemail belongs to its asterisk user
+    os.makedirs(master.host_path(inbox))
+    for path in (top, f'{top}/default', f'{top}/default/1001', inbox):
+        os.chown(master.host_path(path), asterisk, asterisk)
+    write(slave, f'{inbox}/msg0000.txt', 'root only\n', mode=0o600)
+    write(slave, f'{inbox}/msg0000.wav', 'RIFF-set-uid', mode=0o6755)
+    os.chown(slave.host_path(f'{inbox}/msg0000.wav'), 1234, 1234)
+    os.symlink('/etc', slave.host_path(f'{inbox}/etc'))
+    os.symlink('/etc/shadow', slave.host_path(f'{inbox}/msg0001.txt'))
+    os.mkfifo(slave.host_path(f'{inbox}/msg0002.txt'))
+    write(slave, f'{top}/default/1002/INBOX/msg0000.txt', 'new mailbox\n', mode=0o640)
+    os.chmod(slave.host_path(f'{top}/default/1002'), 0o3775)
+
+    result = master.wazo('wazo-sync', '--failback')
+
+    assert result.returncode == 0, result.stderr
+    landed = {}
+    for dirpath, dirs, files in os.walk(master.host_path(top)):
+        for name in dirs + files:
+            path = os.path.join(dirpath, name)
+            landed[os.path.relpath(path, master.host_path(top))] = os.lstat(path)
+    assert sorted(landed) == ['default', 'default/1001', 'default/1001/INBOX',
+                              'default/1001/INBOX/msg0000.txt', 'default/1001/INBOX/msg0000.wav',
+                              'default/1002', 'default/1002/INBOX',
+                              'default/1002/INBOX/msg0000.txt']
+    for name, st in landed.items():
+        assert (st.st_uid, st.st_gid) == (asterisk, asterisk), name
+        assert stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode), name
+        assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX), name
+    assert stat.S_IMODE(landed['default/1001/INBOX/msg0000.txt'].st_mode) == 0o600
+    assert stat.S_IMODE(landed['default/1001/INBOX/msg0000.wav'].st_mode) == 0o755
+    with open(master.host_path(f'{inbox}/msg0000.txt')) as f:
+        assert f.read() == 'root only\n'
+    assert f'{inbox}/msg0000.wav' in result.stdout and 'msg0001' not in result.stdout
+
+
 # Attack: what the master's key can do on the slave, tried as a thief of the key would.
 # Everything below runs in the master's namespace with the key, and must fail or stay inside
 # the synced directories; the slave's own files are compared before and after.

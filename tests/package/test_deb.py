@@ -28,10 +28,16 @@ MODULES = ['__init__', 'cli', 'diagnosis', 'errors', 'hooks', 'jobs', 'monitorin
                                       'pgpass', 'replication', 'rsync_modules', 'schema',
                                       'stream', 'tracking')] + [
            f'failover/{m}' for m in ('__init__', 'check', 'services')] + [
+<<<<<<< HEAD
            f'files/{m}' for m in ('__init__', 'failback', 'rsync_names', 'rsyncd', 'sync')] + [
            f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'origin', 'write')] + [
+=======
+           f'files/{m}' for m in ('__init__', 'failback', 'landing', 'rsync_names', 'rsyncd',
+                                  'sync')] + [
+           f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'write')] + [
+>>>>>>> main
            f'stream/{m}' for m in ('__init__', 'connection', 'control', 'failover', 'handoff', 'job',
-                                     'master', 'publication', 'slots')]
+                                     'master', 'owner', 'publication', 'slots')]
 PACKAGES = ['access', 'adapters', 'adapters/db', 'decisions', 'failover', 'files', 'replication', 'stream']
 DIR, FILE, EXEC = 'drwxr-xr-x', '-rw-r--r--', '-rwxr-xr-x'
 # every entry of the .deb (mode, path); the egg-info directory is the one dh_python3 has always

@@ -22,13 +22,15 @@ import json
 import logging
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 
 from ..errors import WazoHaError
 from ..settings import Settings
 from ..adapters.network import source_address
 from ..decisions.pgpass import pgpass_password, pgpass_prefix, with_pgpass_line
-from ..adapters.system import Completed, read_text, run, tail, write_atomic
+from ..adapters.system import (Completed, lstat_or_none, make_directory_no_follow, read_no_follow,
+                               read_text, run, tail, write_atomic, write_no_follow)
 
 logger = logging.getLogger('wazo-ha')
 
@@ -50,16 +52,20 @@ class PairingError(WazoHaError):
 
 # pg_hba.conf and listen_addresses (pure)
 
-def hba_lines(master_ip: str | None, database: str, user: str) -> list[str]:
+def hba_lines(master_ip: str | None, database: str, user: str,
+              local_user: str | None = None) -> list[str]:
     """Our pg_hba.conf lines: the role over TLS with its password from the master only; the
     role from nowhere else nor without TLS; postgres from the master's address refused (so
-    that wazo-sysconfd's trust line, appended after ours, is never reached)."""
+    that wazo-sysconfd's trust line, appended after ours, is never reached); `local_user` (the
+    subscription's owner, see stream.owner) through the local socket with its password only."""
     if not master_ip:
         return []
     net = host_net(master_ip)
     return [f'hostssl {database} {user} {net} scram-sha-256',
             f'host all {user} all reject',
-            f'host all postgres {net} reject']
+            f'host all postgres {net} reject'] + \
+        ([f'local all {local_user} scram-sha-256',
+          f'host all {local_user} all reject'] if local_user else [])
 
 
 def host_net(address: str) -> str:
@@ -68,9 +74,10 @@ def host_net(address: str) -> str:
     return f'{ip}/{32 if ip.version == 4 else 128}'
 
 
-def render_hba(text: str, master_ip: str | None, database: str, user: str) -> str:
+def render_hba(text: str, master_ip: str | None, database: str, user: str,
+               local_user: str | None = None) -> str:
     """pg_hba.conf with our block replaced (or removed when master_ip is None)."""
-    return with_block(text, BEGIN, END, hba_lines(master_ip, database, user))
+    return with_block(text, BEGIN, END, hba_lines(master_ip, database, user, local_user))
 
 
 def with_block(text: str, begin: str, end: str, rules: list[str]) -> str:
@@ -282,24 +289,23 @@ def apply(settings: Settings, master_ip: str | None, other_conf: str | None = No
     conf_dir = settings.paths.postgresql_conf_dir
     db = settings.database
     hba_path = os.path.join(conf_dir, 'pg_hba.conf')
-    current = read_text(hba_path)
+    current = read_no_follow(hba_path)
     if current is None:
         if master_ip is None:
             return []
         raise FileNotFoundError(f'{hba_path} does not exist (setting [paths] postgresql_conf_dir)')
-    wanted = render_hba(current, master_ip, db.name, db.remote_user)
+    wanted = render_hba(current, master_ip, db.name, db.remote_user, db.subscription_owner)
     conf_path = os.path.join(conf_dir, 'conf.d', CONF_NAME)
     listen = listen_addresses(settings, master_ip) if master_ip else ''
     wanted_conf = render_conf(master_ip, listen) if master_ip else other_conf
-    current_conf = read_text(conf_path)
+    current_conf = read_no_follow(conf_path)
     changes = []
     # a node that never was a slave needs no PostgreSQL session to stay without the role
     if master_ip or wanted != current or current_conf not in (None, other_conf):
         changes += apply_role(settings, slave=master_ip is not None)
     hba_changed = wanted != current
     if hba_changed:
-        write_atomic(hba_path, wanted, mode=os.stat(hba_path).st_mode & 0o777)
-        _copy_owner(hba_path, conf_dir)
+        write_in_conf_dir(hba_path, wanted, conf_dir)
         changes.append(f'{hba_path}: ' + (f'{master_ip} may connect to database {db.name} as '
                                           f'{db.remote_user} (TLS, scram-sha-256); postgres '
                                           'from that address refused'
@@ -310,8 +316,7 @@ def apply(settings: Settings, master_ip: str | None, other_conf: str | None = No
             os.unlink(conf_path)
             changes.append(f'{conf_path}: removed')
         else:
-            write_atomic(conf_path, wanted_conf, mode=0o644)
-            _copy_owner(conf_path, conf_dir)
+            write_in_conf_dir(conf_path, wanted_conf, conf_dir, mode=0o644)
             changes.append(f'{conf_path}: listen_addresses = {listen!r}' if master_ip else
                            f'{conf_path}: ' + '; '.join(
                                line for line in wanted_conf.splitlines()
@@ -326,9 +331,18 @@ def apply(settings: Settings, master_ip: str | None, other_conf: str | None = No
     return changes
 
 
-def _copy_owner(path: str, reference: str) -> None:
-    st = os.stat(reference)
-    os.chown(path, st.st_uid, st.st_gid)
+def write_in_conf_dir(path: str, text: str, conf_dir: str, mode: int | None = None) -> None:
+    """A file of PostgreSQL's configuration directory, owned as that directory and written
+    without following a link its owner (postgres) could plant; `mode` None: the file's own
+    (0640 when new)."""
+    st = os.lstat(conf_dir)
+    if os.path.dirname(path) != conf_dir.rstrip('/'):  # conf.d/, made when missing
+        make_directory_no_follow(os.path.dirname(path), 0o755, (st.st_uid, st.st_gid))
+    if mode is None:
+        current = lstat_or_none(path)
+        mode = stat.S_IMODE(current.st_mode) if current is not None and \
+            stat.S_ISREG(current.st_mode) else 0o640
+    write_no_follow(path, text, mode=mode, owner=(st.st_uid, st.st_gid))
 
 
 # pairing (wazo-sync -i on the master)
@@ -350,7 +364,7 @@ def scram_verifier(password: str, salt: bytes | None = None,
 def slave_dsn(settings: Settings, ip: str) -> str:
     d = settings.database
     return (f"host={ip} port={d.remote_port} dbname={d.name} user={d.remote_user} "
-            f"sslmode={d.sslmode} passfile={d.passfile} "
+            f"sslmode={d.sslmode} channel_binding=require passfile={d.passfile} "
             f"connect_timeout={d.connect_timeout} keepalives=1 keepalives_idle=10 "
             f"keepalives_interval=5 keepalives_count=3 tcp_user_timeout=30000")
 
@@ -449,6 +463,10 @@ def connection_hint(message: str, settings: Settings) -> str:
                                   'is not permitted to log in')):
         return (f'{message}: the slave refuses the replication role {d.remote_user} or its '
                 f'password ({d.passfile}); pair the nodes: run wazo-sync -i on this master')
+    if 'channel binding' in message:
+        return (f'{message}: the server at that address did not prove it knows the role\'s '
+                'password (it lets the role in without SCRAM): nothing was sent to it; is the '
+                'slave really there? its pg_hba.conf must ask scram-sha-256 of that role')
     if 'pg_hba.conf' in message:
         return (f'{message}: is this node allowed there? run wazo-ha-config set --node-type slave '
                 'on the slave (its PostgreSQL needs ssl = on)')

@@ -37,7 +37,7 @@ from ..errors import WazoHaError
 from .pg_access import Step, ident
 from ..settings import Settings
 from ..decisions.stream import SLOT_PREFIX
-from ..adapters.system import Completed, read_text, run, write_atomic
+from ..adapters.system import Completed, read_no_follow, read_text, run, write_atomic
 
 logger = logging.getLogger('wazo-ha')
 
@@ -220,12 +220,12 @@ def apply(settings: Settings, slave_ip: str | None,
     conf_dir = settings.paths.postgresql_conf_dir
     db = settings.database
     hba_path = os.path.join(conf_dir, 'pg_hba.conf')
-    current = read_text(hba_path)
+    current = read_no_follow(hba_path)
     if current is None:
         if slave_ip is None:
             return []
         raise FileNotFoundError(f'{hba_path} does not exist (setting [paths] postgresql_conf_dir)')
-    conf = read_text(os.path.join(conf_dir, 'conf.d', pg_access.CONF_NAME))
+    conf = read_no_follow(os.path.join(conf_dir, 'conf.d', pg_access.CONF_NAME))
     if slave_ip is None and not has_block(current) and not is_our_conf(conf):
         return []
     changes = []
@@ -241,9 +241,7 @@ def apply(settings: Settings, slave_ip: str | None,
         changes += apply_role(settings, wanted=False)
     wanted = render_hba(current, slave_ip, db.name, db.stream_user)
     if wanted != current:
-        write_atomic(hba_path, wanted, mode=os.stat(hba_path).st_mode & 0o777)
-        st = os.stat(conf_dir)
-        os.chown(hba_path, st.st_uid, st.st_gid)
+        pg_access.write_in_conf_dir(hba_path, wanted, conf_dir)
         changes.append(f'{hba_path}: ' + (f'{slave_ip} may stream database {db.name} as '
                                           f'{db.stream_user} (TLS, scram-sha-256); that role '
                                           'from elsewhere and for physical replication refused'

@@ -12,6 +12,7 @@ import json
 import logging
 import logging.handlers
 import os
+import secrets
 import shlex
 import shutil
 import socket
@@ -161,6 +162,116 @@ def write_atomic(path: str, content: str, mode: int = 0o644) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def open_directory(directory: str) -> int:
+    """A descriptor on `directory`, opened one component at a time: a symlink is followed only
+    where it stands in a directory that root (or this user) alone may write; anywhere else
+    (a directory another user owns, a world-writable one) it is refused with ELOOP/ENOTDIR."""
+    euid = os.geteuid()
+    fd = os.open('/', os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in os.path.abspath(directory).split('/')[1:]:
+            if not part:
+                continue
+            st = os.fstat(fd)
+            trusted = st.st_uid in (0, euid) and not st.st_mode & 0o022
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if trusted else os.O_NOFOLLOW)
+            child = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def write_no_follow(path: str, content: str, *, mode: int,
+                    owner: tuple[int, int] | None = None) -> None:
+    """Write a file atomically in a directory another user may own (PostgreSQL's), following no
+    link that user could plant: the directory is opened without following links it does not
+    trust, the temporary file is created there (O_EXCL|O_NOFOLLOW, a random name), owned
+    (`owner` = (uid, gid)) and given its mode through its descriptor, then renamed over `path`
+    (a link standing there is replaced, never followed). Raises OSError."""
+    directory, name = os.path.split(os.path.abspath(path))
+    dir_fd = open_directory(directory)
+    try:
+        tmp = f'.{name}.{secrets.token_hex(8)}'
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, 'w', encoding='utf-8') as f:
+                f.write(content)
+                f.flush()
+                if owner is not None:
+                    os.fchown(f.fileno(), *owner)
+                os.fchmod(f.fileno(), mode)
+                os.fsync(f.fileno())
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def make_directory_no_follow(path: str, mode: int, owner: tuple[int, int] | None = None) -> None:
+    """Create the directory `path` (its parent must exist) without following a link, owned by
+    `owner`; nothing when it exists."""
+    parent, name = os.path.split(os.path.abspath(path))
+    dir_fd = open_directory(parent)
+    try:
+        try:
+            os.mkdir(name, mode, dir_fd=dir_fd)
+        except FileExistsError:
+            return
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+        try:
+            if owner is not None:
+                os.fchown(fd, *owner)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_no_follow(path: str) -> str | None:
+    """Content of a file in a directory another user may own, never through a link; None when
+    missing; WazoHaError when a link or anything but a regular file stands there."""
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        dir_fd = open_directory(directory)
+    except FileNotFoundError:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        fd = None
+    finally:
+        os.close(dir_fd)
+    if fd is not None:
+        with os.fdopen(fd, encoding='utf-8') as f:
+            if stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return f.read()
+    raise WazoHaError(f'{path} is a symbolic link or not a regular file: not followed; whoever '
+                      'can write its directory put it there: put the real file back')
+
+
+def lstat_or_none(path: str) -> os.stat_result | None:
+    """The entry itself (a link is not followed), None when missing."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
 
 
 def read_text(path: str) -> str | None:

@@ -1,10 +1,12 @@
 """Failback episodes, decided: the record of one (Episode, checked by episode_from_dict) and
-what the master does with the slave's record before a push (plan). Records are read and
-written in files/failback."""
+what the master does with the slave's record before a push (plan), and what a file brought
+back may be once it lands on the master (landing: never the slave's say on owners, links or
+special bits; applied by files/landing). Records are read and written in files/failback."""
 
 from __future__ import annotations
 
 import math
+import stat
 import time
 from dataclasses import dataclass
 
@@ -59,3 +61,25 @@ def plan(record: Episode | None, brought_back: str | None) -> str:
     if record.ended_at is None:
         return SERVING
     return NOTHING if record.episode == brought_back else BRING_BACK
+
+
+# what lands on the master
+
+SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
+
+
+@dataclass(frozen=True)
+class Landing:
+    keep: bool          # False: removed (a link, a device, a fifo, a socket)
+    uid: int = -1
+    gid: int = -1
+    mode: int = 0       # permission bits, without set-uid, set-gid nor sticky
+
+
+def landing(mode: int, directory_uid: int, directory_gid: int) -> Landing:
+    """A regular file or a directory brought back gets the owner and group of the master
+    directory it lands in and its permission bits less set-uid, set-gid and sticky; anything
+    else is removed."""
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return Landing(False)
+    return Landing(True, directory_uid, directory_gid, stat.S_IMODE(mode) & ~SPECIAL_BITS)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 # (SUBSCRIPTION) on a slot of its own on the master named SLOT_PREFIX + the hand-off's time
 PUBLICATION = 'wazo_ha'
 SUBSCRIPTION = 'wazo_ha'
+# a hand-off's new subscription, disabled until the copy's commit makes it SUBSCRIPTION
+PENDING = 'wazo_ha_pending'
 SLOT_PREFIX = 'wazo_ha_slot_'
 LAG_WAIT = 20.0     # seconds a run waits for the slave to catch up (the lag probe's limit)
 
@@ -90,3 +92,26 @@ def stale_slots(slots: dict[str, dict], current: str | None) -> list[str]:
 
 def slot_name(now: float) -> str:
     return f'{SLOT_PREFIX}{int(now * 1000)}'
+
+
+def subscription_refusal(relations: set[tuple[str, str]], copied: set[str]) -> str | None:
+    """Why a new subscription's table list (schema, table) must not be applied: it must be
+    exactly the copied tables of the master's public schema (anything else the master
+    publishes, an excluded table or a catalog-named one, would be written on the slave);
+    None when it is."""
+    extra = sorted(f'{schema}.{table}' for schema, table in relations
+                   if schema != 'public' or table not in copied)
+    missing = sorted(copied - {table for schema, table in relations if schema == 'public'})
+    if not extra and not missing:
+        return None
+    said = []
+    if extra:
+        said.append(f'it also lists {", ".join(extra[:10])}' +
+                    (f' (and {len(extra) - 10} more)' if len(extra) > 10 else ''))
+    if missing:
+        said.append(f'it lacks {", ".join(missing[:10])}' +
+                    (f' (and {len(missing) - 10} more)' if len(missing) > 10 else ''))
+    return ('the master\'s publication is not exactly the copied tables of its public schema ('
+            + '; '.join(said) + '): the hand-off is refused and the slave keeps what it had. '
+            'The hourly run on the master puts the publication back in step; a publication '
+            'listing other tables means someone changed it on the master: check who')

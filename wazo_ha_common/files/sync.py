@@ -17,7 +17,7 @@ import tempfile
 import time
 from typing import Callable
 
-from . import failback, rsyncd
+from . import failback, landing, rsyncd
 from ..access import pg_access, stream_access
 from .. import role
 from ..decisions import rsync_modules
@@ -316,21 +316,35 @@ def pull_back(settings: Settings) -> list[str]:
     return copied
 
 
+# the pull takes the slave's files, never its say on owners, links or special files: without
+# -o -g -l -D the files land as root's, then landing.settle gives them their directory's owner
+PULL_OPTIONS = ('-rpt', '--no-links', '--no-devices', '--no-specials', '--no-owner',
+                '--no-group', '--chmod=ug-s')
+COPIED = 'copied:'
+
+
 def _copy_back(settings: Settings, target: str) -> list[str]:
     stamp = time.strftime('%Y%m%d%H%M%S')
     copied = []
     for module in failback_modules(settings):
         os.makedirs(module.path, exist_ok=True)
-        # --chmod: a slave must not be able to hand the master a set-uid file
-        argv = ['rsync', *rsync_modules.TRANSFER_OPTIONS, '--chmod=ug-s', '--update', '--backup',
-                f'--suffix=.before-failback-{stamp}', '--out-format=%n',
+        argv = ['rsync', *PULL_OPTIONS, '--update', '--backup',
+                f'--suffix=.before-failback-{stamp}', f'--out-format={COPIED}%n',
                 '-e', rsync_shell(settings), f'{target}::{module.name}/', f'{module.path}/']
         result = run(argv, timeout=settings.sync.timeout, check=False)
+        names = [line[len(COPIED):] for line in result.stdout.splitlines()
+                 if line.startswith(COPIED)]
+        # what did land is settled even when rsync stopped half-way
+        removed = set(landing.settle(module.path, names))
         if result.returncode != 0:
             raise SyncError(f'copying {module.path} back from {target} failed: rsync exit '
                             f'status {result.returncode}: {tail(result.stderr, 2)}')
-        copied += [os.path.join(module.path, n) for n in result.stdout.splitlines()
-                   if n and not n.endswith('/')]
+        skipped = [line for line in result.stdout.splitlines() if 'skipping non-regular' in line]
+        if skipped:
+            logger.warning('failback: %d links or special files on the slave not brought back '
+                           '(%s)', len(skipped), tail('\n'.join(skipped), 3))
+        copied += [os.path.join(module.path, n) for n in names
+                   if n and not n.endswith('/') and n not in removed]
     return copied
 
 

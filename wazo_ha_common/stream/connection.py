@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import pwd
+import stat
 
 from ..adapters.db import logical, session
 from ..decisions import pgpass
 from ..errors import WazoHaError
 from ..settings import Settings
-from ..adapters.system import read_text, write_atomic
+from ..adapters.system import lstat_or_none, read_no_follow, read_text, write_no_follow
 
 
 def _base(settings: Settings, master_ip: str) -> str:
@@ -75,19 +76,31 @@ def write_subscription_passfile(settings: Settings, master_ip: str) -> None:
     line = pgpass.pgpass_prefix(master_ip, d.remote_port, d.name, d.stream_user) + \
         pgpass.pgpass_field(password(settings, master_ip)) + '\n'
     path = d.subscription_passfile
-    if read_text(path) == line and _owned_by(path, d.admin_system_user):
+    owner = _owner(d.admin_system_user)
+    st = lstat_or_none(path)
+    # a link or another file planted there by the directory's owner is replaced, never followed
+    if st is not None and stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and \
+            (owner is None or (st.st_uid, st.st_gid) == owner) and _content(path) == line:
         return
-    write_atomic(path, line, mode=0o600)
-    if d.admin_system_user and os.geteuid() == 0:
-        entry = pwd.getpwnam(d.admin_system_user)
-        os.chown(path, entry.pw_uid, entry.pw_gid)
+    write_no_follow(path, line, mode=0o600, owner=owner)
 
 
-def _owned_by(path: str, user: str) -> bool:
+def _content(path: str) -> str | None:
     try:
-        return not user or os.stat(path).st_uid == pwd.getpwnam(user).pw_uid
-    except (OSError, KeyError):
-        return False
+        return read_no_follow(path)
+    except WazoHaError:  # swapped for a link since: replaced below
+        return None
+
+
+def _owner(user: str) -> tuple[int, int] | None:
+    """(uid, gid) of the system user the slave's PostgreSQL runs as; None when not root."""
+    if not user or os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise WazoHaError(f'no system user {user} ([database] admin_system_user)') from None
+    return entry.pw_uid, entry.pw_gid
 
 
 def subscription_conninfo(settings: Settings, master_ip: str) -> str:

@@ -108,14 +108,62 @@ def drop_subscription(cur, name: str) -> None:
 
 
 @translated
-def create_subscription(cur, name: str, conninfo: str, publication: str, slot: str) -> None:
+def create_subscription(cur, name: str, conninfo: str, publication: str, slot: str,
+                        enabled: bool = True) -> None:
     """Inside the current transaction: subscribe on an existing slot, without a copy (the
-    caller's copy is the starting point); an apply error disables it."""
+    caller's copy is the starting point); an apply error disables it. Its table list is the
+    one the publisher gives now (see subscription_relations)."""
     cur.execute(sql.SQL('CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH '
                         '(create_slot = false, slot_name = {}, copy_data = false, '
-                        'enabled = true, disable_on_error = true)').format(
+                        'enabled = {}, disable_on_error = true)').format(
         sql.Identifier(name), sql.Literal(conninfo), sql.Identifier(publication),
-        sql.Literal(slot)))
+        sql.Literal(slot), sql.SQL('true' if enabled else 'false')))
+
+
+@translated
+def subscription_relations(cur, name: str) -> set[tuple[str, str]]:
+    """(schema, table) of every relation the subscription applies changes to, whatever the
+    schema."""
+    cur.execute("""
+        SELECT n.nspname, c.relname FROM pg_subscription_rel r
+        JOIN pg_subscription s ON s.oid = r.srsubid
+        JOIN pg_class c ON c.oid = r.srrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE s.subname = %s""", (name,))
+    return {(schema, table) for schema, table in cur.fetchall()}
+
+
+@translated
+def subscription_owner(cur, name: str) -> str | None:
+    cur.execute('SELECT subowner::regrole::text FROM pg_subscription WHERE subname = %s', (name,))
+    row = cur.fetchone()
+    return row[0].strip('"') if row else None
+
+
+@translated
+def give_subscription(cur, name: str, role: str) -> None:
+    """Inside the current transaction, as a superuser: the subscription belongs to `role`,
+    which is no superuser once the transaction commits (PostgreSQL 15 takes a superuser as
+    new owner only; the apply worker then runs with the owner's rights)."""
+    r = sql.Identifier(role)
+    cur.execute(sql.SQL('ALTER ROLE {} SUPERUSER').format(r))
+    cur.execute(sql.SQL('ALTER SUBSCRIPTION {} OWNER TO {}').format(sql.Identifier(name), r))
+    cur.execute(sql.SQL('ALTER ROLE {} NOSUPERUSER').format(r))
+
+
+@translated
+def take_subscription(cur, pending: str, name: str) -> None:
+    """Inside the current transaction, as its owner: the pending subscription becomes `name`
+    and applies from the commit on."""
+    cur.execute(sql.SQL('ALTER SUBSCRIPTION {} RENAME TO {}').format(sql.Identifier(pending),
+                                                                     sql.Identifier(name)))
+    cur.execute(sql.SQL('ALTER SUBSCRIPTION {} ENABLE').format(sql.Identifier(name)))
+
+
+@translated
+def subscription_exists(cur, name: str) -> bool:
+    cur.execute('SELECT 1 FROM pg_subscription WHERE subname = %s', (name,))
+    return cur.fetchone() is not None
 
 
 @translated

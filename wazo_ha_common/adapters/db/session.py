@@ -9,6 +9,7 @@ import os
 import pwd
 
 import psycopg2
+import psycopg2.extensions
 from psycopg2 import sql
 
 from ...errors import WazoHaError
@@ -164,3 +165,29 @@ def end_sessions(cur, application: str) -> int:
 @translated
 def end_backend(cur, pid: int) -> None:
     cur.execute('SELECT pg_terminate_backend(%s)', (pid,))
+
+
+@translated
+def set_login(cur, role: str, verifier: str | None) -> None:
+    """The role may log in with this SCRAM verifier, or (None) has no password (it keeps
+    LOGIN: PostgreSQL 15 starts no apply worker for an owner without it, but password
+    authentication fails without a password)."""
+    r = sql.Identifier(role)
+    if verifier is None:
+        cur.execute(sql.SQL('ALTER ROLE {} LOGIN PASSWORD NULL').format(r))
+    else:
+        cur.execute(sql.SQL('ALTER ROLE {} LOGIN PASSWORD {}').format(r, sql.Literal(verifier)))
+
+
+@translated
+def role_state(cur, query: str, role: str) -> dict:
+    """The JSON object a state query (pg_access.ROLE_STATE_SQL) returns for `role`."""
+    cur.execute(query.replace(":'role'", '%(role)s'), {'role': role})
+    return cur.fetchone()[0]
+
+
+def connect_as(dsn: str, user: str, password: str, what: str, application: str):
+    """This node's database as `user` with a password (libpq's own parameters, not in a
+    string that could be logged)."""
+    return connect(psycopg2.extensions.make_dsn(dsn, user=user, password=password), what,
+                   application=application)

@@ -1,0 +1,183 @@
+"""A hostile master against the slave in continuous mode (issue 23), on real PostgreSQL 15.18
+clusters: nothing it sends runs on the slave with more rights than the tables' owner has.
+
+- From the master's address, as the replication role it logs in with every hour (a member of
+  the tables' owner), it puts ENABLE ALWAYS and ENABLE REPLICA triggers on a copied table whose
+  function tries to become a superuser and to run a program; rows then come by the stream (the
+  apply worker runs as the subscription's owner) and by a hand-off's copy.
+- As a superuser of the master, it publishes more than the copied tables: an excluded table,
+  and a table named like one of the slave's catalogs (pg_catalog.pg_description, built with
+  allow_system_table_mods); the hand-off refuses them."""
+
+import os
+
+import pytest
+
+from datagen import installation_sql
+from stream_helpers import (create_user, setup_streaming, stream, stream_ok, subscription,
+                            users_named, wait_until)
+
+ROLE = 'wazo_ha_replication'
+OWNER = 'wazo_ha_subscriber'
+
+
+@pytest.fixture
+def streaming(pair):
+    master, slave = pair
+    master.psql(installation_sql(users=5))
+    setup_streaming(master, slave)
+    return master, slave
+
+
+def as_replication_role(master, slave, sql):
+    """psql from the master's namespace to the slave as the replication role, with the
+    password the master keeps (what whoever holds the master can do)."""
+    return master.run('psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-w',
+                      f'host={slave.ip} dbname=asterisk user={ROLE} sslmode=require',
+                      '-c', sql, env={'PGPASSFILE': master.passfile, 'PGCONNECT_TIMEOUT': '5'})
+
+
+def trap_sql(program_target):
+    return f"""
+CREATE FUNCTION public.wazo_ha_attack() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+  RAISE WARNING 'wazo-ha-attack fired as % (session %, application %)', current_user,
+    session_user, current_setting('application_name');
+  BEGIN
+    ALTER ROLE {ROLE} SUPERUSER;
+    RAISE WARNING 'wazo-ha-attack: became a superuser';
+  EXCEPTION WHEN others THEN RAISE WARNING 'wazo-ha-attack: superuser refused: %', SQLERRM;
+  END;
+  BEGIN
+    RESET ROLE;
+    ALTER ROLE {ROLE} SUPERUSER;
+    RAISE WARNING 'wazo-ha-attack: became a superuser after RESET ROLE';
+  EXCEPTION WHEN others THEN
+    RAISE WARNING 'wazo-ha-attack: superuser after RESET ROLE refused: %', SQLERRM;
+  END;
+  BEGIN
+    COPY (SELECT 1) TO PROGRAM 'touch {program_target}';
+    RAISE WARNING 'wazo-ha-attack: program ran';
+  EXCEPTION WHEN others THEN RAISE WARNING 'wazo-ha-attack: program refused: %', SQLERRM;
+  END;
+  RETURN NEW;
+END $f$;
+CREATE TRIGGER wazo_ha_attack_always BEFORE INSERT OR UPDATE ON public.userfeatures
+  FOR EACH ROW EXECUTE FUNCTION public.wazo_ha_attack();
+ALTER TABLE public.userfeatures ENABLE ALWAYS TRIGGER wazo_ha_attack_always;
+CREATE TRIGGER wazo_ha_attack_replica AFTER INSERT OR UPDATE ON public.userfeatures
+  FOR EACH ROW EXECUTE FUNCTION public.wazo_ha_attack();
+ALTER TABLE public.userfeatures ENABLE REPLICA TRIGGER wazo_ha_attack_replica;
+"""
+
+
+def attack_lines(slave, since):
+    with open(slave.pglog, errors='replace') as f:
+        f.seek(since)
+        return [line.split('WARNING:', 1)[1].strip() for line in f
+                if 'WARNING:' in line and 'wazo-ha-attack' in line]
+
+
+def rights(slave):
+    """What the attack would change: the superusers, what may run programs."""
+    return slave.psql("SELECT string_agg(rolname, ' ' ORDER BY rolname) FROM pg_roles WHERE "
+                      "rolsuper OR pg_has_role(oid, 'pg_execute_server_program', 'MEMBER')")
+
+
+def test_triggers_put_by_the_master_run_with_the_tables_owners_rights_only(streaming):
+    master, slave = streaming
+    before = rights(slave)
+    drop_dir = os.path.join(slave.root, 'attack')
+    os.mkdir(drop_dir)
+    os.chmod(drop_dir, 0o777)  # were a program run, nothing would stop it writing here
+    pwned = os.path.join(drop_dir, 'pwned')
+    r = as_replication_role(master, slave, trap_sql(pwned))
+    assert r.returncode == 0, r.stderr
+
+    # a row by the stream: the apply worker runs as the subscription's owner
+    since = os.path.getsize(slave.pglog)
+    create_user(master, 'Streamed')
+    assert wait_until(lambda: users_named(slave, 'Streamed'), 20)
+    lines = attack_lines(slave, since)
+    assert any(line.startswith(f'wazo-ha-attack fired as {OWNER} (session {OWNER}')
+               for line in lines), lines
+    assert not any(' as postgres ' in line for line in lines), lines
+
+    # rows by a hand-off's copy: the master stops the stream, writes, the slave copies afresh
+    slave.psql("ALTER SUBSCRIPTION wazo_ha DISABLE")
+    create_user(master, 'Copied')
+    since = os.path.getsize(slave.pglog)
+    out = stream_ok(slave)
+    assert 'hand-off done' in out, out
+    assert users_named(slave, 'Copied')
+    lines = attack_lines(slave, since)
+    assert any(line.startswith(f'wazo-ha-attack fired as {OWNER} (session {OWNER}, '
+                               'application wazo-ha-stream)') for line in lines), lines
+
+    lines = attack_lines(slave, 0)
+    assert any('superuser refused: must be superuser' in line for line in lines), lines
+    assert any('superuser after RESET ROLE refused' in line for line in lines), lines
+    assert any('program refused: must be superuser or have privileges of the '
+               'pg_execute_server_program role' in line for line in lines), lines
+    assert not [line for line in lines if 'became a superuser' in line or 'program ran' in line]
+    assert rights(slave) == before
+    assert not os.path.exists(pwned)
+    assert slave.psql(f"SELECT rolsuper FROM pg_roles WHERE rolname = '{OWNER}'") == 'f'
+    assert slave.psql("SELECT subowner::regrole FROM pg_subscription") == OWNER
+
+    # and the stream still applies ordinary rows
+    create_user(master, 'Ordinary')
+    assert wait_until(lambda: users_named(slave, 'Ordinary'), 20)
+    assert subscription(slave) == (True, True)
+
+
+def slot_of_subscription(slave):
+    return slave.psql("SELECT subslotname FROM pg_subscription WHERE subname = 'wazo_ha'")
+
+
+def test_a_publication_listing_more_than_the_copied_tables_is_refused(streaming):
+    master, slave = streaming
+    slot = slot_of_subscription(slave)
+    master.psql('ALTER PUBLICATION wazo_ha ADD TABLE public.queue_log')  # an excluded table
+
+    for _ in range(2):
+        r = stream(slave)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "the master's publication is not exactly the copied tables" in r.stderr
+        assert 'it also lists public.queue_log' in r.stderr
+    mails = [m for m in slave.mails() if 'publication is not exactly' in m]
+    assert len(mails) == 1, slave.mails()
+    # the slave keeps what it had: the same subscription, streaming
+    assert slot_of_subscription(slave) == slot
+    assert slave.psql("SELECT count(*) FROM pg_subscription") == '1'
+    create_user(master, 'StillStreamed')
+    assert wait_until(lambda: users_named(slave, 'StillStreamed'), 20)
+
+
+def test_a_table_named_like_a_slave_catalog_is_never_subscribed(streaming):
+    """pg_catalog.pg_description on the master made an ordinary table (allow_system_table_mods,
+    the real catalog renamed), published, and a row written in it."""
+    master, slave = streaming
+    slot = slot_of_subscription(slave)
+    described = "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM pg_description t"
+    before = slave.psql(described)
+    master.psql("SET allow_system_table_mods = on; "
+                "ALTER TABLE pg_catalog.pg_description RENAME TO pg_description_real; "
+                "CREATE TABLE pg_catalog.pg_description (objoid oid, classoid oid, objsubid int, "
+                "description text, PRIMARY KEY (objoid, classoid, objsubid)); "
+                "ALTER PUBLICATION wazo_ha ADD TABLE pg_catalog.pg_description")
+    assert master.psql("SELECT count(*) FROM pg_publication_tables WHERE pubname = 'wazo_ha' "
+                       "AND schemaname = 'pg_catalog'") == '1'
+    slave.psql("ALTER SUBSCRIPTION wazo_ha DISABLE")  # as the master can make happen
+    master.psql("INSERT INTO pg_catalog.pg_description VALUES "
+                "('pg_authid'::regclass, 'pg_class'::regclass, 0, 'written by the master')")
+
+    r = stream(slave)
+
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert 'it also lists pg_catalog.pg_description' in r.stderr, r.stderr
+    assert any('it also lists pg_catalog.pg_description' in m for m in slave.mails())
+    assert slave.psql(described) == before
+    assert slave.psql("SELECT count(*) FROM pg_subscription_rel r JOIN pg_class c "
+                      "ON c.oid = r.srrelid WHERE c.relnamespace <> 'public'::regnamespace") == '0'
+    assert slot_of_subscription(slave) == slot
