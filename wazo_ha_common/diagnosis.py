@@ -86,7 +86,8 @@ def access_lines(settings: Settings, config: role.HaConfig) -> list[Line]:
     if current is None:
         lines.append(Line(FAILED if slave else OK, 'pg_hba.conf', f'{hba_path} does not exist'
                           + (' ([paths] postgresql_conf_dir)' if slave else '')))
-    elif pg_access.render_hba(current, master_ip, db.name, db.remote_user) == current:
+    elif pg_access.render_hba(current, master_ip, db.name, db.remote_user,
+                              db.subscription_owner) == current:
         lines.append(Line(OK, 'pg_hba.conf', f'{hba_path}: ' + (
             f'the block for the master {master_ip} is first' if slave else 'no block of wazo-ha')))
     else:
