@@ -37,6 +37,8 @@ def main() -> int:
     p.add_argument('--cron-dir', required=True)
     p.add_argument('--sentinel-dir', default='/var/lib/wazo')
     p.add_argument('--record', required=True)
+    p.add_argument('--manage', default=MANAGE,
+                   help='our xivo-manage-slave-services (the installed one by default)')
     args = p.parse_args()
     body = json.loads(args.body)
     node_type, remote = body['node_type'], body['remote_address']
@@ -84,7 +86,7 @@ def main() -> int:
             f.write(f'* * * * * root /usr/sbin/xivo-check-master-status {remote} >/dev/null\n')
 
     if node_type != 'slave':
-        step(f'{MANAGE} start', [MANAGE, 'start'])
+        step(f'{MANAGE} start', [args.manage, 'start'])
 
     step('sentinels')
     wanted = {'master': 'is-primary', 'slave': 'is-secondary'}.get(node_type)

@@ -356,7 +356,11 @@ class Node:
             'check': {'probe_interval': '1', 'down_after': '3', 'up_after': '4',
                       'run_for': '0', 'probe_timeout': '1'},
             'sync': {'ssh_key': '/root/.ssh/xivo_id_rsa', 'connect_timeout': '3',
-                     'record_dir': os.path.join(self.root, 'failback-record')},
+                     'record_dir': os.path.join(self.root, 'failback-record'),
+                     # the package's command from the checkout, in the slave's SSH session
+                     # (its settings: /etc/wazo-ha/config.ini, the node's own there)
+                     'pair_command': f'env PYTHONPATH={REPO} PYTHONDONTWRITEBYTECODE=1 '
+                                     f'/usr/bin/python3 {BIN_DIR}/wazo-ha-config pair-receive'},
             'mail': {'sendmail': os.path.join(self.root, 'stand-ins', 'sendmail')},
             'wazo_api': {'enabled': 'false'},
         }

@@ -37,6 +37,8 @@ CHECK = Job('xivo-check-master-status', 'check.json', None, 60, ('paths', 'check
 SERVICES = Job('xivo-manage-slave-services', 'services.json', None, None)
 STREAM = Job('wazo-ha-stream', 'stream.json', 'Slave continuous replication failed', 60)
 CONFIG = Job('wazo-ha-config', None, None, None)
+# `wazo-ha-config converge`, every minute on every role: the node's access follows ha.conf
+CONVERGE = Job('wazo-ha-config-converge', 'converge.json', None, 60)
 CONFIG_CHECK = Job('wazo-ha-config', None, None, None, ())   # lists every mistake itself
 STATUS = Job('wazo-ha-status', None, None, None, ('paths',))   # shows the others' mistakes
 
@@ -46,7 +48,7 @@ SETTINGS_PROBLEMS_FILE = 'settings-problems.json'
 # the replication's last verification by content (see replication.job), for wazo-ha-status
 VERIFICATION_FILE = 'replication-verification.json'
 
-ALL = (REPLICATION, SYNC, CHECK, STREAM, SERVICES, CONFIG, STATUS)
+ALL = (REPLICATION, SYNC, CHECK, STREAM, CONVERGE, SERVICES, CONFIG, STATUS)
 SCHEDULED = tuple(job for job in ALL if job.cron_period)   # what pause holds
 
 

@@ -7,9 +7,8 @@ import os
 from dataclasses import dataclass, field
 
 from .failover import check, services
-from .access import fail2ban, pg_access, stream_access
+from .access import converge, fail2ban
 from . import role
-from .files import rsyncd
 from .errors import HaConfError, InputError, WazoHaError
 from .settings import Settings
 from .adapters.wazo_api import ApiError, Client
@@ -105,30 +104,15 @@ def apply(settings: Settings, new: role.HaConfig, force: bool = False,
     if client is not None:
         _put_ha(client, new, report)
 
-    master_ip = new.remote_address if new.node_type == 'slave' else None
-    stream_slave = stream_access.continuous_slave(settings, new.node_type, new.remote_address)
-    from .stream import publication  # its SQL is loaded when the role changes, not before
-    try:  # first: while closing, conf.d/wazo-ha.conf still says this was a continuous master
-        report.changes += stream_access.apply(settings, stream_slave, publication.keep_in_step,
-                                              publication.drop)
-    except (OSError, WazoHaError) as e:
-        done = ('wazo-confd has applied PUT /ha; fix the cause and run wazo-ha-config set again'
-                if report.changes else 'nothing else changed')
-        raise WazoHaError(f'PostgreSQL stream access for the slave not applied ({done}): '
-                          f'{e}') from None
-    try:
-        report.changes += pg_access.apply(settings, master_ip,
-                                          stream_access.conf_text(settings, stream_slave))
+    try:  # before ha.conf: a refusal (PostgreSQL, a missing file) leaves ha.conf as it was
+        report.changes += converge.converge_and_record(settings, new, converge.ALWAYS).changes
     except (OSError, WazoHaError) as e:
         done = ('wazo-confd has applied PUT /ha (ha.conf, sentinels, its own PostgreSQL lines); '
                 'fix the cause and run wazo-ha-config set again' if report.changes
                 else 'nothing else changed')
-        raise WazoHaError(f'PostgreSQL access for the master not applied ({done}): {e}') from None
-    try:
-        report.changes += rsyncd.apply_daemon_config(settings, new.node_type == 'slave')
-    except OSError as e:
-        raise WazoHaError(f'file sync access for the master not applied: {e}') from None
-    try:  # issue 22 moves this into the per-minute converge
+        raise WazoHaError(f'node access (PostgreSQL, rsync daemon) not applied ({done}): '
+                          f'{e}') from None
+    try:  # issue 22: the lead may move this into the per-minute converge
         report.changes += fail2ban.apply(
             settings, new.remote_address if new.node_type == 'master' else None)
     except (OSError, WazoHaError) as e:

@@ -312,9 +312,9 @@ TABLE = (
             "on the master: libpq password file holding the replication role's password\n"
             '(written by wazo-sync -i, mode 0600)'),
     Setting('database', 'admin_psql', 'runuser -u postgres -- psql', Command(empty=True),
-            "on a slave: how wazo-ha-config runs psql as PostgreSQL's superuser on this node\n"
-            '(to create, grant and drop the replication role); empty: the role is left to\n'
-            'the administrator'),
+            "how wazo-ha-config runs psql as PostgreSQL's superuser on this node (to create,\n"
+            'grant and drop the replication and stream roles, and to find what converge must\n'
+            'take away); empty: the roles are left to the administrator'),
     Setting('database', 'connect_timeout', '10', Number(1, 600, integer=True),
             'seconds to wait for a PostgreSQL connection'),
     Setting('database', 'excluded_tables', EXCLUDED_TABLES, Words(),
@@ -416,12 +416,16 @@ TABLE = (
             'recordings back first, once per failover'),
     Setting('sync', 'rsyncd_conf', '/etc/wazo-ha/rsyncd.conf', Path(),
             "on a slave: the rsync daemon configuration the master's key is bound to (written\n"
-            'by wazo-ha-config and the master check from the three settings above; the same path on\n'
-            'both nodes)'),
+            'by the converge of wazo-ha-config and the master check from the three settings\n'
+            'above; the same path on both nodes)'),
     Setting('sync', 'connect_timeout', '10', Number(1, 600, integer=True),
             'seconds to wait for the SSH connection, and for a whole rsync run'),
     Setting('sync', 'timeout', '3600', Number(1, 86400, integer=True), ''),
     Setting('sync', 'ssh_port', '22', PORT, ''),
+    Setting('sync', 'pair_command', '/usr/sbin/wazo-ha-config pair-receive', Command(),
+            "what wazo-sync -i runs on the slave, as root in the SSH session it opens, to pair\n"
+            "the database: the slave's converge, then the role's password (the protocol on\n"
+            'its standard input: man wazo-ha-config)'),
 
     Setting('mail', 'recipient', 'root@localhost', Text(forbidden=' ,;<>"\'\\'),
             'failures of the cron jobs are mailed here'),

@@ -35,6 +35,7 @@ class Facts:
     paused: str | None = None       # wazo-ha-config pause: when, by whom
     mode: str = 'hourly'            # [database] mode
     stream: jobs.LastRun | None = None               # continuous slave: last wazo-ha-stream run
+    access: jobs.LastRun | None = None               # any role: last converge of node access
     error: str = ''
     settings_problems: list = field(default_factory=list)  # mistakes in the settings files
     peer_record: dict = field(default_factory=dict)  # master: the slave's record (failback)
@@ -50,7 +51,8 @@ def gather(settings: Settings) -> Facts:
         return Facts(role=what, error=str(e), settings_problems=problems)
     facts = Facts(role=config.node_type, peer=config.remote_address,
                   paused=schedule.paused_since(settings.paths.state_dir),
-                  mode=settings.database.mode, settings_problems=problems)
+                  mode=settings.database.mode, settings_problems=problems,
+                  access=jobs.load_last_run(settings.paths.state_dir, jobs.CONVERGE))
     if config.node_type == 'disabled':
         return facts
     facts.peer_reachable = probes.ping(config.remote_address, settings.check.probe_timeout)
@@ -127,8 +129,22 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
         elif not _is_time(facts.decision.get('written_at')) or \
                 now - facts.decision['written_at'] > 180:
             out.append((WARNING, 'xivo-check-master-status has not run for more than 3 minutes'))
+    out += _access_warnings(facts.access)
     level = max((lvl for lvl, _ in out), default=OK)
     return level, [f'{LEVEL_NAMES[lvl]}: {text}' for lvl, text in out]
+
+
+def _access_warnings(run: jobs.LastRun | None) -> list[tuple[int, str]]:
+    if run is None:
+        return []
+    if not run.ok:
+        return [(CRITICAL, f'node access does not follow ha.conf: {run.sentence} '
+                           '(wazo-ha-config converge tries again every minute)')]
+    pending = (run.details or {}).get('pending_restart')
+    if pending and isinstance(pending, list):
+        return [(WARNING, 'PostgreSQL must be restarted for ' + ', '.join(map(str, pending))
+                          + ' to take effect (written by wazo-ha; systemctl restart postgresql)')]
+    return []
 
 
 def _stream_warnings(run: jobs.LastRun | None, now: float) -> list[tuple[int, str]]:

@@ -20,7 +20,8 @@ OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/lib/wazo-ha-monitoring', '/va
 
 MODULES = ['__init__', 'cli', 'diagnosis', 'errors', 'hooks', 'jobs', 'monitoring', 'pause',
            'role', 'role_setup', 'schedule', 'settings', 'status'] + [
-           f'access/{m}' for m in ('__init__', 'fail2ban', 'pg_access', 'stream_access')] + [
+           f'access/{m}' for m in ('__init__', 'converge', 'fail2ban', 'pairing', 'pg_access',
+                                   'pg_files', 'stream_access')] + [
            f'adapters/{m}' for m in ('__init__', 'network', 'probes', 'system', 'wazo_api')] + [
            f'adapters/db/{m}' for m in ('__init__', 'catalog', 'logical', 'publishing', 'session',
                                         'table_copy')] + [
@@ -28,14 +29,9 @@ MODULES = ['__init__', 'cli', 'diagnosis', 'errors', 'hooks', 'jobs', 'monitorin
                                       'pgpass', 'replication', 'rsync_modules', 'schema',
                                       'stream', 'tracking')] + [
            f'failover/{m}' for m in ('__init__', 'check', 'services')] + [
-<<<<<<< HEAD
-           f'files/{m}' for m in ('__init__', 'failback', 'rsync_names', 'rsyncd', 'sync')] + [
-           f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'origin', 'write')] + [
-=======
            f'files/{m}' for m in ('__init__', 'failback', 'landing', 'rsync_names', 'rsyncd',
                                   'sync')] + [
-           f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'write')] + [
->>>>>>> main
+           f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'origin', 'write')] + [
            f'stream/{m}' for m in ('__init__', 'connection', 'control', 'failover', 'handoff', 'job',
                                      'master', 'owner', 'publication', 'slots')]
 PACKAGES = ['access', 'adapters', 'adapters/db', 'decisions', 'failover', 'files', 'replication', 'stream']
@@ -157,6 +153,8 @@ def test_install_run_help_and_purge(deb):
                 'then /usr/sbin/xivo-master-slave-db-replication') in cron
         assert ('* * * * * root if test -x /usr/sbin/wazo-ha-config && test -e /var/lib/wazo/is-secondary; '
                 'then /usr/sbin/xivo-check-master-status') in cron
+        assert ('* * * * * root if test -x /usr/sbin/wazo-ha-config; then /usr/sbin/wazo-ha-config '
+                'converge >/dev/null; fi') in cron
         # a run leaves a log and state behind; purge must remove them too
         status = sh('/usr/sbin/wazo-ha-status')
         assert status.returncode in (1, 2)

@@ -196,3 +196,25 @@ def test_a_continuous_master_shows_its_last_run_as_it_said_it():
     facts = master(mode='continuous', replication=LastRun('ok', NOW - 600, said, None, {}))
     text = render(facts, *evaluate(facts, NOW))
     assert 'replication mode: continuous' in text and said in text
+
+
+def test_a_pending_postgresql_restart_is_a_warning_on_every_role():
+    pending = LastRun('ok', NOW - 30, 'node access converged', None,
+                      {'pending_restart': ['listen_addresses', 'wal_level']})
+    for facts in (master(access=pending), slave(access=pending),
+                  Facts(role='disabled', access=pending)):
+        level, warnings = evaluate(facts, NOW)
+        assert level == WARNING
+        assert warnings == ['WARNING: PostgreSQL must be restarted for listen_addresses, '
+                            'wal_level to take effect (written by wazo-ha; systemctl restart '
+                            'postgresql)']
+    done = LastRun('ok', NOW - 30, 'node access converged', None, {'pending_restart': []})
+    assert evaluate(master(access=done), NOW) == (OK, [])
+
+
+def test_a_failed_converge_is_critical():
+    failed = LastRun('failed', NOW - 30, 'psql failed', jobs.FAILED, {})
+    level, warnings = evaluate(slave(access=failed), NOW)
+    assert level == CRITICAL
+    assert warnings == ['CRITICAL: node access does not follow ha.conf: psql failed '
+                        '(wazo-ha-config converge tries again every minute)']

@@ -49,8 +49,8 @@ def test_conf_of_a_continuous_master():
     text = stream_access.render_conf('198.18.0.2', '198.18.0.1, localhost', 1024)
     assert text.splitlines()[1:] == ['wal_level = logical', 'max_slot_wal_keep_size = 1024MB',
                                      "listen_addresses = '198.18.0.1, localhost'"]
-    assert stream_access.is_our_conf(text)
-    assert not stream_access.is_our_conf(pg_access.render_conf('198.18.0.1', 'x'))
+    assert text.startswith(stream_access.CONF_HEADER)
+    assert not pg_access.render_conf('198.18.0.1', 'x').startswith(stream_access.CONF_HEADER)
     assert stream_access.render_conf(None, 'x', 1024) is None
 
 
@@ -140,49 +140,3 @@ def test_copied_tables_without_replica_identity_get_full_and_excluded_ones_do_no
     p = publication.plan(state(unusable_identity=('b', 'auth_token')), ['a', 'b'])
     assert p.identity_full == ['b']
     assert 'table b: REPLICA IDENTITY FULL' in p.sentences(ROLE)[0]
-
-
-def test_the_pairing_command_carries_no_password_and_reads_it_on_stdin():
-    """The stream password never appears in the remote command (ps, logs): the remote shell
-    reads it on stdin, between the key's line and psql's SQL."""
-    secret = 'S3cr3t-stream-password-xyz'
-    pairing = stream_access.StreamPairing(kept=False, password=secret)
-    script = pairing.remote_script('198.18.0.1', 5432, 'asterisk', ROLE)
-    command = pg_access.Pairing('198.18.0.2', False, 'SQL').remote_command(
-        'AUTHORIZE', 'asterisk', script)
-    assert secret not in command and secret not in repr(pairing)
-    assert pairing.input == secret + '\n'
-    assert command.index('AUTHORIZE') < command.index('IFS= read -r p') < command.index('psql')
-    assert f'|| exit {pg_access.STREAM_STORE_FAILED}' in command
-    assert pg_access.Pairing('x', False, '').remote_command('A', 'asterisk') == (
-        '{ A; } || exit 1; cd / && runuser -u postgres -- psql -X -q -A -t -v '
-        'ON_ERROR_STOP=1 -d asterisk || exit 3')
-
-
-def test_the_slave_side_script_stores_the_line_for_the_address_in_its_ha_conf(tmp_path):
-    """The script run on the slave: reads the password on stdin, finds the slave's passfile
-    and ha.conf through its settings, writes ADDRESS:PORT:DB:USER:PASSWORD (0600) for the
-    master's address in ha.conf, keeps the other lines and replaces an older line of ours; the
-    rest of stdin is left for psql."""
-    import json
-    import os
-    import subprocess
-    passfile, ha_conf = tmp_path / 'pgpass', tmp_path / 'ha.conf'
-    config = tmp_path / 'config.ini'
-    config.write_text(f'[database]\npassfile = {passfile}\n[paths]\nha_conf = {ha_conf}\n')
-    ha_conf.write_text(json.dumps({'node_type': 'slave', 'remote_address': '10.0.0.1'}))
-    passfile.write_text(f'10.0.0.1:5432:asterisk:{ROLE}:old\nother:5432:*:x:y\n')
-    script = stream_access.StreamPairing(False, 'new:pw').remote_script(
-        '192.168.1.1', 5432, 'asterisk', ROLE)
-    result = subprocess.run(['sh', '-c', script + '; cat'], input='new:pw\nSQL FOR PSQL\n',
-                            text=True,
-                            capture_output=True, env={**os.environ, 'WAZO_HA_CONFIG': str(config)})
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == 'SQL FOR PSQL', 'the rest is left to psql'
-    assert passfile.read_text().splitlines() == ['other:5432:*:x:y',
-                                                 f'10.0.0.1:5432:asterisk:{ROLE}:new\\:pw']
-    assert oct(passfile.stat().st_mode & 0o777) == '0o600'
-    ha_conf.write_text('{"node_type": "master", "remote_address": "10.0.0.9"}')
-    subprocess.run(['sh', '-c', script], input='p2\n', text=True, check=True,
-                   capture_output=True, env={**os.environ, 'WAZO_HA_CONFIG': str(config)})
-    assert passfile.read_text().splitlines()[-1] == f'192.168.1.1:5432:asterisk:{ROLE}:p2'

@@ -1,15 +1,15 @@
 """The master's access to the slave's PostgreSQL: a role that is not a superuser, a password
 (scram-sha-256) over TLS, from the master's address only; never `trust`.
 
-On a slave, wazo-ha-config manages:
+On a slave, wazo-ha manages:
 - a block at the top of pg_hba.conf (first match wins, so it precedes wazo-sysconfd's own
   `host asterisk postgres MASTER/32 trust`, which it makes unreachable);
 - conf.d/wazo-ha.conf holding listen_addresses (Debian's postgresql.conf includes conf.d);
 - the replication role ([database] remote_user): member of the role owning the replicated
   tables, allowed to SET session_replication_role; no login until paired.
-On the master, `wazo-sync -i` pairs: it makes the role's password once, keeps it in root's
-password file ([database] passfile) and sets only its SCRAM verifier on the slave, in the
-SSH session where it authorises its key.
+What is applied where, and when, is access.converge's; the files are access.pg_files'; the
+pairing protocol (wazo-sync -i) is access.pairing's. This module holds the role's decisions,
+the superuser's psql, and the helpers they share.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from ..errors import WazoHaError
 from ..settings import Settings
 from ..adapters.network import source_address
-from ..decisions.pgpass import pgpass_password, pgpass_prefix, with_pgpass_line
-from ..adapters.system import (Completed, lstat_or_none, make_directory_no_follow, read_no_follow,
-                               read_text, run, tail, write_atomic, write_no_follow)
+# the password file's lines, also as pg_access.pgpass_* (what access.pairing writes)
+from ..decisions.pgpass import pgpass_password, pgpass_prefix, with_pgpass_line  # noqa: F401
+from ..adapters.system import (Completed, lstat_or_none, make_directory_no_follow, run,
+                               write_no_follow)
 
 logger = logging.getLogger('wazo-ha')
 
@@ -40,6 +41,7 @@ CONF_NAME = 'wazo-ha.conf'
 
 # roles whose members may run programs or touch files as the server: never the tables' owner
 # the remote pairing command's exit status when the key was authorised but the role was not
+# (see access.pairing)
 PAIRING_FAILED = 3
 # its exit status when the stream password could not be stored (continuous mode)
 STREAM_STORE_FAILED = 4
@@ -280,57 +282,6 @@ def apply_role(settings: Settings, slave: bool) -> list[str]:
     return [f'PostgreSQL: {s.sentence}' for s in steps]
 
 
-def apply(settings: Settings, master_ip: str | None, other_conf: str | None = None) -> list[str]:
-    """Open (master_ip given) or close (None) PostgreSQL to the master; returns what changed.
-
-    conf.d/wazo-ha.conf is this function's on every node: on a slave it holds
-    listen_addresses, elsewhere `other_conf` (a continuous master's, stream_access.conf_text)
-    or nothing. The role comes first: if PostgreSQL refuses, no file has changed."""
-    conf_dir = settings.paths.postgresql_conf_dir
-    db = settings.database
-    hba_path = os.path.join(conf_dir, 'pg_hba.conf')
-    current = read_no_follow(hba_path)
-    if current is None:
-        if master_ip is None:
-            return []
-        raise FileNotFoundError(f'{hba_path} does not exist (setting [paths] postgresql_conf_dir)')
-    wanted = render_hba(current, master_ip, db.name, db.remote_user, db.subscription_owner)
-    conf_path = os.path.join(conf_dir, 'conf.d', CONF_NAME)
-    listen = listen_addresses(settings, master_ip) if master_ip else ''
-    wanted_conf = render_conf(master_ip, listen) if master_ip else other_conf
-    current_conf = read_no_follow(conf_path)
-    changes = []
-    # a node that never was a slave needs no PostgreSQL session to stay without the role
-    if master_ip or wanted != current or current_conf not in (None, other_conf):
-        changes += apply_role(settings, slave=master_ip is not None)
-    hba_changed = wanted != current
-    if hba_changed:
-        write_in_conf_dir(hba_path, wanted, conf_dir)
-        changes.append(f'{hba_path}: ' + (f'{master_ip} may connect to database {db.name} as '
-                                          f'{db.remote_user} (TLS, scram-sha-256); postgres '
-                                          'from that address refused'
-                                          if master_ip else 'replication access removed'))
-    conf_changed = wanted_conf != current_conf
-    if conf_changed:
-        if wanted_conf is None:
-            os.unlink(conf_path)
-            changes.append(f'{conf_path}: removed')
-        else:
-            write_in_conf_dir(conf_path, wanted_conf, conf_dir, mode=0o644)
-            changes.append(f'{conf_path}: listen_addresses = {listen!r}' if master_ip else
-                           f'{conf_path}: ' + '; '.join(
-                               line for line in wanted_conf.splitlines()
-                               if not line.startswith('#')))
-    if conf_changed:
-        run(db.restart_command, timeout=120)
-        changes.append('PostgreSQL restarted (' + ('listen_addresses changed' if master_ip
-                                                   else f'{CONF_NAME} changed') + ')')
-    elif hba_changed:
-        run(db.reload_command, timeout=60)
-        changes.append('PostgreSQL reloaded')
-    return changes
-
-
 def write_in_conf_dir(path: str, text: str, conf_dir: str, mode: int | None = None) -> None:
     """A file of PostgreSQL's configuration directory, owned as that directory and written
     without following a link its owner (postgres) could plant; `mode` None: the file's own
@@ -369,32 +320,13 @@ def slave_dsn(settings: Settings, ip: str) -> str:
             f"keepalives_interval=5 keepalives_count=3 tcp_user_timeout=30000")
 
 
-@dataclass(frozen=True)
-class Pairing:
-    slave: str
-    kept: bool        # the password already in the password file was kept
-    input: str        # what the slave's psql reads on stdin: the verifier, never the password
-
-    def remote_command(self, authorize_script: str, database: str,
-                       stream_script: str | None = None) -> str:
-        """The key authorisation, then (continuous mode) stream_script, which stores the
-        stream role's password read on stdin (exit STREAM_STORE_FAILED when it
-        fails), then (as the cluster's superuser, on the slave) the role's password; exit
-        PAIRING_FAILED when only that last part failed."""
-        stream = ('{ ' + stream_script + f'; }} || exit {STREAM_STORE_FAILED}; '
-                  if stream_script else '')
-        return ('{ ' + authorize_script + '; } || exit 1; ' + stream + 'cd / && runuser -u '
-                f'postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 -d {database} || exit '
-                f'{PAIRING_FAILED}')
-
-
 def pairing_sql(role: str, verifier: str) -> str:
     r = ident(role)
     return ("SET log_statement = 'none';\nSET log_min_duration_statement = -1;\n"
             'DO $pair$ BEGIN\n'
             f"  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN\n"
-            f"    RAISE EXCEPTION 'role {role} does not exist on this node: run wazo-ha-config set "
-            "--node-type slave --remote-address MASTER here first';\n"
+            f"    RAISE EXCEPTION 'role {role} does not exist on this node: is it a slave of this "
+            "master (ha.conf)?';\n"
             '  END IF;\n'
             f"  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}' "
             'AND (rolsuper OR rolcreaterole)) THEN\n'
@@ -402,36 +334,6 @@ def pairing_sql(role: str, verifier: str) -> str:
             '  END IF;\n'
             'END $pair$;\n'
             f"ALTER ROLE {r} LOGIN PASSWORD '{verifier}';\n")
-
-
-def prepare_pairing(settings: Settings, slave_ip: str) -> Pairing:
-    """The role's password: the one in the password file, or a new one written there first
-    (0600), so that a run cut short leaves nothing the next run cannot finish."""
-    d = settings.database
-    prefix = pgpass_prefix(slave_ip, d.remote_port, d.name, d.remote_user)
-    text = read_text(d.passfile) or ''
-    password = pgpass_password(text, prefix)
-    kept = bool(password)
-    if not kept:
-        password = secrets.token_urlsafe(32)
-        write_atomic(d.passfile, with_pgpass_line(text, prefix, password), mode=0o600)
-    os.chmod(d.passfile, 0o600)
-    return Pairing(slave_ip, kept, pairing_sql(d.remote_user, scram_verifier(password)))
-
-
-def finish_pairing(settings: Settings, pairing: Pairing, result: Completed) -> list[str]:
-    """After the remote command: say what was done, or why the role was not paired."""
-    d = settings.database
-    if result.returncode == PAIRING_FAILED:
-        raise PairingError(f'the key is authorised on the slave, but the password of the role '
-                           f'{d.remote_user} could not be set there: '
-                           f'{tail(_without_cd_warning(result.stderr), 2) or "no output"}')
-    if result.returncode != 0:
-        return []
-    return [(f'kept the password of the role {d.remote_user} ({d.passfile}) and set it again '
-             'on the slave' if pairing.kept else
-             f'made a password for the role {d.remote_user}, kept in {d.passfile} (0600); '
-             'set on the slave as a SCRAM verifier only')]
 
 
 def check_pairing(settings: Settings, slave_ip: str) -> str:
@@ -450,10 +352,6 @@ def check_pairing(settings: Settings, slave_ip: str) -> str:
         raise PairingError('the slave accepted the replication role without TLS')
     return (f'checked: the slave database accepts {settings.database.remote_user} with its '
             'password, over TLS')
-
-
-def _without_cd_warning(text: str) -> str:
-    return '\n'.join(line for line in text.splitlines() if 'could not change directory' not in line)
 
 
 def connection_hint(message: str, settings: Settings) -> str:

@@ -2,13 +2,14 @@
 continuous): the slave subscribes to the master's publication through a logical replication
 connection as the stream role ([database] stream_user).
 
-On a continuous master, wazo-ha-config manages:
+On a continuous master, wazo-ha manages (access.converge applies it, access.pg_files writes
+the files, access.pairing gives the slave the role's password):
 - a block at the top of pg_hba.conf (first match wins): the stream role over TLS with its
   password (scram-sha-256) from the slave's address, into the replicated database only; the
   role from anywhere else, into any other database or for physical replication (the
   `replication` keyword) refused;
 - conf.d/wazo-ha.conf: wal_level = logical, max_slot_wal_keep_size and listen_addresses
-  (written by pg_access.apply, which owns the file on both roles; PostgreSQL restarted);
+  (render_conf; a restart makes them take effect);
 - the stream role: REPLICATION, no superuser, no createdb/createrole/bypassrls, member of no
   role, no login until `wazo-sync -i` pairs (see publication for its SELECT grants).
 Anything else (hourly mode, a slave, a disabled node) takes all that away again: the
@@ -28,16 +29,14 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shlex
 from dataclasses import dataclass
-from typing import Callable
 
 from . import pg_access
 from ..errors import WazoHaError
 from .pg_access import Step, ident
 from ..settings import Settings
 from ..decisions.stream import SLOT_PREFIX
-from ..adapters.system import Completed, read_no_follow, read_text, run, write_atomic
+from ..adapters.system import Completed, read_text, write_atomic
 
 logger = logging.getLogger('wazo-ha')
 
@@ -74,10 +73,6 @@ def render_hba(text: str, slave_ip: str | None, database: str, user: str) -> str
     return pg_access.with_block(text, BEGIN, END, hba_lines(slave_ip, database, user))
 
 
-def has_block(text: str | None) -> bool:
-    return text is not None and BEGIN in text.splitlines()
-
-
 CONF_HEADER = '# Managed by wazo-ha-config: the slave streams the changes of this master.\n'
 
 
@@ -88,18 +83,6 @@ def render_conf(slave_ip: str | None, listen_addresses: str, keep_mb: int) -> st
     return (CONF_HEADER + 'wal_level = logical\n'
             f'max_slot_wal_keep_size = {keep_mb}MB\n'
             f"listen_addresses = '{listen_addresses}'\n")
-
-
-def conf_text(settings: Settings, slave_ip: str | None) -> str | None:
-    """What pg_access.apply should write in conf.d/wazo-ha.conf on this (non-slave) node."""
-    if not slave_ip:
-        return None
-    listen = pg_access.listen_addresses(settings, slave_ip, peer='slave')
-    return render_conf(slave_ip, listen, settings.database.slot_wal_keep_size)
-
-
-def is_our_conf(text: str | None) -> bool:
-    return text is not None and text.startswith(CONF_HEADER)
 
 
 # the stream role (decisions pure, run through psql as the superuser)
@@ -205,52 +188,6 @@ def apply_role(settings: Settings, wanted: bool) -> list[str]:
     return [f'PostgreSQL: {s.sentence}' for s in steps]
 
 
-def apply(settings: Settings, slave_ip: str | None,
-          keep_publication: Callable[[Settings], list[str]],
-          drop_publication: Callable[[Settings], list[str]]) -> list[str]:
-    """Open (slave_ip given: a continuous master) or close (None) the master's PostgreSQL to
-    the slave's stream; returns what changed. conf.d/wazo-ha.conf is pg_access.apply's (give
-    it conf_text(settings, slave_ip)); call this first: while closing, the file still tells
-    whether this node was a continuous master. The publication's upkeep is the stream's
-    (stream.publication keep_in_step and drop), given by the command.
-
-    Opening: role, publication, then the pg_hba.conf block (so that a refusal changes no
-    file). Closing: publication, role and slots, then the block. A node that never was a
-    continuous master (no block, no such file) needs no PostgreSQL session."""
-    conf_dir = settings.paths.postgresql_conf_dir
-    db = settings.database
-    hba_path = os.path.join(conf_dir, 'pg_hba.conf')
-    current = read_no_follow(hba_path)
-    if current is None:
-        if slave_ip is None:
-            return []
-        raise FileNotFoundError(f'{hba_path} does not exist (setting [paths] postgresql_conf_dir)')
-    conf = read_no_follow(os.path.join(conf_dir, 'conf.d', pg_access.CONF_NAME))
-    if slave_ip is None and not has_block(current) and not is_our_conf(conf):
-        return []
-    changes = []
-    if not db.admin_psql:
-        if slave_ip:
-            raise WazoHaError('continuous mode needs [database] admin_psql on the master (the '
-                              'stream role is made as the superuser)')
-    elif slave_ip:
-        changes += apply_role(settings, wanted=True)
-        changes += keep_publication(settings)
-    else:
-        changes += drop_publication(settings)
-        changes += apply_role(settings, wanted=False)
-    wanted = render_hba(current, slave_ip, db.name, db.stream_user)
-    if wanted != current:
-        pg_access.write_in_conf_dir(hba_path, wanted, conf_dir)
-        changes.append(f'{hba_path}: ' + (f'{slave_ip} may stream database {db.name} as '
-                                          f'{db.stream_user} (TLS, scram-sha-256); that role '
-                                          'from elsewhere and for physical replication refused'
-                                          if slave_ip else 'stream access removed'))
-        run(db.reload_command, timeout=60)
-        changes.append('PostgreSQL reloaded')
-    return changes
-
-
 # pairing (wazo-sync -i on a continuous master)
 
 def password_path(settings: Settings) -> str:
@@ -287,44 +224,6 @@ def set_local_verifier(settings: Settings, password: str) -> None:
     _psql(settings, sql)
 
 
-# run on the slave with python3; stdin: the password line; argv: the master's address as
-# this master sees itself, port, database, user. Stores `ADDRESS:PORT:DB:USER:PASSWORD` in
-# the slave's [database] passfile (0600, other lines kept), ADDRESS being the master's address
-# in the slave's ha.conf when it is a slave (the address it connects to)
-STORE_SCRIPT = r'''
-import configparser, glob, json, os, sys, tempfile
-address, port, database, user = sys.argv[1:5]
-main = os.environ.get("WAZO_HA_CONFIG") or "/etc/wazo-ha/config.ini"
-c = configparser.ConfigParser(interpolation=None)
-c.read([main] + sorted(glob.glob(os.path.join(os.path.dirname(main), "conf.d", "*.ini"))))
-passfile = c.get("database", "passfile", fallback="/root/.pgpass").strip()
-ha_conf = c.get("paths", "ha_conf", fallback="/etc/xivo/ha.conf").strip()
-try:
-    with open(ha_conf) as f:
-        ha = json.load(f)
-    if ha.get("node_type") == "slave" and ha.get("remote_address"):
-        address = ha["remote_address"]
-except (OSError, ValueError, AttributeError):
-    pass
-field = lambda v: str(v).replace("\\", "\\\\").replace(":", "\\:")
-prefix = ":".join(field(v) for v in (address, port, database, user)) + ":"
-password = sys.stdin.readline().rstrip("\n")
-if not password:
-    sys.exit("no stream password received")
-try:
-    with open(passfile) as f:
-        lines = f.read().splitlines()
-except FileNotFoundError:
-    lines = []
-lines = [l for l in lines if not l.startswith(prefix)] + [prefix + field(password)]
-fd, tmp = tempfile.mkstemp(dir=os.path.dirname(passfile) or ".", prefix=".wazo-ha-pgpass.")
-with os.fdopen(fd, "w") as f:
-    f.write("\n".join(lines) + "\n")
-os.replace(tmp, passfile)
-print("stream-password-for", address)
-'''
-
-
 @dataclass(frozen=True)
 class StreamPairing:
     kept: bool
@@ -332,13 +231,6 @@ class StreamPairing:
 
     def __repr__(self) -> str:  # never the password in a traceback or a log
         return f'StreamPairing(kept={self.kept})'
-
-    def remote_script(self, own_address: str, port: int, database: str, user: str) -> str:
-        """The shell fragment, run on the slave after the key's authorisation and before
-        psql: reads one line of stdin (the password) and stores it; nothing secret in it."""
-        args = ' '.join(shlex.quote(str(a)) for a in (own_address, port, database, user))
-        return ('IFS= read -r p && printf "%s\\n" "$p" | python3 -c '
-                f'{shlex.quote(STORE_SCRIPT)} {args}')
 
     @property
     def input(self) -> str:

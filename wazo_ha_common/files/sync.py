@@ -15,18 +15,15 @@ import shutil
 import socket
 import tempfile
 import time
-from typing import Callable
 
 from . import failback, landing, rsyncd
-from ..access import pg_access, stream_access
 from .. import role
 from ..decisions import rsync_modules
 from ..decisions.failback import BRING_BACK, SERVING, Episode, plan as failback_step
 from ..errors import WazoHaError
 from ..jobs import SYNC, LastRun, save_last_run
 from ..settings import Settings
-from ..adapters.network import source_address
-from ..adapters.system import describe, read_text, run, send_mail, single_instance, tail
+from ..adapters.system import describe, run, send_mail, single_instance, tail
 
 logger = logging.getLogger('wazo-ha')
 
@@ -110,80 +107,7 @@ def host_key_fingerprints(settings: Settings, ip: str) -> list[str]:
     return [line for line in shown.stdout.splitlines() if line.strip()]
 
 
-def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
-    """wazo-sync -i: make the key if needed, authorise it on the slave, check it works.
-
-    Returns what was done; `tell` shows what the user needs before ssh asks for the slave's
-    password: the slave's host key fingerprints, then which password is asked."""
-    slave = role.resolve_peer(settings, None, 'master', 'file synchronisation')
-    key = settings.sync.ssh_key
-    report = []
-    with single_instance(settings.paths.lock_dir, SYNC.name):
-        if os.path.exists(key):
-            report.append(f'using the existing key {key}')
-        else:
-            os.makedirs(os.path.dirname(key), mode=0o700, exist_ok=True)
-            run(['ssh-keygen', '-q', '-t', 'rsa', '-b', '4096', '-N', '', '-C', KEY_COMMENT,
-                 '-f', key], timeout=120)
-            report.append(f'created the key {key}')
-        os.chmod(key, 0o600)
-        os.chown(key, 0, 0)
-        public = read_text(key + '.pub')
-        if not public:
-            raise SyncError(f'{key}.pub is missing: remove {key} and run wazo-sync -i again')
-        line = restricted_line(public, source_address(slave), settings.sync.rsyncd_conf)
-        target = remote(settings.sync.remote_user, slave)
-        pairing = pg_access.prepare_pairing(settings, slave)  # the database, same session
-        stream = stream_access.prepare_pairing(settings)  # continuous mode: the stream role
-        d = settings.database
-        stream_script = stream.remote_script(source_address(slave), d.remote_port, d.name,
-                                             d.stream_user) if stream else None
-        tell(f'The SSH host key of the slave {slave} (compare it with `ssh-keygen -lf '
-             f'/etc/ssh/ssh_host_*_key.pub` on the slave before typing a password):')
-        for fingerprint in host_key_fingerprints(settings, slave):
-            tell(f'  {fingerprint}')
-        tell(f"Authorising {key} on {target}: enter {settings.sync.remote_user}'s password "
-             'on the slave when asked. It is asked once, to put the key in the slave\'s '
-             'authorized_keys and set the database password there (SSH password login); it is '
-             'kept nowhere.')
-        tell('Where the slave refuses root password logins (Debian 12\'s sshd: PermitRootLogin '
-             'prohibit-password), allow them for this once: on the slave, '
-             '`PermitRootLogin yes` in /etc/ssh/sshd_config.d/wazo-ha-pairing.conf and '
-             '`systemctl reload ssh`; remove that file after the pairing (README '
-             '"Configure", step 4).')
-        # stdin: the key's line, the stream password's line (never in a command line), SQL
-        result = run(['ssh', *ssh_options(settings, batch=False), target,
-                      pairing.remote_command(AUTHORIZE_SCRIPT, settings.database.name,
-                                             stream_script)],
-                     input=line + '\n' + (stream.input if stream else '') + pairing.input,
-                     timeout=120, check=False)
-        if stream and result.returncode == pg_access.STREAM_STORE_FAILED:
-            raise pg_access.PairingError(
-                'the key is authorised on the slave, but the stream role\'s password could not '
-                f'be stored there: {tail(result.stderr, 2) or "no output"}')
-        paired = pg_access.finish_pairing(settings, pairing, result)
-        if result.returncode != 0:
-            raise SyncError(f'could not authorise the key on {target} (ssh exit status '
-                            f'{result.returncode}): {tail(result.stderr) or "no output"}')
-        answer = result.stdout.strip().split()
-        if answer[:1] == ['already']:
-            report.append('the key was already authorised on the slave')
-        else:
-            replaced = int(answer[1]) if len(answer) > 1 and answer[1].isdigit() else 0
-            report.append(f'authorised the key on {target}: rsync daemon only, from '
-                          f'{line.split(chr(34))[1]}' + (f' (replaced {replaced} earlier line(s) '
-                                                         'holding the same key)' if replaced else ''))
-        _check_key(settings, target)
-        report.append('checked: the key can write the synced directories on the slave')
-        report += paired + [pg_access.check_pairing(settings, slave)]
-        if stream:
-            report.append(stream_access.pairing_sentence(settings, stream))
-    for line in report:
-        logger.info('wazo-sync -i: %s', line)
-    return report
-
-
-def _check_key(settings: Settings, target: str) -> None:
+def check_key(settings: Settings, target: str) -> None:
     """A dry-run upload of nothing into the first write module: key, sshd and daemon work."""
     first = next(m for m in rsyncd.daemon_modules(settings) if m.write)
     empty = tempfile.mkdtemp(prefix='wazo-sync-check-')

@@ -1,0 +1,249 @@
+"""HA configured the Wazo way: `PUT /ha` on wazo-confd, which ends in wazo-sysconfd's HA handler,
+never in wazo-ha-config; each node then converges its access to ha.conf by itself
+(`wazo-ha-config converge`, every minute from cron; first thing in the slave's pairing session).
+
+wazo-sysconfd's handler is replayed step for step by tests/sysconfd_stand_in.py (read from
+wazo-platform/wazo-sysconfd, wazo_sysconfd/plugins/ha_config/ha.py: ha.conf, its pg_hba.conf
+trust line, listen_addresses = '*', a PostgreSQL restart, its cron files,
+xivo-manage-slave-services start on master and disabled, the sentinels); `wazo-service` is the
+recording stand-in of the testbed (wazo-platform/xivo-config, bin/wazo-service). PostgreSQL 15,
+sshd and rsync are real, each node in its own namespaces."""
+
+import json
+import os
+
+import pytest
+
+from datagen import installation_sql
+from replication_helpers import assert_slave_consistent, replicate, run_pairing
+from stream_helpers import (continuous_settings, create_user, our_slots, setup_streaming,
+                            stream, subscription, users_named, wait_until)
+from testbed import BIN_DIR, REPO
+
+SYSCONFD = os.path.join(REPO, 'tests', 'sysconfd_stand_in.py')
+MANAGE = os.path.join(BIN_DIR, 'xivo-manage-slave-services')
+ROLE = 'wazo_ha_replication'
+SYNCED = '/etc/asterisk/extensions_extra.d/quick-summary.conf'
+
+
+def put_ha(node, node_type, remote=''):
+    """PUT /ha on wazo-confd, as its wazo-sysconfd handler does it on this node."""
+    cron_dir = os.path.join(node.root, 'sysconfd-cron.d')
+    os.makedirs(cron_dir, exist_ok=True)
+    body = json.dumps({'node_type': node_type, 'remote_address': remote})
+    return node.run('/usr/bin/python3', SYSCONFD, body, '--pg-dir', node.pgdata,
+                    '--restart', ' '.join(node._pg_ctl('-w', '-m', 'fast', 'restart')),
+                    '--cron-dir', cron_dir, '--record', os.path.join(node.root, 'sysconfd-steps'),
+                    '--manage', MANAGE)
+
+
+def converge(node):
+    return node.wazo('wazo-ha-config', 'converge')
+
+
+def ok(result):
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def psql_from(node, user, host='198.18.0.2', passfile='/nonexistent'):
+    """psql from inside `node` to the database of `host`; never root's ~/.pgpass."""
+    return node.run('psql', '-X', '-q', '-A', '-t', '-w', '-c', 'SELECT 42',
+                    f'host={host} dbname=asterisk user={user} sslmode=require',
+                    env={'PGCONNECT_TIMEOUT': '3', 'PGPASSFILE': passfile})
+
+
+def hba(node):
+    with open(os.path.join(node.pgdata, 'pg_hba.conf')) as f:
+        return f.read()
+
+
+def ours_left(node):
+    """Every trace of ours on a node: roles, blocks, conf.d file, rsync daemon, subscription,
+    publication, slots."""
+    left = []
+    roles = node.psql("SELECT string_agg(rolname, ' ') FROM pg_roles "
+                      "WHERE rolname IN ('wazo_ha_replication', 'wazo_ha_stream')")
+    left += roles.split()
+    left += [line for line in hba(node).splitlines() if 'wazo-ha' in line or 'wazo_ha' in line]
+    if os.path.exists(os.path.join(node.pgdata, 'conf.d', 'wazo-ha.conf')):
+        left.append('conf.d/wazo-ha.conf')
+    if os.path.exists(node.host_path('/etc/wazo-ha/rsyncd.conf')):
+        left.append('rsyncd.conf')
+    if subscription(node) is not None:
+        left.append('subscription')
+    if node.psql("SELECT count(*) FROM pg_publication WHERE pubname = 'wazo_ha'") != '0':
+        left.append('publication')
+    left += our_slots(node)
+    return left
+
+
+def write(node, path, text):
+    host = node.host_path(path)
+    os.makedirs(os.path.dirname(host), exist_ok=True)
+    with open(host, 'w') as f:
+        f.write(text)
+
+
+def conf_load_time(node):
+    """When PostgreSQL last read its configuration files, and its postmaster's pid."""
+    with open(os.path.join(node.pgdata, 'postmaster.pid')) as f:
+        pid = f.readline().strip()
+    return node.psql('SELECT pg_conf_load_time()'), pid
+
+
+def log_lines(node):
+    with open(node.log_file) as f:
+        return f.read().splitlines()
+
+
+@pytest.mark.parametrize('first', ['slave', 'master'])
+def test_the_quick_summary_exactly_as_documented(pair, first):
+    """Wazo's Quick Summary: PUT /ha on both nodes (in either order), `wazo-service restart`,
+    `wazo-sync -i`, `xivo-master-slave-db-replication SLAVE_IP`, `wazo-sync`: nothing else."""
+    master, slave = pair
+    write(master, SYNCED, '[quick-summary]\n')
+    puts = {'slave': (slave, 'slave', master.ip), 'master': (master, 'master', slave.ip)}
+    for name in (first, 'master' if first == 'slave' else 'slave'):
+        node, node_type, remote = puts[name]
+        ok(put_ha(node, node_type, remote))
+    for node in (master, slave):
+        ok(node.run('wazo-service', 'restart'))
+    paired = run_pairing(master, slave)
+    out = ok(paired)
+    # the slave's converge ran in the pairing session: the role and our block came from it
+    assert f'on the slave: PostgreSQL: created the replication role {ROLE}' in out
+    ok(replicate(master, slave.ip))
+    assert_slave_consistent(master, slave)
+    ok(master.wazo('wazo-sync'))
+    with open(slave.host_path(SYNCED)) as f:
+        assert f.read() == '[quick-summary]\n'
+
+    lines = hba(slave).splitlines()
+    assert lines[1:4] == [f'hostssl asterisk {ROLE} 198.18.0.1/32 scram-sha-256',
+                          f'host all {ROLE} all reject', 'host all postgres 198.18.0.1/32 reject']
+    assert lines[-1] == 'host asterisk postgres 198.18.0.1/32 trust', "sysconfd's line, after ours"
+    refused = psql_from(master, 'postgres')
+    assert refused.returncode != 0
+    assert 'pg_hba.conf rejects connection for host "198.18.0.1", user "postgres"' in refused.stderr
+    assert psql_from(master, ROLE, passfile=master.passfile).returncode == 0
+    # sysconfd's listen_addresses = '*' comes after conf.d: nothing waits for a restart
+    ok(converge(slave))
+    status = slave.wazo('wazo-ha-status')
+    assert 'must be restarted' not in status.stdout
+
+
+def configured_continuous(pair):
+    master, slave = pair
+    master.psql(installation_sql(users=5))
+    setup_streaming(master, slave)
+    create_user(master, 'Streamed')
+    assert wait_until(lambda: users_named(slave, 'Streamed'), 10), 'the pair streams'
+    assert len(our_slots(master)) == 1
+    return master, slave
+
+
+@pytest.mark.parametrize('becomes', ['disabled', 'master'])
+def test_a_former_slave_keeps_nothing_of_ours_and_the_master_reaches_it_no_more(pair, becomes):
+    """PUT /ha on the slave (disabled, or made master of the old master), then one converge
+    run there: the old master's replication, wazo-sync and stream all fail to reach it."""
+    master, slave = configured_continuous(pair)
+    write(master, SYNCED, 'before\n')
+    ok(master.wazo('wazo-sync'))
+    ok(put_ha(slave, becomes, master.ip if becomes == 'master' else ''))
+    out = ok(converge(slave))
+    assert f'PostgreSQL: dropped the subscription wazo_ha and its slot' in out
+    assert f'dropped the replication role {ROLE}' in out
+    assert 'rsyncd.conf: removed' in out
+    left = ours_left(slave)
+    if becomes == 'master':  # a continuous master of its own: its stream side, nothing else
+        assert sorted(left) == ['# BEGIN wazo-ha: the slave may stream this master\'s changes '
+                                '(managed by wazo-ha-config)', '# END wazo-ha stream',
+                                'conf.d/wazo-ha.conf', 'host all wazo_ha_stream all reject',
+                                'host replication wazo_ha_stream all reject',
+                                'hostssl asterisk wazo_ha_stream 198.18.0.1/32 scram-sha-256',
+                                'publication', 'wazo_ha_stream']
+    else:
+        assert left == []
+    assert our_slots(master) == [], 'its slot on the old master went with the subscription'
+
+    tables = slave.psql("SELECT md5(string_agg(firstname, ',' ORDER BY id)) FROM userfeatures")
+    create_user(master, 'AfterTheEnd')
+    write(master, SYNCED, 'after\n')
+    replication = replicate(master, slave.ip, check=False)
+    assert replication.returncode == 1
+    assert 'the slave refuses the replication role' in replication.stderr or \
+        'pg_hba.conf' in replication.stderr, replication.stderr
+    sync = master.wazo('wazo-sync')
+    assert sync.returncode == 1, sync.stdout + sync.stderr
+    assert users_named(slave, 'AfterTheEnd') == []
+    assert slave.psql("SELECT md5(string_agg(firstname, ',' ORDER BY id)) FROM userfeatures") == tables
+    with open(slave.host_path(SYNCED)) as f:
+        assert f.read() == 'before\n'
+    again = ok(converge(slave))
+    assert again == ''
+
+
+def test_a_subscription_is_dropped_from_the_catalog_when_the_mode_is_back_to_hourly(pair):
+    """Continuous mode, stream.json deleted (a purge and reinstall), the mode set back to
+    hourly: the converge finds the subscription in PostgreSQL's catalog and drops it."""
+    master, slave = configured_continuous(pair)
+    os.unlink(os.path.join(slave.state_dir, 'stream.json'))
+    continuous_settings(slave, database={'mode': 'hourly'})
+    out = ok(converge(slave))
+    assert 'PostgreSQL: dropped the subscription wazo_ha and its slot' in out
+    assert subscription(slave) is None
+    assert our_slots(master) == []
+    assert 'mode is hourly' in ok(stream(slave))
+    # the slave still is a slave: its replication role and block stay
+    assert slave.psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{ROLE}'") == '1'
+
+
+def test_the_converge_run_twice_changes_nothing_the_second_time(pair):
+    """No write, no reload, no restart, no log line when everything is as it should be; on
+    both roles in continuous mode (the most there is to converge)."""
+    master, slave = configured_continuous(pair)
+    for node in (slave, master):
+        ok(converge(node))
+        before, lines = conf_load_time(node), len(log_lines(node))
+        hba_mtime = os.stat(os.path.join(node.pgdata, 'pg_hba.conf')).st_mtime_ns
+        second = converge(node)
+        assert second.returncode == 0 and second.stdout == '' and second.stderr == ''
+        assert conf_load_time(node) == before, 'neither reloaded nor restarted'
+        assert os.stat(os.path.join(node.pgdata, 'pg_hba.conf')).st_mtime_ns == hba_mtime
+        assert log_lines(node)[lines:] == []
+
+
+def test_a_restart_is_done_once_on_an_idle_slave_and_left_pending_on_a_master(pair):
+    """ha.conf written by hand (no PUT /ha, so no restart and no listen_addresses = '*'): the
+    slave, serving no telephony, is restarted by its converge, once; the master in continuous
+    mode, serving, gets wal_level written and pending, shown by wazo-ha-status."""
+    master, slave = pair
+    with open(slave.ha_conf, 'w') as f:
+        json.dump({'node_type': 'slave', 'remote_address': master.ip}, f)
+    _, pid = conf_load_time(slave)
+    out = ok(converge(slave))
+    assert ('PostgreSQL restarted (listen_addresses changed; this slave serves no telephony)'
+            in out)
+    assert conf_load_time(slave)[1] != pid
+    assert slave.psql('SHOW listen_addresses') == '198.18.0.2, localhost'
+    _, pid = conf_load_time(slave)
+    assert ok(converge(slave)) == ''
+    assert conf_load_time(slave)[1] == pid
+
+    continuous_settings(master)
+    ok(master.run('wazo-service', 'start'))  # the master serves telephony
+    with open(master.ha_conf, 'w') as f:
+        json.dump({'node_type': 'master', 'remote_address': slave.ip}, f)
+    _, pid = conf_load_time(master)
+    out = ok(converge(master))
+    assert 'wal_level = logical' in out and 'PostgreSQL restarted' not in out
+    assert 'pending: PostgreSQL must be restarted for listen_addresses, wal_level' in out
+    assert conf_load_time(master)[1] == pid
+    status = master.wazo('wazo-ha-status')
+    assert ('WARNING: PostgreSQL must be restarted for listen_addresses, wal_level to take '
+            'effect') in status.stdout
+    master.stop_postgres()
+    master.start_postgres()
+    assert 'pending' not in ok(converge(master))
+    assert 'must be restarted' not in master.wazo('wazo-ha-status').stdout

@@ -1,0 +1,135 @@
+"""The one owner of our PostgreSQL configuration files, on every role and in both modes:
+- pg_hba.conf: the slave's block (the master may replicate in: pg_access.hba_lines) and the
+  continuous master's block (the slave may stream: stream_access.hba_lines), each first in the
+  file so that its lines match before anything wazo-sysconfd appends;
+- conf.d/wazo-ha.conf: listen_addresses on a slave; wal_level, max_slot_wal_keep_size and
+  listen_addresses on a continuous master; no file elsewhere.
+
+render() is pure; apply() writes what differs and reloads PostgreSQL once when anything did.
+A setting that needs a restart (listen_addresses, wal_level) is then pending: see pending()."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..adapters.system import read_no_follow, run
+from ..settings import Settings
+from . import pg_access, stream_access
+
+CONF_NAME = pg_access.CONF_NAME
+# the settings of conf.d/wazo-ha.conf that only a restart applies (max_slot_wal_keep_size is
+# applied by a reload)
+RESTART_SETTINGS = ('listen_addresses', 'wal_level')
+# what PostgreSQL says, in pg_file_settings, of a changed setting that needs a restart
+NEEDS_RESTART = 'setting could not be applied'
+PENDING_SQL = ("SELECT json_build_object('pending', (SELECT coalesce(json_agg(DISTINCT name), "
+               f"'[]'::json) FROM pg_file_settings WHERE error = '{NEEDS_RESTART}' AND name IN "
+               f"({', '.join(repr(n) for n in RESTART_SETTINGS)})))")
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What this node's access should be: the master's address (a slave), the slave's address
+    (a master in continuous mode), or neither (anything else)."""
+    master_ip: str | None = None
+    stream_slave_ip: str | None = None
+    listen: str = ''          # listen_addresses, when either address is set
+    keep_mb: int = 1024       # max_slot_wal_keep_size of a continuous master
+
+
+@dataclass
+class Applied:
+    changes: list[str] = field(default_factory=list)
+    hba_changed: bool = False
+    conf_changed: bool = False
+
+
+def wanted(settings: Settings, node_type: str, remote_address: str) -> Wanted:
+    """Wanted for this role (reads the route toward the peer for listen_addresses)."""
+    master_ip = remote_address if node_type == 'slave' and remote_address else None
+    stream_slave = stream_access.continuous_slave(settings, node_type, remote_address)
+    listen = ''
+    if master_ip:
+        listen = pg_access.listen_addresses(settings, master_ip)
+    elif stream_slave:
+        listen = pg_access.listen_addresses(settings, stream_slave, peer='slave')
+    return Wanted(master_ip, stream_slave, listen, settings.database.slot_wal_keep_size)
+
+
+def render(hba: str, want: Wanted, database: str, remote_user: str,
+           stream_user: str, local_user: str | None = None) -> tuple[str, str | None]:
+    """(pg_hba.conf, conf.d/wazo-ha.conf or None) as they should be; every line that is not
+    in one of our blocks kept in order. local_user: the subscription's owner (a slave's
+    block admits it through the local socket, see stream.owner)."""
+    text = pg_access.render_hba(hba, want.master_ip, database, remote_user, local_user)
+    text = stream_access.render_hba(text, want.stream_slave_ip, database, stream_user)
+    if want.master_ip:
+        conf = pg_access.render_conf(want.master_ip, want.listen)
+    else:
+        conf = stream_access.render_conf(want.stream_slave_ip, want.listen, want.keep_mb)
+    return text, conf
+
+
+def apply(settings: Settings, want: Wanted) -> Applied:
+    """Write pg_hba.conf and conf.d/wazo-ha.conf as `want` says; reload PostgreSQL once when
+    either changed. Nothing is written, nor reloaded, when both are as they should be; no link
+    is followed in the configuration directory (its owner, postgres, could plant one)."""
+    conf_dir = settings.paths.postgresql_conf_dir
+    d = settings.database
+    hba_path = os.path.join(conf_dir, 'pg_hba.conf')
+    conf_path = os.path.join(conf_dir, 'conf.d', CONF_NAME)
+    result = Applied()
+    current = read_no_follow(hba_path)
+    if current is None:
+        if not (want.master_ip or want.stream_slave_ip):
+            return result
+        raise FileNotFoundError(f'{hba_path} does not exist (setting [paths] postgresql_conf_dir)')
+    hba, conf = render(current, want, d.name, d.remote_user, d.stream_user, d.subscription_owner)
+    if hba != current:
+        pg_access.write_in_conf_dir(hba_path, hba, conf_dir)
+        result.hba_changed = True
+        result.changes += _hba_sentences(hba_path, current, want, d.name, d.remote_user,
+                                         d.stream_user, d.subscription_owner)
+    current_conf = read_no_follow(conf_path)
+    if conf != current_conf:
+        if conf is None:
+            os.unlink(conf_path)
+            result.changes.append(f'{conf_path}: removed')
+        else:
+            pg_access.write_in_conf_dir(conf_path, conf, conf_dir, mode=0o644)
+            result.changes.append(f'{conf_path}: ' + '; '.join(
+                line for line in conf.splitlines() if not line.startswith('#')))
+        result.conf_changed = True
+    if result.hba_changed or result.conf_changed:
+        run(d.reload_command, timeout=60)
+        result.changes.append('PostgreSQL reloaded')
+    return result
+
+
+def _hba_sentences(path: str, before: str, want: Wanted, database: str, remote_user: str,
+                   stream_user: str, local_user: str | None) -> list[str]:
+    said = []
+    slave_block = pg_access.render_hba(before, want.master_ip, database, remote_user,
+                                       local_user)
+    if slave_block != before:
+        said.append(f'{path}: ' + (f'{want.master_ip} may connect to database {database} as '
+                                   f'{remote_user} (TLS, scram-sha-256); postgres from that '
+                                   'address refused' if want.master_ip
+                                   else 'replication access removed'))
+    if stream_access.render_hba(slave_block, want.stream_slave_ip, database, stream_user) \
+            != slave_block:
+        said.append(f'{path}: ' + (f'{want.stream_slave_ip} may stream database {database} as '
+                                   f'{stream_user} (TLS, scram-sha-256); that role from '
+                                   'elsewhere and for physical replication refused'
+                                   if want.stream_slave_ip else 'stream access removed'))
+    return said or [f'{path}: our blocks moved back to the top of the file']
+
+
+def pending(settings: Settings) -> list[str]:
+    """Those of RESTART_SETTINGS whose value in the configuration files waits for a PostgreSQL
+    restart (the files are read again by this query: no reload needed to see them); whoever
+    wrote them (wazo-sysconfd's listen_addresses = '*' counts too)."""
+    if not settings.database.admin_psql:
+        return []
+    return sorted(pg_access.admin_json(settings, PENDING_SQL).get('pending') or [])
