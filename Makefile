@@ -10,12 +10,13 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 
 # what the tests, the demo and the package build need on a fresh Debian 12 (as root)
 APT_DEPS := postgresql-15 postgresql-contrib openssh-server openssh-client rsync \
-	iputils-ping iproute2 util-linux procps openssl cron nftables kamailio \
+	iputils-ping iproute2 util-linux procps openssl cron nftables kamailio tcpdump sip-tester \
 	python3-psycopg2 python3-requests python3-netifaces python3-pytest python3-pytest-xdist \
 	python3-yaml \
 	python3-stdeb debhelper dh-python python3-all python3-setuptools lintian fakeroot dpkg-dev
 
-.PHONY: check demo demo-fast deb deps clean bench-replication bench-failover bench-recovery-point
+.PHONY: check demo demo-fast deb deps clean bench-replication bench-failover bench-recovery-point \
+	bench-phones
 
 deps:
 	@missing=$$(for p in $(APT_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -62,6 +63,11 @@ bench-failover: deps
 
 bench-recovery-point: deps
 	$(PYTHON) bench/recovery_point.py
+
+# the phones' view (docs/benchmarks.md): the grid scaled by 0.2, then ours-300 in real time
+bench-phones: deps
+	$(PYTHON) bench/phones.py --scale 0.2 --trials 2
+	$(PYTHON) bench/phones.py --scale 1 --trials 1 --scenarios ours-300
 
 clean:
 	rm -rf build dist deb_dist *.egg-info wazo-ha-*.tar.gz

@@ -27,6 +27,9 @@ def main():
                         help='short detection times (probe 1 s, down after 3 s, up after 6 s, '
                              'cron every 10 s) instead of the defaults')
     parser.add_argument('--users', type=int, default=2000)
+    parser.add_argument('--phones', type=int, default=20,
+                        help='SIP phones registering on the nodes (0: none); their figures '
+                             'end the failover and failback stages')
     parser.add_argument('--setup-only', action='store_true',
                         help='the first stage only: build the nodes, configure HA, replicate '
                              'once, then clean up')
@@ -39,7 +42,7 @@ def main():
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)  # also when started with SIGINT ignored (in background)
 
-    story = Story(fast=args.fast, users=args.users)
+    story = Story(fast=args.fast, users=args.users, phones=args.phones)
     failover = failback = point = None
     try:
         story.say('== building the cluster')
@@ -65,6 +68,9 @@ def main():
         story.say('== the slave watches the master')
         story.start_cron()
         show_status(story, story.slave, 'standby')
+        if args.phones:
+            story.say('== the phones')
+            story.start_phones()
         story.say('== the master dies')
         failover = story.master_dies()
         show_status(story, story.slave, 'after failover')
@@ -98,6 +104,12 @@ def main():
               '  failover: did not happen')
     story.say(f'  failback: {failback:.1f} s after the master came back' if failback else
               '  failback: did not happen')
+    figures = story.phones_figures
+    if 'failover_in_p95' in figures:
+        story.say(f'  {args.phones} phones: calls reach them again '
+                  f'{figures["failover_in_p95"]:.0f} s after the master died (p95)'
+                  + (', none unreachable at failback' if figures.get('failback_unreachable') == 0
+                     else f', {figures.get("failback_unreachable", "?")} unreachable at failback'))
     story.say(f'  continuous mode: a change on the master reached the slave {point:.2f} s later'
               if point is not None else '  continuous mode: the change did not reach the slave')
     story.say('  everything the demo created has been removed')

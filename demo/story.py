@@ -7,6 +7,7 @@ every step). Two nodes in network namespaces: a master (198.18.0.1) and a slave
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -17,6 +18,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(HERE, '..', 'tests'), os.path.join(HERE, '..')]
 
 from datagen import installation_sql  # noqa: E402
+from phone import Timers  # noqa: E402
+from phones_helpers import Phones  # noqa: E402
+from sip_capture import Capture, attempts, failed_time, percentile, sip_messages  # noqa: E402
 from stream_helpers import create_user, users_named  # noqa: E402
 from testbed import Cron, Testbed, cleanup_leftovers, template_cluster, wait_call  # noqa: E402
 from wazo_ha_common.files import failback  # noqa: E402
@@ -34,8 +38,16 @@ VOICEMAIL = '/var/spool/asterisk/voicemail/default/10001/INBOX/msg0000.txt'
 
 
 class Story:
-    def __init__(self, fast: bool = False, users: int = 2000, say=print):
+    def __init__(self, fast: bool = False, users: int = 2000, say=print, phones: int = 0):
         self.fast = fast
+        # phones: that many SIP phones (tests/phone.py) on a third node, registering on real
+        # registrars (kamailio) that the nodes' telephony starts and stops; --fast divides
+        # their timers and the SIP expiry by 10 as it shortens the check's
+        self.phone_count = phones
+        self.phone_scale = 0.1 if fast else 1.0
+        self.expiry = tuple(max(1, round(v * self.phone_scale)) for v in (180, 240, 300))
+        self.phones = self.capture = None
+        self.phones_figures: dict = {}
         self.users = users
         self.say = say
         self.check = FAST_CHECK if fast else DEFAULT_CHECK
@@ -60,7 +72,12 @@ class Story:
         self.master = self.bed.add_node('master', 1)
         self.slave = self.bed.add_node('slave', 2)
         for node in (self.master, self.slave):
-            node.write_settings(check=self.check)
+            node.write_settings(check=self.check, **self.sip_settings())
+            if self.phone_count:  # the node's telephony includes a SIP registrar and proxy
+                low, default, high = self.expiry
+                node.use_sip_registrar(low, high, default, delay=10 * self.phone_scale)
+        if self.phone_count:
+            self.phones_node = self.bed.add_node('phones', 10, with_postgres=False)
         self.slave.set_root_password(ROOT_PASSWORD)
         self.slave.start_sshd()
         self.askpass = self.master.password_answers(ROOT_PASSWORD)
@@ -129,6 +146,71 @@ class Story:
         self.mark(f'cron on the slave starts xivo-check-master-status every '
                   f'{self.cron_period:.0f} s; slave services: {self.slave.services_state()}')
 
+    def sip_settings(self) -> dict:
+        if not self.phone_count:
+            return {}
+        low, default, high = self.expiry
+        return {'sip': {'min_expiry': low, 'default_expiry': default, 'max_expiry': high}}
+
+    # phones
+
+    def start_phones(self) -> None:
+        """The phones register on the master (its telephony runs), their phases random; a
+        capture of the bridge records what they see."""
+        self.capture = Capture(self.bed, os.path.join(self.base, 'phones.pcap'))
+        timers = Timers().scaled(self.phone_scale)
+        every = 4 * self.phone_scale
+        refresh = self.expiry[2] - min(timers.refresh_margin, self.expiry[2] / 2)
+        self.phones = Phones(self.phones_node, [self.master, self.slave], self.phone_count,
+                             dataclasses.replace(timers, call_every=every), spread=refresh,
+                             call_in_every=every).__enter__()
+        registered = self.wait_phones(self.master, 0, refresh + 30)
+        self.mark(f'{registered} phones registered on the master (Yealink timers, SIP expiry '
+                  f'{"/".join(map(str, self.expiry))} s), called every {every:g} s through both '
+                  'nodes and calling out as often')
+
+    def wait_phones(self, node, since: float, timeout: float) -> int:
+        """How many phones registered on `node` after `since`, once all did (or at timeout)."""
+        deadline = time.time() + timeout
+        while True:
+            done = {e['phone'] for e in self.phones.events('registered')
+                    if e['server'] == node.ip and e['t'] > since}
+            if len(done) >= self.phone_count or time.time() > deadline:
+                return len(done)
+            time.sleep(0.5)
+
+    def phones_failed(self, start: float, end: float) -> tuple[list[float], list[float]]:
+        """Per phone, seconds its calls in and its own calls failed in [start, end), from
+        the capture of the bridge (not the phones' word)."""
+        # the capture is still being written: attempts of the last seconds may not have their
+        # answer in it yet, so the window ends before them
+        end = min(end, time.time() - 1 - 8 * self.phone_scale)
+        messages = sip_messages(self.capture.path)
+        calls_in, calls_out = attempts(messages, 'in'), attempts(messages, 'out')
+        return ([failed_time(calls_in.get(p, []), start, end)[0] for p in calls_in],
+                [failed_time(calls_out.get(p, []), start, end)[0] for p in calls_out])
+
+    def phones_after_failover(self, died: float) -> None:
+        high = self.expiry[2]
+        moved = self.wait_phones(self.slave, died, high + 150 * self.phone_scale + 60)
+        time.sleep(1 + 16 * self.phone_scale)  # more rounds of calls, all answered
+        calls_in, calls_out = self.phones_failed(died, time.time())
+        self.phones_figures = {'failover_in_p95': percentile(calls_in, 95)}
+        self.mark(f'{len(calls_in)} phones: calls reach them again {percentile(calls_in, 95):.0f} s '
+                  f'after the master died (p95; worst {max(calls_in):.0f} s), their own calls '
+                  f'{percentile(calls_out, 95):.0f} s (p95); {moved} registered on the slave')
+
+    def phones_after_failback(self, back: float) -> None:
+        returned = self.wait_phones(self.master, back, self.expiry[2] + 300 * self.phone_scale)
+        time.sleep(1 + 16 * self.phone_scale)
+        calls_in, calls_out = self.phones_failed(back, time.time())
+        cut = [t for t in calls_in if t > 0]
+        self.phones_figures['failback_unreachable'] = len(cut)
+        self.mark(f'{len(calls_in)} phones: ' + (
+            'none unreachable at failback' if not cut else
+            f'{len(cut)} unreachable at failback, for up to {max(cut):.0f} s')
+            + f'; {returned} registered on the master again')
+
     def master_dies(self) -> float | None:
         died = time.time()
         self.master.link(False)
@@ -137,6 +219,8 @@ class Story:
         if started:
             self.mark(f'FAILOVER: the slave started telephony {started - died:.1f} s after '
                       'the master died')
+            if self.phones:
+                self.phones_after_failover(died)
         return started - died if started else None
 
     def voicemail_left_on_slave(self) -> None:
@@ -150,10 +234,14 @@ class Story:
         back = time.time()
         self.master.link(True)
         self.mark('master back on the network')
-        stopped = wait_call(self.slave, 'wazo-service stop wazo', back, 400)
+        stopped = wait_call(self.slave, 'wazo-service stop wazo', back,
+                            400 + (self.expiry[2] + 60 if self.phones else 0))
         if stopped:
             self.mark(f'FAILBACK: the slave stopped telephony {stopped - back:.1f} s after the '
-                      f'master came back (it must answer for {self.check["up_after"]} s first)')
+                      f'master came back (it must answer for {self.check["up_after"]} s first'
+                      + (', then its phones had to leave it)' if self.phones else ')'))
+            if self.phones:
+                self.phones_after_failback(back)
             record = self.served_record(wait=30)
             if record and record.ended_at is not None:
                 self.mark(f'the slave recorded the telephony it served: episode {record.episode}, '
@@ -184,7 +272,8 @@ class Story:
         """[database] mode = continuous on both nodes: the master set again (wal_level logical,
         publication, stream role), paired again, and the slave's first hand-off."""
         for node in (self.master, self.slave):
-            node.write_settings(check=self.check, database={'mode': 'continuous'})
+            node.write_settings(check=self.check, database={'mode': 'continuous'},
+                                **self.sip_settings())
         master, t1 = self.run(self.master, 'wazo-ha-config', 'set', '--node-type', 'master',
                               '--remote-address', self.slave.ip)
         self.mark(f'wazo-ha-config set on the master in continuous mode: wal_level = logical, '
@@ -223,6 +312,10 @@ class Story:
         return there
 
     def close(self) -> None:
+        if self.phones:
+            self.phones.__exit__(None, None, None)
+        if self.capture:
+            self.capture.close()
         if self.cron:
             self.cron.close()
         if self.bed:

@@ -59,6 +59,11 @@ if [ "$1 $2" = "-rx core show channels count" ]; then
   echo "$n active call$s"
   echo "$((n + 12)) calls processed"
 fi
+# asterisk -rx 'pjsip show contacts': the contacts of the node's SIP registrar
+# (sip_registrar.py), or as many as stand-ins/asterisk.contacts says, in Asterisk's format
+if [ "$1 $2" = "-rx pjsip show contacts" ]; then
+  exec /usr/bin/python3 {registrar_py} show-contacts {ctl} {pid} {contacts}
+fi
 '''
 # what wazo-service does that matters to HA: enable/disable toggle /var/lib/wazo/disabled,
 # start runs everything unless disabled (then only the base services), status all exits 0
@@ -68,12 +73,17 @@ state={state}
 case "$1 $2" in
   "enable "*) rm -f /var/lib/wazo/disabled ;;
   "disable "*) touch /var/lib/wazo/disabled ;;
-  "start "*) if [ -e /var/lib/wazo/disabled ]; then echo base > $state; else echo all > $state; fi ;;
-  "restart "*) if [ -e /var/lib/wazo/disabled ]; then echo base > $state; else echo all > $state; fi ;;
+  "start "*|"restart "*) if [ -e /var/lib/wazo/disabled ]; then echo base > $state; else echo all > $state; fi ;;
   "stop wazo") echo base > $state ;;
   "stop "*) echo none > $state ;;
   "status all") [ "$(cat $state 2>/dev/null)" = all ] || exit 1 ;;
 esac
+# the node's SIP registrar (sip_registrar.py, when the test set one up) runs with "all"
+if [ -x {registrar} ]; then
+  case "$1" in
+    start|restart|stop) if [ "$(cat $state)" = all ]; then {registrar} start; else {registrar} stop; fi ;;
+  esac
+fi
 '''
 
 
@@ -243,9 +253,15 @@ class Node:
                     [ -f "$rc_file" ] && exit "$(cat "$rc_file")"
                     '''))
                 if name == 'wazo-service':
-                    f.write(WAZO_SERVICE_BEHAVIOUR.format(state=self.services_state_file))
+                    f.write(WAZO_SERVICE_BEHAVIOUR.format(state=self.services_state_file,
+                                                          registrar=self.registrar_script))
                 if name == 'asterisk':
-                    f.write(ASTERISK_BEHAVIOUR.format(calls=self.asterisk_calls_file))
+                    f.write(ASTERISK_BEHAVIOUR.format(
+                        calls=self.asterisk_calls_file,
+                        registrar_py=os.path.join(REPO, 'tests', 'sip_registrar.py'),
+                        ctl=self.registrar_ctl,
+                        pid=os.path.join(self.root, 'registrar', 'kamailio.pid'),
+                        contacts=self.asterisk_contacts_file))
                 f.write('exit 0\n')
             os.chmod(path, 0o755)
         sendmail = os.path.join(self.root, 'stand-ins', 'sendmail')
@@ -257,6 +273,11 @@ class Node:
     def asterisk_calls_file(self) -> str:
         """How many calls the asterisk stand-in says are up (a number; missing: 0)."""
         return os.path.join(self.root, 'stand-ins', 'asterisk.calls')
+
+    @property
+    def asterisk_contacts_file(self) -> str:
+        """How many contacts the asterisk stand-in lists (numbers; missing: the registrar's)."""
+        return os.path.join(self.root, 'stand-ins', 'asterisk.contacts')
 
     @property
     def services_state_file(self) -> str:
@@ -493,6 +514,44 @@ class Node:
             assert self.sip_server.poll() is None, 'kamailio exited: see ' + base
             time.sleep(0.1)
         raise AssertionError(f'kamailio does not listen on {self.ip}:{port}')
+
+    @property
+    def registrar_script(self) -> str:
+        """sip_registrar.control_script of the node, when use_sip_registrar made one."""
+        return os.path.join(self.root, 'stand-ins', 'sip-registrar')
+
+    def use_sip_registrar(self, min_expiry: int = 180, max_expiry: int = 300,
+                          default_expiry: int = 240, delay: float = 0, port: int = 5060) -> None:
+        """From now on the node's telephony (wazo-service start/stop) includes a SIP registrar
+        and proxy (kamailio, sip_registrar.py), started `delay` seconds after the start."""
+        import sip_registrar
+        base = os.path.join(self.root, 'registrar')
+        os.makedirs(base, exist_ok=True)
+        cfg = os.path.join(base, 'kamailio.cfg')
+        with open(cfg, 'w') as f:
+            f.write(sip_registrar.config(self.ip, port, self.registrar_ctl, min_expiry,
+                                         max_expiry, default_expiry))
+        self.set_registrar_delay(delay)
+        with open(self.registrar_script, 'w') as f:
+            f.write(sip_registrar.control_script(cfg, base, os.path.join(base, 'delay')))
+        os.chmod(self.registrar_script, 0o755)
+
+    def set_registrar_delay(self, delay: float) -> None:
+        with open(os.path.join(self.root, 'registrar', 'delay'), 'w') as f:
+            f.write(f'{delay:g}\n')
+
+    @property
+    def registrar_ctl(self) -> str:
+        return os.path.join(self.root, 'registrar', 'kamailio.ctl')
+
+    def registrar_running(self) -> bool:
+        return self.run(self.registrar_script, 'running').returncode == 0
+
+    def registered(self) -> list[str]:
+        """The addresses of record registered on the node's registrar (kamcmd ul.dump)."""
+        import sip_registrar
+        return sip_registrar.registered(self.run('kamcmd', '-s', f'unix:{self.registrar_ctl}',
+                                                 'ul.dump', 'brief').stdout)
 
     def stop_sip_server(self) -> None:
         """Kill the SIP server at once (a crashed Asterisk), with all its processes."""

@@ -34,3 +34,10 @@ def reconcile(settings: Settings, slave_ip: str, result: Result) -> None:
     """Continuous mode, on the master: the replication run's part of the stream."""
     from .stream import master  # continuous mode only
     master.reconcile(settings, slave_ip, result)
+
+
+def slave_serving(settings: Settings, slave_ip: str) -> str | None:
+    """On the master: why the replication run must leave the slave's database alone now (it
+    serves telephony, or that cannot be told: its failback record), None when it may write."""
+    from .files import sync  # read through the key of wazo-sync -i
+    return sync.slave_serving(settings, slave_ip)

@@ -15,7 +15,8 @@ from .adapters.wazo_api import ApiError, Client
 
 logger = logging.getLogger('wazo-ha')
 
-# PJSIP AOR options that stand for chan_sip's minexpiry/maxexpiry/defaultexpiry
+# PJSIP AOR options that stand for chan_sip's minexpiry/maxexpiry/defaultexpiry (the
+# documented values: the defaults of [sip]; the settings decide)
 EXPIRY_WITH_HA = {'minimum_expiration': '180', 'maximum_expiration': '300',
                   'default_expiration': '240'}
 EXPIRY_WITHOUT_HA = {'minimum_expiration': '60', 'maximum_expiration': '3600',
@@ -31,10 +32,18 @@ class Report:
 
 # decisions (pure)
 
-def wanted_expiry(old: role.HaConfig | None, new: role.HaConfig) -> dict | None:
+def expiry_with_ha(settings: Settings) -> dict:
+    """The AOR expiry options of [sip] min_expiry/max_expiry/default_expiry."""
+    return {'minimum_expiration': str(settings.sip.min_expiry),
+            'maximum_expiration': str(settings.sip.max_expiry),
+            'default_expiration': str(settings.sip.default_expiry)}
+
+
+def wanted_expiry(old: role.HaConfig | None, new: role.HaConfig,
+                  with_ha: dict = EXPIRY_WITH_HA) -> dict | None:
     """AOR expiry options to enforce, or None to leave them as they are."""
     if new.node_type != 'disabled':
-        return EXPIRY_WITH_HA
+        return with_ha
     if old is not None and old.node_type != 'disabled':
         return EXPIRY_WITHOUT_HA
     return None
@@ -171,7 +180,7 @@ def _put_ha(client: Client, new: role.HaConfig, report: Report) -> None:
 
 
 def _apply_remote(settings: Settings, old, new, report: Report, client: Client | None) -> None:
-    expiry = wanted_expiry(old, new)
+    expiry = wanted_expiry(old, new, expiry_with_ha(settings))
     backup = wanted_backup_registrar(old, new)
     if expiry is None and backup is None:
         return

@@ -386,6 +386,14 @@ TABLE = (
     Setting('check', 'failback_drain', '0', Number(0, 3600),
             "on failback, wait up to this many seconds for the slave's calls to end before\n"
             "stopping its telephony (asterisk -rx 'core show channels count'); 0: stop at once"),
+    Setting('check', 'failback_phones', 'true', Bool(),
+            "on failback, before stopping its telephony, the slave waits until the phones\n"
+            "registered on it have gone back to the master (asterisk -rx 'pjsip show contacts'\n"
+            'counts none), at most [sip] max_expiry + failback_phones_margin seconds: a phone\n'
+            'still registered on the slave when it stops cannot be called until it registers on\n'
+            'the master again. false: stop at once (the documented behaviour)'),
+    Setting('check', 'failback_phones_margin', '60', Number(0, 3600),
+            'seconds added to [sip] max_expiry to bound that wait'),
 
     Setting('sync', 'ssh_key', '/root/.ssh/xivo_id_rsa', Path(),
             'SSH key made by wazo-sync -i and used by wazo-sync'),
@@ -409,7 +417,13 @@ TABLE = (
         '/var/spool/asterisk/monitor',
         '/var/lib/wazo/sounds/tenants',
     ]), Directories(),
-            'copied back from the slave by wazo-sync --failback (voicemail, recordings, sounds)'),
+            'copied back from the slave by wazo-sync --failback (voicemail, recordings, sounds):\n'
+            'a file missing here or newer on the slave is copied, the older one kept beside it\n'
+            '(NAME.before-failback-DATE); nothing is deleted'),
+    Setting('sync', 'voicemail_dir', '/var/spool/asterisk/voicemail', Path(),
+            "Asterisk's voicemail spool, when it is one of the failback directories: its\n"
+            'messages are merged, each into the same folder at the next free number, once;\n'
+            'its greetings follow the rule above'),
     Setting('sync', 'record_dir', '/var/lib/wazo-ha/failback-record', Path(),
             'on a slave: where it records the telephony it served (served.json); the master\'s\n'
             'key may read this directory only, and its next wazo-sync brings voicemail and\n'
@@ -430,6 +444,15 @@ TABLE = (
     Setting('mail', 'recipient', 'root@localhost', Text(forbidden=' ,;<>"\'\\'),
             'failures of the cron jobs are mailed here'),
     Setting('mail', 'sendmail', '/usr/sbin/sendmail', Path(), ''),
+
+    Setting('sip', 'min_expiry', '180', Number(1, 86400, integer=True),
+            'SIP registration expiry bounds wazo-ha-config sets while HA is on (seconds; the\n'
+            "PJSIP AOR options minimum_expiration, maximum_expiration, default_expiration of each\n"
+            "tenant's global SIP template). A phone finds a dead master only at its next\n"
+            'registration: lower values bring calls back sooner after a failover, for more\n'
+            'registrations per second (phones / granted expiry); see docs/benchmarks.md'),
+    Setting('sip', 'max_expiry', '300', Number(1, 86400, integer=True), ''),
+    Setting('sip', 'default_expiry', '240', Number(1, 86400, integer=True), ''),
 
     Setting('wazo_api', 'enabled', 'true', Bool(),
             'false on a node without the Wazo APIs: SIP expiry and backup registrar are then\n'
@@ -454,8 +477,8 @@ def _section_class(section: str) -> type:
                           frozen=True)
 
 
-Paths, Database, Check, Sync, Mail, WazoApi = (_section_class(s) for s in SECTIONS)
-_CLASSES = dict(zip(SECTIONS, (Paths, Database, Check, Sync, Mail, WazoApi)))
+Paths, Database, Check, Sync, Mail, Sip, WazoApi = (_section_class(s) for s in SECTIONS)
+_CLASSES = dict(zip(SECTIONS, (Paths, Database, Check, Sync, Mail, Sip, WazoApi)))
 
 
 @dataclass(frozen=True)
@@ -475,6 +498,7 @@ class Settings:
     check: Check
     sync: Sync
     mail: Mail
+    sip: Sip
     wazo_api: WazoApi
     files: tuple[str, ...] = field(default=())
     problems: tuple[Problem, ...] = field(default=())   # tolerated by load(strict=...)
@@ -546,6 +570,17 @@ def read(path: str | None = None) -> tuple[Settings, tuple[Problem, ...]]:
                                     f'{where}: [{s.section}] {s.key}: bad value {_short(raw)!r}: '
                                     f'{e}'))
             typed[s.section][s.key] = s.kind.parse(s.default.strip())
+    sip, order = typed['sip'], ('min_expiry', 'default_expiry', 'max_expiry')
+    if not sip['min_expiry'] <= sip['default_expiry'] <= sip['max_expiry']:
+        where = next((values[('sip', k)][1] for k in order
+                      if values[('sip', k)][1] != 'built-in default'), main)
+        problems.append(Problem(where, 'sip', None,
+                                f'{where}: [sip] min_expiry {sip["min_expiry"]}, default_expiry '
+                                f'{sip["default_expiry"]}, max_expiry {sip["max_expiry"]}: must '
+                                'be in that order (min <= default <= max)'))
+        for s in TABLE:
+            if s.section == 'sip' and s.key in order:
+                sip[s.key] = s.kind.parse(s.default.strip())
     settings = Settings(**{section: _CLASSES[section](**typed[section]) for section in SECTIONS},
                         files=tuple(files), problems=tuple(problems))
     return settings, tuple(problems)

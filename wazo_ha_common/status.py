@@ -124,7 +124,7 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
             out += _stream_warnings(facts.stream, now)
         if facts.paused:
             pass  # said above
-        elif not facts.decision:
+        elif 'decision' not in facts.decision:  # none yet, or dropped by a role change
             out.append((WARNING, 'xivo-check-master-status has not run yet (is cron running?)'))
         elif not _is_time(facts.decision.get('written_at')) or \
                 now - facts.decision['written_at'] > 180:

@@ -288,5 +288,32 @@ def test_no_drain_by_default(nodes):
         f.write('3\n')
     assert check(slave, run_for=7).returncode == 0
     assert slave.services_state() == 'base'
-    assert not any(c.startswith('asterisk') for c in slave.stand_in_calls())
+    assert not any(c.startswith('asterisk -rx core show channels') for c in slave.stand_in_calls())
     assert 'failback drain' not in open(slave.log_file).read()
+
+
+@pytest.mark.parametrize('damage', ['deleted', 'corrupt'])
+def test_a_memory_lost_while_serving_keeps_telephony_until_the_master_answered_up_after(nodes, damage):
+    """Issue 24: a check.json deleted or corrupt while the slave serves must not stop the
+    telephony at the master's first answer (up_after is 4 s in these tests)."""
+    master, slave = nodes
+    assert check(slave).returncode == 0
+    master.link(up=False)
+    assert check(slave, run_for=6).returncode == 0
+    assert slave.services_state() == 'all', 'failed over'
+    path = os.path.join(slave.state_dir, 'check.json')
+    if damage == 'deleted':
+        os.unlink(path)
+    else:
+        with open(path, 'w') as f:
+            f.write('{"decision": "down", "failures": ')
+    master.link(up=True)
+    result = check(slave, run_for=0)  # one probe: the master answers
+    assert result.returncode == 0, result.stderr
+    assert slave.services_state() == 'all', 'telephony kept: the memory was in doubt'
+    assert memory(slave)['decision'] == 'down'
+    assert 'while the telephony runs here' in open(slave.log_file).read()
+    result = check(slave, run_for=6)
+    assert result.returncode == 0, result.stderr
+    assert 'giving telephony back' in open(slave.log_file).read()
+    assert slave.services_state() == 'base'

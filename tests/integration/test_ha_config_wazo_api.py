@@ -85,3 +85,14 @@ def test_wazo_confd_refusing_the_configuration_changes_nothing(local, api):
     assert result.returncode == 2
     assert 'wazo-confd refused' in result.stderr
     assert local.snapshot() == {}
+
+
+def test_the_sip_expiry_settings_are_what_is_applied(local, api):
+    """[sip] lower than documented (docs/benchmarks.md, "Phones": the phones' part of a
+    failover against registrations per second)."""
+    local.add_conf_d('sip.ini', '[sip]\nmin_expiry = 60\ndefault_expiry = 90\nmax_expiry = 120\n')
+    result = local.run('wazo-ha-config', 'set', '--node-type', 'slave', '--remote-address', '198.18.0.1')
+    assert result.returncode == 0, result.stderr
+    assert api.expiry() == {'minimum_expiration': '60', 'maximum_expiration': '120',
+                            'default_expiration': '90'}
+    assert 'SIP expiry of tenant' in result.stdout and '60/120/90 s' in result.stdout

@@ -220,25 +220,152 @@ def test_bad_argument(nodes):
     assert result.returncode == 2
 
 
-def test_failback_copies_voicemail_back_keeps_newer_master_files_deletes_nothing(nodes):
+VM = '/var/spool/asterisk/voicemail/default/1001'
+MESSAGE = """;
+; Message Information file
+;
+[message]
+origmailbox=1001
+context=default
+callerid="{who}" <1002>
+origtime={t}
+msg_id={t}-{who}
+flag=
+duration=7
+"""
+
+
+def leave_message(node, folder, number, who, t, formats=('wav', 'WAV', 'gsm')):
+    """A message as Asterisk's app_voicemail.c leaves it (leave_voicemail: msgNNNN.txt with
+    its [message] section, one sound file per configured format), recorded at t."""
+    base = f'{VM}/{folder}/msg{number:04d}'
+    write(node, f'{base}.txt', MESSAGE.format(who=who, t=t), mode=0o660)
+    for ext in formats:
+        write(node, f'{base}.{ext}', f'{ext} sound of {who}', mode=0o660)
+    for ext in ('txt',) + tuple(formats):
+        os.utime(node.host_path(f'{base}.{ext}'), (t, t))
+
+
+def mailbox(node):
+    """folder -> [(number, who)] from the .txt files, each number's files checked complete."""
+    out = {}
+    root = node.host_path(VM)
+    for folder in sorted(os.listdir(root)):
+        path = os.path.join(root, folder)
+        if not os.path.isdir(path):
+            continue
+        names = sorted(os.listdir(path))
+        messages = []
+        for name in names:
+            if name.startswith('msg') and name.endswith('.txt'):
+                with open(os.path.join(path, name)) as f:
+                    who = f.read().split('callerid="')[1].split('"')[0]
+                stem = name[:-4]
+                assert {n for n in names if n.startswith(stem + '.')} == {
+                    f'{stem}.{e}' for e in ('txt', 'wav', 'WAV', 'gsm')}, (folder, names)
+                messages.append((int(stem[3:]), who))
+        out[folder] = messages
+    return out
+
+
+def test_failback_by_hand_merges_messages_and_keeps_the_newer_greeting(nodes):
+    """Messages numbered independently on both nodes are merged, never copied by name; the
+    greeting follows the rule of the other failback files (newer wins, the other kept)."""
     master, slave = nodes
     assert init(master).returncode == 0
-    inbox = '/var/spool/asterisk/voicemail/default/1001/INBOX'
-    write(slave, f'{inbox}/msg0000.txt', 'left on the slave\n')
-    write(slave, f'{inbox}/msg0000.wav', 'RIFF-slave')
-    write(slave, f'{inbox}/msg0001.txt', 'older on the slave\n')
-    os.utime(slave.host_path(f'{inbox}/msg0001.txt'), (1_000_000_000, 1_000_000_000))
-    write(master, f'{inbox}/msg0001.txt', 'newer on the master\n')
-    write(master, f'{inbox}/msg0009.txt', 'only on the master\n')
+    leave_message(master, 'INBOX', 0, 'master-a', 1_700_000_000)
+    leave_message(master, 'INBOX', 1, 'master-b', 1_700_000_100)
+    leave_message(slave, 'INBOX', 0, 'slave-a', 1_700_000_200)  # newer, same name
+    write(master, f'{VM}/unavail.wav', 'old greeting')
+    os.utime(master.host_path(f'{VM}/unavail.wav'), (1_000_000_000, 1_000_000_000))
+    write(slave, f'{VM}/unavail.wav', 'new greeting')
     result = master.wazo('wazo-sync', '--failback')
     assert result.returncode == 0, result.stderr
-    assert f'{inbox}/msg0000.txt' in result.stdout
-    with open(master.host_path(f'{inbox}/msg0000.txt')) as f:
-        assert f.read() == 'left on the slave\n'
-    with open(master.host_path(f'{inbox}/msg0001.txt')) as f:
-        assert f.read() == 'newer on the master\n'
-    assert os.path.exists(master.host_path(f'{inbox}/msg0009.txt'))
-    assert os.path.exists(slave.host_path(f'{inbox}/msg0000.txt')), 'nothing deleted on the slave'
+    assert mailbox(master)['INBOX'] == [(0, 'master-a'), (1, 'master-b'), (2, 'slave-a')]
+    with open(master.host_path(f'{VM}/unavail.wav')) as f:
+        assert f.read() == 'new greeting'
+    kept = [n for n in os.listdir(master.host_path(VM)) if n.startswith('unavail.wav.before-failback-')]
+    assert len(kept) == 1
+    assert os.path.exists(slave.host_path(f'{VM}/INBOX/msg0000.txt')), 'nothing deleted on the slave'
+    again = master.wazo('wazo-sync', '--failback')
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith('0 files'), again.stdout
+    assert mailbox(master)['INBOX'] == [(0, 'master-a'), (1, 'master-b'), (2, 'slave-a')]
+
+
+def test_failback_voicemail_lands_owned_like_its_folder_without_links_nor_set_id_bits(nodes):
+    master, slave = nodes
+    assert init(master).returncode == 0
+    leave_message(master, 'INBOX', 0, 'master-a', 1_700_000_000)
+    for path in (f'{VM}/INBOX', VM, os.path.dirname(VM)):
+        os.chown(master.host_path(path), 4321, 4322)
+    leave_message(slave, 'INBOX', 0, 'slave-a', 1_700_000_200)
+    os.chmod(slave.host_path(f'{VM}/INBOX/msg0000.wav'), 0o6755)
+    os.chmod(slave.host_path(f'{VM}/INBOX/msg0000.gsm'), 0o600)
+    os.symlink('/etc', slave.host_path(f'{VM}/Old'))
+    os.symlink('/etc/shadow', slave.host_path(f'{VM}/busy.wav'))
+    result = master.wazo('wazo-sync', '--failback')
+    assert result.returncode == 0, result.stderr
+    assert mailbox(master) == {'INBOX': [(0, 'master-a'), (1, 'slave-a')]}
+    for ext in ('txt', 'wav', 'WAV', 'gsm'):
+        st = os.lstat(master.host_path(f'{VM}/INBOX/msg0001.{ext}'))
+        assert (st.st_uid, st.st_gid) == (4321, 4322) and stat.S_ISREG(st.st_mode)
+        assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID | 0o111)
+    assert not os.path.lexists(master.host_path(f'{VM}/busy.wav'))
+    assert not os.path.lexists(master.host_path(f'{VM}/Old'))
+
+
+def test_after_failbacks_each_message_comes_back_once_numbered_without_gaps(nodes):
+    """Issue 24: a real failover and failback by the slave's check; wazo-sync merges the
+    slave's messages into the master's folders; a message the master recorded between the
+    failback and the sync is kept; a second sync, a run cut short and the next episode add
+    nothing; a message deleted on the master after it came back does not return."""
+    master, slave = nodes
+    assert init(master).returncode == 0
+    leave_message(master, 'INBOX', 0, 'master-a', 1_700_000_000)
+    leave_message(master, 'INBOX', 1, 'master-b', 1_700_000_100)
+
+    def failover_and_back(while_serving):
+        check = ('xivo-check-master-status',)
+        slave.write_settings(check={'run_for': '0'})
+        assert slave.wazo(*check).returncode == 0
+        master.link(up=False)
+        slave.write_settings(check={'run_for': '6'})
+        assert slave.wazo(*check, timeout=60).returncode == 0
+        assert slave.services_state() == 'all', 'failed over'
+        while_serving()
+        master.link(up=True)
+        slave.write_settings(check={'run_for': '7'})
+        assert slave.wazo(*check, timeout=60).returncode == 0
+        assert slave.services_state() == 'base', 'failed back'
+
+    def first_episode():
+        leave_message(slave, 'INBOX', 0, 'slave-a', 1_700_000_200)
+        leave_message(slave, 'Old', 0, 'slave-old', 1_700_000_300)
+
+    failover_and_back(first_episode)
+    leave_message(master, 'INBOX', 2, 'master-between', 1_700_000_400)  # after the failback
+    result = master.wazo('wazo-sync')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('brought back 8 files'), result.stdout
+    expected = {'INBOX': [(0, 'master-a'), (1, 'master-b'), (2, 'master-between'),
+                          (3, 'slave-a')],
+                'Old': [(0, 'slave-old')]}
+    assert mailbox(master) == expected
+
+    assert master.wazo('wazo-sync').returncode == 0
+    os.unlink(os.path.join(master.state_dir, 'failback.json'))  # as if cut short
+    os.unlink(os.path.join(master.state_dir, 'failback-voicemail.json'))
+    result = master.wazo('wazo-sync')
+    assert result.returncode == 0, result.stderr
+    assert mailbox(master) == expected, 'a resumed run adds nothing twice'
+
+    for ext in ('txt', 'wav', 'WAV', 'gsm'):  # listened to and deleted on the master
+        os.unlink(master.host_path(f'{VM}/Old/msg0000.{ext}'))
+    failover_and_back(lambda: leave_message(slave, 'INBOX', 1, 'slave-second', 1_700_000_500))
+    result = master.wazo('wazo-sync')
+    assert result.returncode == 0, result.stderr
+    assert mailbox(master) == {'INBOX': expected['INBOX'] + [(4, 'slave-second')], 'Old': []}
 
 
 def test_attack_a_hostile_slave_chooses_no_owner_link_nor_special_file_on_the_master(nodes):

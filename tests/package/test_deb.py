@@ -26,11 +26,11 @@ MODULES = ['__init__', 'cli', 'diagnosis', 'errors', 'hooks', 'jobs', 'monitorin
            f'adapters/db/{m}' for m in ('__init__', 'catalog', 'logical', 'publishing', 'session',
                                         'table_copy')] + [
            f'decisions/{m}' for m in ('__init__', 'addresses', 'failback', 'health', 'origin',
-                                      'pgpass', 'replication', 'rsync_modules', 'schema',
-                                      'stream', 'tracking')] + [
-           f'failover/{m}' for m in ('__init__', 'check', 'services')] + [
+                                      'pgpass', 'registrations', 'replication', 'rsync_modules',
+                                      'schema', 'stream', 'tracking', 'voicemail')] + [
+           f'failover/{m}' for m in ('__init__', 'check', 'phones', 'services')] + [
            f'files/{m}' for m in ('__init__', 'failback', 'landing', 'rsync_names', 'rsyncd',
-                                  'sync')] + [
+                                  'sync', 'voicemail_back')] + [
            f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'origin', 'write')] + [
            f'stream/{m}' for m in ('__init__', 'connection', 'control', 'failover', 'handoff', 'job',
                                      'master', 'owner', 'publication', 'slots')]

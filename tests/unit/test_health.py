@@ -2,7 +2,7 @@
 
 import pytest
 
-from wazo_ha_common.decisions.health import (DOWN, UNKNOWN, UP, Memory, Policy, Probe,
+from wazo_ha_common.decisions.health import (DOWN, UNKNOWN, UP, Memory, Policy, Probe, in_doubt,
                                              memory_from_dict, observe, watching)
 
 POLICY = Policy(probe_interval=5, down_after=15, up_after=60)
@@ -182,3 +182,22 @@ def test_failures_needed_follows_the_settings():
     assert Policy(5, 15, 60).failures_needed == 3
     assert Policy(1, 3, 4).failures_needed == 3
     assert Policy(10, 5, 60).failures_needed == 2
+
+
+def test_a_memory_in_doubt_while_telephony_runs_keeps_it_until_up_after_of_answers():
+    policy = Policy(probe_interval=10, down_after=30, up_after=60)
+    memory = in_doubt('198.18.0.1', telephony_runs=True)
+    assert memory.decision == DOWN
+    verdicts = []
+    for t in range(100, 171, 10):
+        memory, verdict = observe(memory, Probe(t, True, None), policy, 'boot')
+        verdicts.append(verdict)
+    assert [v.decision for v in verdicts] == [DOWN] * 6 + [UP, UP]
+    assert verdicts[6].changed and 'giving telephony back' in verdicts[6].sentence
+
+
+def test_a_memory_in_doubt_while_telephony_is_stopped_starts_afresh():
+    memory = in_doubt('198.18.0.1', telephony_runs=False)
+    assert memory == Memory(master='198.18.0.1')
+    _, verdict = observe(memory, Probe(100, True, None), Policy(10, 30, 60), 'boot')
+    assert verdict.decision == UP

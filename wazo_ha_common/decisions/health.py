@@ -120,6 +120,13 @@ def watching(memory: Memory, master: str) -> Memory:
     return memory if memory.master == master else Memory(master=master)
 
 
+def in_doubt(master: str, telephony_runs: bool) -> Memory:
+    """The memory to start from when there is none to trust (missing or invalid): while this
+    slave's telephony runs it may be serving, so the master must answer for up_after before
+    telephony stops (a lost memory never stops telephony early); otherwise a fresh start."""
+    return Memory(master=master, decision=DOWN if telephony_runs else UNKNOWN)
+
+
 _TIMES = ('decided_at', 'last_probe', 'last_answer', 'answering_since', 'failing_since')
 
 

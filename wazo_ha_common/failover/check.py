@@ -18,12 +18,12 @@ from .. import role
 from ..adapters import probes
 from ..adapters.system import (mail_once, read_state, read_text, send_mail, single_instance,
                                write_state)
-from ..decisions import health
+from ..decisions import health, registrations
 from ..errors import WazoHaError
 from ..files import failback
 from ..jobs import CHECK
 from ..settings import Settings
-from . import services
+from . import phones, services
 
 logger = logging.getLogger('wazo-ha')
 
@@ -46,15 +46,28 @@ def boot_id() -> str:
     return (read_text('/proc/sys/kernel/random/boot_id') or '').strip()
 
 
-def load_memory(settings: Settings, master_ip: str) -> health.Memory:
-    """The probe history of the last runs about this master; a fresh one when it is missing,
-    wrong in any field (said in the log) or about another master."""
+def load_memory(settings: Settings, master_ip: str,
+                telephony_runs: Callable[[], bool] = services.running) -> health.Memory:
+    """The probe history of the last runs about this master; a fresh one when it is about
+    another master or was dropped on purpose (forget). Missing or wrong in any field (said in
+    the log), it is in doubt: while telephony runs here, this slave is taken as serving."""
     path = os.path.join(settings.paths.state_dir, CHECK.state_file)
+    data = read_state(settings.paths.state_dir, CHECK.state_file)
     try:
-        memory = health.memory_from_dict(read_state(settings.paths.state_dir, CHECK.state_file))
+        memory = health.memory_from_dict(data) if data else None
     except ValueError as e:
-        logger.warning('%s is not a valid failover memory (%s): starting afresh', path, e)
-        return health.Memory(master=master_ip)
+        logger.warning('%s is not a valid failover memory (%s)', path, e)
+        memory = None
+    if memory is None:
+        doubt = health.in_doubt(master_ip, telephony_runs())
+        if doubt.decision == health.DOWN:
+            logger.warning('no valid failover memory in %s while the telephony runs here: '
+                           'this slave keeps it until the master has answered for %g s',
+                           path, settings.check.up_after)
+        else:
+            logger.info('no failover memory in %s and the telephony is stopped: starting '
+                        'afresh', path)
+        return doubt
     fresh = health.watching(memory, master_ip)
     if fresh is not memory and memory != health.Memory():
         logger.warning('the failover memory was about the master %s, this slave now watches '
@@ -74,12 +87,12 @@ def last_decision(settings: Settings) -> str:
 
 
 def forget(settings: Settings) -> bool:
-    """Drop the failover memory (the role or the master changed); True if there was one."""
-    try:
-        os.unlink(os.path.join(settings.paths.state_dir, CHECK.state_file))
-        return True
-    except FileNotFoundError:
-        return False
+    """Drop the failover memory (the role or the master changed): an empty memory is kept in
+    its place, so that the next check starts afresh rather than in doubt. True if there was a
+    decision to drop."""
+    dropped = 'decision' in read_state(settings.paths.state_dir, CHECK.state_file)
+    write_state(settings.paths.state_dir, CHECK.state_file, {'forgotten_at': time.time()})
+    return dropped
 
 
 def save_memory(settings: Settings, memory: health.Memory, verdict: health.Verdict) -> None:
@@ -115,7 +128,8 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep,
                 _warn(f'warning: the master {master_ip} answers, but the decision "master down" '
                       f'stands until it has answered for {settings.check.up_after:g} s: this run '
                       'starts the telephony of this slave beside it')
-            outcome = _converge(settings, verdict, hooks, force=not converged, memory=memory)
+            outcome = _converge(settings, verdict, hooks, force=not converged, memory=memory,
+                                master_answers=lambda: probes.probe(settings, master_ip).master)
             converged = True
             action = f' -> {outcome.sentence()}' if outcome and outcome.done else ''
             sentence = f'master {master_ip} {verdict.decision}: {verdict.sentence}{action}'
@@ -149,7 +163,8 @@ def _keep_daemon_config(settings: Settings, hooks: Hooks) -> None:
 
 
 def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks, force: bool,
-              memory: health.Memory | None = None) -> services.Outcome | None:
+              memory: health.Memory | None = None,
+              master_answers=lambda: True) -> services.Outcome | None:
     """Bring the services to the decided state on a change, and once per run anyway; keep
     the failback record (what the master's next wazo-sync reads) in step. Root is mailed
     once per transition: the record opens or closes an episode once."""
@@ -162,8 +177,24 @@ def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks, force: 
         if change and not outcome.critical_failed:
             _announce_failover(settings, memory)
     else:
+        asked: list[bool] = []
+
+        def serving() -> bool:  # telephony up: phones and calls may be here (asked once)
+            if not asked:
+                asked.append(services.running())
+            return asked[0]
+        # a standby slave (disabled at boot) has no phone: not asked, its stop finds it so
+        enabled = not os.path.exists(services.flag_path(settings))
+        if settings.check.failback_phones and enabled and serving():
+            bound = registrations.wait_limit(settings.sip.max_expiry,
+                                             settings.check.failback_phones_margin)
+            wait = phones.wait_gone(bound, master_answers=master_answers)
+            if wait.master_lost:
+                logger.warning('%s', wait.sentence(bound))
+                return None
+            logger.info('%s', wait.sentence(bound))
         limit = settings.check.failback_drain
-        if limit and services.running():  # telephony up: calls may be up too
+        if limit and serving():
             logger.info('%s', services.drain(limit).sentence(limit))
         outcome = services.stop(settings)
         change = None if outcome.critical_failed else failback.gave_back(settings)

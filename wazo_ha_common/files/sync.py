@@ -16,7 +16,7 @@ import socket
 import tempfile
 import time
 
-from . import failback, landing, rsyncd
+from . import failback, landing, rsyncd, voicemail_back
 from .. import role
 from ..decisions import rsync_modules
 from ..decisions.failback import BRING_BACK, SERVING, Episode, plan as failback_step
@@ -251,6 +251,15 @@ def _copy_back(settings: Settings, target: str) -> list[str]:
     stamp = time.strftime('%Y%m%d%H%M%S')
     copied = []
     for module in failback_modules(settings):
+        voicemail = os.path.normpath(settings.sync.voicemail_dir)
+        if module.path == voicemail and module.patterns == ('',):  # merged, message by message
+            try:
+                copied += voicemail_back.bring_back(
+                    settings, module.path,
+                    lambda staging, m=module: _stage(settings, target, m, staging))
+            except (OSError, voicemail_back.VoicemailError) as e:
+                raise SyncError(f'bringing voicemail back into {module.path}: {e}') from None
+            continue
         os.makedirs(module.path, exist_ok=True)
         argv = ['rsync', *PULL_OPTIONS, '--update', '--backup',
                 f'--suffix=.before-failback-{stamp}', f'--out-format={COPIED}%n',
@@ -270,6 +279,34 @@ def _copy_back(settings: Settings, target: str) -> list[str]:
         copied += [os.path.join(module.path, n) for n in names
                    if n and not n.endswith('/') and n not in removed]
     return copied
+
+
+def _stage(settings: Settings, target: str, module: rsync_modules.Module, staging: str) -> None:
+    """The slave's module copied into the private staging directory: regular files and
+    directories only (no links, devices, owners), set-uid/set-gid bits dropped, times kept;
+    never Asterisk's lock files nor its recordings in progress."""
+    argv = ['rsync', '-rtp', '--chmod=ug-s', '--exclude=.lock*', '--exclude=/*/*/tmp/',
+            '-e', rsync_shell(settings), f'{target}::{module.name}/', f'{staging}/']
+    result = run(argv, timeout=settings.sync.timeout, check=False)
+    if result.returncode != 0:
+        raise SyncError(f'copying {module.path} back from {target} failed: rsync exit '
+                        f'status {result.returncode}: {tail(result.stderr, 2)}')
+
+
+def slave_serving(settings: Settings, slave_ip: str) -> str | None:
+    """Why the master's database copy must leave the slave alone now: it serves telephony
+    (its failback record has an open episode), or its record cannot be read; None when it
+    is on standby."""
+    if not os.path.exists(settings.sync.ssh_key):
+        return (f'cannot tell whether it serves telephony (no key {settings.sync.ssh_key} to '
+                'read its failback record: run wazo-sync -i)')
+    try:
+        record = fetch_record(settings, remote(settings.sync.remote_user, slave_ip))
+    except SyncError as e:
+        return f'cannot tell whether it serves telephony ({e})'
+    if failback_step(record, None) == SERVING:
+        return f'it serves telephony {record.describe()} (its failback record)'
+    return None
 
 
 def fetch_record(settings: Settings, target: str) -> Episode | None:

@@ -6,8 +6,8 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-
 from typing import Callable
+
 
 from .. import jobs, role
 from ..adapters.db import catalog, session
@@ -42,8 +42,12 @@ class Result(Copy):
     stream: dict | None = None   # continuous mode: the slave's slot on this master
     publication: list[str] = field(default_factory=list)  # continuous mode: what changed
     replace_slave: bool = False  # --replace-slave: the slave may have copied another cluster
+    held: str | None = None      # why the slave's database was left alone (it serves)
 
     def sentence(self) -> str:
+        if self.held is not None:
+            return (f'the database of the slave {self.slave} is left alone: {self.held}; the '
+                    'copy resumes once it has given telephony back (--force copies anyway)')
         if self.stream is not None:
             return (f'continuous replication to {self.slave}: the slave streams on slot '
                     f'{self.stream["slot"]} ({"active" if self.stream["active"] else "inactive"}, '
@@ -65,14 +69,21 @@ class Result(Copy):
 
 
 def run(settings: Settings, argument: str | None, verify: bool = False, *,
-        reconcile: Callable[[Settings, str, Result], None], replace: bool = False) -> Result:
+        reconcile: Callable[[Settings, str, Result], None],
+        serving: Callable[[str], str | None] | None = None, force: bool = False,
+        replace: bool = False) -> Result:
     """One replication; `verify`: compare every copied table by content (else done when
     [database] verify_every says it is due). In continuous mode the stream carries the rows:
     `reconcile` (the stream's master side, given by the command) does this run's part.
-    `replace`: --replace-slave (see origin)."""
+    `serving(slave_ip)` (given by the command) says why the slave must be left alone now (it
+    serves telephony, or that cannot be told), None when it may be written; `force` copies
+    anyway. `replace`: --replace-slave (see origin)."""
     slave_ip = role.resolve_peer(settings, argument, 'master', 'replication')
     with single_instance(settings.paths.lock_dir, NAME):
         result = Result(slave=slave_ip, started_at=time.time())
+        held = serving(slave_ip) if serving is not None and not force else None
+        if held is not None:
+            return _hold(settings, slave_ip, result, held)
         last = read_state(settings.paths.state_dir, VERIFY_STATE_FILE).get('finished_at')
         result.verified = verify or verification_due(last, result.started_at,
                                                      settings.database.verify_every)
@@ -121,6 +132,23 @@ def guard_slave(settings: Settings, nodes: Nodes, slave_ip: str, master_system: 
         return None
     origin.write_at_commit(nodes, master, NAME)
     return master
+
+
+def _hold(settings: Settings, slave_ip: str, result: Result, why: str) -> Result:
+    """The slave serves telephony (or may): what users change there (forwards, DND, new
+    users) must not be replaced nor its tables locked under live calls. Its database is only
+    logged into, so that an unreachable slave fails as any run does."""
+    started = time.monotonic()
+    try:
+        Nodes(settings, slave_ip, NAME).close()
+    except session.DatabaseError as e:
+        message = f'replication to {slave_ip} failed, the slave is unchanged: {e}'
+        _save_state(settings, result, started, error=message)
+        raise session.DatabaseError(message) from None
+    result.held = why
+    _save_state(settings, result, started)
+    logger.info('%s', result.sentence())
+    return result
 
 
 def _replicate(settings: Settings, slave_ip: str, result: Result, replace: bool = False) -> None:

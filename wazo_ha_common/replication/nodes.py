@@ -4,8 +4,9 @@ snapshot, the slave written in one transaction."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
-from typing import Callable
+from typing import Callable, ContextManager
 
 from ..adapters.db import session
 from ..access import pg_access
@@ -18,10 +19,13 @@ class Nodes:
     """`master`/`slave`: the connections; `mcur`/`scur`: one cursor on each. Use as a
     context manager: both connections are closed at its end. `before_commit(scur)` runs in
     the slave's transaction just before its commit, `after_rollback(scur)` right after a
-    rollback of it (the hand-off's subscription rides in the copy's transaction so)."""
+    rollback of it (the hand-off's subscription rides in the copy's transaction so);
+    `commit_guard()` is held around the commit and may raise to roll it back instead (the
+    hand-off's: a failover came first)."""
 
     before_commit: Callable | None = None
     after_rollback: Callable | None = None
+    commit_guard: Callable[[], ContextManager] = contextlib.nullcontext
 
     def __init__(self, settings: Settings, slave_ip: str, application: str):
         self.slave_ip = slave_ip
@@ -72,8 +76,9 @@ class Nodes:
 
     def commit_slave(self) -> None:
         if self.before_commit is not None:
-            self.before_commit(self.scur)
-        session.commit(self.slave)
+            self.before_commit(self.scur)  # may wait for the master: before the guard
+        with self.commit_guard():
+            session.commit(self.slave)
 
     def rollback_slave(self) -> None:
         session.rollback(self.slave)

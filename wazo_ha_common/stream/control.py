@@ -7,9 +7,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import secrets
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 from ..adapters.system import KeyStore, read_state, single_instance, write_state
+from ..decisions.stream import BY_FAILOVER
+from ..errors import WazoHaError
 from ..settings import Settings
 
 logger = logging.getLogger('wazo-ha')
@@ -24,6 +29,7 @@ class Control:
     request: str | None = None          # why a hand-off was asked for (resume, by hand)
     mailed: str | None = None           # the failure last mailed
     mailed_hand_off: str | None = None  # the cause of the unplanned hand-off last mailed
+    failover_fence: str | None = None   # a new one at each failover: see no_failover_since
 
 
 def control_from_dict(data, path: str) -> Control:
@@ -52,6 +58,32 @@ def update_control(settings: Settings, expect: dict | None = None, **values) -> 
         write_state(settings.paths.state_dir, CONTROL_FILE,
                     asdict(dataclasses.replace(current, **values)))
         return True
+
+
+class FailoverCameFirst(WazoHaError):
+    """A hand-off reached its commit after a failover: it rolls back."""
+
+
+def fence(settings: Settings) -> None:
+    """The failover's mark, written before it touches the database: a hand-off that began
+    before it finds it changed when it commits, and rolls back (its copy, its sequences and its
+    subscription). Whatever was running, the failover's disable wins."""
+    try:
+        update_control(settings, disabled_by=BY_FAILOVER, failover_fence=secrets.token_hex(8))
+    except (WazoHaError, OSError) as e:  # a hand-off's commit holds the lock: ended anyway
+        logger.error('failover: cannot record the failover in %s: %s', CONTROL_FILE, e)
+
+
+@contextmanager
+def no_failover_since(settings: Settings, seen: str | None) -> Iterator[None]:
+    """Held around a hand-off's commit: no failover comes in between, and none came since the
+    run read the record (its fence was `seen`)."""
+    with single_instance(settings.paths.lock_dir, CONTROL_LOCK, wait=10):
+        if load_control(settings).failover_fence != seen:
+            raise FailoverCameFirst('a failover came during the hand-off: its copy and its '
+                                    'subscription are rolled back, the stream stays off while '
+                                    'the slave serves')
+        yield
 
 
 def request_hand_off(settings: Settings, reason: str) -> None:

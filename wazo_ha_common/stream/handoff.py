@@ -9,8 +9,10 @@ then or, inactive, by the next run."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from typing import Callable, ContextManager
 
 from ..adapters.db import catalog, logical, session
 from ..decisions.replication import split_tables
@@ -33,10 +35,12 @@ class SubscriptionRefused(WazoHaError):
     """The master publishes other tables than the copied ones: nothing is subscribed."""
 
 
-def hand_off(settings: Settings, master_ip: str, admin,
-             subscription: dict | None) -> tuple[Copy, str]:
+def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | None,
+             guard: Callable[[], ContextManager] = contextlib.nullcontext) -> tuple[Copy, str]:
     """Copy and subscribe; `admin`: the slave's superuser connection (closed here).
-    Returns the copy's figures and the new slot's name.
+    Returns the copy's figures and the new slot's name. `guard()` is held around the copy's
+    commit and raises to roll it back, the subscription's start with it (a failover came
+    first).
 
     The superuser only prepares, in a transaction of its own committed before the copy: the
     owner role (stream.owner), and the new subscription, disabled, whose table list the master
@@ -81,6 +85,7 @@ def hand_off(settings: Settings, master_ip: str, admin,
         nodes = Nodes.joined(reader, writer, master_ip)
         # the new subscription starts in the copy's transaction, at its commit
         nodes.before_commit = lambda cur: logical.take_subscription(cur, PENDING, SUBSCRIPTION)
+        nodes.commit_guard = guard
         result = Copy()
         started = time.monotonic()
         if subscription is not None:  # the transaction starts by dropping the current one

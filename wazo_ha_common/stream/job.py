@@ -19,7 +19,7 @@ from ..failover import check, services
 from ..replication.compare import SchemaMismatch
 from ..settings import CONTINUOUS, Settings
 from . import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION, connection as access, slots
-from .control import Control, load_control, mailed, update_control
+from .control import Control, load_control, mailed, no_failover_since, update_control
 from .failover import stop_applying
 from .handoff import APPLICATION, hand_off
 
@@ -186,7 +186,8 @@ def _schema_differences(settings: Settings, mcur, scur) -> list[str]:
 def _hand_off(settings: Settings, master_ip: str, admin, sub, action, details: dict,
               control: Control) -> str:
     logger.info('hand-off: %s', action.reason)
-    result, slot = hand_off(settings, master_ip, admin, sub)
+    result, slot = hand_off(settings, master_ip, admin, sub, guard=lambda: no_failover_since(
+        settings, control.failover_fence))
     # what was read before the hand-off is cleared, unless the failover or a pause has
     # written something since
     update_control(settings, expect={'disabled_by': control.disabled_by,

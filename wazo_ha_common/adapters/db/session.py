@@ -155,10 +155,12 @@ def set_lock_timeout(cur, timeout: str) -> None:
 
 
 @translated
-def end_sessions(cur, application: str) -> int:
-    """End every session of `application` (as a superuser: any role's); how many."""
+def end_sessions(cur, application: str, in_transaction: bool = False) -> int:
+    """End every session of `application` (as a superuser: any role's), or only those
+    inside a transaction; how many."""
     cur.execute('SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity '
-                'WHERE application_name = %s AND pid <> pg_backend_pid()', (application,))
+                'WHERE application_name = %s AND pid <> pg_backend_pid()'
+                + (' AND xact_start IS NOT NULL' if in_transaction else ''), (application,))
     return int(cur.fetchone()[0])
 
 

@@ -1,0 +1,65 @@
+"""Issue 24: the master's hourly database copy leaves a slave that serves telephony alone.
+
+A master declared down by the SIP probe (Asterisk dead, its machine and PostgreSQL up) still
+runs its cron copy: it must not replace what users change on the serving slave."""
+
+from check_helpers import check
+from datagen import installation_sql
+from replication_helpers import assert_slave_consistent, configure, replicate
+
+SIP = {'sip_options': 'udp:5060'}
+FORWARD = "enableunc = 1, destunc = '0612345678'"
+
+
+def forward(node, user):
+    return node.psql(f"SELECT enableunc || ' ' || destunc FROM userfeatures WHERE id = {user}")
+
+
+def test_a_slave_serving_after_a_sip_failover_keeps_its_changes_until_failback(pair):
+    master, slave = pair
+    master.psql(installation_sql(users=50, history=100))
+    configure(master, slave)
+    assert replicate(master).returncode == 0
+    user = master.psql('SELECT min(id) FROM userfeatures')
+    master.start_sip_server()
+    assert check(slave, **SIP).returncode == 0
+    assert slave.services_state() == 'base'
+
+    master.stop_sip_server()  # Asterisk died; the master's machine and PostgreSQL are up
+    assert check(slave, run_for=6, **SIP).returncode == 0
+    assert slave.services_state() == 'all', 'failed over'
+    slave.psql(f'UPDATE userfeatures SET {FORWARD} WHERE id = {user}')  # *21 on the slave
+    for args in ((), ('--verify',)):
+        result = replicate(master, *args, check=False)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count('\n') == 1 and 'is left alone: it serves telephony since' \
+            in result.stdout, result.stdout
+        assert forward(slave, user) == '1 0612345678', 'kept while the slave serves'
+    assert 'is left alone' in open(master.log_file).read()
+
+    master.start_sip_server()
+    assert check(slave, run_for=7, **SIP).returncode == 0
+    assert slave.services_state() == 'base', 'failed back'
+    result = replicate(master)
+    assert result.returncode == 0, result.stderr
+    assert 'tables copied' in result.stdout
+    assert forward(slave, user) == forward(master, user) == '0'
+    assert_slave_consistent(master, slave)
+
+
+def test_a_slave_whose_record_cannot_be_read_is_left_alone_unless_forced(pair):
+    master, slave = pair
+    master.psql(installation_sql(users=20, history=50))
+    configure(master, slave)
+    user = master.psql('SELECT min(id) FROM userfeatures')
+    assert replicate(master).returncode == 0
+    slave.psql(f'UPDATE userfeatures SET {FORWARD} WHERE id = {user}')
+    slave.stop_sshd()  # its PostgreSQL answers, its failback record cannot be read
+    result = replicate(master, check=False)
+    assert result.returncode == 0, result.stderr
+    assert 'left alone: cannot tell whether it serves telephony' in result.stdout
+    assert forward(slave, user) == '1 0612345678'
+    assert master.mails() == []
+    forced = replicate(master, '--force')
+    assert forced.returncode == 0, forced.stderr
+    assert forward(slave, user) == '0'

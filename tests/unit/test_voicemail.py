@@ -1,0 +1,94 @@
+"""Where the slave's voicemail messages go on the master (wazo_ha_common.decisions.voicemail)."""
+
+from wazo_ha_common.decisions.voicemail import (Folder, Message, greeting_step, identity,
+                                                message_fields, message_file, plan,
+                                                relative_kind)
+
+TXT = """;
+; Message Information file
+;
+[message]
+origmailbox=1001
+context=default
+callerid="Alice" <1002>
+origdate=Sun Dec  6 17:00:00 2026
+origtime={t}
+msg_id={id}
+flag=
+duration=7
+"""
+
+
+def msg(folder, number, msg_id, t=0, exts=('wav', 'txt')):
+    return Message(f'default/1001/{folder}', number, exts, identity(TXT.format(t=t, id=msg_id)), t)
+
+
+def test_a_message_file_is_msg_four_digits_and_an_extension():
+    assert message_file('msg0003.wav') == (3, 'wav')
+    assert message_file('msg0003.WAV') == (3, 'WAV')
+    assert message_file('msg0003.txt') == (3, 'txt')
+    assert message_file('unavail.wav') is None
+    assert message_file('msg0003.txt.before-failback-20261206') is None
+    assert message_file('msg12345.txt') is None
+
+
+def test_the_message_section_gives_msg_id_and_origtime():
+    fields = message_fields(TXT.format(t=1700000000, id='1700000000-00000001'))
+    assert fields['msg_id'] == '1700000000-00000001' and fields['origtime'] == '1700000000'
+    assert identity(TXT.format(t=1, id='abc')) == 'msg_id:abc'
+    without = TXT.format(t=1, id='')
+    assert identity(without).startswith('sha256:') and identity(without) != identity(without + ' ')
+
+
+def test_the_slaves_messages_take_the_next_numbers_of_the_same_folder_in_time_order():
+    slave = [msg('INBOX', 0, 'b', t=20), msg('INBOX', 1, 'a', t=10), msg('Old', 0, 'c', t=5)]
+    master = {'default/1001/INBOX': Folder(frozenset({0, 1}))}
+    decided = plan(slave, master, {'default/1001': {'m0', 'm1'}}, {})
+    assert [(p.message.folder, p.message.identity, p.number) for p in decided.place] == [
+        ('default/1001/INBOX', 'msg_id:a', 2), ('default/1001/INBOX', 'msg_id:b', 3),
+        ('default/1001/Old', 'msg_id:c', 0)]
+    assert decided.here == decided.before == decided.full == []
+
+
+def test_next_free_is_one_past_the_highest_as_asterisk_numbers():
+    assert Folder(frozenset({0, 2})).next_free() == 3, 'a gap is not reused (Asterisk resequences)'
+    assert Folder().next_free() == 0
+    assert Folder(frozenset({9998})).next_free() is None
+
+
+def test_a_message_already_on_the_master_in_any_folder_is_not_placed_again():
+    decided = plan([msg('INBOX', 0, 'a')], {}, {'default/1001': {'msg_id:a'}}, {})
+    assert decided.place == [] and len(decided.here) == 1
+
+
+def test_a_message_brought_back_before_and_deleted_since_does_not_return():
+    decided = plan([msg('INBOX', 0, 'a')], {}, {}, {'default/1001': {'msg_id:a'}})
+    assert decided.place == [] and len(decided.before) == 1
+    assert decided.known() == {'default/1001': {'msg_id:a'}}
+
+
+def test_the_record_is_per_mailbox():
+    decided = plan([msg('INBOX', 0, 'a')], {}, {}, {'default/1002': {'msg_id:a'}})
+    assert len(decided.place) == 1
+
+
+def test_a_full_folder_leaves_the_message_on_the_slave():
+    full = {'default/1001/INBOX': Folder(frozenset({9998}))}
+    decided = plan([msg('INBOX', 0, 'a')], full, {}, {})
+    assert decided.place == [] and len(decided.full) == 1
+    assert 'folder full' in decided.sentence()
+
+
+def test_greetings_newer_wins_the_other_kept():
+    assert greeting_step(100.0, None) == 'copy'
+    assert greeting_step(200.0, 100.0) == 'replace'
+    assert greeting_step(100.0, 100.9) == 'keep'
+    assert greeting_step(100.0, 200.0) == 'keep'
+
+
+def test_what_each_file_of_the_spool_is():
+    assert relative_kind(('default', '1001', 'INBOX', 'msg0000.wav')) == 'message'
+    assert relative_kind(('default', '1001', 'unavail.wav')) == 'other'
+    assert relative_kind(('default', '1001', 'tmp', 'msg0000.wav')) == 'skip'
+    assert relative_kind(('default', '1001', 'INBOX', '.lock')) == 'skip'
+    assert relative_kind(('default', '1001', 'INBOX', 'notes')) == 'other'

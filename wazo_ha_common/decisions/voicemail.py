@@ -1,0 +1,178 @@
+"""Bringing voicemail back from the slave: which message goes where. Pure: no I/O.
+
+How Asterisk stores voicemail on files (read from Asterisk's apps/app_voicemail.c,
+asterisk/asterisk: make_file, last_message_index, leave_voicemail, resequence_mailbox,
+vm_lock_path): a mailbox is `<spool>/<context>/<mailbox>/`, with the greetings `unavail`,
+`busy`, `greet` and `temp` at its root (one sound file per configured format) and one
+directory per folder (INBOX, Old, Work, Family, Friends, Urgent, Cust1-5, Deleted; `tmp`
+holds recordings in progress). A message is `msgNNNN.txt` (a `[message]` section:
+origmailbox, context, exten, callerid, origdate, origtime, category, msg_id, flag,
+duration...) plus `msgNNNN.<ext>` per format (`wav`, `WAV`, `gsm`...). NNNN is the message's
+position in its folder: Asterisk numbers a new message one past the highest `msgNNNN.txt`
+present (last_message_index) and closes gaps when a mailbox is opened; at most 9999 per
+folder (MAXMSGLIMIT).
+
+Both nodes number their messages independently, so a message left on the slave is never
+copied by name: it lands in the master's same folder at the next free number, its files
+together, its `.txt` unchanged. It is known by its `msg_id` (or, for a message without one,
+by a digest of its `.txt`), and brought back once: a message already in the master's mailbox
+(any folder) or brought back by an earlier run or episode is left alone, so a message the
+user deleted on the master does not come back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+GREETINGS = ('unavail', 'busy', 'greet', 'temp')
+IN_PROGRESS = 'tmp'         # a mailbox's folder of recordings in progress: never brought back
+MAX_MESSAGES = 9999         # Asterisk's MAXMSGLIMIT: numbers 0000..9998
+_MESSAGE_FILE = re.compile(r'^msg(\d{4})\.([A-Za-z0-9][A-Za-z0-9_-]{0,15})$')
+
+
+def message_file(name: str) -> tuple[int, str] | None:
+    """('msg0003.wav') -> (3, 'wav'); None for a file that is not part of a message."""
+    match = _MESSAGE_FILE.match(name)
+    if not match or int(match.group(1)) >= MAX_MESSAGES:
+        return None
+    return int(match.group(1)), match.group(2)
+
+
+def file_name(number: int, extension: str) -> str:
+    return f'msg{number:04d}.{extension}'
+
+
+def message_fields(text: str) -> dict[str, str]:
+    """The `[message]` section of a msgNNNN.txt as key -> value (later keys win)."""
+    fields: dict[str, str] = {}
+    section = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in ';#':
+            continue
+        if line.startswith('[') and line.endswith(']'):
+            section = line[1:-1].strip()
+        elif section == 'message' and '=' in line:
+            key, value = line.split('=', 1)
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def identity(text: str) -> str:
+    """What a message is known by on both nodes: Asterisk's msg_id, else the .txt's digest."""
+    msg_id = message_fields(text).get('msg_id', '')
+    if msg_id:
+        return f'msg_id:{msg_id}'
+    return 'sha256:' + hashlib.sha256(text.encode('utf-8', 'surrogateescape')).hexdigest()
+
+
+def origtime(text: str) -> int:
+    value = message_fields(text).get('origtime', '')
+    return int(value) if value.isdigit() else 0
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message on the slave: `folder` is `context/mailbox/folder`, relative to the spool."""
+    folder: str
+    number: int
+    extensions: tuple[str, ...]   # 'txt' and one per sound format
+    identity: str
+    origtime: int = 0
+
+    @property
+    def mailbox(self) -> str:
+        return self.folder.rsplit('/', 1)[0]
+
+    def files(self, number: int | None = None) -> list[str]:
+        n = self.number if number is None else number
+        return [file_name(n, ext) for ext in self.extensions]
+
+
+@dataclass(frozen=True)
+class Placement:
+    message: Message
+    number: int                   # its number in the master's folder of the same name
+
+
+@dataclass(frozen=True)
+class Folder:
+    """What the master's folder holds now: the numbers of its message files, any extension
+    (a number taken by a sound file alone is not free either)."""
+    numbers: frozenset[int] = frozenset()
+
+    def next_free(self, taken: set[int] = frozenset()) -> int | None:
+        """Asterisk's rule: one past the highest message; None when the folder is full."""
+        highest = max(self.numbers | taken, default=-1)
+        return highest + 1 if highest + 1 < MAX_MESSAGES else None
+
+
+@dataclass
+class Plan:
+    place: list[Placement] = field(default_factory=list)
+    here: list[Message] = field(default_factory=list)      # already in the master's mailbox
+    before: list[Message] = field(default_factory=list)    # brought back earlier (deleted since?)
+    full: list[Message] = field(default_factory=list)      # no number left in the folder
+
+    def known(self) -> dict[str, set[str]]:
+        """mailbox -> identities the master has now seen (placed, here or before)."""
+        out: dict[str, set[str]] = {}
+        for m in [p.message for p in self.place] + self.here + self.before:
+            out.setdefault(m.mailbox, set()).add(m.identity)
+        return out
+
+    def sentence(self) -> str:
+        return (f'{len(self.place)} voicemail messages brought back, {len(self.here)} already '
+                f'on this master, {len(self.before)} brought back before'
+                + (f', {len(self.full)} left on the slave (folder full)' if self.full else ''))
+
+
+def plan(slave: list[Message], master: dict[str, Folder], master_ids: dict[str, set[str]],
+         brought_back: dict[str, set[str]]) -> Plan:
+    """Where each of the slave's messages goes on the master.
+
+    master: folder -> what it holds; master_ids: mailbox -> identities of its messages now;
+    brought_back: mailbox -> identities brought back by earlier runs. Messages of a folder are
+    placed in the order they were recorded (origtime, then the slave's number)."""
+    result = Plan()
+    taken: dict[str, set[int]] = {}
+    seen: set[tuple[str, str]] = set()
+    for m in sorted(slave, key=lambda m: (m.folder, m.origtime, m.number)):
+        key = (m.mailbox, m.identity)
+        if m.identity in master_ids.get(m.mailbox, ()) or key in seen:
+            result.here.append(m)
+        elif m.identity in brought_back.get(m.mailbox, ()):
+            result.before.append(m)
+        else:
+            used = taken.setdefault(m.folder, set())
+            number = master.get(m.folder, Folder()).next_free(used)
+            if number is None:
+                result.full.append(m)
+                continue
+            used.add(number)
+            result.place.append(Placement(m, number))
+        seen.add(key)
+    return result
+
+
+def greeting_step(slave_mtime: float, master_mtime: float | None) -> str:
+    """Greetings and every other file but messages keep the rule of the other failback
+    directories: 'copy' (none on the master), 'replace' (the slave's is newer: the master's is
+    kept beside it), 'keep' (the master's is as new or newer)."""
+    if master_mtime is None:
+        return 'copy'
+    return 'replace' if int(slave_mtime) > int(master_mtime) else 'keep'
+
+
+def relative_kind(parts: tuple[str, ...]) -> str:
+    """What a file of the spool is, from its path parts below the spool: 'message'
+    (context/mailbox/folder/msgNNNN.ext), 'skip' (recordings in progress, lock files), or
+    'other' (greetings and anything else, copied by greeting_step)."""
+    name = parts[-1]
+    if name.startswith('.lock') or (len(parts) >= 3 and parts[2] == IN_PROGRESS):
+        return 'skip'
+    if len(parts) == 4 and message_file(name):
+        return 'message'
+    return 'other'
