@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from .failover import check, services
-from .access import converge, fail2ban
+from .access import converge
 from . import role
 from .errors import HaConfError, InputError, WazoHaError
 from .settings import Settings
@@ -114,18 +114,15 @@ def apply(settings: Settings, new: role.HaConfig, force: bool = False,
         _put_ha(client, new, report)
 
     try:  # before ha.conf: a refusal (PostgreSQL, a missing file) leaves ha.conf as it was
-        report.changes += converge.converge_and_record(settings, new, converge.ALWAYS).changes
+        access = converge.converge_and_record(settings, new, converge.ALWAYS)
     except (OSError, WazoHaError) as e:
         done = ('wazo-confd has applied PUT /ha (ha.conf, sentinels, its own PostgreSQL lines); '
                 'fix the cause and run wazo-ha-config set again' if report.changes
                 else 'nothing else changed')
         raise WazoHaError(f'node access (PostgreSQL, rsync daemon) not applied ({done}): '
                           f'{e}') from None
-    try:  # issue 22: the lead may move this into the per-minute converge
-        report.changes += fail2ban.apply(
-            settings, new.remote_address if new.node_type == 'master' else None)
-    except (OSError, WazoHaError) as e:
-        report.not_applied.append(f'fail2ban drop-in for the slave: {e}')
+    report.changes += access.changes
+    report.not_applied += access.not_applied   # the fail2ban drop-in (see converge)
 
     if old != new:
         role.save(settings.paths.ha_conf, new)

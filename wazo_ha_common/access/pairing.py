@@ -264,6 +264,8 @@ def receive(settings: Settings, received: Received) -> list[str]:
         raise RoleNotPaired(f'node access not converged to ha.conf: {e}') from None
     for line in outcome.changes:
         logger.info('changed: %s', line)
+    for line in outcome.not_applied:   # the fail2ban drop-in: not the pairing's business
+        logger.warning('not applied: %s', line)
     said += outcome.changes
     d = settings.database
     try:
