@@ -220,8 +220,10 @@ def _announce_brought_back(settings: Settings, slave: str, record: Episode,
     sentence = (f'master {host} brought back {files} files of voicemail and recordings from '
                 f'the slave {slave}, which served telephony {record.describe()}')
     send_mail(settings.mail.sendmail, settings.mail.recipient, f'Failback done: {sentence}',
-              f'{sentence}.\n\nA file newer on the master was kept; a file replaced is kept '
-              'beside it as NAME.before-failback-DATE. Nothing is left to do by hand.\n'
+              f'{sentence}.\n\nVoicemail messages were merged into the master\'s folders at '
+              'free numbers, once each; for the other files, a file newer on the master was '
+              'kept, and a file replaced is kept beside it as NAME.before-failback-DATE. '
+              'Nothing is left to do by hand.\n'
               f'See {settings.paths.log_file}.\n')
 
 
