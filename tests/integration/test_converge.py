@@ -37,6 +37,23 @@ def put_ha(node, node_type, remote=''):
                     '--manage', MANAGE)
 
 
+def sysconfd_steps(node):
+    with open(os.path.join(node.root, 'sysconfd-steps')) as f:
+        return f.read().splitlines()
+
+
+# wazo_sysconfd/plugins/ha_config/ha.py, in its order
+SYSCONFD_STEPS = {
+    'slave': ['write ha.conf', 'pg_hba: delete host asterisk postgres lines',
+              'pg_hba: append the trust line', 'postgresql.conf: delete listen_addresses',
+              "postgresql.conf: append listen_addresses = '*'", 'restart PostgreSQL',
+              'cron files', 'sentinels'],
+    'master': ['write ha.conf', 'pg_hba: delete host asterisk postgres lines',
+               'postgresql.conf: delete listen_addresses', 'restart PostgreSQL', 'cron files',
+               f'{MANAGE} start', 'sentinels'],
+}
+
+
 def converge(node):
     return node.wazo('wazo-ha-config', 'converge')
 
@@ -128,9 +145,15 @@ def test_the_quick_summary_exactly_as_documented(pair, first):
     assert 'pg_hba.conf rejects connection for host "198.18.0.1", user "postgres"' in refused.stderr
     assert psql_from(master, ROLE, passfile=master.passfile).returncode == 0
     # sysconfd's listen_addresses = '*' comes after conf.d: nothing waits for a restart
-    ok(converge(slave))
+    again = converge(slave)
+    assert (again.returncode, again.stdout, again.stderr) == (0, '', '')
     status = slave.wazo('wazo-ha-status')
-    assert 'must be restarted' not in status.stdout
+    assert status.returncode in (0, 1), status.stdout + status.stderr  # ok or warning, no crash
+    assert status.stderr == '' and 'role: slave' in status.stdout, status.stdout
+    assert 'must be restarted' not in status.stdout and 'node access' not in status.stdout
+    # the stand-in replayed sysconfd's handler in its order, on each node
+    for node, node_type in ((slave, 'slave'), (master, 'master')):
+        assert sysconfd_steps(node) == SYSCONFD_STEPS[node_type]
 
 
 def configured_continuous(pair):
@@ -180,8 +203,8 @@ def test_a_former_slave_keeps_nothing_of_ours_and_the_master_reaches_it_no_more(
     assert slave.psql("SELECT md5(string_agg(firstname, ',' ORDER BY id)) FROM userfeatures") == tables
     with open(slave.host_path(SYNCED)) as f:
         assert f.read() == 'before\n'
-    again = ok(converge(slave))
-    assert again == ''
+    again = converge(slave)
+    assert (again.returncode, again.stdout, again.stderr) == (0, '', '')
 
 
 def test_a_subscription_is_dropped_from_the_catalog_when_the_mode_is_back_to_hourly(pair):
@@ -228,7 +251,8 @@ def test_a_restart_is_done_once_on_an_idle_slave_and_left_pending_on_a_master(pa
     assert conf_load_time(slave)[1] != pid
     assert slave.psql('SHOW listen_addresses') == '198.18.0.2, localhost'
     _, pid = conf_load_time(slave)
-    assert ok(converge(slave)) == ''
+    again = converge(slave)
+    assert (again.returncode, again.stdout, again.stderr) == (0, '', '')
     assert conf_load_time(slave)[1] == pid
 
     continuous_settings(master)
@@ -247,3 +271,65 @@ def test_a_restart_is_done_once_on_an_idle_slave_and_left_pending_on_a_master(pa
     master.start_postgres()
     assert 'pending' not in ok(converge(master))
     assert 'must be restarted' not in master.wazo('wazo-ha-status').stdout
+
+
+def test_a_former_slave_closes_everything_even_when_its_old_master_granted_its_role_privileges(
+        pair):
+    """The hostile review's attack: the old master, logged in as the replication role (a member
+    of the tables' owner), grants that role a privilege on the slave, so that DROP ROLE fails
+    ("privileges for table userfeatures"). After PUT /ha disabled, one converge run still
+    closes every way in: the rsync daemon, our block, the role (its grant revoked, then
+    dropped)."""
+    master, slave = pair
+    write(master, SYNCED, 'before\n')
+    ok(put_ha(slave, 'slave', master.ip))
+    ok(put_ha(master, 'master', slave.ip))
+    ok(run_pairing(master, slave))
+    ok(replicate(master, slave.ip))
+    ok(master.wazo('wazo-sync'))
+    granted = master.run('psql', '-X', '-q', '-A', '-t', '-w', '-c',
+                         f'GRANT SELECT ON userfeatures TO {ROLE}',
+                         f'host={slave.ip} dbname=asterisk user={ROLE} sslmode=require',
+                         env={'PGCONNECT_TIMEOUT': '3', 'PGPASSFILE': master.passfile})
+    assert granted.returncode == 0, granted.stderr
+    assert slave.psql("SELECT relacl::text LIKE '%wazo_ha_replication=r/%' FROM pg_class "
+                      "WHERE relname = 'userfeatures'") == 't', 'the grant is there'
+
+    ok(put_ha(slave, 'disabled'))
+    out = ok(converge(slave))
+    assert 'rsyncd.conf: removed' in out
+    assert 'replication access removed' in out
+    assert f'dropped the replication role {ROLE} (what it owned given to asterisk' in out
+    assert ours_left(slave) == []
+    assert psql_from(master, ROLE, passfile=master.passfile).returncode != 0
+    assert replicate(master, slave.ip, check=False).returncode == 1
+    write(master, SYNCED, 'after\n')
+    assert master.wazo('wazo-sync').returncode == 1
+    with open(slave.host_path(SYNCED)) as f:
+        assert f.read() == 'before\n'
+    again = converge(slave)
+    assert (again.returncode, again.stdout, again.stderr) == (0, '', '')
+
+
+def test_a_disabled_node_refuses_postgres_from_the_old_master_while_sysconfd_trusts_it(pair):
+    """A slave made disabled without PUT /ha (ha.conf written by wazo-ha-config set or by
+    hand): wazo-sysconfd's `host asterisk postgres MASTER/32 trust` line stays (it is its own);
+    our guard refuses postgres from that address before it, and goes with the line."""
+    master, slave = pair
+    ok(put_ha(slave, 'slave', master.ip))
+    ok(converge(slave))
+    with open(slave.ha_conf, 'w') as f:
+        json.dump({'node_type': 'disabled', 'remote_address': ''}, f)
+    out = ok(converge(slave))
+    assert "host all postgres 198.18.0.1/32 reject (wazo-sysconfd's trust line" in out
+    lines = hba(slave).splitlines()
+    assert lines[1] == 'host all postgres 198.18.0.1/32 reject'
+    assert lines[-1] == 'host asterisk postgres 198.18.0.1/32 trust', 'left to sysconfd'
+    refused = psql_from(master, 'postgres')
+    assert refused.returncode != 0
+    assert 'pg_hba.conf rejects connection for host "198.18.0.1", user "postgres"' in refused.stderr
+    again = converge(slave)
+    assert (again.returncode, again.stdout, again.stderr) == (0, '', '')
+    ok(put_ha(slave, 'disabled'))   # sysconfd removes its line: the guard goes with it
+    assert 'guard removed' in ok(converge(slave))
+    assert ours_left(slave) == []
