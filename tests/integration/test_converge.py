@@ -336,3 +336,33 @@ def test_a_disabled_node_refuses_postgres_from_the_old_master_while_sysconfd_tru
     ok(put_ha(slave, 'disabled'))   # sysconfd removes its line: the guard goes with it
     assert 'guard removed' in ok(converge(slave))
     assert ours_left(slave) == []
+
+
+def test_a_failed_restart_is_not_tried_again_every_minute(pair):
+    """The idle slave's restart fails (its restart command exits 1): that run fails, and says
+    so; the next runs do not restart again for the same conf.d content, and the restart stays
+    pending in wazo-ha-status."""
+    master, slave = pair
+    slave.write_settings(database={'restart_command': '/bin/false'})
+    try:
+        with open(slave.ha_conf, 'w') as f:
+            json.dump({'node_type': 'slave', 'remote_address': master.ip}, f)
+        first = converge(slave)
+        assert first.returncode == 1 and '/bin/false failed' in first.stderr, first.stderr
+        for _ in range(2):
+            again = converge(slave)
+            assert (again.returncode, again.stdout, again.stderr) == (0, '', '')
+        status = slave.wazo('wazo-ha-status')
+        assert 'WARNING: PostgreSQL must be restarted for listen_addresses' in status.stdout
+    finally:
+        slave.write_settings()
+
+
+def test_pair_receive_with_malformed_input_is_bad_input(pair):
+    """wazo-ha-config pair-receive (the slave's side of wazo-sync -i) reading what is not the
+    pairing protocol: exit 2, the reason said, nothing done."""
+    _, slave = pair
+    result = slave.wazo('wazo-ha-config', 'pair-receive', input='hello\nend\n')
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert 'not the wazo-sync -i pairing protocol' in result.stderr
+    assert slave.psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{ROLE}'") == '0'
