@@ -11,6 +11,7 @@ sshd and rsync are real, each node in its own namespaces."""
 
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -366,3 +367,40 @@ def test_pair_receive_with_malformed_input_is_bad_input(pair):
     assert result.returncode == 2, result.stdout + result.stderr
     assert 'not the wazo-sync -i pairing protocol' in result.stderr
     assert slave.psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{ROLE}'") == '0'
+
+
+SILENT = """import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 5432))
+s.listen(8)
+print('listening', flush=True)
+held = []
+end = time.monotonic() + 300
+while time.monotonic() < end:
+    held.append(s.accept())
+"""
+
+
+@pytest.mark.fresh_testbed("replaces the master's PostgreSQL by a listener that never answers")
+def test_an_old_master_that_never_answers_does_not_keep_a_former_slave_open(pair):
+    """Continuous mode; the old master accepts TCP on its PostgreSQL port and never answers
+    (DROP SUBSCRIPTION would wait for it): PUT /ha disabled on the slave, one converge run
+    closes every way in first, drops the subscription without its slot after the statement
+    timeout, and leaves nothing of ours."""
+    master, slave = configured_continuous(pair)
+    master.stop_postgres()
+    silent = master.popen('/usr/bin/python3', '-c', SILENT, master.ip, stdout=subprocess.PIPE,
+                          text=True)
+    try:
+        assert silent.stdout.readline() == 'listening\n'
+        ok(put_ha(slave, 'disabled'))
+        out = ok(converge(slave))
+        assert 'rsyncd.conf: removed' in out and 'replication access removed' in out
+        assert f'dropped the replication role {ROLE}' in out
+        assert ('PostgreSQL: dropped the subscription wazo_ha; its slot' in out and
+                'stays on 198.18.0.1, which did not let us drop it in 20s' in out), out
+        assert ours_left(slave) == []
+    finally:
+        silent.kill()
+        silent.wait()
