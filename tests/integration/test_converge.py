@@ -404,3 +404,19 @@ def test_an_old_master_that_never_answers_does_not_keep_a_former_slave_open(pair
     finally:
         silent.kill()
         silent.wait()
+
+
+def test_wazo_sync_init_on_a_continuous_master_just_configured_through_put_ha(pair):
+    """Continuous mode: PUT /ha on both nodes, then `wazo-sync -i` at once, before any cron
+    converge ran on the master: it converges the master first (the stream role, its block),
+    then pairs."""
+    master, slave = pair
+    continuous_settings(master)
+    continuous_settings(slave)
+    ok(put_ha(slave, 'slave', master.ip))
+    ok(put_ha(master, 'master', slave.ip))
+    assert master.psql("SELECT count(*) FROM pg_roles WHERE rolname = 'wazo_ha_stream'") == '0'
+    out = ok(run_pairing(master, slave))
+    assert 'created the stream role wazo_ha_stream' in out, out
+    assert master.psql("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'wazo_ha_stream'") == 't'
+    assert f'on the slave: PostgreSQL: created the replication role {ROLE}' in out
