@@ -247,11 +247,6 @@ def _catalog(settings: Settings) -> dict:
                                 publication=PUBLICATION, subscription=SUBSCRIPTION)
 
 
-# how long DROP SUBSCRIPTION may wait for the old master to drop its slot (an old master that
-# accepts TCP but never answers would hold it for psql's whole timeout)
-DROP_TIMEOUT = '20s'
-
-
 def _drop_subscription(settings: Settings, sub: dict) -> list[str]:
     """Disable the subscription found in the catalog (nothing more is applied from then on),
     then drop it with its slot on the master it names when that master answers in time and
@@ -260,13 +255,16 @@ def _drop_subscription(settings: Settings, sub: dict) -> list[str]:
     name = pg_access.ident(SUBSCRIPTION)
     master = _host(sub.get('conninfo') or '') or 'the old master'
     # wazo-ha-stream holds its lock while it hands off (it creates the subscription then)
+    # [database] subscription_drop_timeout: an old master that accepts TCP but never answers
+    # would hold DROP SUBSCRIPTION for psql's whole timeout
+    timeout = settings.database.subscription_drop_timeout
     with single_instance(settings.paths.lock_dir, jobs.STREAM.name, wait=60):
         pg_access.admin_psql(settings, f'ALTER SUBSCRIPTION {name} DISABLE;\n')
         if not sub.get('slot'):
             pg_access.admin_psql(settings, f'DROP SUBSCRIPTION {name};\n')
             return [f'PostgreSQL: dropped the subscription {SUBSCRIPTION} (it had no slot)']
         try:
-            pg_access.admin_psql(settings, f"SET statement_timeout = '{DROP_TIMEOUT}';\n"
+            pg_access.admin_psql(settings, f"SET statement_timeout = '{timeout}s';\n"
                                            f'DROP SUBSCRIPTION {name};\n')
             return [f'PostgreSQL: dropped the subscription {SUBSCRIPTION} and its slot '
                     f'{sub["slot"]} on {master}']
@@ -276,7 +274,7 @@ def _drop_subscription(settings: Settings, sub: dict) -> list[str]:
             reason = str(e).rsplit(': ', 1)[-1]
             return [f'PostgreSQL: dropped the subscription {SUBSCRIPTION}; its slot '
                     f'{sub["slot"]} stays on {master}, which did not let us drop it in '
-                    f'{DROP_TIMEOUT} ({reason})']
+                    f'{timeout}s ({reason})']
 
 
 def _host(conninfo: str) -> str:
