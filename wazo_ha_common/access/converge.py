@@ -354,11 +354,10 @@ def mail_failure_once(settings: Settings, error: str) -> bool:
         return (last.details or {}).get('mailed') if last else None
 
     def save(key: object) -> None:
-        last = recorded(settings)
-        if last is not None:
-            jobs.save_last_run(settings.paths.state_dir, JOB, jobs.LastRun(
-                last.result, last.finished_at, last.sentence, last.error_kind,
-                {**(last.details or {}), 'mailed': key}))
+        last = recorded(settings) or jobs.LastRun('failed', time.time(), error, jobs.FAILED)
+        jobs.save_last_run(settings.paths.state_dir, JOB, jobs.LastRun(
+            last.result, last.finished_at, last.sentence, last.error_kind,
+            {**(last.details or {}), 'mailed': key}))
 
     return mail_once(settings, KeyStore(load, save), error.split(':', 1)[0], MAIL_SUBJECT,
                      f'{JOB.name} failed on this node:\n\n{error}\n\nIt tries again every '
