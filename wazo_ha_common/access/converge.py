@@ -173,17 +173,18 @@ def converge(settings: Settings, config: role.HaConfig | None = None,
         raise WazoHaError('; '.join(errors) + (' (done: ' + '; '.join(out.changes) + ')'
                                                if out.changes else ''))
     out.pending_restart = pg_files.pending(settings)
-    if out.pending_restart and _may_restart(settings, t, restart, restarted_for,
-                                            out.conf_digest, conf_changed):
+    # serving() read last, right before the restart: the check may just have decided
+    if out.pending_restart and _may_restart(t, restart, restarted_for, out.conf_digest,
+                                            conf_changed) and \
+            (restart == ALWAYS or not serving(settings)):
         if before_restart:
             before_restart(out.conf_digest)   # a failed restart is not retried every minute
-        if restart == ALWAYS or not serving(settings):  # the check may just have decided
-            run(d.restart_command, timeout=120)
-            out.changes.append('PostgreSQL restarted (' + ', '.join(out.pending_restart) +
-                               (' changed)' if restart == ALWAYS else
-                                ' changed; this slave serves no telephony)'))
-            out.restarted = True
-            out.pending_restart = pg_files.pending(settings)
+        run(d.restart_command, timeout=120)
+        out.changes.append('PostgreSQL restarted (' + ', '.join(out.pending_restart) +
+                           (' changed)' if restart == ALWAYS else
+                            ' changed; this slave serves no telephony)'))
+        out.restarted = True
+        out.pending_restart = pg_files.pending(settings)
     return out
 
 
@@ -225,11 +226,12 @@ def close_replication_role(settings: Settings) -> list[str]:
                     if reassign else ' (its privileges revoked)')]
 
 
-def _may_restart(settings: Settings, t: Target, restart: str, restarted_for: str,
-                 digest: str, conf_changed: bool) -> bool:
+def _may_restart(t: Target, restart: str, restarted_for: str, digest: str,
+                 conf_changed: bool) -> bool:
+    """Whether this run may restart PostgreSQL, serving() aside (read last by the caller)."""
     if restart == ALWAYS:  # only for what this run changed (set twice changes nothing)
         return conf_changed
-    return t.slave and restarted_for != digest and not serving(settings)
+    return t.slave and restarted_for != digest
 
 
 def serving(settings: Settings) -> bool:
