@@ -420,3 +420,27 @@ def test_wazo_sync_init_on_a_continuous_master_just_configured_through_put_ha(pa
     assert 'created the stream role wazo_ha_stream' in out, out
     assert master.psql("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'wazo_ha_stream'") == 't'
     assert f'on the slave: PostgreSQL: created the replication role {ROLE}' in out
+
+
+def test_set_run_again_restarts_nothing_while_a_restart_is_pending(pair):
+    """wazo-ha-config set restarts PostgreSQL for what it wrote; its restart failed (the
+    restart command exits 1, ha.conf is left as it was), the restart is pending, and set run
+    again writes ha.conf without trying the restart again, then changes nothing."""
+    master, slave = pair
+    slave.write_settings(database={'restart_command': '/bin/false'})
+    try:
+        first = slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave',
+                           '--remote-address', master.ip)
+        assert first.returncode == 1 and '/bin/false failed' in first.stderr, first.stderr
+        # the refused run wrote no ha.conf: this one does, without restarting; then nothing
+        again = slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave',
+                           '--remote-address', master.ip)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert 'changed: /etc/xivo/ha.conf' in again.stdout and 'restarted' not in again.stdout
+        third = slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave',
+                           '--remote-address', master.ip)
+        assert (third.returncode, third.stderr) == (0, ''), third.stdout + third.stderr
+        assert 'nothing to change' in third.stdout and 'restarted' not in third.stdout
+        assert 'must be restarted for listen_addresses' in slave.wazo('wazo-ha-status').stdout
+    finally:
+        slave.write_settings()
