@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from wazo_ha_common.adapters.system import read_no_follow, remove_no_follow
+from wazo_ha_common.adapters.system import read_no_follow, unlink_no_follow
 from wazo_ha_common.errors import WazoHaError
 
 OTHER = 4321  # a user that is not root (the uid alone is enough for ownership)
@@ -37,6 +37,6 @@ def test_remove_takes_the_link_away_not_what_it_points_to(tmp_path):
     theirs.mkdir()
     os.chown(theirs, OTHER, OTHER)
     os.symlink(target, theirs / 'wazo-ha.conf')
-    assert remove_no_follow(str(theirs / 'wazo-ha.conf'))
+    assert unlink_no_follow(str(theirs / 'wazo-ha.conf'))
     assert not os.path.lexists(theirs / 'wazo-ha.conf') and target.read_text() == 'kept\n'
-    assert not remove_no_follow(str(theirs / 'wazo-ha.conf'))
+    assert not unlink_no_follow(str(theirs / 'wazo-ha.conf'))

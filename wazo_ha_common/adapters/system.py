@@ -239,6 +239,23 @@ def make_directory_no_follow(path: str, mode: int, owner: tuple[int, int] | None
         os.close(dir_fd)
 
 
+def unlink_no_follow(path: str) -> bool:
+    """Remove the file `path` (a link itself, never what it points to) through a descriptor
+    on its directory opened as open_directory does; whether it was there."""
+    directory, name = os.path.split(path)
+    try:
+        dir_fd = open_directory(directory)
+    except FileNotFoundError:
+        return False
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(dir_fd)
+
+
 def read_no_follow(path: str) -> str | None:
     """Content of a file in a directory another user may own, never through a link; None when
     missing; WazoHaError when a link or anything but a regular file stands there, or (in a
@@ -271,23 +288,6 @@ def read_no_follow(path: str) -> str | None:
                 return f.read()
     raise WazoHaError(f'{path} is a symbolic link or not a regular file: not followed; whoever '
                       'can write its directory put it there: put the real file back')
-
-
-def remove_no_follow(path: str) -> bool:
-    """Remove the entry `path` (a link itself, never what it points to) through its
-    directory's descriptor; False when missing."""
-    directory, name = os.path.split(os.path.abspath(path))
-    try:
-        dir_fd = open_directory(directory)
-    except FileNotFoundError:
-        return False
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return False
-    finally:
-        os.close(dir_fd)
-    return True
 
 
 def lstat_or_none(path: str) -> os.stat_result | None:
