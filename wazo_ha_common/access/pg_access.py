@@ -288,13 +288,20 @@ def apply_role(settings: Settings, slave: bool) -> list[str]:
         return []
     state = admin_json(settings, ROLE_STATE_SQL, role=settings.database.remote_user)
     steps = role_steps(state, settings.database.remote_user, settings.database.name, slave)
-    owner = settings.database.subscription_owner
-    if not slave and admin_json(settings, OWNER_LOGIN_SQL, role=owner)['login']:
-        steps.append(Step(f'role {owner}: no login, no password (this node is no slave)',
-                          f'ALTER ROLE {ident(owner)} NOLOGIN PASSWORD NULL'))
     if steps:
         _psql(settings, 'BEGIN;\n' + ''.join(s.sql + ';\n' for s in steps) + 'COMMIT;\n')
     return [f'PostgreSQL: {s.sentence}' for s in steps]
+
+
+def lock_subscription_owner(settings: Settings) -> list[str]:
+    """On a node that is no slave: the subscription's owner role (stream.owner) may not log in
+    and has no password; what changed."""
+    owner = settings.database.subscription_owner
+    if not settings.database.admin_psql or \
+            not admin_json(settings, OWNER_LOGIN_SQL, role=owner)['login']:
+        return []
+    admin_psql(settings, f'ALTER ROLE {ident(owner)} NOLOGIN PASSWORD NULL;\n')
+    return [f'PostgreSQL: role {owner}: no login, no password (this node is no slave)']
 
 
 def write_in_conf_dir(path: str, text: str, conf_dir: str, mode: int | None = None) -> None:
