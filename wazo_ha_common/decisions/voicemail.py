@@ -29,13 +29,22 @@ from dataclasses import dataclass, field
 GREETINGS = ('unavail', 'busy', 'greet', 'temp')
 IN_PROGRESS = 'tmp'         # a mailbox's folder of recordings in progress: never brought back
 MAX_MESSAGES = 9999         # Asterisk's MAXMSGLIMIT: numbers 0000..9998
-_MESSAGE_FILE = re.compile(r'^msg(\d{4})\.([A-Za-z0-9][A-Za-z0-9_-]{0,15})$')
+# the .txt and the sound formats Asterisk can record voicemail in (its formats' extensions)
+EXTENSIONS = frozenset({'txt', 'wav', 'WAV', 'wav49', 'gsm', 'g722', 'g723', 'g726', 'g729',
+                        'sln', 'sln16', 'raw', 'ulaw', 'ul', 'alaw', 'al', 'pcm', 'au', 'ogg',
+                        'oga', 'siren7', 'siren14', 'speex', 'spx', 'vox', 'mp3', 'ilbc',
+                        'h263', 'h264'})
+_MESSAGE_FILE = re.compile(r'^msg(\d{4})\.([A-Za-z0-9]{1,8})$')
+# Episode bound: a message counts as left during the episode when Asterisk stamped it no more
+# than this before the episode's start: the slave's clock may lag the master's (NTP drift)
+# and a call answered just before the failover is stamped when its recording began.
+EPISODE_MARGIN = 300
 
 
 def message_file(name: str) -> tuple[int, str] | None:
     """('msg0003.wav') -> (3, 'wav'); None for a file that is not part of a message."""
     match = _MESSAGE_FILE.match(name)
-    if not match or int(match.group(1)) >= MAX_MESSAGES:
+    if not match or int(match.group(1)) >= MAX_MESSAGES or match.group(2) not in EXTENSIONS:
         return None
     return int(match.group(1)), match.group(2)
 
@@ -115,6 +124,7 @@ class Plan:
     here: list[Message] = field(default_factory=list)      # already in the master's mailbox
     before: list[Message] = field(default_factory=list)    # brought back earlier (deleted since?)
     full: list[Message] = field(default_factory=list)      # no number left in the folder
+    older: list[Message] = field(default_factory=list)     # recorded before the episode
 
     def known(self) -> dict[str, set[str]]:
         """mailbox -> identities the master has now seen (placed, here or before)."""
@@ -126,21 +136,28 @@ class Plan:
     def sentence(self) -> str:
         return (f'{len(self.place)} voicemail messages brought back, {len(self.here)} already '
                 f'on this master, {len(self.before)} brought back before'
-                + (f', {len(self.full)} left on the slave (folder full)' if self.full else ''))
+                + (f', {len(self.full)} left on the slave (folder full)' if self.full else '')
+                + (f', {len(self.older)} older than the episode left on the slave'
+                   if self.older else ''))
 
 
 def plan(slave: list[Message], master: dict[str, Folder], master_ids: dict[str, set[str]],
-         brought_back: dict[str, set[str]]) -> Plan:
+         brought_back: dict[str, set[str]], since: float | None = None) -> Plan:
     """Where each of the slave's messages goes on the master.
 
     master: folder -> what it holds; master_ids: mailbox -> identities of its messages now;
     brought_back: mailbox -> identities brought back by earlier runs. Messages of a folder are
-    placed in the order they were recorded (origtime, then the slave's number)."""
+    placed in the order they were recorded (origtime, then the slave's number). `since`: the
+    episode's start; a message recorded more than EPISODE_MARGIN before it is not of this
+    episode (the slave's whole spool holds old messages, deleted on the master long ago)."""
     result = Plan()
     taken: dict[str, set[int]] = {}
     seen: set[tuple[str, str]] = set()
     for m in sorted(slave, key=lambda m: (m.folder, m.origtime, m.number)):
         key = (m.mailbox, m.identity)
+        if since is not None and m.origtime < since - EPISODE_MARGIN:
+            result.older.append(m)
+            continue
         if m.identity in master_ids.get(m.mailbox, ()) or key in seen:
             result.here.append(m)
         elif m.identity in brought_back.get(m.mailbox, ()):
@@ -157,10 +174,14 @@ def plan(slave: list[Message], master: dict[str, Folder], master_ids: dict[str, 
     return result
 
 
-def greeting_step(slave_mtime: float, master_mtime: float | None) -> str:
+def greeting_step(slave_mtime: float, master_mtime: float | None,
+                  since: float | None = None) -> str:
     """Greetings and every other file but messages keep the rule of the other failback
     directories: 'copy' (none on the master), 'replace' (the slave's is newer: the master's is
-    kept beside it), 'keep' (the master's is as new or newer)."""
+    kept beside it), 'keep' (the master's is as new or newer, or the slave's was not written
+    during the episode that began at `since`)."""
+    if since is not None and slave_mtime < since:
+        return 'keep'
     if master_mtime is None:
         return 'copy'
     return 'replace' if int(slave_mtime) > int(master_mtime) else 'keep'
@@ -168,11 +189,12 @@ def greeting_step(slave_mtime: float, master_mtime: float | None) -> str:
 
 def relative_kind(parts: tuple[str, ...]) -> str:
     """What a file of the spool is, from its path parts below the spool: 'message'
-    (context/mailbox/folder/msgNNNN.ext), 'skip' (recordings in progress, lock files), or
-    'other' (greetings and anything else, copied by greeting_step)."""
+    (context/mailbox/folder/msgNNNN.ext), 'skip' (recordings in progress, lock files),
+    'refuse' (anything else in a folder or below: Asterisk keeps only messages there), or
+    'other' (greetings and other files of a mailbox, copied by greeting_step)."""
     name = parts[-1]
     if name.startswith('.lock') or (len(parts) >= 3 and parts[2] == IN_PROGRESS):
         return 'skip'
-    if len(parts) == 4 and message_file(name):
-        return 'message'
+    if len(parts) >= 4:
+        return 'message' if len(parts) == 4 and message_file(name) else 'refuse'
     return 'other'
