@@ -120,6 +120,7 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep,
             if not role.is_secondary(settings.paths.sentinel_dir):
                 return 'this node stopped being a secondary during the run: nothing done'
             outcome = _converge(settings, verdict, hooks, force=not converged,
+                                in_doubt=health.in_doubt_down(memory),
                                 master_answers=lambda: probes.probe(settings, master_ip).master)
             converged = True
             action = f' -> {outcome.sentence()}' if outcome and outcome.done else ''
@@ -146,11 +147,16 @@ def _keep_daemon_config(settings: Settings, hooks: Hooks) -> None:
 
 
 def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks,
-              force: bool, master_answers=lambda: True) -> services.Outcome | None:
+              force: bool, master_answers=lambda: True,
+              in_doubt: bool = False) -> services.Outcome | None:
     """Bring the services to the decided state on a change, and once per run anyway; keep
     the failback record (what the master's next wazo-sync reads) in step."""
     if verdict.decision == health.UNKNOWN or not (verdict.changed or force):
         return None
+    if verdict.decision == health.DOWN and in_doubt:
+        # a memory in doubt, not the probes: the telephony that runs is kept, but no episode
+        # opens and the stream is not stopped until the probes declare the master down
+        return services.start(settings)
     if verdict.decision == health.DOWN:
         hooks.before_serving(settings)  # the slave's own writes from now on
         outcome = services.start(settings)
