@@ -3,6 +3,8 @@
 A master declared down by the SIP probe (Asterisk dead, its machine and PostgreSQL up) still
 runs its cron copy: it must not replace what users change on the serving slave."""
 
+import os
+
 from check_helpers import check
 from datagen import installation_sql
 from replication_helpers import assert_slave_consistent, configure, replicate
@@ -63,3 +65,24 @@ def test_a_slave_whose_record_cannot_be_read_is_left_alone_unless_forced(pair):
     forced = replicate(master, '--force')
     assert forced.returncode == 0, forced.stderr
     assert forward(slave, user) == '0'
+
+
+def test_an_invalid_failback_record_on_the_slave_means_cannot_tell(pair):
+    """Review of issue 24: a served.json that is there but invalid is no proof the slave is on
+    standby: the copy holds (as for an unreadable record), it does not copy over it."""
+    master, slave = pair
+    master.psql(installation_sql(users=20, history=50))
+    configure(master, slave)
+    user = master.psql('SELECT min(id) FROM userfeatures')
+    assert replicate(master).returncode == 0
+    slave.psql(f'UPDATE userfeatures SET {FORWARD} WHERE id = {user}')
+    record = os.path.join(slave.root, 'failback-record', 'served.json')
+    os.makedirs(os.path.dirname(record), exist_ok=True)
+    for bad in ('{"episode": "ab', '{}', '{"episode": "x y", "started_at": 1}'):
+        with open(record, 'w') as f:
+            f.write(bad)
+        result = replicate(master, check=False)
+        assert result.returncode == 0, result.stderr
+        assert 'left alone: cannot tell whether it serves telephony' in result.stdout, bad
+        assert 'is not valid' in result.stdout, result.stdout
+        assert forward(slave, user) == '1 0612345678', bad

@@ -302,7 +302,13 @@ def fetch_record(settings: Settings, target: str) -> Episode | None:
                             f'{result.returncode}): {tail(result.stderr) or "no output"}'
                             + (' - run wazo-ha-config set --node-type slave ... on the slave, '
                                'or upgrade it' if 'unknown module' in result.stderr else ''))
-        return failback.parse_record(os.path.join(scratch, failback.RECORD_FILE))
+        try:
+            return failback.read_record(os.path.join(scratch, failback.RECORD_FILE))
+        except (OSError, ValueError) as e:
+            raise SyncError(f'cannot tell whether {target} serves telephony: its failback '
+                            f'record {settings.sync.record_dir}/{failback.RECORD_FILE} is not '
+                            f'valid ({e}); it is rewritten at its next failover or failback, '
+                            'or remove it on the slave if it serves no telephony') from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
