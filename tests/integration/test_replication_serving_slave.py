@@ -3,6 +3,7 @@
 A master declared down by the SIP probe (Asterisk dead, its machine and PostgreSQL up) still
 runs its cron copy: it must not replace what users change on the serving slave."""
 
+import json
 import os
 
 from check_helpers import check
@@ -61,7 +62,19 @@ def test_a_slave_whose_record_cannot_be_read_is_left_alone_unless_forced(pair):
     assert result.returncode == 0, result.stderr
     assert 'left alone: cannot tell whether it serves telephony' in result.stdout
     assert forward(slave, user) == '1 0612345678'
-    assert master.mails() == []
+    state = os.path.join(master.state_dir, 'replication.json')
+    with open(state) as f:
+        last = json.load(f)
+    assert last['result'] == 'held' and last['details']['last_copied_at'] is not None
+    assert master.mails() == [], 'not mailed before 2 hours of cannot tell'
+    last['details']['cannot_tell_since'] -= 2 * 3600 + 1  # as if held since 2 hours
+    with open(state, 'w') as f:
+        json.dump(last, f)
+    for _ in range(2):
+        assert replicate(master, check=False).returncode == 0
+        mails = master.mails()
+        assert len(mails) == 1 and 'cannot tell whether it serves telephony' in mails[0], \
+            'mailed once after 2 hours'
     forced = replicate(master, '--force')
     assert forced.returncode == 0, forced.stderr
     assert forward(slave, user) == '0'

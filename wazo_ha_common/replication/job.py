@@ -122,9 +122,33 @@ def _hold(settings: Settings, slave_ip: str, result: Result, why: str) -> Result
         _save_state(settings, result, started, error=message)
         raise session.DatabaseError(message) from None
     result.held = why
-    _save_state(settings, result, started)
+    now = time.time()
+    before = jobs.load_last_run(settings.paths.state_dir, jobs.REPLICATION)
+    past = (before.details or {}) if before else {}
+    # the last actual copy: the last 'ok' run, or what the held runs since then carried on
+    copied_at = before.finished_at if before and before.ok else past.get('last_copied_at')
+    doubt = why.startswith('cannot tell')
+    doubt_since = (past.get('cannot_tell_since') or now) if doubt else None
+    mailed = bool(doubt and past.get('cannot_tell_mailed'))
+    if doubt and not mailed and now - doubt_since >= HELD_MAIL_AFTER:
+        send_mail(settings.mail.sendmail, settings.mail.recipient, MAIL_SUBJECT,
+                  f'{NAME} has left the database of the slave {slave_ip} alone for '
+                  f'{(now - doubt_since) / 3600:.1f} hours: {why}. Nothing is copied until '
+                  'this is cleared (or a run by hand with --force copies anyway).\n\n'
+                  f'See {settings.paths.log_file}.\n')
+        mailed = True
+    result.duration = time.monotonic() - started
+    details = asdict(result)
+    details.update(last_copied_at=copied_at, cannot_tell_since=doubt_since,
+                   cannot_tell_mailed=mailed)
+    jobs.save_last_run(settings.paths.state_dir, jobs.REPLICATION,
+                       jobs.LastRun(HELD, now, result.sentence(), None, details))
     logger.info('%s', result.sentence())
     return result
+
+
+HELD = 'held'              # a run that left the serving slave alone: no copy, no failure
+HELD_MAIL_AFTER = 7200.0   # seconds of 'cannot tell' before root is mailed (once)
 
 
 def _replicate(settings: Settings, slave_ip: str, result: Result) -> None:
