@@ -99,3 +99,41 @@ def test_an_invalid_failback_record_on_the_slave_means_cannot_tell(pair):
         assert 'left alone: cannot tell whether it serves telephony' in result.stdout, bad
         assert 'is not valid' in result.stdout, result.stdout
         assert forward(slave, user) == '1 0612345678', bad
+
+
+def test_a_copy_under_way_when_the_slave_starts_serving_rolls_back(pair):
+    """Review of issue 24: the master's copy is held mid-write (a lock on the slave's
+    userfeatures); meanwhile the slave opens an episode (the failover's first step); at its
+    commit the copy re-reads the record, rolls back and is recorded as held."""
+    import subprocess
+
+    import psycopg2
+    from stream_helpers import wait_until
+    master, slave = pair
+    master.psql(installation_sql(users=20, history=50))
+    configure(master, slave)
+    user = master.psql('SELECT min(id) FROM userfeatures')
+    assert replicate(master).returncode == 0
+    slave.psql(f'UPDATE userfeatures SET {FORWARD} WHERE id = {user}')
+    holder = psycopg2.connect(f'host={slave.pgsock} dbname=asterisk user=postgres')
+    try:
+        holder.cursor().execute('LOCK TABLE userfeatures IN SHARE MODE')
+        job = master.popen('xivo-master-slave-db-replication', stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+        assert wait_until(lambda: slave.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+            "'xivo-master-slave-db-replication' AND wait_event_type = 'Lock'") == '1', 60), \
+            'the copy waits on the lock'
+        record = os.path.join(slave.root, 'failback-record', 'served.json')
+        os.makedirs(os.path.dirname(record), exist_ok=True)
+        with open(record, 'w') as f:  # as failback.serving writes it
+            json.dump({'episode': 'abc123', 'started_at': 1_800_000_000.0, 'ended_at': None}, f)
+    finally:
+        holder.rollback()
+        holder.close()
+    out, err = job.communicate(timeout=300)
+    assert job.returncode == 0, out + err
+    assert 'is left alone: it serves telephony since' in out, out
+    assert forward(slave, user) == '1 0612345678', 'the copy was rolled back'
+    with open(os.path.join(master.state_dir, 'replication.json')) as f:
+        assert json.load(f)['result'] == 'held'

@@ -158,9 +158,11 @@ def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks,
         # opens and the stream is not stopped until the probes declare the master down
         return services.start(settings)
     if verdict.decision == health.DOWN:
+        # the episode first: a master's copy under way reads it before its commit and rolls
+        # back, so nothing it writes lands after the failover's first step
+        change = failback.serving(settings)
         hooks.before_serving(settings)  # the slave's own writes from now on
         outcome = services.start(settings)
-        change = failback.serving(settings)
     else:
         asked: list[bool] = []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -95,7 +96,12 @@ def run(settings: Settings, argument: str | None, verify: bool = False, *,
             if continuous:
                 reconcile(settings, slave_ip, result)
             else:
-                _replicate(settings, slave_ip, result)
+                _replicate(settings, slave_ip, result, None if force else serving)
+        except SlaveServes as e:  # a failover came while copying: rolled back, held
+            logger.warning('replication to %s rolled back: the slave started serving '
+                           'telephony during the copy', slave_ip)
+            return _hold(settings, slave_ip, Result(slave=slave_ip, started_at=result.started_at),
+                         e.why)
         except SchemaMismatch as e:
             _save_state(settings, result, started, error=str(e), kind=jobs.SCHEMA_MISMATCH)
             raise
@@ -151,8 +157,33 @@ HELD = 'held'              # a run that left the serving slave alone: no copy, n
 HELD_MAIL_AFTER = 7200.0   # seconds of 'cannot tell' before root is mailed (once)
 
 
-def _replicate(settings: Settings, slave_ip: str, result: Result) -> None:
+class SlaveServes(Exception):
+    """Raised by the commit guard: the slave's record says it serves now; the slave's
+    transaction is rolled back (never committed)."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+def _commit_guard(serving: Callable[[str], str | None], slave_ip: str):
+    """Re-read the slave's failback record right before the commit: a failover that opened
+    its episode while this run copied wins (the episode opens before the failover's first
+    step, see failover.check)."""
+    @contextlib.contextmanager
+    def guard():
+        why = serving(slave_ip)
+        if why is not None:
+            raise SlaveServes(why)
+        yield
+    return guard
+
+
+def _replicate(settings: Settings, slave_ip: str, result: Result,
+               serving: Callable[[str], str | None] | None = None) -> None:
     with Nodes(settings, slave_ip, NAME) as nodes:
+        if serving is not None:
+            nodes.commit_guard = _commit_guard(serving, slave_ip)
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         now = tuple(tracking.Horizon(**h) for h in nodes.both(catalog.horizon))
         record = _trusted_record(settings, slave_ip, now)
