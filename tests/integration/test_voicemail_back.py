@@ -170,3 +170,20 @@ def test_the_record_is_only_added_to(spools, tmp_path):
                               lambda st: shutil.copytree(empty, st, dirs_exist_ok=True))
     voicemail_back.bring_back(settings, spool, fetch)
     assert inbox(spool) == ['msg0000.txt', 'msg0000.wav']
+
+
+def test_a_message_beyond_maxmsg_stays_on_the_slave_logged_and_mailed_once(local, spools, caplog):
+    """voicemail.conf's maxmsg as Asterisk's app_voicemail.c reads it (load_config: [general]
+    maxmsg, a mailbox's `maxmsg=` option): a folder the master already fills keeps the
+    slave's message off."""
+    settings, spool, fetch = spools
+    with open(os.path.join(local.root, 'voicemail.conf'), 'w') as f:
+        f.write('[general]\nmaxmsg=100\n[default]\n1001 => 1234,Alice,,,maxmsg=1\n')
+    for _ in range(2):
+        assert voicemail_back.bring_back(settings, spool, fetch) == []
+        assert inbox(spool) == ['msg0000.txt', 'msg0000.wav']
+    assert 'left on the slave: the folder is full' in caplog.text
+    mails = os.listdir(local.mail_dir)
+    assert len(mails) == 1, 'mailed once'
+    with open(os.path.join(local.mail_dir, mails[0])) as f:
+        assert 'default/1001/INBOX/msg0000.txt' in f.read()

@@ -1,6 +1,6 @@
 """Where the slave's voicemail messages go on the master (wazo_ha_common.decisions.voicemail)."""
 
-from wazo_ha_common.decisions.voicemail import (Folder, Message, greeting_step, identity,
+from wazo_ha_common.decisions.voicemail import (Folder, Message, greeting_step, identity, limits,
                                                 message_fields, message_file, plan,
                                                 relative_kind)
 
@@ -114,3 +114,32 @@ def test_in_a_folder_only_message_files_of_four_digits_and_a_known_format():
         assert relative_kind(('default', '1001', 'INBOX', name)) == 'refuse', name
     assert relative_kind(('default', '1001', 'INBOX', 'sub', 'msg0000.txt')) == 'refuse'
     assert relative_kind(('default', '1001', 'INBOX', 'msg0001.gsm')) == 'message'
+
+
+VOICEMAIL_CONF = """[general]
+format=wav49|gsm|wav
+maxmsg=3 ; per folder
+
+[zonemessages]
+eastern=America/New_York|'vm-received' Q 'digits/at' IMp
+
+[default]
+1001 => 1234,Alice,alice@example.com,,attach=yes|maxmsg=2|tz=eastern
+1002 => 5678,Bob
+1003 => 0000,Carol,,,maxmsg=oops
+"""
+
+
+def test_maxmsg_in_general_and_per_mailbox_default_100():
+    caps = limits(VOICEMAIL_CONF)
+    assert (caps.of('default/1001'), caps.of('default/1002'), caps.of('default/1003')) == (2, 3, 3)
+    assert limits('').of('default/1001') == 100
+
+
+def test_messages_beyond_maxmsg_stay_on_the_slave():
+    slave = [msg('INBOX', 0, 'a', t=1), msg('INBOX', 1, 'b', t=2), msg('Old', 0, 'c', t=3)]
+    master = {'default/1001/INBOX': Folder(frozenset({0}))}
+    decided = plan(slave, master, {}, {}, caps=limits(VOICEMAIL_CONF))
+    assert [(p.message.identity, p.number) for p in decided.place] == [
+        ('msg_id:a', 1), ('msg_id:c', 0)]
+    assert [m.identity for m in decided.full] == ['msg_id:b']

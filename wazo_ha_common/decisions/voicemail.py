@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 GREETINGS = ('unavail', 'busy', 'greet', 'temp')
 IN_PROGRESS = 'tmp'         # a mailbox's folder of recordings in progress: never brought back
 MAX_MESSAGES = 9999         # Asterisk's MAXMSGLIMIT: numbers 0000..9998
+DEFAULT_MAXMSG = 100        # Asterisk's MAXMSG: messages per folder when maxmsg is not set
 # the .txt and the sound formats Asterisk can record voicemail in (its formats' extensions)
 EXTENSIONS = frozenset({'txt', 'wav', 'WAV', 'wav49', 'gsm', 'g722', 'g723', 'g726', 'g729',
                         'sln', 'sln16', 'raw', 'ulaw', 'ul', 'alaw', 'al', 'pcm', 'au', 'ogg',
@@ -80,6 +81,47 @@ def identity(text: str) -> str:
 def origtime(text: str) -> int:
     value = message_fields(text).get('origtime', '')
     return int(value) if value.isdigit() else 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """voicemail.conf's maxmsg: messages a folder may hold, in [general] and per mailbox
+    (`context/mailbox`). Without the file (None), only Asterisk's numbering limit."""
+    general: int = DEFAULT_MAXMSG
+    mailboxes: dict[str, int] = field(default_factory=dict)
+
+    def of(self, mailbox: str) -> int:
+        return self.mailboxes.get(mailbox, self.general)
+
+
+def _maxmsg(value: str) -> int | None:
+    value = value.strip()
+    return min(int(value), MAX_MESSAGES) if value.isdigit() and int(value) > 0 else None
+
+
+def limits(text: str) -> Limits:
+    """maxmsg from a voicemail.conf (as app_voicemail.c reads it: `maxmsg=` in [general];
+    per mailbox, `mailbox => password,name,email,pager,options` with options `key=value`
+    separated by `|`). Values not a positive number are ignored."""
+    general, mailboxes, section = DEFAULT_MAXMSG, {}, None
+    for raw in text.splitlines():
+        line = raw.split(';', 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith('[') and line.endswith(']'):
+            section = line[1:-1].strip()
+        elif section == 'general' and '=' in line:
+            key, value = line.split('=', 1)
+            if key.strip() == 'maxmsg' and _maxmsg(value) is not None:
+                general = _maxmsg(value)
+        elif section not in (None, 'general', 'zonemessages') and '=>' in line:
+            box, value = line.split('=>', 1)
+            fields = value.split(',', 4)
+            for option in (fields[4].split('|') if len(fields) == 5 else ()):
+                key, _, v = option.partition('=')
+                if key.strip() == 'maxmsg' and _maxmsg(v) is not None:
+                    mailboxes[f'{section}/{box.strip()}'] = _maxmsg(v)
+    return Limits(general, mailboxes)
 
 
 @dataclass(frozen=True)
@@ -142,14 +184,17 @@ class Plan:
 
 
 def plan(slave: list[Message], master: dict[str, Folder], master_ids: dict[str, set[str]],
-         brought_back: dict[str, set[str]], since: float | None = None) -> Plan:
+         brought_back: dict[str, set[str]], since: float | None = None,
+         caps: Limits | None = None) -> Plan:
     """Where each of the slave's messages goes on the master.
 
     master: folder -> what it holds; master_ids: mailbox -> identities of its messages now;
     brought_back: mailbox -> identities brought back by earlier runs. Messages of a folder are
     placed in the order they were recorded (origtime, then the slave's number). `since`: the
     episode's start; a message recorded more than EPISODE_MARGIN before it is not of this
-    episode (the slave's whole spool holds old messages, deleted on the master long ago)."""
+    episode (the slave's whole spool holds old messages, deleted on the master long ago).
+    `caps`: voicemail.conf's maxmsg; a message that would make its folder hold more is left
+    on the slave (`full`), as Asterisk would refuse it."""
     result = Plan()
     taken: dict[str, set[int]] = {}
     seen: set[tuple[str, str]] = set()
@@ -164,7 +209,10 @@ def plan(slave: list[Message], master: dict[str, Folder], master_ids: dict[str, 
             result.before.append(m)
         else:
             used = taken.setdefault(m.folder, set())
-            number = master.get(m.folder, Folder()).next_free(used)
+            held = master.get(m.folder, Folder())
+            number = held.next_free(used)
+            if caps is not None and len(held.numbers) + len(used) >= caps.of(m.mailbox):
+                number = None
             if number is None:
                 result.full.append(m)
                 continue

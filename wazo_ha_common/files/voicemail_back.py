@@ -34,7 +34,7 @@ from ..decisions import voicemail
 from ..decisions.failback import landing
 from ..errors import WazoHaError
 from ..settings import Settings
-from ..adapters.system import read_state, write_state
+from ..adapters.system import read_state, send_mail, write_state
 
 logger = logging.getLogger('wazo-ha')
 
@@ -85,7 +85,8 @@ def bring_back(settings: Settings, spool: str, fetch: Callable[[str], None],
             _sweep(spool_fd, {m.folder for m in messages}
                    | {r.rsplit('/', 1)[0] for r in others if '/' in r})
             folders, ids = _scan_master(spool_fd, messages)
-            decided = voicemail.plan(messages, folders, ids, record, since)
+            decided = voicemail.plan(messages, folders, ids, record, since,
+                                     _limits(settings.sync.voicemail_conf))
             for m in decided.here + decided.before:  # remembered now: never placed later
                 record.setdefault(m.mailbox, set()).add(m.identity)
             save_record(settings, record)
@@ -116,10 +117,42 @@ def bring_back(settings: Settings, spool: str, fetch: Callable[[str], None],
         logger.info('failback: %s into %s', decided.sentence(), spool)
         for m in decided.full:
             logger.error('failback: %s/%s left on the slave: the folder is full on this '
-                         'master', m.folder, voicemail.file_name(m.number, 'txt'))
+                         'master (maxmsg of %s)', m.folder, voicemail.file_name(m.number, 'txt'),
+                         settings.sync.voicemail_conf)
+        _mail_full_once(settings, decided.full, spool)
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+FULL_FILE = 'failback-voicemail-full.json'
+FULL_SUBJECT = 'wazo-ha: voicemail left on the slave'
+
+
+def _limits(path: str) -> voicemail.Limits | None:
+    """maxmsg from the master's voicemail.conf; None when it is missing."""
+    try:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            return voicemail.limits(f.read())
+    except FileNotFoundError:
+        return None
+
+
+def _mail_full_once(settings: Settings, full: list[voicemail.Message], spool: str) -> None:
+    """Root is mailed once about the messages that did not fit (not at every run)."""
+    mailed = set(read_state(settings.paths.state_dir, FULL_FILE).get('mailed', []))
+    new = [m for m in full if f'{m.mailbox}|{m.identity}' not in mailed]
+    if not new:
+        return
+    send_mail(settings.mail.sendmail, settings.mail.recipient, FULL_SUBJECT,
+              f'{len(new)} voicemail messages left on the slave could not be brought back into '
+              f'{spool}: their folder is full on this master (maxmsg in '
+              f'{settings.sync.voicemail_conf}): '
+              + ', '.join(f'{m.folder}/{voicemail.file_name(m.number, "txt")}' for m in new[:20])
+              + '.\nThey stay on the slave; free room (or raise maxmsg) and run wazo-sync '
+              f'--failback.\n\nSee {settings.paths.log_file}.\n')
+    write_state(settings.paths.state_dir, FULL_FILE,
+                {'mailed': sorted(mailed | {f'{m.mailbox}|{m.identity}' for m in new})})
 
 
 def scan_staging(staging: str) -> tuple[list[voicemail.Message], list[str], list[str]]:
