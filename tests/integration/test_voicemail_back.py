@@ -187,3 +187,19 @@ def test_a_message_beyond_maxmsg_stays_on_the_slave_logged_and_mailed_once(local
     assert len(mails) == 1, 'mailed once'
     with open(os.path.join(local.mail_dir, mails[0])) as f:
         assert 'default/1001/INBOX/msg0000.txt' in f.read()
+
+
+def test_a_run_killed_between_sound_files_and_txt_is_cleaned_at_the_next_run(spools):
+    """The record names the number being linked before linking: the sound file a killed run
+    linked without its .txt (never shown by Asterisk, taking the number) is removed."""
+    import json
+    settings, spool, fetch = spools
+    with open(os.path.join(mailbox_dir(spool), 'msg0001.wav'), 'w') as f:
+        f.write('sound of from-slave')  # linked, then the run was killed
+    os.makedirs(settings.paths.state_dir, exist_ok=True)
+    with open(os.path.join(settings.paths.state_dir, voicemail_back.PENDING_FILE), 'w') as f:
+        json.dump({'folder': 'default/1001/INBOX', 'number': 1, 'extensions': ['wav', 'txt']}, f)
+    voicemail_back.bring_back(settings, spool, fetch)
+    assert inbox(spool) == ['msg0000.txt', 'msg0000.wav', 'msg0001.txt', 'msg0001.wav']
+    with open(os.path.join(mailbox_dir(spool), 'msg0001.txt')) as f:
+        assert 'msg_id=from-slave' in f.read()

@@ -84,6 +84,7 @@ def bring_back(settings: Settings, spool: str, fetch: Callable[[str], None],
         with _open_dir(spool) as spool_fd:
             _sweep(spool_fd, {m.folder for m in messages}
                    | {r.rsplit('/', 1)[0] for r in others if '/' in r})
+            _resume_pending(settings, spool_fd)
             folders, ids = _scan_master(spool_fd, messages)
             decided = voicemail.plan(messages, folders, ids, record, since,
                                      _limits(settings.sync.voicemail_conf))
@@ -93,12 +94,15 @@ def bring_back(settings: Settings, spool: str, fetch: Callable[[str], None],
             for placement in decided.place:
                 m = placement.message
                 try:
-                    number = _place(spool_fd, staging, placement)
-                except OSError as e:
+                    number = _place(spool_fd, staging, placement,
+                                    lambda n, m=m: _save_pending(settings, m, n))
+                except OSError as e:  # _place undid its links
+                    _save_pending(settings, None, None)
                     refused.append(f'{m.folder}/{voicemail.file_name(m.number, "txt")}: {e}')
                     continue
                 record.setdefault(m.mailbox, set()).add(m.identity)
                 save_record(settings, record)
+                _save_pending(settings, None, None)
                 written += [os.path.join(spool, m.folder, f) for f in m.files(number)]
             for relative in others:
                 try:
@@ -123,6 +127,46 @@ def bring_back(settings: Settings, spool: str, fetch: Callable[[str], None],
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+PENDING_FILE = 'failback-voicemail-pending.json'
+
+
+def _save_pending(settings: Settings, m: voicemail.Message | None, number: int | None) -> None:
+    """Before a message is linked at `number`: where, so that a run killed between its sound
+    files and its .txt is cleaned at the next run ({} once placed or undone)."""
+    write_state(settings.paths.state_dir, PENDING_FILE, {} if m is None else {
+        'folder': m.folder, 'number': number, 'extensions': list(m.extensions)})
+
+
+def _resume_pending(settings: Settings, spool_fd: int) -> None:
+    """A run killed while linking a message: the sound files it linked without their .txt
+    (Asterisk never shows them, and they would take the number) are removed, under the
+    folder's lock; a message whose .txt is there is complete and kept."""
+    pending = read_state(settings.paths.state_dir, PENDING_FILE)
+    folder, number, extensions = (pending.get('folder'), pending.get('number'),
+                                  pending.get('extensions'))
+    if not (isinstance(folder, str) and isinstance(number, int) and isinstance(extensions, list)
+            and all(isinstance(e, str) and voicemail.message_file(voicemail.file_name(0, e))
+                    for e in extensions) and 0 <= number < voicemail.MAX_MESSAGES):
+        _save_pending(settings, None, None)
+        return
+    try:
+        with _walk_to(spool_fd, tuple(folder.split('/')), create=False) as fd:
+            if fd is not None:
+                with asterisk_lock(fd):
+                    try:
+                        os.stat(voicemail.file_name(number, 'txt'), dir_fd=fd,
+                                follow_symlinks=False)
+                    except FileNotFoundError:
+                        stale = [voicemail.file_name(number, e) for e in extensions if e != 'txt']
+                        _unlink_all(fd, stale)
+                        logger.warning('failback: removed the sound files of %s/msg%04d left '
+                                       'without their .txt by an interrupted run', folder, number)
+    except OSError as e:
+        logger.warning('failback: cannot clean %s after an interrupted run: %s', folder, e)
+        return
+    _save_pending(settings, None, None)
 
 
 FULL_FILE = 'failback-voicemail-full.json'
@@ -367,7 +411,8 @@ def _staged_copy(dir_fd: int, source: str) -> str:
     return name
 
 
-def _place(spool_fd: int, staging: str, placement: voicemail.Placement) -> int:
+def _place(spool_fd: int, staging: str, placement: voicemail.Placement,
+           before_link: Callable[[int], None] = lambda number: None) -> int:
     """A message's files at its number (the next one if Asterisk took it meanwhile), sound
     files first and the .txt last (Asterisk sees a message by its .txt). Returns the number."""
     m = placement.message
@@ -380,6 +425,7 @@ def _place(spool_fd: int, staging: str, placement: voicemail.Placement) -> int:
                 number = placement.number
                 while True:
                     linked = []
+                    before_link(number)
                     try:
                         for ext in m.extensions:
                             final = voicemail.file_name(number, ext)
