@@ -337,6 +337,10 @@ TABLE = (
             "continuous mode, on the master: megabytes of WAL the slave's replication slot may\n"
             'hold back (max_slot_wal_keep_size); past it the slot is lost, the master\'s disk is\n'
             'safe and the slave makes a fresh copy'),
+    Setting('database', 'subscription_drop_timeout', '20', Number(1, 600, integer=True),
+            'seconds a converge waits for the old master to drop its slot when it drops the\n'
+            'subscription of a node that is no longer its continuous slave; past them the\n'
+            'subscription is dropped without it (the master drops our slots itself)'),
     Setting('database', 'subscription_passfile', '/var/lib/postgresql/wazo-ha-stream.pgpass',
             Path(),
             "continuous mode, on the slave: the password file the slave's PostgreSQL reads for\n"

@@ -232,3 +232,14 @@ def test_a_failed_converge_is_critical():
     assert level == CRITICAL
     assert warnings == ['CRITICAL: node access does not follow ha.conf: psql failed '
                         '(wazo-ha-config converge tries again every minute)']
+
+
+def test_a_converge_older_than_three_minutes_is_a_warning_unless_paused():
+    old = LastRun('ok', NOW - 181, 'node access converged', None, {'pending_restart': []})
+    assert evaluate(master(access=old), NOW) == (
+        WARNING, ['WARNING: wazo-ha-config converge has not run for more than 3 minutes '
+                  '(is cron running?)'])
+    _, warnings = evaluate(master(access=old, paused='2026-12-06 18:00'), NOW)
+    assert len(warnings) == 1 and 'paused since' in warnings[0]
+    recent = LastRun('ok', NOW - 179, 'node access converged', None, {'pending_restart': []})
+    assert evaluate(master(access=recent), NOW) == (OK, [])
