@@ -428,6 +428,10 @@ TABLE = (
             "Asterisk's voicemail spool, when it is one of the failback directories: its\n"
             'messages are merged, each into the same folder at the next free number, once;\n'
             'its greetings follow the rule above'),
+    Setting('sync', 'voicemail_conf', '/etc/asterisk/voicemail.conf', Path(),
+            "Asterisk's voicemail configuration on the master: its maxmsg (in [general] and\n"
+            'per mailbox, 100 by default) caps each folder the bring-back fills; messages that\n'
+            'do not fit stay on the slave (logged, mailed once). Missing: no cap but 9999'),
     Setting('sync', 'record_dir', '/var/lib/wazo-ha/failback-record', Path(),
             'on a slave: where it records the telephony it served (served.json); the master\'s\n'
             'key may read this directory only, and its next wazo-sync brings voicemail and\n'

@@ -89,6 +89,11 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
         rep = facts.replication
         if not rep:
             out.append((WARNING, 'no replication has run yet'))
+        elif rep.result == 'held':  # the slave serves (or may): no copy, no failure
+            copied = (rep.details or {}).get('last_copied_at')
+            if not isinstance(copied, (int, float)) or now - copied > REPLICATION_MAX_AGE:
+                out.append((WARNING, 'no actual database copy for more than 2 hours: '
+                                     f'{rep.sentence}'))
         else:
             if not rep.ok:
                 out.append((CRITICAL, f'last replication failed: {rep.sentence}'))
@@ -202,7 +207,7 @@ def render(facts: Facts, level: int, warnings: list[str]) -> str:
             lines += _stream_lines(facts.stream)
     if facts.role == 'master':
         r = facts.replication
-        if r and facts.mode == CONTINUOUS:
+        if r and (facts.mode == CONTINUOUS or r.result == 'held'):
             lines.append(f'last replication run: {_when(r.finished_at)} {r.result}: {r.sentence}')
         elif r:
             d = r.details or {}

@@ -129,6 +129,7 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep,
                       f'stands until it has answered for {settings.check.up_after:g} s: this run '
                       'starts the telephony of this slave beside it')
             outcome = _converge(settings, verdict, hooks, force=not converged, memory=memory,
+                                in_doubt=health.in_doubt_down(memory),
                                 master_answers=lambda: probes.probe(settings, master_ip).master)
             converged = True
             action = f' -> {outcome.sentence()}' if outcome and outcome.done else ''
@@ -164,16 +165,22 @@ def _keep_daemon_config(settings: Settings, hooks: Hooks) -> None:
 
 def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks, force: bool,
               memory: health.Memory | None = None,
-              master_answers=lambda: True) -> services.Outcome | None:
+              master_answers=lambda: True, in_doubt: bool = False) -> services.Outcome | None:
     """Bring the services to the decided state on a change, and once per run anyway; keep
     the failback record (what the master's next wazo-sync reads) in step. Root is mailed
     once per transition: the record opens or closes an episode once."""
     if verdict.decision == health.UNKNOWN or not (verdict.changed or force):
         return None
+    if verdict.decision == health.DOWN and in_doubt:
+        # a memory in doubt, not the probes: the telephony that runs is kept, but no episode
+        # opens and the stream is not stopped until the probes declare the master down
+        return services.start(settings)
     if verdict.decision == health.DOWN:
+        # the episode first: a master's copy under way reads it before its commit and rolls
+        # back, so nothing it writes lands after the failover's first step
+        change = failback.serving(settings)
         hooks.before_serving(settings)  # the slave's own writes from now on
         outcome = services.start(settings)
-        change = failback.serving(settings)
         if change and not outcome.critical_failed:
             _announce_failover(settings, memory)
     else:
