@@ -36,6 +36,14 @@ def reconcile(settings: Settings, slave_ip: str, result: Result) -> None:
     master.reconcile(settings, slave_ip, result)
 
 
+def origin_before_sync(settings: Settings, slave_ip: str, replace: bool, by: str,
+                       dry_run: bool) -> str | None:
+    """On the master, before wazo-sync pushes: the slave copied from this master cluster (or
+    `replace`); ForeignMasterError otherwise (see replication.origin)."""
+    from .replication import origin  # the database driver: never loaded by the check
+    return origin.check_before_sync(settings, slave_ip, replace, by, dry_run)
+
+
 def slave_serving(settings: Settings, slave_ip: str) -> str | None:
     """On the master: why the replication run must leave the slave's database alone now (it
     serves telephony, or that cannot be told: its failback record), None when it may write."""

@@ -97,6 +97,13 @@ def load(path: str) -> HaConfig:
         raise HaConfError(f'{path} is corrupt: {e}; fix it with wazo-ha-config set') from None
 
 
+def load_or_disabled(path: str) -> HaConfig:
+    """ha.conf; a node without one is not configured for HA: disabled. Corrupt: HaConfError."""
+    if not os.path.exists(path):
+        return DISABLED
+    return load(path)
+
+
 def save(path: str, config: HaConfig) -> None:
     write_atomic(path, json.dumps(config.as_json()) + '\n', mode=0o644)
 

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from .failover import check, services
-from .access import converge
+from . import converge
 from . import role
 from .errors import HaConfError, InputError, WazoHaError
 from .settings import Settings

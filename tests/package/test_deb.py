@@ -18,9 +18,9 @@ OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/lib/wazo-ha-monitoring', '/va
          '/etc/logrotate.d/wazo-ha']
 
 
-MODULES = ['__init__', 'cli', 'diagnosis', 'errors', 'hooks', 'jobs', 'monitoring', 'pause',
-           'role', 'role_setup', 'schedule', 'settings', 'status'] + [
-           f'access/{m}' for m in ('__init__', 'converge', 'fail2ban', 'pairing', 'pg_access',
+MODULES = ['__init__', 'cli', 'converge', 'diagnosis', 'errors', 'hooks', 'jobs', 'monitoring',
+           'pause', 'role', 'role_setup', 'schedule', 'settings', 'status'] + [
+           f'access/{m}' for m in ('__init__', 'fail2ban', 'pairing', 'pg_access',
                                    'pg_files', 'stream_access')] + [
            f'adapters/{m}' for m in ('__init__', 'network', 'probes', 'system', 'wazo_api')] + [
            f'adapters/db/{m}' for m in ('__init__', 'catalog', 'logical', 'publishing', 'session',

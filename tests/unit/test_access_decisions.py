@@ -8,7 +8,8 @@ import subprocess
 import pytest
 
 from wazo_ha_common import role, settings
-from wazo_ha_common.access import converge, pairing, pg_access, pg_files, stream_access
+from wazo_ha_common import converge
+from wazo_ha_common.access import pairing, pg_access, pg_files, stream_access
 from wazo_ha_common.files import sync
 from wazo_ha_common.errors import InputError
 

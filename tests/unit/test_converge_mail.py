@@ -4,7 +4,7 @@ import os
 import time
 
 from wazo_ha_common import jobs, settings
-from wazo_ha_common.access import converge
+from wazo_ha_common import converge
 
 
 def test_a_failing_converge_mails_once_while_it_fails_the_same_way(tmp_path):

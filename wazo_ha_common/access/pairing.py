@@ -41,9 +41,13 @@ from ..errors import InputError, WazoHaError
 from ..files import sync
 from ..jobs import CONVERGE, SYNC
 from ..settings import CONTINUOUS, Settings
-from . import converge, pg_access, stream_access
+from . import pg_access, stream_access
 
 logger = logging.getLogger('wazo-ha')
+
+# the converge step of the command (settings, ha.conf or None) -> its outcome (.changes,
+# .not_applied)
+Converge = Callable[[Settings, 'role.HaConfig | None'], object]
 
 HEADER = 'wazo-ha-pairing 1'
 # exit statuses of the remote command (1: the key could not be authorised)
@@ -147,12 +151,14 @@ def finish(settings: Settings, offer: Offer, result: Completed) -> list[str]:
     return said
 
 
-def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
+def setup(settings: Settings, tell: Callable[[str], None], node_converge: Converge) -> list[str]:
     """wazo-sync -i: make the key if needed, authorise it on the slave and pair the database
     in the same SSH session, check both work.
 
     Returns what was done; `tell` shows what the user needs before ssh asks for the slave's
-    password: the slave's host key fingerprints, then which password is asked."""
+    password: the slave's host key fingerprints, then which password is asked. `node_converge`
+    brings this node's access in line with ha.conf (the command passes the converge step down:
+    access sits below it)."""
     slave = role.resolve_peer(settings, None, 'master', 'file synchronisation')
     key = settings.sync.ssh_key
     report = []
@@ -174,7 +180,7 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
         if settings.database.mode == CONTINUOUS:  # PUT /ha a minute ago: not converged yet
             try:
                 with single_instance(settings.paths.lock_dir, CONVERGE.name, wait=60):
-                    converged = converge.converge_and_record(settings)
+                    converged = node_converge(settings, None)
             except (WazoHaError, OSError) as e:
                 raise sync.SyncError(f'node access not converged to ha.conf on this master: '
                                      f'{e}') from None
@@ -257,10 +263,10 @@ def parse(lines: Iterable[str]) -> Received:
     return Received(verifier, password)
 
 
-def receive(settings: Settings, received: Received) -> list[str]:
+def receive(settings: Settings, received: Received, node_converge: Converge) -> list[str]:
     """On the slave: converge, set the role's password, store the stream password; returns
     what was done."""
-    config = converge.load_config(settings)
+    config = role.load_or_disabled(settings.paths.ha_conf)
     if config.node_type != 'slave' or not config.remote_address:
         raise NotASlave(f'this node is not a slave (ha.conf says {config.node_type}): configure '
                         'it first (PUT /ha on wazo-confd, or wazo-ha-config set --node-type slave '
@@ -269,7 +275,7 @@ def receive(settings: Settings, received: Received) -> list[str]:
     said = []
     try:
         with single_instance(settings.paths.lock_dir, CONVERGE.name, wait=60):
-            outcome = converge.converge_and_record(settings, config)
+            outcome = node_converge(settings, config)
     except (WazoHaError, OSError) as e:
         raise RoleNotPaired(f'node access not converged to ha.conf: {e}') from None
     for line in outcome.changes:

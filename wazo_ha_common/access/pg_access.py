@@ -7,7 +7,7 @@ On a slave, wazo-ha manages:
 - conf.d/wazo-ha.conf holding listen_addresses (Debian's postgresql.conf includes conf.d);
 - the replication role ([database] remote_user): member of the role owning the replicated
   tables, allowed to SET session_replication_role; no login until paired.
-What is applied where, and when, is access.converge's; the files are access.pg_files'; the
+What is applied where, and when, is converge (the command)'s; the files are access.pg_files'; the
 pairing protocol (wazo-sync -i) is access.pairing's. This module holds the role's decisions,
 the superuser's psql, and the helpers they share.
 """

@@ -2,7 +2,7 @@
 continuous): the slave subscribes to the master's publication through a logical replication
 connection as the stream role ([database] stream_user).
 
-On a continuous master, wazo-ha manages (access.converge applies it, access.pg_files writes
+On a continuous master, wazo-ha manages (the converge command applies it, access.pg_files writes
 the files, access.pairing gives the slave the role's password):
 - a block at the top of pg_hba.conf (first match wins): the stream role over TLS with its
   password (scram-sha-256) from the slave's address, into the replicated database only; the

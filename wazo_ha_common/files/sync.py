@@ -15,6 +15,7 @@ import shutil
 import socket
 import tempfile
 import time
+from typing import Callable
 
 from . import failback, landing, rsyncd, voicemail_back
 from .. import role
@@ -22,6 +23,7 @@ from ..decisions import rsync_modules
 from ..decisions.failback import BRING_BACK, SERVING, Episode, plan as failback_step
 from ..errors import WazoHaError
 from ..jobs import SYNC, LastRun, save_last_run
+from ..decisions.origin import ForeignMasterError
 from ..settings import Settings
 from ..adapters.system import describe, run, send_mail, single_instance, tail
 
@@ -125,8 +127,13 @@ def check_key(settings: Settings, target: str) -> None:
                            or 'unknown module' in check.stderr.lower() else ''))
 
 
-def push(settings: Settings, dry_run: bool = False, replace: bool = False) -> str:
-    """wazo-sync: rsync the directories to the slave. Returns the closing sentence."""
+def push(settings: Settings, dry_run: bool = False, replace: bool = False,
+         check_origin: Callable[..., str | None] | None = None) -> str:
+    """wazo-sync: rsync the directories to the slave. Returns the closing sentence.
+
+    `check_origin(settings, slave, replace, by, dry_run)`: refuses a slave that copied from
+    another master cluster (ForeignMasterError) or returns a sentence for the log; the command
+    passes it down (it reads the slave's database: the replication's code)."""
     slave = role.resolve_peer(settings, None, 'master', 'file synchronisation')
     key = settings.sync.ssh_key
     if not os.path.exists(key):
@@ -149,10 +156,10 @@ def push(settings: Settings, dry_run: bool = False, replace: bool = False) -> st
             _save_state(settings, 'failed', str(e))
             raise
         failback.remember_slave_record(settings, record)   # for the master's wazo-ha-status
-        from ..replication import origin  # the database driver: never loaded by the check
         try:
-            said = origin.check_before_sync(settings, slave, replace, SYNC.name, dry_run)
-        except origin.ForeignMasterError as e:
+            said = check_origin(settings, slave, replace, SYNC.name, dry_run) \
+                if check_origin else None
+        except ForeignMasterError as e:
             _save_state(settings, 'failed', f'{e}; nothing pushed')
             raise
         if said:

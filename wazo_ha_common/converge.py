@@ -27,17 +27,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .. import jobs, role
-from ..adapters.system import (KeyStore, mail_once, read_state, read_text, run,
+from . import jobs, role
+from .adapters.system import (KeyStore, mail_once, read_state, read_text, run,
                                single_instance)
-from ..decisions import health
-from ..decisions.stream import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION
-from ..errors import CommandError, HaConfError, WazoHaError
-from ..failover import services
-from ..files import rsyncd
-from ..settings import CONTINUOUS, Settings
-from ..stream import publication
-from . import fail2ban, pg_access, pg_files, stream_access
+from .decisions import health
+from .decisions.stream import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION
+from .errors import CommandError, HaConfError, WazoHaError
+from .failover import services
+from .files import rsyncd
+from .settings import CONTINUOUS, Settings
+from .stream import publication
+from .access import fail2ban, pg_access, pg_files, stream_access
 
 logger = logging.getLogger('wazo-ha')
 
@@ -105,9 +105,7 @@ class Outcome:
 
 def load_config(settings: Settings) -> role.HaConfig:
     """ha.conf; a node without one is not configured for HA: disabled. Corrupt: HaConfError."""
-    if not os.path.exists(settings.paths.ha_conf):
-        return role.HaConfig('disabled', '')
-    return role.load(settings.paths.ha_conf)
+    return role.load_or_disabled(settings.paths.ha_conf)
 
 
 def converge(settings: Settings, config: role.HaConfig | None = None,
