@@ -128,15 +128,17 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep,
         while True:
             probe = probes.probe(settings, master_ip)
             memory, verdict = health.observe(memory, probe, policy, boot)
+            save_memory(settings, memory, verdict, waiting)
             if verdict.changed:
                 logger.warning('decision: master %s: %s', verdict.decision, verdict.sentence)
             if not role.is_secondary(settings.paths.sentinel_dir):
-                save_memory(settings, memory, verdict, waiting)
                 return 'this node stopped being a secondary during the run: nothing done'
+            began = waiting
             outcome, waiting = _converge(settings, verdict, hooks,
                                          force=not converged or waiting is not None,
                                          waiting=waiting)
-            save_memory(settings, memory, verdict, waiting)
+            if waiting != began:  # a wait begun or ended: kept for the next run
+                save_memory(settings, memory, verdict, waiting)
             converged = True
             action = f' -> {outcome.sentence()}' if outcome and outcome.done else ''
             if waiting is not None:
