@@ -142,6 +142,9 @@ state_dir = {self.root}/state
 lock_dir = {self.root}/lock
 log_file = {self.log_file}
 postgresql_conf_dir = {self.root}/postgresql
+monitoring_dir = {self.root}/monitoring
+prometheus_textfile = {self.root}/node-exporter/wazo_ha.prom
+fail2ban_jail = {self.root}/fail2ban/jail.d/wazo-ha.conf
 [database]
 local_dsn = host=/nonexistent dbname=asterisk
 admin_psql =

@@ -363,6 +363,9 @@ class Node:
                 'lock_dir': os.path.join(self.root, 'lock'),
                 'log_file': self.log_file,
                 'postgresql_conf_dir': self.pgdata,
+                'monitoring_dir': os.path.join(self.root, 'monitoring'),
+                'prometheus_textfile': os.path.join(self.root, 'node-exporter', 'wazo_ha.prom'),
+                'fail2ban_jail': os.path.join(self.root, 'fail2ban', 'jail.d', 'wazo-ha.conf'),
             },
             'database': {
                 'local_dsn': self.local_dsn,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 import threading
 import time
@@ -13,7 +14,7 @@ from . import __version__, schedule, settings as settings_module
 from .errors import LockBusyError, WazoHaError, WrongRoleError
 from .jobs import Job
 from .settings import Settings
-from .adapters.system import send_mail, setup_logging
+from .adapters.system import read_state, send_mail, setup_logging, single_instance, write_state
 
 logger = logging.getLogger('wazo-ha')
 
@@ -40,17 +41,24 @@ def run(job: Job, args: argparse.Namespace, handler: Handler, cron: bool = True,
     prog = job.name
     mail_subject = job.mail_subject if mail else None
     cron_period = job.cron_period if cron else None
+    by_cron = cron_period is not None and schedule.started_by_cron()
     try:
-        settings = settings_module.load(args.config)
+        settings = settings_module.load(args.config, strict=job.strict_sections)
     except WazoHaError as e:
+        if by_cron and _settings_failed_under_cron(prog, args, e):
+            return e.exit_code
         print(f'{prog}: error: {e}', file=sys.stderr)
         return e.exit_code
     setup_logging(prog, settings.paths.log_file, args.verbose)
+    for problem in settings.problems:
+        logger.error('settings: %s (ignored by %s: not one of its sections; the key keeps its '
+                     'default)', problem.text, prog)
+    if by_cron:
+        mail_settings_problems(settings, prog, [p.text for p in settings.problems])
     # errors that Python would print as tracebacks (in threads, in C extensions' callbacks)
     # go to the log: stderr keeps one line per failure
     sys.unraisablehook = lambda u: logger.debug('ignored: %s: %s', u.exc_type.__name__, u.exc_value)
     threading.excepthook = lambda a: logger.debug('thread %s: %s', a.thread, a.exc_value)
-    by_cron = cron_period is not None and schedule.started_by_cron()
     if by_cron:
         since = schedule.paused_since(settings.paths.state_dir)
         if since:
@@ -99,3 +107,47 @@ def run(job: Job, args: argparse.Namespace, handler: Handler, cron: bool = True,
             send_mail(settings.mail.sendmail, settings.mail.recipient, mail_subject,
                       f'{prog} failed on this node: {type(e).__name__}: {e}\n')
         return 1
+
+
+def _settings_failed_under_cron(prog: str, args: argparse.Namespace, error: WazoHaError) -> bool:
+    """A cron-started job stopped by its settings: logged and mailed once per mistake, not
+    printed (cron would mail the output every minute). False when even that is impossible."""
+    try:
+        settings, problems = settings_module.read(args.config)
+    except WazoHaError:
+        return False  # no settings file at all: the one-line error goes to cron
+    setup_logging(prog, settings.paths.log_file, args.verbose)
+    logger.error('settings: %s: %s does not run until it is corrected (wazo-ha-config check)',
+                 error, prog)
+    mail_settings_problems(settings, prog, [p.text for p in problems] or [str(error)],
+                           stopped=str(error))
+    return True
+
+
+def mail_settings_problems(settings: Settings, prog: str, texts: list[str],
+                           stopped: str | None = None) -> None:
+    """Mail root the settings mistakes not mailed yet (jobs.SETTINGS_PROBLEMS_FILE keeps the
+    ones mailed); none left: the record is cleared, so a mistake made again mails again."""
+    from .jobs import SETTINGS_PROBLEMS_FILE
+    state_dir = settings.paths.state_dir
+    try:
+        with single_instance(settings.paths.lock_dir, 'settings-problems', wait=10):
+            mailed = read_state(state_dir, SETTINGS_PROBLEMS_FILE).get('mailed')
+            mailed = mailed if isinstance(mailed, list) else []
+            new = [t for t in texts if t not in mailed]
+            if mailed != texts and (texts or mailed):
+                write_state(state_dir, SETTINGS_PROBLEMS_FILE, {'mailed': list(texts)})
+    except (WazoHaError, OSError) as e:
+        logger.error('cannot record the settings mistakes mailed: %s', e)
+        return
+    if not new:
+        return
+    host = socket.gethostname()
+    effect = (f'{prog} does not run until this is corrected' if stopped else
+              f'{prog} runs, with the default value of each key named here')
+    send_mail(settings.mail.sendmail, settings.mail.recipient,
+              f'wazo-ha settings error on {host}: ' + new[0][:150],
+              f'{prog} on {host} found mistakes in the wazo-ha settings:\n\n'
+              + ''.join(f'- {t}\n' for t in texts)
+              + f'\n{effect}. Check a change with: wazo-ha-config check\n'
+                f'This mail is not repeated while the mistakes stay the same.\n')

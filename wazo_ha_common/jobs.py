@@ -20,6 +20,9 @@ class Job:
     state_file: str | None      # its last run, under [paths] state_dir, for wazo-ha-status
     mail_subject: str | None    # a failure of a scheduled run mails root with this subject
     cron_period: int | None     # seconds: a cron start runs once per period (see schedule)
+    # settings sections whose mistakes stop the job (None: all); a mistake elsewhere is
+    # reported (log, one mail, wazo-ha-status) and that key keeps its default
+    strict_sections: tuple[str, ...] | None = None
 
     @property
     def period_name(self) -> str:
@@ -29,13 +32,18 @@ class Job:
 REPLICATION = Job('xivo-master-slave-db-replication', 'replication.json',
                   'Slave replication failed', 3600)
 SYNC = Job('wazo-sync', 'sync.json', 'Slave file synchronisation failed', 3600)
-CHECK = Job('xivo-check-master-status', 'check.json', None, 60)
+# the failover check never stops probing for a mistake in a section it does not read
+CHECK = Job('xivo-check-master-status', 'check.json', None, 60, ('paths', 'check', 'mail'))
 SERVICES = Job('xivo-manage-slave-services', 'services.json', None, None)
 STREAM = Job('wazo-ha-stream', 'stream.json', 'Slave continuous replication failed', 60)
 CONFIG = Job('wazo-ha-config', None, None, None)
 # `wazo-ha-config converge`, every minute on every role: the node's access follows ha.conf
 CONVERGE = Job('wazo-ha-config-converge', 'converge.json', None, 60)
-STATUS = Job('wazo-ha-status', None, None, None)
+CONFIG_CHECK = Job('wazo-ha-config', None, None, None, ())   # lists every mistake itself
+STATUS = Job('wazo-ha-status', None, None, None, ('paths',))   # shows the others' mistakes
+
+# the settings mistakes already mailed by a cron-started job (mailed once each)
+SETTINGS_PROBLEMS_FILE = 'settings-problems.json'
 
 # the replication's last verification by content (see replication.job), for wazo-ha-status
 VERIFICATION_FILE = 'replication-verification.json'

@@ -114,13 +114,15 @@ def apply(settings: Settings, new: role.HaConfig, force: bool = False,
         _put_ha(client, new, report)
 
     try:  # before ha.conf: a refusal (PostgreSQL, a missing file) leaves ha.conf as it was
-        report.changes += converge.converge_and_record(settings, new, converge.ALWAYS).changes
+        access = converge.converge_and_record(settings, new, converge.ALWAYS)
     except (OSError, WazoHaError) as e:
         done = ('wazo-confd has applied PUT /ha (ha.conf, sentinels, its own PostgreSQL lines); '
                 'fix the cause and run wazo-ha-config set again' if report.changes
                 else 'nothing else changed')
         raise WazoHaError(f'node access (PostgreSQL, rsync daemon) not applied ({done}): '
                           f'{e}') from None
+    report.changes += access.changes
+    report.not_applied += access.not_applied   # the fail2ban drop-in (see converge)
 
     if old != new:
         role.save(settings.paths.ha_conf, new)

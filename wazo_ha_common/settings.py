@@ -279,6 +279,19 @@ TABLE = (
     Setting('paths', 'lock_dir', '/run/lock/wazo-ha', Path(),
             'one lock file per command, in a directory only root may enter (made 0700 if missing)'),
     Setting('paths', 'log_file', '/var/log/wazo-ha.log', Path(), ''),
+    Setting('paths', 'monitoring_dir', '/var/lib/wazo-ha-monitoring', Path(),
+            'where root writes the summary of wazo-ha-status (status.json, no secrets) for\n'
+            'monitoring agents that do not run as root: made by the package root:wazo-ha-monitor,\n'
+            'mode 2750; add the agent\'s user to the group wazo-ha-monitor'),
+    Setting('paths', 'prometheus_textfile', '/var/lib/prometheus/node-exporter/wazo_ha.prom',
+            Path(),
+            "the same figures for Prometheus's node exporter (textfile collector), written when\n"
+            'this directory exists (Debian\'s prometheus-node-exporter reads this one)'),
+    Setting('paths', 'fail2ban_jail', '/etc/fail2ban/jail.d/wazo-ha.conf', Path(),
+            "on the master: fail2ban drop-in that puts the slave in ignoreip (its SIP OPTIONS\n"
+            'probes must never get it banned); written when the directory exists'),
+    Setting('paths', 'fail2ban_client', 'fail2ban-client', Command(empty=True),
+            'how the drop-in is reloaded when fail2ban runs (ping, then reload); empty: never'),
     Setting('paths', 'postgresql_conf_dir', '/etc/postgresql/15/main', Path(),
             "directory holding pg_hba.conf and conf.d/ of this node's PostgreSQL cluster"),
 
@@ -473,6 +486,16 @@ _CLASSES = dict(zip(SECTIONS, (Paths, Database, Check, Sync, Mail, Sip, WazoApi)
 
 
 @dataclass(frozen=True)
+class Problem:
+    """A mistake in a settings file: the file, the section and key it is about (None: the
+    whole file), and the one-line error naming them."""
+    file: str
+    section: str | None
+    key: str | None
+    text: str
+
+
+@dataclass(frozen=True)
 class Settings:
     paths: Paths
     database: Database
@@ -482,6 +505,11 @@ class Settings:
     sip: Sip
     wazo_api: WazoApi
     files: tuple[str, ...] = field(default=())
+    problems: tuple[Problem, ...] = field(default=())   # tolerated by load(strict=...)
+
+    def sound(self, section: str) -> bool:
+        """No tolerated problem touches this section (its values are the files' own)."""
+        return not any(p.section in (section, None) for p in self.problems)
 
     @property
     def continuous(self) -> bool:
@@ -493,13 +521,28 @@ def config_file_from_env() -> str:
     return os.environ.get(ENV_VAR) or DEFAULT_CONFIG_FILE
 
 
-def load(path: str | None = None) -> Settings:
-    """Read the main file (default: $WAZO_HA_CONFIG or /etc/wazo-ha/config.ini) and its conf.d."""
+def load(path: str | None = None, strict: tuple[str, ...] | None = None) -> Settings:
+    """Read the main file (default: $WAZO_HA_CONFIG or /etc/wazo-ha/config.ini) and its conf.d.
+
+    SettingsError on the first problem; with `strict`, only on a problem in those sections
+    (or a file that cannot be read, unless `strict` is empty: wazo-ha-config check lists
+    everything): a bad value elsewhere gives that key its default, an unknown key or section
+    is left out, and each is kept in Settings.problems."""
+    settings, problems = read(path)
+    for problem in problems:
+        if strict is None or problem.section in strict or (problem.section is None and strict):
+            raise SettingsError(problem.text)
+    return settings
+
+
+def read(path: str | None = None) -> tuple[Settings, tuple[Problem, ...]]:
+    """Every problem of the files, and the settings with defaults where a value is bad."""
     main = path or config_file_from_env()
     if not os.path.isfile(main):
         raise SettingsError(f'{main}: settings file not found')
     extra = sorted(glob.glob(os.path.join(os.path.dirname(main), 'conf.d', '*.ini')))
     files = [main] + extra
+    problems: list[Problem] = []
     values = {(s.section, s.key): (s.default, 'built-in default') for s in TABLE}
     for name in files:
         single = configparser.ConfigParser(interpolation=None)
@@ -507,13 +550,18 @@ def load(path: str | None = None) -> Settings:
             with open(name, encoding='utf-8') as f:
                 single.read_file(f, source=name)
         except (OSError, UnicodeDecodeError, configparser.Error, RecursionError) as e:
-            raise SettingsError(f'{name}: cannot be read: {_short(e)}') from None
+            problems.append(Problem(name, None, None, f'{name}: cannot be read: {_short(e)}'))
+            continue
         for section in single.sections():
             if section not in DEFAULTS:
-                raise SettingsError(f'{name}: unknown section [{_short(section)}]')
+                problems.append(Problem(name, _short(section), None,
+                                        f'{name}: unknown section [{_short(section)}]'))
+                continue
             for key, value in single.items(section, raw=True):
                 if key not in DEFAULTS[section]:
-                    raise SettingsError(f'{name}: [{section}] {_short(key)}: unknown key')
+                    problems.append(Problem(name, section, _short(key),
+                                            f'{name}: [{section}] {_short(key)}: unknown key'))
+                    continue
                 values[(section, key)] = (value, name)
     typed: dict[str, dict] = {section: {} for section in SECTIONS}
     for s in TABLE:
@@ -522,15 +570,24 @@ def load(path: str | None = None) -> Settings:
         try:
             typed[s.section][s.key] = s.kind.parse(raw)
         except ValueError as e:
-            raise SettingsError(f'{where}: [{s.section}] {s.key}: bad value {_short(raw)!r}: '
-                                f'{e}') from None
-    sip = typed['sip']
+            problems.append(Problem(where, s.section, s.key,
+                                    f'{where}: [{s.section}] {s.key}: bad value {_short(raw)!r}: '
+                                    f'{e}'))
+            typed[s.section][s.key] = s.kind.parse(s.default.strip())
+    sip, order = typed['sip'], ('min_expiry', 'default_expiry', 'max_expiry')
     if not sip['min_expiry'] <= sip['default_expiry'] <= sip['max_expiry']:
-        raise SettingsError(f'[sip] min_expiry {sip["min_expiry"]}, default_expiry '
-                            f'{sip["default_expiry"]}, max_expiry {sip["max_expiry"]}: must be '
-                            'in that order (min <= default <= max)')
-    return Settings(**{section: _CLASSES[section](**typed[section]) for section in SECTIONS},
-                    files=tuple(files))
+        where = next((values[('sip', k)][1] for k in order
+                      if values[('sip', k)][1] != 'built-in default'), main)
+        problems.append(Problem(where, 'sip', None,
+                                f'{where}: [sip] min_expiry {sip["min_expiry"]}, default_expiry '
+                                f'{sip["default_expiry"]}, max_expiry {sip["max_expiry"]}: must '
+                                'be in that order (min <= default <= max)'))
+        for s in TABLE:
+            if s.section == 'sip' and s.key in order:
+                sip[s.key] = s.kind.parse(s.default.strip())
+    settings = Settings(**{section: _CLASSES[section](**typed[section]) for section in SECTIONS},
+                        files=tuple(files), problems=tuple(problems))
+    return settings, tuple(problems)
 
 
 def _short(value, limit: int = 80) -> str:

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from . import jobs, role, schedule
 from .adapters import probes
 from .failover import services
+from .files import failback
 from .errors import HaConfError
 from .decisions.stream import LAG_WAIT
 from .settings import CONTINUOUS, Settings
@@ -36,18 +37,21 @@ class Facts:
     stream: jobs.LastRun | None = None               # continuous slave: last wazo-ha-stream run
     access: jobs.LastRun | None = None               # any role: last converge of node access
     error: str = ''
+    settings_problems: list = field(default_factory=list)  # mistakes in the settings files
+    peer_record: dict = field(default_factory=dict)  # master: the slave's record (failback)
 
 
 def gather(settings: Settings) -> Facts:
     """Read the state files and probe the peer once (side effects live here)."""
+    problems = [p.text for p in settings.problems]
     try:
         config = role.load(settings.paths.ha_conf)
     except HaConfError as e:
         what = 'not configured' if not os.path.exists(settings.paths.ha_conf) else 'corrupt'
-        return Facts(role=what, error=str(e))
+        return Facts(role=what, error=str(e), settings_problems=problems)
     facts = Facts(role=config.node_type, peer=config.remote_address,
                   paused=schedule.paused_since(settings.paths.state_dir),
-                  mode=settings.database.mode,
+                  mode=settings.database.mode, settings_problems=problems,
                   access=jobs.load_last_run(settings.paths.state_dir, jobs.CONVERGE))
     if config.node_type == 'disabled':
         return facts
@@ -64,12 +68,16 @@ def gather(settings: Settings) -> Facts:
         facts.verification = read_state(settings.paths.state_dir, jobs.VERIFICATION_FILE)
         facts.sync = jobs.load_last_run(settings.paths.state_dir, jobs.SYNC)
         facts.sync_key = os.path.exists(settings.sync.ssh_key)
+        facts.peer_record = failback.slave_view(settings)
     return facts
 
 
 def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
     """Warnings and the worst level, from the facts alone."""
     out: list[tuple[int, str]] = []
+    for problem in facts.settings_problems:
+        out.append((CRITICAL, f'settings: {problem} (the key keeps its default; commands that '
+                              'use it refuse to run: wazo-ha-config check)'))
     if facts.paused and facts.role in ('master', 'slave'):
         out.append((WARNING, f'the HA cron jobs are paused since {facts.paused}: no replication, '
                              'file sync or failover until wazo-ha-config resume'))
@@ -94,6 +102,9 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
             out.append((WARNING, f'last file sync failed: {facts.sync.sentence}'))
         if facts.peer_reachable is False:
             out.append((WARNING, f'the slave {facts.peer} does not answer ping'))
+        if facts.peer_record.get('serving'):
+            out.append((WARNING, f'the slave {facts.peer} served telephony at the last wazo-sync '
+                                 f"({facts.peer_record.get('episode')})"))
     elif facts.role == 'slave':
         decision = facts.decision.get('decision', 'unknown')
         running = facts.services.get('state') == services.STARTED
@@ -198,8 +209,26 @@ def render(facts: Facts, level: int, warnings: list[str]) -> str:
         lines.append(_verification(facts.verification))
         sy = facts.sync
         lines.append(f'last sync: {_when(sy.finished_at)} {sy.result}' if sy else 'last sync: never')
+        lines.append(_slave_line(facts.peer_record))
     lines += warnings
     return '\n'.join(lines)
+
+
+def _slave_line(view: dict) -> str:
+    """The slave's telephony as its record said at the last wazo-sync."""
+    if not view:
+        return 'slave telephony: unknown (wazo-sync has not read the slave\'s record yet)'
+    as_of = f" (its record, read by wazo-sync at {_when(view.get('read_at'))})"
+    if view.get('decision') == 'none':
+        return 'slave telephony: never served, slave decision: master up' + as_of
+    if view.get('serving'):
+        return (f"slave telephony: SERVING {view.get('episode')}, slave decision: master down"
+                + as_of)
+    back = (f"voicemail and recordings brought back at {_when(view.get('brought_back_at'))} "
+            f"({view.get('files')} files)" if view.get('brought_back') else
+            'voicemail and recordings not brought back yet (the next wazo-sync does it)')
+    return (f"slave telephony: stopped, slave decision: master up; it served "
+            f"{view.get('episode')}; {back}" + as_of)
 
 
 def _stream_lines(run: jobs.LastRun | None) -> list[str]:

@@ -570,6 +570,9 @@ def test_after_a_failback_the_next_sync_brings_voicemail_back_once_then_pushes(n
     assert 'serves telephony since' in result.stdout and 'nothing pushed' in result.stdout
     assert not os.path.exists(slave.host_path('/etc/asterisk/extensions_extra.d/new.conf'))
     assert not os.path.exists(master.host_path(f'{inbox}/msg0000.txt'))
+    status = master.wazo('wazo-ha-status')
+    assert 'slave telephony: SERVING since ' in status.stdout, status.stdout
+    assert 'slave decision: master down' in status.stdout
 
     slave.write_settings(check={'run_for': '7'})
     assert slave.wazo(*check, timeout=60).returncode == 0
@@ -588,3 +591,8 @@ def test_after_a_failback_the_next_sync_brings_voicemail_back_once_then_pushes(n
     assert result.returncode == 0, result.stderr
     assert 'brought back' not in result.stdout, 'once per episode'
     assert not os.path.exists(master.host_path(f'{inbox}/msg0000.txt'))
+    done = [m for m in master.mails() if 'Subject: Failback done: master ' in m]
+    assert len(done) == 1 and 'brought back 1 files' in done[0], master.mails()
+    status = master.wazo('wazo-ha-status')
+    assert 'slave telephony: stopped, slave decision: master up; it served from ' in status.stdout
+    assert 'voicemail and recordings brought back at ' in status.stdout, status.stdout

@@ -13,25 +13,25 @@ from wazo_ha_common import __version__
 COMMANDS = ['/usr/sbin/xivo-master-slave-db-replication', '/usr/sbin/xivo-manage-slave-services',
             '/usr/sbin/xivo-check-master-status', '/usr/bin/wazo-sync', '/usr/sbin/wazo-ha-config',
             '/usr/sbin/wazo-ha-status', '/usr/sbin/wazo-ha-stream']
-OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/log/wazo-ha.log', '/etc/cron.d/wazo-ha',
+OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/lib/wazo-ha-monitoring', '/var/log/wazo-ha.log', '/etc/cron.d/wazo-ha',
          '/etc/wazo-auth-keys/conf.d/wazo-ha.yml',
          '/etc/logrotate.d/wazo-ha']
 
 
-MODULES = ['__init__', 'cli', 'errors', 'hooks', 'jobs', 'pause', 'role', 'role_setup',
-           'schedule', 'settings', 'status'] + [
-           f'access/{m}' for m in ('__init__', 'converge', 'pairing', 'pg_access', 'pg_files',
-                                       'stream_access')] + [
+MODULES = ['__init__', 'cli', 'diagnosis', 'errors', 'hooks', 'jobs', 'monitoring', 'pause',
+           'role', 'role_setup', 'schedule', 'settings', 'status'] + [
+           f'access/{m}' for m in ('__init__', 'converge', 'fail2ban', 'pairing', 'pg_access',
+                                   'pg_files', 'stream_access')] + [
            f'adapters/{m}' for m in ('__init__', 'network', 'probes', 'system', 'wazo_api')] + [
            f'adapters/db/{m}' for m in ('__init__', 'catalog', 'logical', 'publishing', 'session',
                                         'table_copy')] + [
-           f'decisions/{m}' for m in ('__init__', 'addresses', 'failback', 'health', 'pgpass',
-                                      'registrations', 'replication', 'rsync_modules', 'schema',
-                                      'stream', 'tracking', 'voicemail')] + [
+           f'decisions/{m}' for m in ('__init__', 'addresses', 'failback', 'health', 'origin',
+                                      'pgpass', 'registrations', 'replication', 'rsync_modules',
+                                      'schema', 'stream', 'tracking', 'voicemail')] + [
            f'failover/{m}' for m in ('__init__', 'check', 'phones', 'services')] + [
            f'files/{m}' for m in ('__init__', 'failback', 'landing', 'rsync_names', 'rsyncd',
                                   'sync', 'voicemail_back')] + [
-           f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'write')] + [
+           f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'origin', 'write')] + [
            f'stream/{m}' for m in ('__init__', 'connection', 'control', 'failover', 'handoff', 'job',
                                      'master', 'owner', 'publication', 'slots')]
 PACKAGES = ['access', 'adapters', 'adapters/db', 'decisions', 'failover', 'files', 'replication', 'stream']
@@ -149,9 +149,12 @@ def test_install_run_help_and_purge(deb):
                 os.path.exists(f'/usr/share/man/man1/{os.path.basename(command)}.1.gz')
         with open('/etc/cron.d/wazo-ha') as f:
             cron = f.read()
-        assert '0 * * * * root test -e /var/lib/wazo/is-primary && /usr/sbin/xivo-master-slave-db-replication' in cron
-        assert '* * * * * root test -e /var/lib/wazo/is-secondary && /usr/sbin/xivo-check-master-status' in cron
-        assert '* * * * * root /usr/sbin/wazo-ha-config converge >/dev/null' in cron
+        assert ('0 * * * * root if test -x /usr/sbin/wazo-ha-config && test -e /var/lib/wazo/is-primary; '
+                'then /usr/sbin/xivo-master-slave-db-replication') in cron
+        assert ('* * * * * root if test -x /usr/sbin/wazo-ha-config && test -e /var/lib/wazo/is-secondary; '
+                'then /usr/sbin/xivo-check-master-status') in cron
+        assert ('* * * * * root if test -x /usr/sbin/wazo-ha-config; then /usr/sbin/wazo-ha-config '
+                'converge >/dev/null; fi') in cron
         # a run leaves a log and state behind; purge must remove them too
         status = sh('/usr/sbin/wazo-ha-status')
         assert status.returncode in (1, 2)

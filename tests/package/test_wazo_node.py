@@ -69,3 +69,38 @@ def test_two_cron_files_starting_the_same_job_in_the_same_minute_run_it_once(tmp
     # by hand, the same job still runs
     by_hand = local.run('wazo-sync')
     assert by_hand.returncode == 0 and 'not set up' in by_hand.stdout
+
+
+def cron_lines(path='/etc/cron.d/wazo-ha'):
+    """The commands of a cron file's lines (after the five time fields and the user)."""
+    with open(path) as f:
+        return [line.split(None, 6)[6].strip() for line in f
+                if line.strip() and not line.startswith('#') and '=' not in line.split()[0]]
+
+
+def test_removed_not_purged_every_cron_line_does_nothing(wazo_node):
+    """`apt remove` keeps the conffile /etc/cron.d/wazo-ha while the originals come back: run
+    every line as cron does (sh -c, cron's PATH), on a node with both sentinels: no output
+    (cron would mail it), exit 0, the originals never started."""
+    deb, _, _ = wazo_node
+    assert sh('dpkg', '-i', deb).returncode == 0
+    result = sh('dpkg', '-r', 'wazo-ha')
+    assert result.returncode == 0, result.stderr
+    assert os.path.exists('/etc/cron.d/wazo-ha'), 'the conffile stays after remove'
+    made = []
+    for sentinel in ('/var/lib/wazo/is-primary', '/var/lib/wazo/is-secondary'):
+        if not os.path.exists(sentinel):
+            os.makedirs(os.path.dirname(sentinel), exist_ok=True)
+            open(sentinel, 'w').close()
+            made.append(sentinel)
+    try:
+        lines = cron_lines()
+        assert len(lines) == 5
+        for line in lines:
+            ran = sh('sh', '-c', line, env={'PATH': '/usr/local/sbin:/usr/local/bin:/usr/sbin:'
+                                                    '/usr/bin:/sbin:/bin'})
+            assert (ran.returncode, ran.stdout, ran.stderr) == (0, '', ''), line
+    finally:
+        for sentinel in made:
+            os.unlink(sentinel)
+        sh('dpkg', '--purge', 'wazo-ha')

@@ -18,7 +18,8 @@ LAYERS = (
     ('domains', ('wazo_ha_common.replication', 'wazo_ha_common.stream', 'wazo_ha_common.files',
                  'wazo_ha_common.access', 'wazo_ha_common.failover')),
     ('commands', ('wazo_ha_common.cli', 'wazo_ha_common.status', 'wazo_ha_common.pause',
-                  'wazo_ha_common.role_setup', 'wazo_ha_common.hooks', 'bin')),
+                  'wazo_ha_common.role_setup', 'wazo_ha_common.hooks',
+                  'wazo_ha_common.monitoring', 'wazo_ha_common.diagnosis', 'bin')),
 )
 # outside imports that one place owns (STYLE.md habit 3)
 OWNERS = {'subprocess': ('wazo_ha_common.adapters.system',),

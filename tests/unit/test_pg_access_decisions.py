@@ -13,7 +13,7 @@ ROLE = 'wazo_ha_replication'
 SAFE_OWNER = {'name': 'asterisk', 'escalates': False}
 PAIRED = {'super': False, 'createrole': False, 'createdb': False, 'replication': False,
           'bypassrls': False, 'inherit': True, 'login': True, 'member_of': ['asterisk'],
-          'set_replication_role': True, 'control_system': True, 'sessions': 0}
+          'set_replication_role': True, 'control_system': True, 'origin': True, 'sessions': 0}
 
 
 def steps(state, slave=True):
@@ -25,7 +25,8 @@ def test_a_new_slave_gets_a_role_without_login_member_of_the_owner_only():
     assert sql[0].startswith(f'CREATE ROLE "{ROLE}" NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE')
     assert sql[1:] == [f'GRANT "asterisk" TO "{ROLE}"',
                        f'GRANT SET ON PARAMETER session_replication_role TO "{ROLE}"',
-                       f'GRANT EXECUTE ON FUNCTION pg_control_system() TO "{ROLE}"']
+                       f'GRANT EXECUTE ON FUNCTION pg_control_system() TO "{ROLE}"',
+                       pg_access.origin_setup_sql(f'"{ROLE}"')]
 
 
 def test_a_configured_role_is_left_as_it_is_and_extra_rights_are_taken_back():
@@ -57,6 +58,7 @@ def test_leaving_the_slave_role_ends_the_sessions_and_drops_the_role():
     assert steps({'owners': [SAFE_OWNER], 'role': None}, slave=False) == []
     sql = steps({'owners': [SAFE_OWNER], 'role': {**PAIRED, 'sessions': 2}}, slave=False)
     assert 'pg_terminate_backend' in sql[0] and sql[1].endswith(f'DROP ROLE "{ROLE}"')
+    assert sql[1].startswith('DROP SCHEMA IF EXISTS wazo_ha CASCADE')
 
 
 def test_scram_verifier_matches_rfc7677():

@@ -9,7 +9,9 @@ the slave's pairing session.
 - any role: what it should not have is taken away: the replication role (its sessions ended),
   the blocks, conf.d/wazo-ha.conf, the rsync daemon configuration, the stream role, the
   publication and our slots, and a subscription (with its slot on the old master when that
-  answers), found in PostgreSQL's catalog, never from a state file.
+  answers), found in PostgreSQL's catalog, never from a state file;
+- fail2ban: the master's jail.d drop-in puts its slave in ignoreip; any other role has none
+  (see fail2ban). A failure there is reported (not_applied) after the rest is done.
 
 Idempotent: nothing is written, reloaded or restarted when everything is as it should be.
 PostgreSQL is reloaded when a file changed; a setting that needs a restart is pending until
@@ -33,7 +35,7 @@ from ..failover import services
 from ..files import rsyncd
 from ..settings import CONTINUOUS, Settings
 from ..stream import publication
-from . import pg_access, pg_files, stream_access
+from . import fail2ban, pg_access, pg_files, stream_access
 
 logger = logging.getLogger('wazo-ha')
 
@@ -85,6 +87,7 @@ class Outcome:
     pending_restart: list[str] = field(default_factory=list)   # settings waiting for a restart
     restarted: bool = False
     conf_digest: str = ''        # of conf.d/wazo-ha.conf: a restart is done once per content
+    not_applied: list[str] = field(default_factory=list)   # what failed beside the rest
 
     def sentence(self, node_type: str) -> str:
         said = (f'{len(self.changes)} changes' if self.changes else 'nothing to change')
@@ -92,6 +95,8 @@ class Outcome:
         if self.pending_restart:
             said += ('; PostgreSQL must be restarted for ' + ', '.join(self.pending_restart)
                      + ' to take effect')
+        if self.not_applied:
+            said += '; not applied: ' + '; '.join(self.not_applied)
         return said
 
 
@@ -145,6 +150,11 @@ def converge(settings: Settings, config: role.HaConfig | None = None,
                             ' changed; this slave serves no telephony)'))
         out.restarted = True
         out.pending_restart = pg_files.pending(settings)
+    try:  # last: fail2ban is not PostgreSQL's nor the rsync daemon's business
+        out.changes += fail2ban.apply(settings, t.remote_address if t.node_type == 'master'
+                                      and t.remote_address else None)
+    except (OSError, WazoHaError) as e:
+        out.not_applied.append(f'fail2ban drop-in for the slave: {e}')
     return out
 
 
@@ -223,8 +233,11 @@ def converge_and_record(settings: Settings, config: role.HaConfig | None = None,
         details['restarted_for'] = outcome.conf_digest
     details['pending_restart'] = outcome.pending_restart
     node_type = (config or load_config(settings)).node_type
+    failed = bool(outcome.not_applied)
     jobs.save_last_run(settings.paths.state_dir, JOB,
-                       jobs.LastRun('ok', time.time(), outcome.sentence(node_type), None, details))
+                       jobs.LastRun('failed' if failed else 'ok', time.time(),
+                                    outcome.sentence(node_type), jobs.FAILED if failed else None,
+                                    details))
     return outcome
 
 
@@ -238,6 +251,8 @@ def run_job(settings: Settings) -> Outcome:
         outcome = converge_and_record(settings, config)
     for line in outcome.changes:
         logger.info('changed: %s', line)
+    if outcome.not_applied:
+        raise WazoHaError(outcome.sentence(config.node_type))
     if outcome.changes:
         logger.info('%s', outcome.sentence(config.node_type))
     return outcome

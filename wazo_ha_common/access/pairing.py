@@ -177,7 +177,14 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
         for fingerprint in sync.host_key_fingerprints(settings, slave):
             tell(f'  {fingerprint}')
         tell(f"Authorising {key} on {target}: enter {settings.sync.remote_user}'s password "
-             'on the slave when asked.')
+             'on the slave when asked. It is asked once, to put the key in the slave\'s '
+             'authorized_keys and set the database password there (SSH password login); it is '
+             'kept nowhere.')
+        tell('Where the slave refuses root password logins (Debian 12\'s sshd: PermitRootLogin '
+             'prohibit-password), allow them for this once: on the slave, '
+             '`PermitRootLogin yes` in /etc/ssh/sshd_config.d/wazo-ha-pairing.conf and '
+             '`systemctl reload ssh`; remove that file after the pairing (README '
+             '"Configure", step 4).')
         # stdin: the key's line, then the pairing protocol (never a secret in a command line)
         result = run(['ssh', *sync.ssh_options(settings, batch=False), target,
                       remote_command(settings, sync.AUTHORIZE_SCRIPT)],
@@ -257,6 +264,8 @@ def receive(settings: Settings, received: Received) -> list[str]:
         raise RoleNotPaired(f'node access not converged to ha.conf: {e}') from None
     for line in outcome.changes:
         logger.info('changed: %s', line)
+    for line in outcome.not_applied:   # the fail2ban drop-in: not the pairing's business
+        logger.warning('not applied: %s', line)
     said += outcome.changes
     d = settings.database
     try:

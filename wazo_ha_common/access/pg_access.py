@@ -159,6 +159,8 @@ SELECT json_build_object(
                             WHERE m.member = r.oid),
               'set_replication_role', has_parameter_privilege(r.oid, 'session_replication_role', 'SET'),
               'control_system', has_function_privilege(r.oid, 'pg_control_system()', 'EXECUTE'),
+              'origin', coalesce(has_table_privilege(r.oid, to_regclass('wazo_ha.origin'),
+                                                     'SELECT, INSERT, DELETE'), false),
               'sessions', (SELECT count(*) FROM pg_stat_activity WHERE usesysid = r.oid))
            FROM pg_roles r WHERE r.rolname = :'role'))
 """
@@ -170,7 +172,8 @@ def role_steps(state: dict, role: str, database: str, slave: bool) -> list[Step]
     The role may do what the owner of the replicated tables may do (it rewrites them, drops and
     builds their indexes and constraints, restarts their sequences), SET
     session_replication_role (the copy loads rows with triggers and foreign key checks off)
-    and read pg_control_system() (which cluster answers: see tracking). Refused: a table owner
+    and read pg_control_system() (which cluster answers: see tracking), and keep the slave's
+    record of the master cluster it copies from (origin). Refused: a table owner
     that is, or may become, a superuser or the server's own user, and a role of that name
     that is a superuser or may create roles (not ours: never changed)."""
     current = state.get('role')
@@ -190,6 +193,7 @@ def role_steps(state: dict, role: str, database: str, slave: bool) -> list[Step]
                               'SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity '
                               f"WHERE usename = '{role}'"))
         return steps + [Step(f'dropped the replication role {role}',
+                             'DROP SCHEMA IF EXISTS wazo_ha CASCADE; '
                              f'REVOKE SET ON PARAMETER session_replication_role FROM {r}; '
                              f'REVOKE EXECUTE ON FUNCTION pg_control_system() FROM {r}; '
                              f'DROP ROLE {r}')]
@@ -227,7 +231,21 @@ def role_steps(state: dict, role: str, database: str, slave: bool) -> list[Step]
     if not current['control_system']:
         steps.append(Step(f'role {role}: may read pg_control_system()',
                           f'GRANT EXECUTE ON FUNCTION pg_control_system() TO {r}'))
+    if not current.get('origin'):
+        steps.append(Step(f"role {role}: may keep this slave's record of the master cluster it "
+                          'copies from (wazo_ha.origin)', origin_setup_sql(r)))
     return steps
+
+
+def origin_setup_sql(r: str) -> str:
+    """The slave's record of the master cluster its data came from (see origin): a table
+    outside the public schema (never copied nor compared), the superuser's, that the
+    replication role may read and write only."""
+    return ('CREATE SCHEMA IF NOT EXISTS wazo_ha; REVOKE ALL ON SCHEMA wazo_ha FROM PUBLIC; '
+            'CREATE TABLE IF NOT EXISTS wazo_ha.origin (system_identifier text NOT NULL, '
+            'recorded_at timestamptz NOT NULL DEFAULT now(), recorded_by text NOT NULL); '
+            f'GRANT USAGE ON SCHEMA wazo_ha TO {r}; '
+            f'GRANT SELECT, INSERT, DELETE ON wazo_ha.origin TO {r}')
 
 
 def admin_psql(settings: Settings, sql: str, **variables) -> Completed:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -15,7 +16,8 @@ from typing import Callable
 
 from .. import role
 from ..adapters import probes
-from ..adapters.system import mail_once, read_state, read_text, single_instance, write_state
+from ..adapters.system import (mail_once, read_state, read_text, send_mail, single_instance,
+                               write_state)
 from ..decisions import health, registrations
 from ..errors import WazoHaError
 from ..files import failback
@@ -112,8 +114,10 @@ def load_waiting(settings: Settings, master_ip: str) -> registrations.Waiting | 
 
 
 def run(settings: Settings, argument: str | None, sleep=time.sleep,
-        hooks: Hooks = Hooks()) -> str:
-    """Returns the closing sentence of the run."""
+        hooks: Hooks = Hooks(), by_hand: bool = False) -> str:
+    """Returns the closing sentence of the run. `by_hand`: a run started by the administrator
+    converges too (paused or not); it warns before starting telephony beside a master that
+    answers."""
     master_ip = role.resolve_peer(settings, argument, 'slave', 'the master check')
     policy = health.Policy(settings.check.probe_interval, settings.check.down_after,
                            settings.check.up_after)
@@ -133,10 +137,15 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep,
                 logger.warning('decision: master %s: %s', verdict.decision, verdict.sentence)
             if not role.is_secondary(settings.paths.sentinel_dir):
                 return 'this node stopped being a secondary during the run: nothing done'
+            if by_hand and not converged and verdict.decision == health.DOWN and probe.master \
+                    and not services.running():
+                _warn(f'warning: the master {master_ip} answers, but the decision "master down" '
+                      f'stands until it has answered for {settings.check.up_after:g} s: this run '
+                      'starts the telephony of this slave beside it')
             began = waiting
             outcome, waiting = _converge(settings, verdict, hooks,
                                          force=not converged or waiting is not None,
-                                         waiting=waiting)
+                                         memory=memory, waiting=waiting)
             if waiting != began:  # a wait begun or ended: kept for the next run
                 save_memory(settings, memory, verdict, waiting)
             converged = True
@@ -157,8 +166,16 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep,
         return sentence
 
 
+def _warn(text: str) -> None:
+    logger.warning('%s', text)
+    print(f'{CHECK.name}: {text}', file=sys.stderr, flush=True)
+
+
 def _keep_daemon_config(settings: Settings, hooks: Hooks) -> None:
     """The rsync daemon configuration follows the settings (what the master's key may do)."""
+    if not settings.sound('sync'):  # a mistake in [sync]: keep what the daemon has
+        logger.warning('the rsync daemon configuration is left as it is: [sync] has a mistake')
+        return
     try:
         for change in hooks.keep_daemon_config(settings):
             logger.info('changed: %s', change)
@@ -167,11 +184,13 @@ def _keep_daemon_config(settings: Settings, hooks: Hooks) -> None:
 
 
 def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks, force: bool,
+              memory: health.Memory | None = None,
               waiting: registrations.Waiting | None = None
               ) -> tuple[services.Outcome | None, registrations.Waiting | None]:
     """Bring the services to the decided state on a change, and once per run anyway (at
     every probe while a failback waits for the phones); keep the failback record (what the
-    master's next wazo-sync reads) in step. Returns the outcome and the wait under way."""
+    master's next wazo-sync reads) in step. Root is mailed once per transition: the record
+    opens or closes an episode once. Returns the outcome and the wait under way."""
     if verdict.decision == health.UNKNOWN or not (verdict.changed or force):
         return None, waiting
     if verdict.decision == health.DOWN:
@@ -183,6 +202,8 @@ def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks, force: 
         hooks.before_serving(settings)  # the slave's own writes from now on
         outcome = services.start(settings)
         change = failback.serving(settings)
+        if change and not outcome.critical_failed:
+            _announce_failover(settings, memory)
     else:
         asked: list[bool] = []
 
@@ -211,9 +232,51 @@ def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks, force: 
             logger.info('%s', services.drain(limit).sentence(limit))
         outcome = services.stop(settings)
         change = None if outcome.critical_failed else failback.gave_back(settings)
+        if change:
+            _announce_failback(settings)
     if change:
         logger.info('%s', change)
     return outcome, waiting
+
+
+def _wall(monotonic_time: float | None) -> float | None:
+    """A CLOCK_MONOTONIC time of this boot as a wall-clock time."""
+    if monotonic_time is None:
+        return None
+    return time.time() - (time.monotonic() - monotonic_time)
+
+
+def _stamp(ts: float | None) -> str:
+    return time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(ts)) if ts else 'an unknown time'
+
+
+def _announce_failover(settings: Settings, memory: health.Memory | None) -> None:
+    host = socket.gethostname()
+    episode = failback.parse_record(failback.record_path(settings))
+    since = episode.started_at if episode else time.time()
+    master = memory.master if memory else ''
+    silent = _wall(memory.last_answer) if memory else None
+    sentence = (f'slave {host} serves telephony since {_stamp(since)}: master {master} silent '
+                f'since {_stamp(silent)}')
+    send_mail(settings.mail.sendmail, settings.mail.recipient, f'Failover: {sentence}',
+              f'{sentence}.\n\nThe slave took telephony over by itself '
+              f'({CHECK.name}). It gives it back once the master answers again for '
+              f'{settings.check.up_after:g} s; the master\'s next wazo-sync then brings the '
+              'voicemail and recordings left on the slave back.\n'
+              f'wazo-ha-status shows the state; see {settings.paths.log_file}.\n')
+
+
+def _announce_failback(settings: Settings) -> None:
+    host = socket.gethostname()
+    episode = failback.parse_record(failback.record_path(settings))
+    served = f' (it served {episode.describe()})' if episode and episode.ended_at else ''
+    config = role.load(settings.paths.ha_conf)
+    sentence = (f'slave {host} gave telephony back to the master {config.remote_address} at '
+                f'{_stamp(episode.ended_at if episode else time.time())}{served}')
+    send_mail(settings.mail.sendmail, settings.mail.recipient, f'Failback: {sentence}',
+              f'{sentence}.\n\nThe master\'s next wazo-sync (hourly) brings the voicemail and '
+              'recordings left on the slave back first, and mails root when done.\n'
+              f'See {settings.paths.log_file}.\n')
 
 
 class ConvergeError(WazoHaError):

@@ -26,6 +26,7 @@ logger = logging.getLogger('wazo-ha')
 
 RECORD_FILE = 'served.json'      # on the slave, in [sync] record_dir
 BROUGHT_BACK_FILE = 'failback.json'  # on the master, in [paths] state_dir
+SLAVE_RECORD_FILE = 'slave-record.json'  # on the master: the slave's record as last read
 
 def parse_record(path: str) -> Episode | None:
     """The slave's record read from path (a copy fetched by the master, or the slave's own);
@@ -81,3 +82,32 @@ def last_brought_back(settings: Settings) -> str | None:
 def brought_back(settings: Settings, episode: Episode, files: int) -> None:
     write_state(settings.paths.state_dir, BROUGHT_BACK_FILE,
                 {**asdict(episode), 'brought_back_at': time.time(), 'files': files})
+
+
+def remember_slave_record(settings: Settings, record: Episode | None) -> None:
+    """The slave's record as wazo-sync read it, for the master's wazo-ha-status."""
+    write_state(settings.paths.state_dir, SLAVE_RECORD_FILE,
+                {'record': asdict(record) if record else None, 'read_at': time.time()})
+
+
+def slave_view(settings: Settings) -> dict:
+    """What the master knows of the slave's telephony: the slave's last record as wazo-sync
+    read it (when), and the last episode brought back; {} when wazo-sync never read it."""
+    state = read_state(settings.paths.state_dir, SLAVE_RECORD_FILE)
+    if not state:
+        return {}
+    try:
+        record = episode_from_dict(state.get('record') or {})
+    except ValueError:
+        record = None
+    back = read_state(settings.paths.state_dir, BROUGHT_BACK_FILE)
+    return {'read_at': state.get('read_at'),
+            'serving': bool(record and record.ended_at is None),
+            'decision': 'none' if record is None else ('down' if record.ended_at is None else 'up'),
+            'episode': record.describe() if record else '',
+            'brought_back': bool(record and record.ended_at is not None
+                                 and back.get('episode') == record.episode),
+            'brought_back_at': back.get('brought_back_at') if record and
+            back.get('episode') == record.episode else None,
+            'files': back.get('files') if record and back.get('episode') == record.episode
+            else None}

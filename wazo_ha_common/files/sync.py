@@ -12,6 +12,7 @@ import glob
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 
@@ -22,7 +23,7 @@ from ..decisions.failback import BRING_BACK, SERVING, Episode, plan as failback_
 from ..errors import WazoHaError
 from ..jobs import SYNC, LastRun, save_last_run
 from ..settings import Settings
-from ..adapters.system import describe, run, single_instance, tail
+from ..adapters.system import describe, run, send_mail, single_instance, tail
 
 logger = logging.getLogger('wazo-ha')
 
@@ -124,7 +125,7 @@ def check_key(settings: Settings, target: str) -> None:
                            or 'unknown module' in check.stderr.lower() else ''))
 
 
-def push(settings: Settings, dry_run: bool = False) -> str:
+def push(settings: Settings, dry_run: bool = False, replace: bool = False) -> str:
     """wazo-sync: rsync the directories to the slave. Returns the closing sentence."""
     slave = role.resolve_peer(settings, None, 'master', 'file synchronisation')
     key = settings.sync.ssh_key
@@ -147,6 +148,15 @@ def push(settings: Settings, dry_run: bool = False) -> str:
         except SyncError as e:
             _save_state(settings, 'failed', str(e))
             raise
+        failback.remember_slave_record(settings, record)   # for the master's wazo-ha-status
+        from ..replication import origin  # the database driver: never loaded by the check
+        try:
+            said = origin.check_before_sync(settings, slave, replace, SYNC.name, dry_run)
+        except origin.ForeignMasterError as e:
+            _save_state(settings, 'failed', f'{e}; nothing pushed')
+            raise
+        if said:
+            logger.warning('%s', said)
         step = failback_step(record, failback.last_brought_back(settings))
         if step == SERVING:
             sentence = (f'the slave {slave} serves telephony {record.describe()}: '
@@ -172,6 +182,7 @@ def push(settings: Settings, dry_run: bool = False) -> str:
                       f'slave, which served telephony {record.describe()}; then ')
             logger.info('failback episode %s: %d files copied back from %s: %s', record.episode,
                         len(copied), target, ', '.join(copied[:20]) or 'none')
+            _announce_brought_back(settings, slave, record, len(copied))
         changes, failures = [], []
         for module, sources in plan:
             argv = ['rsync', *rsync_modules.TRANSFER_OPTIONS, '-R', '--delete-after',
@@ -200,6 +211,20 @@ def push(settings: Settings, dry_run: bool = False) -> str:
         logger.info('%s', sentence)
         _save_state(settings, 'ok', sentence)
         return sentence
+
+
+def _announce_brought_back(settings: Settings, slave: str, record: Episode,
+                           files: int) -> None:
+    """Root is mailed once per episode (failback.brought_back records it once)."""
+    host = socket.gethostname()
+    sentence = (f'master {host} brought back {files} files of voicemail and recordings from '
+                f'the slave {slave}, which served telephony {record.describe()}')
+    send_mail(settings.mail.sendmail, settings.mail.recipient, f'Failback done: {sentence}',
+              f'{sentence}.\n\nVoicemail messages were merged into the master\'s folders at '
+              'free numbers, once each; for the other files, a file newer on the master was '
+              'kept, and a file replaced is kept beside it as NAME.before-failback-DATE. '
+              'Nothing is left to do by hand.\n'
+              f'See {settings.paths.log_file}.\n')
 
 
 def pull_back(settings: Settings) -> list[str]:

@@ -15,6 +15,7 @@ from ..adapters.system import (read_state, read_text, send_mail, single_instance
                                write_state)
 from ..decisions import tracking
 from ..decisions.replication import verification_due
+from . import origin
 from ..errors import InputError
 from ..settings import Settings
 from .compare import SchemaMismatch, copied_tables, find_changes
@@ -40,6 +41,7 @@ class Result(Copy):
     missed_by_tracking: list[str] = field(default_factory=list)  # (verified runs)
     stream: dict | None = None   # continuous mode: the slave's slot on this master
     publication: list[str] = field(default_factory=list)  # continuous mode: what changed
+    replace_slave: bool = False  # --replace-slave: the slave may have copied another cluster
     held: str | None = None      # why the slave's database was left alone (it serves)
 
     def sentence(self) -> str:
@@ -68,13 +70,14 @@ class Result(Copy):
 
 def run(settings: Settings, argument: str | None, verify: bool = False, *,
         reconcile: Callable[[Settings, str, Result], None],
-        serving: Callable[[str], str | None] | None = None, force: bool = False) -> Result:
+        serving: Callable[[str], str | None] | None = None, force: bool = False,
+        replace: bool = False) -> Result:
     """One replication; `verify`: compare every copied table by content (else done when
     [database] verify_every says it is due). In continuous mode the stream carries the rows:
     `reconcile` (the stream's master side, given by the command) does this run's part.
     `serving(slave_ip)` (given by the command) says why the slave must be left alone now (it
     serves telephony, or that cannot be told), None when it may be written; `force` copies
-    anyway."""
+    anyway. `replace`: --replace-slave (see origin)."""
     slave_ip = role.resolve_peer(settings, argument, 'master', 'replication')
     with single_instance(settings.paths.lock_dir, NAME):
         result = Result(slave=slave_ip, started_at=time.time())
@@ -93,9 +96,13 @@ def run(settings: Settings, argument: str | None, verify: bool = False, *,
             result.verified = False
         try:
             if continuous:
+                result.replace_slave = replace
                 reconcile(settings, slave_ip, result)
             else:
-                _replicate(settings, slave_ip, result)
+                _replicate(settings, slave_ip, result, replace)
+        except origin.ForeignMasterError as e:
+            _save_state(settings, result, started, error=str(e))
+            raise
         except SchemaMismatch as e:
             _save_state(settings, result, started, error=str(e), kind=jobs.SCHEMA_MISMATCH)
             raise
@@ -108,6 +115,23 @@ def run(settings: Settings, argument: str | None, verify: bool = False, *,
             _report_verification(settings, result, by_hand=verify)
         logger.info('%s', result.sentence())
         return result
+
+
+def guard_slave(settings: Settings, nodes: Nodes, slave_ip: str, master_system: str,
+                replace: bool) -> str | None:
+    """A rebuilt master never wipes the slave (see origin): ForeignMasterError (the slave's
+    transaction rolled back), or the identifier to be recorded in the slave's transaction just
+    before it commits, with the copy (None: already recorded)."""
+    master = origin.master_identity(settings, master_system)
+    try:
+        record = origin.guard(nodes.scur, origin.own_address(slave_ip), master, replace)
+    except origin.ForeignMasterError:
+        nodes.rollback_slave()
+        raise
+    if not record:
+        return None
+    origin.write_at_commit(nodes, master, NAME)
+    return master
 
 
 def _hold(settings: Settings, slave_ip: str, result: Result, why: str) -> Result:
@@ -127,10 +151,11 @@ def _hold(settings: Settings, slave_ip: str, result: Result, why: str) -> Result
     return result
 
 
-def _replicate(settings: Settings, slave_ip: str, result: Result) -> None:
+def _replicate(settings: Settings, slave_ip: str, result: Result, replace: bool = False) -> None:
     with Nodes(settings, slave_ip, NAME) as nodes:
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         now = tuple(tracking.Horizon(**h) for h in nodes.both(catalog.horizon))
+        to_record = guard_slave(settings, nodes, slave_ip, now[0].system, replace)
         record = _trusted_record(settings, slave_ip, now)
         changes = find_changes(nodes, tables, record, verify=result.verified)
         result.tables_unchanged = len(tables) - len(changes.tables)
@@ -140,6 +165,8 @@ def _replicate(settings: Settings, slave_ip: str, result: Result) -> None:
         writer = None
         if changes:
             writer = Writer(nodes, changes, record, result).write()
+        elif to_record:
+            nodes.commit_slave()   # nothing to copy, but the record is new
         else:
             nodes.rollback_slave()
         nodes.end_read()

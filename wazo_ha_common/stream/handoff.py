@@ -18,6 +18,8 @@ from ..adapters.db import catalog, logical, session
 from ..decisions.replication import split_tables
 from ..decisions.stream import PENDING, slot_name, subscription_refusal
 from ..errors import WazoHaError
+from ..decisions import origin as origin_decision
+from ..replication import origin
 from ..replication.compare import copied_tables, find_changes
 from ..replication.nodes import Nodes
 from ..replication.write import Copy, Writer
@@ -53,6 +55,7 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
     try:
         reader = access.connect_master(settings, master_ip, APPLICATION)
         replicator = access.connect_replication(settings, master_ip, APPLICATION)
+        to_record = _origin(admin, logical.identify_system(replicator), master_ip)
         _, snapshot = logical.create_exported_slot(replicator, slot)
         made = True
         logical.use_snapshot(reader, snapshot)
@@ -74,6 +77,8 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         logical.give_subscription(acur, PENDING, role)
         if subscription is not None and logical.subscription_owner(acur, SUBSCRIPTION) != role:
             logical.give_subscription(acur, SUBSCRIPTION, role)  # made by an older version
+        if to_record:  # the first copy to this slave (see origin): the superuser writes it
+            origin.write(acur, to_record, APPLICATION)
         session.commit(admin)
         pending = True
         writer = owner.connect(settings, password, APPLICATION)
@@ -114,6 +119,22 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         for conn in (reader, replicator, writer, admin):
             if conn is not None:
                 session.close(conn)
+
+
+def _origin(admin, master_system: str, master_ip: str) -> str | None:
+    """A rebuilt master never wipes the slave (see origin): ForeignMasterError before any
+    slot is made, or the identifier to record (None: already recorded)."""
+    cur = session.cursor(admin)
+    recorded = origin.read(cur)
+    session.rollback(admin)   # no transaction left open
+    decision = origin_decision.decide(recorded, master_system, master_ip, replace=False)
+    if not decision.proceed:
+        raise origin.ForeignMasterError(decision.sentence.replace(
+            'run with --replace-slave', 'run xivo-master-slave-db-replication --replace-slave '
+            'on the master'))
+    if decision.sentence:
+        logger.warning('%s', decision.sentence)
+    return master_system if decision.record else None
 
 
 def _copied_names(settings: Settings, reader) -> set[str]:

@@ -7,7 +7,7 @@ import logging
 
 from ..adapters.db import catalog, logical, session
 from ..replication.compare import copied_tables, sequences_forward
-from ..replication.job import NAME, Result
+from ..replication.job import NAME, Result, guard_slave
 from ..replication.nodes import Nodes
 from ..settings import Settings
 from . import SLOT_PREFIX, publication
@@ -24,6 +24,8 @@ def reconcile(settings: Settings, slave_ip: str, result: Result) -> None:
     for line in result.publication:
         logger.info('publication: %s', line)
     with Nodes(settings, slave_ip, NAME) as nodes:
+        guard_slave(settings, nodes, slave_ip, catalog.horizon(nodes.mcur)['system'],
+                    result.replace_slave)   # recorded with the sequences' commit below
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         result.tables_unchanged = len(tables)
         forward = sequences_forward(nodes, {t.name for t in tables})

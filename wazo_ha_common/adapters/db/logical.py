@@ -30,6 +30,15 @@ def create_exported_slot(conn, slot: str) -> tuple[int, str]:
     return lsn_bytes(point), snapshot
 
 
+@translated
+def identify_system(conn) -> str:
+    """The cluster's system identifier, over a replication connection (IDENTIFY_SYSTEM: no
+    right beyond REPLICATION needed)."""
+    with conn.cursor() as cur:
+        cur.execute('IDENTIFY_SYSTEM')
+        return str(cur.fetchone()[0])
+
+
 def lsn_bytes(lsn: str) -> int:
     high, low = lsn.split('/')
     return (int(high, 16) << 32) + int(low, 16)
