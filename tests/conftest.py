@@ -156,6 +156,7 @@ rsyncd_conf = {self.root}/rsyncd.conf
 directories = {self.root}/files/extensions
 failback_directories = {self.root}/files/voicemail
 record_dir = {self.root}/failback-record
+voicemail_conf = {self.root}/voicemail.conf
 [mail]
 sendmail = {self.sendmail}
 [wazo_api]

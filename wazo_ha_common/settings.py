@@ -337,6 +337,10 @@ TABLE = (
             "continuous mode, on the master: megabytes of WAL the slave's replication slot may\n"
             'hold back (max_slot_wal_keep_size); past it the slot is lost, the master\'s disk is\n'
             'safe and the slave makes a fresh copy'),
+    Setting('database', 'subscription_drop_timeout', '20', Number(1, 600, integer=True),
+            'seconds a converge waits for the old master to drop its slot when it drops the\n'
+            'subscription of a node that is no longer its continuous slave; past them the\n'
+            'subscription is dropped without it (the master drops our slots itself)'),
     Setting('database', 'subscription_passfile', '/var/lib/postgresql/wazo-ha-stream.pgpass',
             Path(),
             "continuous mode, on the slave: the password file the slave's PostgreSQL reads for\n"
@@ -428,6 +432,10 @@ TABLE = (
             "Asterisk's voicemail spool, when it is one of the failback directories: its\n"
             'messages are merged, each into the same folder at the next free number, once;\n'
             'its greetings follow the rule above'),
+    Setting('sync', 'voicemail_conf', '/etc/asterisk/voicemail.conf', Path(),
+            "Asterisk's voicemail configuration on the master: its maxmsg (in [general] and\n"
+            'per mailbox, 100 by default) caps each folder the bring-back fills; messages that\n'
+            'do not fit stay on the slave (logged, mailed once). Missing: no cap but 9999'),
     Setting('sync', 'record_dir', '/var/lib/wazo-ha/failback-record', Path(),
             'on a slave: where it records the telephony it served (served.json); the master\'s\n'
             'key may read this directory only, and its next wazo-sync brings voicemail and\n'

@@ -89,6 +89,11 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
         rep = facts.replication
         if not rep:
             out.append((WARNING, 'no replication has run yet'))
+        elif rep.result == 'held':  # the slave serves (or may): no copy, no failure
+            copied = (rep.details or {}).get('last_copied_at')
+            if not isinstance(copied, (int, float)) or now - copied > REPLICATION_MAX_AGE:
+                out.append((WARNING, 'no actual database copy for more than 2 hours: '
+                                     f'{rep.sentence}'))
         else:
             if not rep.ok:
                 out.append((CRITICAL, f'last replication failed: {rep.sentence}'))
@@ -129,22 +134,28 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
         elif not _is_time(facts.decision.get('written_at')) or \
                 now - facts.decision['written_at'] > 180:
             out.append((WARNING, 'xivo-check-master-status has not run for more than 3 minutes'))
-    out += _access_warnings(facts.access)
+    out += _access_warnings(facts.access, now, bool(facts.paused))
     level = max((lvl for lvl, _ in out), default=OK)
     return level, [f'{LEVEL_NAMES[lvl]}: {text}' for lvl, text in out]
 
 
-def _access_warnings(run: jobs.LastRun | None) -> list[tuple[int, str]]:
+def _access_warnings(run: jobs.LastRun | None, now: float,
+                     paused: bool = False) -> list[tuple[int, str]]:
     if run is None:
         return []
+    out = []
+    if not paused and (not _is_time(run.finished_at) or now - run.finished_at > 180):
+        out.append((WARNING, 'wazo-ha-config converge has not run for more than 3 minutes '
+                             '(is cron running?)'))
     if not run.ok:
-        return [(CRITICAL, f'node access does not follow ha.conf: {run.sentence} '
-                           '(wazo-ha-config converge tries again every minute)')]
+        return out + [(CRITICAL, f'node access does not follow ha.conf: {run.sentence} '
+                                 '(wazo-ha-config converge tries again every minute)')]
     pending = (run.details or {}).get('pending_restart')
     if pending and isinstance(pending, list):
-        return [(WARNING, 'PostgreSQL must be restarted for ' + ', '.join(map(str, pending))
-                          + ' to take effect (written by wazo-ha; systemctl restart postgresql)')]
-    return []
+        out.append((WARNING, 'PostgreSQL must be restarted for ' + ', '.join(map(str, pending))
+                             + ' to take effect (written by wazo-ha; systemctl restart '
+                             'postgresql)'))
+    return out
 
 
 def _stream_warnings(run: jobs.LastRun | None, now: float) -> list[tuple[int, str]]:
@@ -196,7 +207,7 @@ def render(facts: Facts, level: int, warnings: list[str]) -> str:
             lines += _stream_lines(facts.stream)
     if facts.role == 'master':
         r = facts.replication
-        if r and facts.mode == CONTINUOUS:
+        if r and (facts.mode == CONTINUOUS or r.result == 'held'):
             lines.append(f'last replication run: {_when(r.finished_at)} {r.result}: {r.sentence}')
         elif r:
             d = r.details or {}

@@ -317,3 +317,24 @@ def test_a_memory_lost_while_serving_keeps_telephony_until_the_master_answered_u
     assert result.returncode == 0, result.stderr
     assert 'giving telephony back' in open(slave.log_file).read()
     assert slave.services_state() == 'base'
+
+
+def test_a_memory_in_doubt_keeps_telephony_but_opens_no_episode(nodes):
+    """Review of issue 24: telephony runs here (started by hand) and the memory is lost; the
+    master is silent for one probe: telephony is kept, but no failback episode is opened (the
+    master's next wazo-sync would bring the whole spool back) until the probes decide."""
+    master, slave = nodes
+    assert check(slave).returncode == 0
+    with open(slave.services_state_file, 'w') as f:
+        f.write('all\n')
+    os.unlink(os.path.join(slave.state_dir, 'check.json'))
+    master.link(up=False)
+    result = check(slave, run_for=0)
+    assert result.returncode == 0, result.stderr
+    assert slave.services_state() == 'all'
+    record = os.path.join(slave.root, 'failback-record', 'served.json')
+    assert not os.path.exists(record), 'no episode'
+    result = check(slave, run_for=6)
+    assert result.returncode == 0, result.stderr
+    with open(record) as f:
+        assert json.load(f)['ended_at'] is None, 'the probes decided: an episode opens'

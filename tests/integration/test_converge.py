@@ -11,6 +11,7 @@ sshd and rsync are real, each node in its own namespaces."""
 
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -35,6 +36,23 @@ def put_ha(node, node_type, remote=''):
                     '--restart', ' '.join(node._pg_ctl('-w', '-m', 'fast', 'restart')),
                     '--cron-dir', cron_dir, '--record', os.path.join(node.root, 'sysconfd-steps'),
                     '--manage', MANAGE)
+
+
+def sysconfd_steps(node):
+    with open(os.path.join(node.root, 'sysconfd-steps')) as f:
+        return f.read().splitlines()
+
+
+# wazo_sysconfd/plugins/ha_config/ha.py, in its order
+SYSCONFD_STEPS = {
+    'slave': ['write ha.conf', 'pg_hba: delete host asterisk postgres lines',
+              'pg_hba: append the trust line', 'postgresql.conf: delete listen_addresses',
+              "postgresql.conf: append listen_addresses = '*'", 'restart PostgreSQL',
+              'cron files', 'sentinels'],
+    'master': ['write ha.conf', 'pg_hba: delete host asterisk postgres lines',
+               'postgresql.conf: delete listen_addresses', 'restart PostgreSQL', 'cron files',
+               '/usr/sbin/xivo-manage-slave-services start', 'sentinels'],
+}
 
 
 def converge(node):
@@ -128,9 +146,18 @@ def test_the_quick_summary_exactly_as_documented(pair, first):
     assert 'pg_hba.conf rejects connection for host "198.18.0.1", user "postgres"' in refused.stderr
     assert psql_from(master, ROLE, passfile=master.passfile).returncode == 0
     # sysconfd's listen_addresses = '*' comes after conf.d: nothing waits for a restart
-    ok(converge(slave))
+    again = converge(slave)
+    assert (again.returncode, again.stdout, again.stderr) == (0, '', '')
     status = slave.wazo('wazo-ha-status')
-    assert 'must be restarted' not in status.stdout
+    # it ran to its end (no crash): its exit status is the level its first line says
+    level = status.stdout.splitlines()[0] if status.stdout else ''
+    assert level.startswith('wazo-ha status: '), status.stdout + status.stderr
+    assert status.returncode == {'OK': 0, 'WARNING': 1, 'CRITICAL': 2}[level.split()[-1]]
+    assert status.stderr == '' and 'role: slave' in status.stdout, status.stdout
+    assert 'must be restarted' not in status.stdout and 'node access' not in status.stdout
+    # the stand-in replayed sysconfd's handler in its order, on each node
+    for node, node_type in ((slave, 'slave'), (master, 'master')):
+        assert sysconfd_steps(node) == SYSCONFD_STEPS[node_type]
 
 
 def configured_continuous(pair):
@@ -180,8 +207,8 @@ def test_a_former_slave_keeps_nothing_of_ours_and_the_master_reaches_it_no_more(
     assert slave.psql("SELECT md5(string_agg(firstname, ',' ORDER BY id)) FROM userfeatures") == tables
     with open(slave.host_path(SYNCED)) as f:
         assert f.read() == 'before\n'
-    again = ok(converge(slave))
-    assert again == ''
+    again = converge(slave)
+    assert (again.returncode, again.stdout, again.stderr) == (0, '', '')
 
 
 def test_a_subscription_is_dropped_from_the_catalog_when_the_mode_is_back_to_hourly(pair):
@@ -228,7 +255,8 @@ def test_a_restart_is_done_once_on_an_idle_slave_and_left_pending_on_a_master(pa
     assert conf_load_time(slave)[1] != pid
     assert slave.psql('SHOW listen_addresses') == '198.18.0.2, localhost'
     _, pid = conf_load_time(slave)
-    assert ok(converge(slave)) == ''
+    again = converge(slave)
+    assert (again.returncode, again.stdout, again.stderr) == (0, '', '')
     assert conf_load_time(slave)[1] == pid
 
     continuous_settings(master)
@@ -247,3 +275,172 @@ def test_a_restart_is_done_once_on_an_idle_slave_and_left_pending_on_a_master(pa
     master.start_postgres()
     assert 'pending' not in ok(converge(master))
     assert 'must be restarted' not in master.wazo('wazo-ha-status').stdout
+
+
+def test_a_former_slave_closes_everything_even_when_its_old_master_granted_its_role_privileges(
+        pair):
+    """The hostile review's attack: the old master, logged in as the replication role (a member
+    of the tables' owner), grants that role a privilege on the slave, so that DROP ROLE fails
+    ("privileges for table userfeatures"). After PUT /ha disabled, one converge run still
+    closes every way in: the rsync daemon, our block, the role (its grant revoked, then
+    dropped)."""
+    master, slave = pair
+    write(master, SYNCED, 'before\n')
+    ok(put_ha(slave, 'slave', master.ip))
+    ok(put_ha(master, 'master', slave.ip))
+    ok(run_pairing(master, slave))
+    ok(replicate(master, slave.ip))
+    ok(master.wazo('wazo-sync'))
+    granted = master.run('psql', '-X', '-q', '-A', '-t', '-w', '-c',
+                         f'GRANT SELECT ON userfeatures TO {ROLE}',
+                         f'host={slave.ip} dbname=asterisk user={ROLE} sslmode=require',
+                         env={'PGCONNECT_TIMEOUT': '3', 'PGPASSFILE': master.passfile})
+    assert granted.returncode == 0, granted.stderr
+    assert slave.psql("SELECT relacl::text LIKE '%wazo_ha_replication=r/%' FROM pg_class "
+                      "WHERE relname = 'userfeatures'") == 't', 'the grant is there'
+
+    ok(put_ha(slave, 'disabled'))
+    out = ok(converge(slave))
+    assert 'rsyncd.conf: removed' in out
+    assert 'replication access removed' in out
+    assert f'dropped the replication role {ROLE} (what it owned given to asterisk' in out
+    assert ours_left(slave) == []
+    assert psql_from(master, ROLE, passfile=master.passfile).returncode != 0
+    assert replicate(master, slave.ip, check=False).returncode == 1
+    write(master, SYNCED, 'after\n')
+    assert master.wazo('wazo-sync').returncode == 1
+    with open(slave.host_path(SYNCED)) as f:
+        assert f.read() == 'before\n'
+    again = converge(slave)
+    assert (again.returncode, again.stdout, again.stderr) == (0, '', '')
+
+
+def test_a_disabled_node_refuses_postgres_from_the_old_master_while_sysconfd_trusts_it(pair):
+    """A slave made disabled without PUT /ha (ha.conf written by wazo-ha-config set or by
+    hand): wazo-sysconfd's `host asterisk postgres MASTER/32 trust` line stays (it is its own);
+    our guard refuses postgres from that address before it, and goes with the line."""
+    master, slave = pair
+    ok(put_ha(slave, 'slave', master.ip))
+    ok(converge(slave))
+    with open(slave.ha_conf, 'w') as f:
+        json.dump({'node_type': 'disabled', 'remote_address': ''}, f)
+    out = ok(converge(slave))
+    assert "host all postgres 198.18.0.1/32 reject (wazo-sysconfd's trust line" in out
+    lines = hba(slave).splitlines()
+    assert lines[1] == 'host all postgres 198.18.0.1/32 reject'
+    assert lines[-1] == 'host asterisk postgres 198.18.0.1/32 trust', 'left to sysconfd'
+    refused = psql_from(master, 'postgres')
+    assert refused.returncode != 0
+    assert 'pg_hba.conf rejects connection for host "198.18.0.1", user "postgres"' in refused.stderr
+    again = converge(slave)
+    assert (again.returncode, again.stdout, again.stderr) == (0, '', '')
+    ok(put_ha(slave, 'disabled'))   # sysconfd removes its line: the guard goes with it
+    assert 'guard removed' in ok(converge(slave))
+    assert ours_left(slave) == []
+
+
+def test_a_failed_restart_is_not_tried_again_every_minute(pair):
+    """The idle slave's restart fails (its restart command exits 1): that run fails, and says
+    so; the next runs do not restart again for the same conf.d content, and the restart stays
+    pending in wazo-ha-status."""
+    master, slave = pair
+    slave.write_settings(database={'restart_command': '/bin/false'})
+    try:
+        with open(slave.ha_conf, 'w') as f:
+            json.dump({'node_type': 'slave', 'remote_address': master.ip}, f)
+        first = converge(slave)
+        assert first.returncode == 1 and '/bin/false failed' in first.stderr, first.stderr
+        for _ in range(2):
+            again = converge(slave)
+            assert (again.returncode, again.stdout, again.stderr) == (0, '', '')
+        status = slave.wazo('wazo-ha-status')
+        assert 'WARNING: PostgreSQL must be restarted for listen_addresses' in status.stdout
+    finally:
+        slave.write_settings()
+
+
+def test_pair_receive_with_malformed_input_is_bad_input(pair):
+    """wazo-ha-config pair-receive (the slave's side of wazo-sync -i) reading what is not the
+    pairing protocol: exit 2, the reason said, nothing done."""
+    _, slave = pair
+    result = slave.wazo('wazo-ha-config', 'pair-receive', input='hello\nend\n')
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert 'not the wazo-sync -i pairing protocol' in result.stderr
+    assert slave.psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{ROLE}'") == '0'
+
+
+SILENT = """import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 5432))
+s.listen(8)
+print('listening', flush=True)
+held = []
+end = time.monotonic() + 300
+while time.monotonic() < end:
+    held.append(s.accept())
+"""
+
+
+@pytest.mark.fresh_testbed("replaces the master's PostgreSQL by a listener that never answers")
+def test_an_old_master_that_never_answers_does_not_keep_a_former_slave_open(pair):
+    """Continuous mode; the old master accepts TCP on its PostgreSQL port and never answers
+    (DROP SUBSCRIPTION would wait for it): PUT /ha disabled on the slave, one converge run
+    closes every way in first, drops the subscription without its slot after the statement
+    timeout, and leaves nothing of ours."""
+    master, slave = configured_continuous(pair)
+    master.stop_postgres()
+    silent = master.popen('/usr/bin/python3', '-c', SILENT, master.ip, stdout=subprocess.PIPE,
+                          text=True)
+    try:
+        assert silent.stdout.readline() == 'listening\n'
+        ok(put_ha(slave, 'disabled'))
+        out = ok(converge(slave))
+        assert 'rsyncd.conf: removed' in out and 'replication access removed' in out
+        assert f'dropped the replication role {ROLE}' in out
+        assert ('PostgreSQL: dropped the subscription wazo_ha; its slot' in out and
+                'stays on 198.18.0.1, which did not let us drop it in 20s' in out), out
+        assert ours_left(slave) == []
+    finally:
+        silent.kill()
+        silent.wait()
+
+
+def test_wazo_sync_init_on_a_continuous_master_just_configured_through_put_ha(pair):
+    """Continuous mode: PUT /ha on both nodes, then `wazo-sync -i` at once, before any cron
+    converge ran on the master: it converges the master first (the stream role, its block),
+    then pairs."""
+    master, slave = pair
+    continuous_settings(master)
+    continuous_settings(slave)
+    ok(put_ha(slave, 'slave', master.ip))
+    ok(put_ha(master, 'master', slave.ip))
+    assert master.psql("SELECT count(*) FROM pg_roles WHERE rolname = 'wazo_ha_stream'") == '0'
+    out = ok(run_pairing(master, slave))
+    assert 'created the stream role wazo_ha_stream' in out, out
+    assert master.psql("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'wazo_ha_stream'") == 't'
+    assert f'on the slave: PostgreSQL: created the replication role {ROLE}' in out
+
+
+def test_set_run_again_restarts_nothing_while_a_restart_is_pending(pair):
+    """wazo-ha-config set restarts PostgreSQL for what it wrote; its restart failed (the
+    restart command exits 1, ha.conf is left as it was), the restart is pending, and set run
+    again writes ha.conf without trying the restart again, then changes nothing."""
+    master, slave = pair
+    slave.write_settings(database={'restart_command': '/bin/false'})
+    try:
+        first = slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave',
+                           '--remote-address', master.ip)
+        assert first.returncode == 1 and '/bin/false failed' in first.stderr, first.stderr
+        # the refused run wrote no ha.conf: this one does, without restarting; then nothing
+        again = slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave',
+                           '--remote-address', master.ip)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert 'changed: /etc/xivo/ha.conf' in again.stdout and 'restarted' not in again.stdout
+        third = slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave',
+                           '--remote-address', master.ip)
+        assert (third.returncode, third.stderr) == (0, ''), third.stdout + third.stderr
+        assert 'nothing to change' in third.stdout and 'restarted' not in third.stdout
+        assert 'must be restarted for listen_addresses' in slave.wazo('wazo-ha-status').stdout
+    finally:
+        slave.write_settings()

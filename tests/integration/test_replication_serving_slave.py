@@ -3,6 +3,9 @@
 A master declared down by the SIP probe (Asterisk dead, its machine and PostgreSQL up) still
 runs its cron copy: it must not replace what users change on the serving slave."""
 
+import json
+import os
+
 from check_helpers import check
 from datagen import installation_sql
 from replication_helpers import assert_slave_consistent, configure, replicate
@@ -59,7 +62,78 @@ def test_a_slave_whose_record_cannot_be_read_is_left_alone_unless_forced(pair):
     assert result.returncode == 0, result.stderr
     assert 'left alone: cannot tell whether it serves telephony' in result.stdout
     assert forward(slave, user) == '1 0612345678'
-    assert master.mails() == []
+    state = os.path.join(master.state_dir, 'replication.json')
+    with open(state) as f:
+        last = json.load(f)
+    assert last['result'] == 'held' and last['details']['last_copied_at'] is not None
+    assert master.mails() == [], 'not mailed before 2 hours of cannot tell'
+    last['details']['cannot_tell_since'] -= 2 * 3600 + 1  # as if held since 2 hours
+    with open(state, 'w') as f:
+        json.dump(last, f)
+    for _ in range(2):
+        assert replicate(master, check=False).returncode == 0
+        mails = master.mails()
+        assert len(mails) == 1 and 'cannot tell whether it serves telephony' in mails[0], \
+            'mailed once after 2 hours'
     forced = replicate(master, '--force')
     assert forced.returncode == 0, forced.stderr
     assert forward(slave, user) == '0'
+
+
+def test_an_invalid_failback_record_on_the_slave_means_cannot_tell(pair):
+    """Review of issue 24: a served.json that is there but invalid is no proof the slave is on
+    standby: the copy holds (as for an unreadable record), it does not copy over it."""
+    master, slave = pair
+    master.psql(installation_sql(users=20, history=50))
+    configure(master, slave)
+    user = master.psql('SELECT min(id) FROM userfeatures')
+    assert replicate(master).returncode == 0
+    slave.psql(f'UPDATE userfeatures SET {FORWARD} WHERE id = {user}')
+    record = os.path.join(slave.root, 'failback-record', 'served.json')
+    os.makedirs(os.path.dirname(record), exist_ok=True)
+    for bad in ('{"episode": "ab', '{}', '{"episode": "x y", "started_at": 1}'):
+        with open(record, 'w') as f:
+            f.write(bad)
+        result = replicate(master, check=False)
+        assert result.returncode == 0, result.stderr
+        assert 'left alone: cannot tell whether it serves telephony' in result.stdout, bad
+        assert 'is not valid' in result.stdout, result.stdout
+        assert forward(slave, user) == '1 0612345678', bad
+
+
+def test_a_copy_under_way_when_the_slave_starts_serving_rolls_back(pair):
+    """Review of issue 24: the master's copy is held mid-write (a lock on the slave's
+    userfeatures); meanwhile the slave opens an episode (the failover's first step); at its
+    commit the copy re-reads the record, rolls back and is recorded as held."""
+    import subprocess
+
+    import psycopg2
+    from stream_helpers import wait_until
+    master, slave = pair
+    master.psql(installation_sql(users=20, history=50))
+    configure(master, slave)
+    user = master.psql('SELECT min(id) FROM userfeatures')
+    assert replicate(master).returncode == 0
+    slave.psql(f'UPDATE userfeatures SET {FORWARD} WHERE id = {user}')
+    holder = psycopg2.connect(f'host={slave.pgsock} dbname=asterisk user=postgres')
+    try:
+        holder.cursor().execute('LOCK TABLE userfeatures IN SHARE MODE')
+        job = master.popen('xivo-master-slave-db-replication', stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+        assert wait_until(lambda: slave.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+            "'xivo-master-slave-db-replication' AND wait_event_type = 'Lock'") == '1', 60), \
+            'the copy waits on the lock'
+        record = os.path.join(slave.root, 'failback-record', 'served.json')
+        os.makedirs(os.path.dirname(record), exist_ok=True)
+        with open(record, 'w') as f:  # as failback.serving writes it
+            json.dump({'episode': 'abc123', 'started_at': 1_800_000_000.0, 'ended_at': None}, f)
+    finally:
+        holder.rollback()
+        holder.close()
+    out, err = job.communicate(timeout=300)
+    assert job.returncode == 0, out + err
+    assert 'is left alone: it serves telephony since' in out, out
+    assert forward(slave, user) == '1 0612345678', 'the copy was rolled back'
+    with open(os.path.join(master.state_dir, 'replication.json')) as f:
+        assert json.load(f)['result'] == 'held'

@@ -29,7 +29,8 @@ def continuous_pair(pair):
 
 def sequences_behind(node, tables):
     """Sequences owned by a column of these tables whose next value is not past the column's
-    largest value, as 'sequence: last_value < max'."""
+    largest value (nextval gives last_value when not is_called, else the one after), as
+    'sequence: last_value/is_called vs max'."""
     rows = node.psql(
         "SELECT s.relname, t.relname, a.attname FROM pg_class s "
         "JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass "
@@ -43,10 +44,11 @@ def sequences_behind(node, tables):
         seq, table, column = line.split('|')
         if table not in tables:
             continue
-        last, top = node.psql(f'SELECT (SELECT last_value FROM "{seq}"), '
-                              f'(SELECT coalesce(max("{column}"), 0) FROM "{table}")').split('|')
-        if int(last) < int(top):
-            behind.append(f'{seq}: {last} < {top}')
+        last, called, top = node.psql(
+            f'SELECT (SELECT last_value FROM "{seq}"), (SELECT is_called FROM "{seq}"), '
+            f'(SELECT coalesce(max("{column}"), 0) FROM "{table}")').split('|')
+        if not (int(last) > int(top) or (int(last) == int(top) and called == 't')):
+            behind.append(f'{seq}: {last}/{called} vs {top}')
     return behind
 
 

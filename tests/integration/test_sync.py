@@ -340,8 +340,8 @@ def test_after_failbacks_each_message_comes_back_once_numbered_without_gaps(node
         assert slave.services_state() == 'base', 'failed back'
 
     def first_episode():
-        leave_message(slave, 'INBOX', 0, 'slave-a', 1_700_000_200)
-        leave_message(slave, 'Old', 0, 'slave-old', 1_700_000_300)
+        leave_message(slave, 'INBOX', 0, 'slave-a', int(time.time()))  # during the episode
+        leave_message(slave, 'Old', 0, 'slave-old', int(time.time()))
 
     failover_and_back(first_episode)
     leave_message(master, 'INBOX', 2, 'master-between', 1_700_000_400)  # after the failback
@@ -362,7 +362,7 @@ def test_after_failbacks_each_message_comes_back_once_numbered_without_gaps(node
 
     for ext in ('txt', 'wav', 'WAV', 'gsm'):  # listened to and deleted on the master
         os.unlink(master.host_path(f'{VM}/Old/msg0000.{ext}'))
-    failover_and_back(lambda: leave_message(slave, 'INBOX', 1, 'slave-second', 1_700_000_500))
+    failover_and_back(lambda: leave_message(slave, 'INBOX', 1, 'slave-second', int(time.time())))
     result = master.wazo('wazo-sync')
     assert result.returncode == 0, result.stderr
     assert mailbox(master) == {'INBOX': expected['INBOX'] + [(4, 'slave-second')], 'Old': []}

@@ -3,7 +3,7 @@
 import pytest
 
 from wazo_ha_common.decisions.health import (DOWN, UNKNOWN, UP, Memory, Policy, Probe, in_doubt,
-                                             memory_from_dict, observe, watching)
+                                             in_doubt_down, memory_from_dict, observe, watching)
 
 POLICY = Policy(probe_interval=5, down_after=15, up_after=60)
 BOOT = 'boot-1'
@@ -201,3 +201,14 @@ def test_a_memory_in_doubt_while_telephony_is_stopped_starts_afresh():
     assert memory == Memory(master='198.18.0.1')
     _, verdict = observe(memory, Probe(100, True, None), Policy(10, 30, 60), 'boot')
     assert verdict.decision == UP
+
+
+def test_a_down_in_doubt_is_no_failover_until_the_probes_declare_the_master_down():
+    """The memory's doubt keeps telephony up; only probes open a failover (and its episode)."""
+    policy = Policy(probe_interval=10, down_after=30, up_after=60)
+    memory = in_doubt('198.18.0.1', telephony_runs=True)
+    verdicts = []
+    for t in range(100, 141, 10):
+        memory, verdict = observe(memory, Probe(t, False, None), policy, 'boot')
+        verdicts.append((verdict.decision, verdict.changed, in_doubt_down(memory)))
+    assert verdicts == [(DOWN, False, True)] * 3 + [(DOWN, True, False), (DOWN, False, False)]

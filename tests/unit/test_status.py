@@ -40,6 +40,20 @@ def test_old_replication_is_a_warning():
     assert level == WARNING and 'more than 2 hours' in warnings[0]
 
 
+def test_a_held_replication_is_no_failure_but_warns_after_2_hours_without_a_copy():
+    said = 'the database of the slave 198.18.0.2 is left alone: it serves telephony since ...'
+    recent = master(replication=LastRun('held', NOW - 60, said, None,
+                                        {'last_copied_at': NOW - 3600}))
+    assert evaluate(recent, NOW) == (OK, [])
+    assert 'held: the database of the slave' in render(recent, OK, [])
+    for copied in (NOW - 3 * 3600, None):  # long ago, or never since the holds began
+        old = master(replication=LastRun('held', NOW - 60, said, None,
+                                         {'last_copied_at': copied}))
+        level, warnings = evaluate(old, NOW)
+        assert level == WARNING and warnings == [
+            f'WARNING: no actual database copy for more than 2 hours: {said}'], copied
+
+
 def test_failed_replication_with_schema_mismatch_is_critical():
     facts = master(replication=LastRun('failed', NOW, 'the schemas differ', jobs.SCHEMA_MISMATCH))
     level, warnings = evaluate(facts, NOW)
@@ -218,3 +232,14 @@ def test_a_failed_converge_is_critical():
     assert level == CRITICAL
     assert warnings == ['CRITICAL: node access does not follow ha.conf: psql failed '
                         '(wazo-ha-config converge tries again every minute)']
+
+
+def test_a_converge_older_than_three_minutes_is_a_warning_unless_paused():
+    old = LastRun('ok', NOW - 181, 'node access converged', None, {'pending_restart': []})
+    assert evaluate(master(access=old), NOW) == (
+        WARNING, ['WARNING: wazo-ha-config converge has not run for more than 3 minutes '
+                  '(is cron running?)'])
+    _, warnings = evaluate(master(access=old, paused='2026-12-06 18:00'), NOW)
+    assert len(warnings) == 1 and 'paused since' in warnings[0]
+    recent = LastRun('ok', NOW - 179, 'node access converged', None, {'pending_restart': []})
+    assert evaluate(master(access=recent), NOW) == (OK, [])

@@ -1,6 +1,6 @@
 """Where the slave's voicemail messages go on the master (wazo_ha_common.decisions.voicemail)."""
 
-from wazo_ha_common.decisions.voicemail import (Folder, Message, greeting_step, identity,
+from wazo_ha_common.decisions.voicemail import (Folder, Message, greeting_step, identity, limits,
                                                 message_fields, message_file, plan,
                                                 relative_kind)
 
@@ -91,4 +91,55 @@ def test_what_each_file_of_the_spool_is():
     assert relative_kind(('default', '1001', 'unavail.wav')) == 'other'
     assert relative_kind(('default', '1001', 'tmp', 'msg0000.wav')) == 'skip'
     assert relative_kind(('default', '1001', 'INBOX', '.lock')) == 'skip'
-    assert relative_kind(('default', '1001', 'INBOX', 'notes')) == 'other'
+    assert relative_kind(('default', '1001', 'INBOX', 'notes')) == 'refuse'
+
+
+def test_only_messages_of_the_episode_are_placed_from_300_s_before_its_start():
+    slave = [msg('INBOX', 0, 'old', t=1000 - 301), msg('INBOX', 1, 'edge', t=1000 - 300),
+             msg('INBOX', 2, 'new', t=2000)]
+    decided = plan(slave, {}, {}, {}, since=1000)
+    assert [p.message.identity for p in decided.place] == ['msg_id:edge', 'msg_id:new']
+    assert [m.identity for m in decided.older] == ['msg_id:old']
+    assert 'older than the episode' in decided.sentence()
+
+
+def test_a_greeting_not_written_during_the_episode_stays_on_the_slave():
+    assert greeting_step(99.0, None, since=100.0) == 'keep'
+    assert greeting_step(100.0, None, since=100.0) == 'copy'
+    assert greeting_step(150.0, 120.0, since=100.0) == 'replace'
+
+
+def test_in_a_folder_only_message_files_of_four_digits_and_a_known_format():
+    for name in ('msg00001.txt', 'msgABCD.txt', 'msg0001.exe', 'msg0001.txt.bak'):
+        assert relative_kind(('default', '1001', 'INBOX', name)) == 'refuse', name
+    assert relative_kind(('default', '1001', 'INBOX', 'sub', 'msg0000.txt')) == 'refuse'
+    assert relative_kind(('default', '1001', 'INBOX', 'msg0001.gsm')) == 'message'
+
+
+VOICEMAIL_CONF = """[general]
+format=wav49|gsm|wav
+maxmsg=3 ; per folder
+
+[zonemessages]
+eastern=America/New_York|'vm-received' Q 'digits/at' IMp
+
+[default]
+1001 => 1234,Alice,alice@example.com,,attach=yes|maxmsg=2|tz=eastern
+1002 => 5678,Bob
+1003 => 0000,Carol,,,maxmsg=oops
+"""
+
+
+def test_maxmsg_in_general_and_per_mailbox_default_100():
+    caps = limits(VOICEMAIL_CONF)
+    assert (caps.of('default/1001'), caps.of('default/1002'), caps.of('default/1003')) == (2, 3, 3)
+    assert limits('').of('default/1001') == 100
+
+
+def test_messages_beyond_maxmsg_stay_on_the_slave():
+    slave = [msg('INBOX', 0, 'a', t=1), msg('INBOX', 1, 'b', t=2), msg('Old', 0, 'c', t=3)]
+    master = {'default/1001/INBOX': Folder(frozenset({0}))}
+    decided = plan(slave, master, {}, {}, caps=limits(VOICEMAIL_CONF))
+    assert [(p.message.identity, p.number) for p in decided.place] == [
+        ('msg_id:a', 1), ('msg_id:c', 0)]
+    assert [m.identity for m in decided.full] == ['msg_id:b']

@@ -25,9 +25,11 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .. import jobs, role
-from ..adapters.system import read_state, read_text, run, single_instance
+from ..adapters.system import (KeyStore, mail_once, read_state, read_text, run,
+                               single_instance)
 from ..decisions import health
 from ..decisions.stream import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION
 from ..errors import CommandError, HaConfError, WazoHaError
@@ -40,6 +42,7 @@ from . import fail2ban, pg_access, pg_files, stream_access
 logger = logging.getLogger('wazo-ha')
 
 JOB = jobs.CONVERGE
+MAIL_SUBJECT = 'HA node access does not follow ha.conf'
 ALWAYS, IDLE_SLAVE = 'always', 'idle-slave'     # who may restart PostgreSQL (see converge)
 
 # what this node holds of ours, from the catalog (one psql session when nothing is to do)
@@ -108,42 +111,79 @@ def load_config(settings: Settings) -> role.HaConfig:
 
 
 def converge(settings: Settings, config: role.HaConfig | None = None,
-             restart: str = IDLE_SLAVE, restarted_for: str = '') -> Outcome:
+             restart: str = IDLE_SLAVE, restarted_for: str = '',
+             before_restart: Callable[[str], None] | None = None) -> Outcome:
     """Bring this node's access in line with `config` (default: ha.conf); what changed.
 
-    restart: ALWAYS restarts PostgreSQL when one of its settings waits for it (wazo-ha-config
-    set, asked by the administrator); IDLE_SLAVE only on a slave that serves no telephony, and
-    not again for the conf.d content it was already restarted for (`restarted_for`)."""
+    On a node that is not a slave, the master's ways in are closed first and each on its own
+    (the rsync daemon configuration, our pg_hba.conf block, the replication role's login and
+    sessions, then the role), so that neither a refusing role nor an old master that does not
+    answer keeps one open; the subscription is dropped last. Every failure is collected and
+    raised at the end (WazoHaError), after the rest was done.
+
+    restart: ALWAYS restarts PostgreSQL when this run changed conf.d/wazo-ha.conf and a setting
+    of it waits for a restart (wazo-ha-config set, asked by the administrator); IDLE_SLAVE only
+    on a slave that serves no telephony, and not again for the conf.d content it was already
+    restarted for (`restarted_for`); before_restart(digest) is called first, to record it."""
     config = config or load_config(settings)
     t = target(config, settings.database.mode)
     d = settings.database
     out = Outcome()
+    errors: list[str] = []
     catalog = _catalog(settings) if d.admin_psql else {}
-    sub = catalog.get('subscription')
-    if sub and not keeps_subscription(t, sub):
-        out.changes += _drop_subscription(settings, sub)
+
+    def step(action: Callable[[], list[str]]) -> None:
+        try:
+            out.changes.extend(action())
+        except (WazoHaError, OSError) as e:
+            errors.append(str(e))
+            logger.warning('node access: %s', e)
+
+    conf_changed = False
+
+    def files() -> list[str]:
+        nonlocal conf_changed
+        applied = pg_files.apply(settings, pg_files.wanted(settings, t.node_type,
+                                                           t.remote_address))
+        conf_changed = conf_changed or applied.conf_changed
+        return applied.changes
+
     # the continuous master's side: created before its pg_hba.conf block, taken away before
     if t.stream_master:
         if not d.admin_psql:
             raise WazoHaError('continuous mode needs [database] admin_psql on the master (the '
                               'stream role is made as the superuser)')
-        out.changes += stream_access.apply_role(settings, wanted=True)
-        out.changes += publication.keep_in_step(settings)
+        step(lambda: stream_access.apply_role(settings, wanted=True))
+        step(lambda: publication.keep_in_step(settings))
     elif catalog.get('publication') or catalog.get('stream_role') or catalog.get('slots'):
         if catalog.get('publication'):
-            out.changes += publication.drop(settings)
-        out.changes += stream_access.apply_role(settings, wanted=False)
-    # the slave's side: the role first, so that a refusal changes no file
-    if t.slave or catalog.get('replication_role'):
-        out.changes += pg_access.apply_role(settings, slave=t.slave)
-    applied = pg_files.apply(settings, pg_files.wanted(settings, t.node_type, t.remote_address))
-    out.changes += applied.changes
-    out.changes += rsyncd.apply_daemon_config(settings, t.slave)
+            step(lambda: publication.drop(settings))
+        step(lambda: stream_access.apply_role(settings, wanted=False))
+    if t.slave:  # the role first, so that a refusal changes no file
+        out.changes += pg_access.apply_role(settings, slave=True)
+        out.changes += files()
+        out.changes += rsyncd.apply_daemon_config(settings, True)
+    else:  # the master's ways in closed each whatever the others do, the files first
+        step(lambda: rsyncd.apply_daemon_config(settings, False))
+        step(files)
+        if catalog.get('replication_role'):
+            step(lambda: close_replication_role(settings))
+    sub = catalog.get('subscription')
+    if sub and not keeps_subscription(t, sub):  # last: the old master may not answer
+        step(lambda: _drop_subscription(settings, sub))
     conf = read_text(os.path.join(settings.paths.postgresql_conf_dir, 'conf.d',
                                   pg_files.CONF_NAME)) or ''
     out.conf_digest = hashlib.sha256(conf.encode()).hexdigest()[:16]
+    if errors:
+        raise WazoHaError('; '.join(errors) + (' (done: ' + '; '.join(out.changes) + ')'
+                                               if out.changes else ''))
     out.pending_restart = pg_files.pending(settings)
-    if out.pending_restart and _may_restart(settings, t, restart, restarted_for, out.conf_digest):
+    # serving() read last, right before the restart: the check may just have decided
+    if out.pending_restart and _may_restart(t, restart, restarted_for, out.conf_digest,
+                                            conf_changed) and \
+            (restart == ALWAYS or not serving(settings)):
+        if before_restart:
+            before_restart(out.conf_digest)   # a failed restart is not retried every minute
         run(d.restart_command, timeout=120)
         out.changes.append('PostgreSQL restarted (' + ', '.join(out.pending_restart) +
                            (' changed)' if restart == ALWAYS else
@@ -158,11 +198,50 @@ def converge(settings: Settings, config: role.HaConfig | None = None,
     return out
 
 
-def _may_restart(settings: Settings, t: Target, restart: str, restarted_for: str,
-                 digest: str) -> bool:
-    if restart == ALWAYS:
-        return True
-    return t.slave and restarted_for != digest and not serving(settings)
+def close_replication_role(settings: Settings) -> list[str]:
+    """The replication role of a node that is no longer a slave: no login and its sessions
+    ended first (in their own statements, so that nothing after can keep them open), then what
+    it owns or was granted (a hostile old master may have granted it privileges, which would
+    make DROP ROLE fail) given to the tables' owner or revoked, and the role dropped. A role of
+    that name that is a superuser or may create roles is not ours: left alone."""
+    if not settings.database.admin_psql:
+        return []
+    d = settings.database
+    state = pg_access.admin_json(settings, pg_access.ROLE_STATE_SQL, role=d.remote_user)
+    current = state.get('role')
+    if not current or current['super'] or current['createrole']:
+        return []
+    r = pg_access.ident(d.remote_user)
+    said = []
+    if current['login']:
+        pg_access.admin_psql(settings, f'ALTER ROLE {r} NOLOGIN;\n')
+        said.append(f'PostgreSQL: role {d.remote_user}: no login')
+    ended = pg_access.admin_psql(settings, 'SELECT count(pg_terminate_backend(pid)) FROM '
+                                 "pg_stat_activity WHERE usename = :'role';\n",
+                                 role=d.remote_user).stdout.strip()
+    if ended not in ('', '0'):
+        said.append(f'PostgreSQL: ended the {ended} sessions of the role {d.remote_user}')
+    owners = [o['name'] for o in state.get('owners') or []]
+    reassign = f'REASSIGN OWNED BY {r} TO {pg_access.ident(owners[0])};\n' \
+        if len(owners) == 1 else ''
+    try:
+        pg_access.admin_psql(settings, f'BEGIN;\n{reassign}DROP OWNED BY {r};\n'
+                                       f'DROP ROLE {r};\nCOMMIT;\n')
+    except CommandError as e:
+        raise WazoHaError(f'the role {d.remote_user} could not be dropped (its login is off and '
+                          f'its sessions ended; retried next minute): '
+                          f'{str(e).rsplit(": ", 1)[-1]}') from None
+    return said + [f'PostgreSQL: dropped the replication role {d.remote_user}' +
+                   (f' (what it owned given to {owners[0]}, its privileges revoked)'
+                    if reassign else ' (its privileges revoked)')]
+
+
+def _may_restart(t: Target, restart: str, restarted_for: str, digest: str,
+                 conf_changed: bool) -> bool:
+    """Whether this run may restart PostgreSQL, serving() aside (read last by the caller)."""
+    if restart == ALWAYS:  # only for what this run changed (set twice changes nothing)
+        return conf_changed
+    return t.slave and restarted_for != digest
 
 
 def serving(settings: Settings) -> bool:
@@ -181,27 +260,33 @@ def _catalog(settings: Settings) -> dict:
 
 
 def _drop_subscription(settings: Settings, sub: dict) -> list[str]:
-    """Drop the subscription found in the catalog, with its slot on the master it names when
-    that master lets us; else without it (the master drops our slots itself when it stops
-    being a continuous master, and keeps at most [database] slot_wal_keep_size for it)."""
+    """Disable the subscription found in the catalog (nothing more is applied from then on),
+    then drop it with its slot on the master it names when that master answers in time and
+    lets us; else without the slot (the master drops our slots itself when it stops being a
+    continuous master, and keeps at most [database] slot_wal_keep_size for it)."""
     name = pg_access.ident(SUBSCRIPTION)
     master = _host(sub.get('conninfo') or '') or 'the old master'
     # wazo-ha-stream holds its lock while it hands off (it creates the subscription then)
+    # [database] subscription_drop_timeout: an old master that accepts TCP but never answers
+    # would hold DROP SUBSCRIPTION for psql's whole timeout
+    timeout = settings.database.subscription_drop_timeout
     with single_instance(settings.paths.lock_dir, jobs.STREAM.name, wait=60):
+        pg_access.admin_psql(settings, f'ALTER SUBSCRIPTION {name} DISABLE;\n')
         if not sub.get('slot'):
             pg_access.admin_psql(settings, f'DROP SUBSCRIPTION {name};\n')
             return [f'PostgreSQL: dropped the subscription {SUBSCRIPTION} (it had no slot)']
         try:
-            pg_access.admin_psql(settings, f'DROP SUBSCRIPTION {name};\n')
+            pg_access.admin_psql(settings, f"SET statement_timeout = '{timeout}s';\n"
+                                           f'DROP SUBSCRIPTION {name};\n')
             return [f'PostgreSQL: dropped the subscription {SUBSCRIPTION} and its slot '
                     f'{sub["slot"]} on {master}']
         except CommandError as e:
-            pg_access.admin_psql(settings, f'ALTER SUBSCRIPTION {name} DISABLE;\n'
-                                           f'ALTER SUBSCRIPTION {name} SET (slot_name = NONE);\n'
+            pg_access.admin_psql(settings, f'ALTER SUBSCRIPTION {name} SET (slot_name = NONE);\n'
                                            f'DROP SUBSCRIPTION {name};\n')
             reason = str(e).rsplit(': ', 1)[-1]
             return [f'PostgreSQL: dropped the subscription {SUBSCRIPTION}; its slot '
-                    f'{sub["slot"]} stays on {master}, which did not let us drop it ({reason})']
+                    f'{sub["slot"]} stays on {master}, which did not let us drop it in '
+                    f'{timeout}s ({reason})']
 
 
 def _host(conninfo: str) -> str:
@@ -223,8 +308,15 @@ def converge_and_record(settings: Settings, config: role.HaConfig | None = None,
     caller holds the lock JOB.name."""
     last = recorded(settings)
     details = dict(last.details or {}) if last else {}
+    def before_restart(digest: str) -> None:
+        details['restarted_for'] = digest
+        jobs.save_last_run(settings.paths.state_dir, JOB, jobs.LastRun(
+            last.result, last.finished_at, last.sentence, last.error_kind, details) if last
+            else jobs.LastRun('ok', time.time(), 'restarting PostgreSQL', None, details))
+
     try:
-        outcome = converge(settings, config, restart, details.get('restarted_for', ''))
+        outcome = converge(settings, config, restart, details.get('restarted_for', ''),
+                           before_restart)
     except (WazoHaError, OSError) as e:
         jobs.save_last_run(settings.paths.state_dir, JOB,
                            jobs.LastRun('failed', time.time(), str(e), jobs.FAILED, details))
@@ -232,6 +324,7 @@ def converge_and_record(settings: Settings, config: role.HaConfig | None = None,
     if outcome.restarted:
         details['restarted_for'] = outcome.conf_digest
     details['pending_restart'] = outcome.pending_restart
+    details.pop('mailed', None)
     node_type = (config or load_config(settings)).node_type
     failed = bool(outcome.not_applied)
     jobs.save_last_run(settings.paths.state_dir, JOB,
@@ -242,13 +335,18 @@ def converge_and_record(settings: Settings, config: role.HaConfig | None = None,
 
 
 def run_job(settings: Settings) -> Outcome:
-    """`wazo-ha-config converge`: one log line per change; silent when nothing changed."""
-    try:
-        config = load_config(settings)
-    except HaConfError as e:
-        raise HaConfError(f'{e}: node access left as it is') from None
+    """`wazo-ha-config converge`: one log line per change; silent when nothing changed. When
+    ha.conf changed meanwhile (wazo-sysconfd writes it on PUT /ha), run once more on the new
+    one."""
+    config = _load_for_job(settings)
     with single_instance(settings.paths.lock_dir, JOB.name, wait=30):
         outcome = converge_and_record(settings, config)
+        now = _load_for_job(settings)
+        if now != config:
+            config = now
+            again = converge_and_record(settings, config)
+            again.changes[:0] = outcome.changes
+            outcome = again
     for line in outcome.changes:
         logger.info('changed: %s', line)
     if outcome.not_applied:
@@ -256,3 +354,29 @@ def run_job(settings: Settings) -> Outcome:
     if outcome.changes:
         logger.info('%s', outcome.sentence(config.node_type))
     return outcome
+
+
+def _load_for_job(settings: Settings) -> role.HaConfig:
+    try:
+        return load_config(settings)
+    except HaConfError as e:
+        raise HaConfError(f'{e}: node access left as it is') from None
+
+
+def mail_failure_once(settings: Settings, error: str) -> bool:
+    """A failure of the cron run mails root once, not every minute while it lasts the same
+    way (the key: the error's first words, kept in the converge record)."""
+    def load() -> object:
+        last = recorded(settings)
+        return (last.details or {}).get('mailed') if last else None
+
+    def save(key: object) -> None:
+        last = recorded(settings) or jobs.LastRun('failed', time.time(), error, jobs.FAILED)
+        jobs.save_last_run(settings.paths.state_dir, JOB, jobs.LastRun(
+            last.result, last.finished_at, last.sentence, last.error_kind,
+            {**(last.details or {}), 'mailed': key}))
+
+    return mail_once(settings, KeyStore(load, save), error.split(':', 1)[0], MAIL_SUBJECT,
+                     f'{JOB.name} failed on this node:\n\n{error}\n\nIt tries again every '
+                     'minute; this mail is not repeated while it fails the same way.\nSee '
+                     f'{settings.paths.log_file}.\n')

@@ -40,7 +40,7 @@ from ..decisions.pgpass import pgpass_password, pgpass_prefix, with_pgpass_line
 from ..errors import InputError, WazoHaError
 from ..files import sync
 from ..jobs import CONVERGE, SYNC
-from ..settings import Settings
+from ..settings import CONTINUOUS, Settings
 from . import converge, pg_access, stream_access
 
 logger = logging.getLogger('wazo-ha')
@@ -171,6 +171,16 @@ def setup(settings: Settings, tell: Callable[[str], None]) -> list[str]:
             raise sync.SyncError(f'{key}.pub is missing: remove {key} and run wazo-sync -i again')
         line = sync.restricted_line(public, source_address(slave), settings.sync.rsyncd_conf)
         target = sync.remote(settings.sync.remote_user, slave)
+        if settings.database.mode == CONTINUOUS:  # PUT /ha a minute ago: not converged yet
+            try:
+                with single_instance(settings.paths.lock_dir, CONVERGE.name, wait=60):
+                    converged = converge.converge_and_record(settings)
+            except (WazoHaError, OSError) as e:
+                raise sync.SyncError(f'node access not converged to ha.conf on this master: '
+                                     f'{e}') from None
+            for said in converged.changes:
+                logger.info('changed: %s', said)
+            report += converged.changes
         offer = prepare(settings, slave)
         tell(f'The SSH host key of the slave {slave} (compare it with `ssh-keygen -lf '
              f'/etc/ssh/ssh_host_*_key.pub` on the slave before typing a password):')

@@ -10,10 +10,12 @@ A setting that needs a restart (listen_addresses, wal_level) is then pending: se
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 
-from ..adapters.system import read_no_follow, run
+from ..adapters.system import read_no_follow, run, unlink_no_follow
 from ..settings import Settings
 from . import pg_access, stream_access
 
@@ -26,6 +28,35 @@ NEEDS_RESTART = 'setting could not be applied'
 PENDING_SQL = ("SELECT json_build_object('pending', (SELECT coalesce(json_agg(DISTINCT name), "
                f"'[]'::json) FROM pg_file_settings WHERE error = '{NEEDS_RESTART}' AND name IN "
                f"({', '.join(repr(n) for n in RESTART_SETTINGS)})))")
+
+
+# wazo-sysconfd's own line for the master (it writes it on a slave, removes it on its next PUT
+# /ha): on a node that is not a slave now, a line left by it (ha.conf written by other means, or
+# a sed -i racing with us) would let the old master in as postgres without a password. While
+# one is there, our guard block, first in the file, refuses postgres from that address; the
+# line itself stays: it is wazo-sysconfd's.
+SYSCONFD_TRUST = re.compile(r'host\s+asterisk\s+postgres\s+(\S+)/(?:32|128)\s+trust\s*')
+GUARD_BEGIN = ("# BEGIN wazo-ha: postgres refused from the address of wazo-sysconfd's trust line "
+               '(managed by wazo-ha-config)')
+GUARD_END = '# END wazo-ha guard'
+
+
+def guard_lines(hba: str, master_ip: str | None) -> list[str]:
+    """The reject lines for wazo-sysconfd's trust lines left on a node that is not a slave."""
+    if master_ip:
+        return []
+    found = []
+    for line in hba.splitlines():
+        m = SYSCONFD_TRUST.fullmatch(line.strip())
+        if not m:
+            continue
+        try:
+            net = pg_access.host_net(m.group(1))
+        except ValueError:
+            continue
+        if f'host all postgres {net} reject' not in found:
+            found.append(f'host all postgres {net} reject')
+    return found
 
 
 @dataclass(frozen=True)
@@ -64,6 +95,7 @@ def render(hba: str, want: Wanted, database: str, remote_user: str,
     block admits it through the local socket, see stream.owner)."""
     text = pg_access.render_hba(hba, want.master_ip, database, remote_user, local_user)
     text = stream_access.render_hba(text, want.stream_slave_ip, database, stream_user)
+    text = pg_access.with_block(text, GUARD_BEGIN, GUARD_END, guard_lines(text, want.master_ip))
     if want.master_ip:
         conf = pg_access.render_conf(want.master_ip, want.listen)
     else:
@@ -85,7 +117,13 @@ def apply(settings: Settings, want: Wanted) -> Applied:
         if not (want.master_ip or want.stream_slave_ip):
             return result
         raise FileNotFoundError(f'{hba_path} does not exist (setting [paths] postgresql_conf_dir)')
-    hba, conf = render(current, want, d.name, d.remote_user, d.stream_user, d.subscription_owner)
+    for _ in range(3):  # wazo-sysconfd may sed -i the file meanwhile: then again, on its text
+        hba, conf = render(current, want, d.name, d.remote_user, d.stream_user,
+                           d.subscription_owner)
+        again = read_no_follow(hba_path)
+        if again == current or again is None:
+            break
+        current = again
     if hba != current:
         pg_access.write_in_conf_dir(hba_path, hba, conf_dir)
         result.hba_changed = True
@@ -94,7 +132,7 @@ def apply(settings: Settings, want: Wanted) -> Applied:
     current_conf = read_no_follow(conf_path)
     if conf != current_conf:
         if conf is None:
-            os.unlink(conf_path)
+            unlink_no_follow(conf_path)
             result.changes.append(f'{conf_path}: removed')
         else:
             pg_access.write_in_conf_dir(conf_path, conf, conf_dir, mode=0o644)
@@ -123,6 +161,14 @@ def _hba_sentences(path: str, before: str, want: Wanted, database: str, remote_u
                                    f'{stream_user} (TLS, scram-sha-256); that role from '
                                    'elsewhere and for physical replication refused'
                                    if want.stream_slave_ip else 'stream access removed'))
+    guard = guard_lines(stream_access.render_hba(slave_block, want.stream_slave_ip, database,
+                                                 stream_user), want.master_ip)
+    lines = before.splitlines()
+    had = lines[lines.index(GUARD_BEGIN) + 1:lines.index(GUARD_END)] \
+        if GUARD_BEGIN in lines and GUARD_END in lines else []
+    if guard != had:
+        said.append(f'{path}: ' + ('; '.join(guard) + " (wazo-sysconfd's trust line for that "
+                                   'address is still there)' if guard else 'guard removed'))
     return said or [f'{path}: our blocks moved back to the top of the file']
 
 

@@ -218,9 +218,10 @@ def set_local_verifier(settings: Settings, password: str) -> None:
     if not settings.database.admin_psql:
         raise WazoHaError('continuous mode needs [database] admin_psql on the master')
     if not role_state(settings).get('role'):
-        raise WazoHaError(f'the stream role {role} does not exist on this master: run '
-                          'wazo-ha-config set --node-type master --remote-address SLAVE here first '
-                          '(with [database] mode = continuous)')
+        raise WazoHaError(f'the stream role {role} does not exist on this master: configure it '
+                          'as the master of this slave (PUT /ha on wazo-confd, or wazo-ha-config '
+                          'set --node-type master --remote-address SLAVE) with [database] mode = '
+                          'continuous, then run wazo-sync -i again')
     _psql(settings, sql)
 
 

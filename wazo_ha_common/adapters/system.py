@@ -239,6 +239,23 @@ def make_directory_no_follow(path: str, mode: int, owner: tuple[int, int] | None
         os.close(dir_fd)
 
 
+def unlink_no_follow(path: str) -> bool:
+    """Remove the file `path` (a link itself, never what it points to) through a descriptor
+    on its directory opened as open_directory does; whether it was there."""
+    directory, name = os.path.split(path)
+    try:
+        dir_fd = open_directory(directory)
+    except FileNotFoundError:
+        return False
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(dir_fd)
+
+
 def read_no_follow(path: str) -> str | None:
     """Content of a file in a directory another user may own, never through a link; None when
     missing; WazoHaError when a link or anything but a regular file stands there."""

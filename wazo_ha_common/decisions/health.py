@@ -96,9 +96,15 @@ def _silent(m: Memory, probe: Probe, policy: Policy) -> tuple[Memory, Verdict]:
     silent_since = m.last_answer if m.last_answer is not None else failing_since
     silent = probe.at - silent_since
     why = f' ({probe.detail})' if probe.detail else ''
-    if m.decision == DOWN:
+    doubt = m.decision == DOWN and m.decided_at is None
+    if m.decision == DOWN and not doubt:
         return m, Verdict(DOWN, False, f'the master is still silent{why}: this slave keeps '
                                        'telephony')
+    if doubt and (silent < policy.down_after or m.failures < policy.failures_needed
+                  or probe.witness is False):
+        return m, Verdict(DOWN, False, f'the master is silent{why}; the memory was in doubt: '
+                                       'this slave keeps telephony, the probes have not '
+                                       'declared the master down yet')
     if silent < policy.down_after or m.failures < policy.failures_needed:
         return m, Verdict(m.decision, False,
                           f'the master has been silent for {silent:.0f} s{why} '
@@ -123,8 +129,15 @@ def watching(memory: Memory, master: str) -> Memory:
 def in_doubt(master: str, telephony_runs: bool) -> Memory:
     """The memory to start from when there is none to trust (missing or invalid): while this
     slave's telephony runs it may be serving, so the master must answer for up_after before
-    telephony stops (a lost memory never stops telephony early); otherwise a fresh start."""
+    telephony stops (a lost memory never stops telephony early); otherwise a fresh start.
+    A DOWN in doubt has no decided_at (see in_doubt_down): it keeps telephony up but is no
+    failover until the probes declare the master down."""
     return Memory(master=master, decision=DOWN if telephony_runs else UNKNOWN)
+
+
+def in_doubt_down(memory: Memory) -> bool:
+    """A DOWN that no probe decided (a memory in doubt, or a decision of an earlier boot)."""
+    return memory.decision == DOWN and memory.decided_at is None
 
 
 _TIMES = ('decided_at', 'last_probe', 'last_answer', 'answering_since', 'failing_since')

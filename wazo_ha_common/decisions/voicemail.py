@@ -29,13 +29,23 @@ from dataclasses import dataclass, field
 GREETINGS = ('unavail', 'busy', 'greet', 'temp')
 IN_PROGRESS = 'tmp'         # a mailbox's folder of recordings in progress: never brought back
 MAX_MESSAGES = 9999         # Asterisk's MAXMSGLIMIT: numbers 0000..9998
-_MESSAGE_FILE = re.compile(r'^msg(\d{4})\.([A-Za-z0-9][A-Za-z0-9_-]{0,15})$')
+DEFAULT_MAXMSG = 100        # Asterisk's MAXMSG: messages per folder when maxmsg is not set
+# the .txt and the sound formats Asterisk can record voicemail in (its formats' extensions)
+EXTENSIONS = frozenset({'txt', 'wav', 'WAV', 'wav49', 'gsm', 'g722', 'g723', 'g726', 'g729',
+                        'sln', 'sln16', 'raw', 'ulaw', 'ul', 'alaw', 'al', 'pcm', 'au', 'ogg',
+                        'oga', 'siren7', 'siren14', 'speex', 'spx', 'vox', 'mp3', 'ilbc',
+                        'h263', 'h264'})
+_MESSAGE_FILE = re.compile(r'^msg(\d{4})\.([A-Za-z0-9]{1,8})$')
+# Episode bound: a message counts as left during the episode when Asterisk stamped it no more
+# than this before the episode's start: the slave's clock may lag the master's (NTP drift)
+# and a call answered just before the failover is stamped when its recording began.
+EPISODE_MARGIN = 300
 
 
 def message_file(name: str) -> tuple[int, str] | None:
     """('msg0003.wav') -> (3, 'wav'); None for a file that is not part of a message."""
     match = _MESSAGE_FILE.match(name)
-    if not match or int(match.group(1)) >= MAX_MESSAGES:
+    if not match or int(match.group(1)) >= MAX_MESSAGES or match.group(2) not in EXTENSIONS:
         return None
     return int(match.group(1)), match.group(2)
 
@@ -71,6 +81,47 @@ def identity(text: str) -> str:
 def origtime(text: str) -> int:
     value = message_fields(text).get('origtime', '')
     return int(value) if value.isdigit() else 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """voicemail.conf's maxmsg: messages a folder may hold, in [general] and per mailbox
+    (`context/mailbox`). Without the file (None), only Asterisk's numbering limit."""
+    general: int = DEFAULT_MAXMSG
+    mailboxes: dict[str, int] = field(default_factory=dict)
+
+    def of(self, mailbox: str) -> int:
+        return self.mailboxes.get(mailbox, self.general)
+
+
+def _maxmsg(value: str) -> int | None:
+    value = value.strip()
+    return min(int(value), MAX_MESSAGES) if value.isdigit() and int(value) > 0 else None
+
+
+def limits(text: str) -> Limits:
+    """maxmsg from a voicemail.conf (as app_voicemail.c reads it: `maxmsg=` in [general];
+    per mailbox, `mailbox => password,name,email,pager,options` with options `key=value`
+    separated by `|`). Values not a positive number are ignored."""
+    general, mailboxes, section = DEFAULT_MAXMSG, {}, None
+    for raw in text.splitlines():
+        line = raw.split(';', 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith('[') and line.endswith(']'):
+            section = line[1:-1].strip()
+        elif section == 'general' and '=' in line:
+            key, value = line.split('=', 1)
+            if key.strip() == 'maxmsg' and _maxmsg(value) is not None:
+                general = _maxmsg(value)
+        elif section not in (None, 'general', 'zonemessages') and '=>' in line:
+            box, value = line.split('=>', 1)
+            fields = value.split(',', 4)
+            for option in (fields[4].split('|') if len(fields) == 5 else ()):
+                key, _, v = option.partition('=')
+                if key.strip() == 'maxmsg' and _maxmsg(v) is not None:
+                    mailboxes[f'{section}/{box.strip()}'] = _maxmsg(v)
+    return Limits(general, mailboxes)
 
 
 @dataclass(frozen=True)
@@ -115,6 +166,7 @@ class Plan:
     here: list[Message] = field(default_factory=list)      # already in the master's mailbox
     before: list[Message] = field(default_factory=list)    # brought back earlier (deleted since?)
     full: list[Message] = field(default_factory=list)      # no number left in the folder
+    older: list[Message] = field(default_factory=list)     # recorded before the episode
 
     def known(self) -> dict[str, set[str]]:
         """mailbox -> identities the master has now seen (placed, here or before)."""
@@ -126,28 +178,41 @@ class Plan:
     def sentence(self) -> str:
         return (f'{len(self.place)} voicemail messages brought back, {len(self.here)} already '
                 f'on this master, {len(self.before)} brought back before'
-                + (f', {len(self.full)} left on the slave (folder full)' if self.full else ''))
+                + (f', {len(self.full)} left on the slave (folder full)' if self.full else '')
+                + (f', {len(self.older)} older than the episode left on the slave'
+                   if self.older else ''))
 
 
 def plan(slave: list[Message], master: dict[str, Folder], master_ids: dict[str, set[str]],
-         brought_back: dict[str, set[str]]) -> Plan:
+         brought_back: dict[str, set[str]], since: float | None = None,
+         caps: Limits | None = None) -> Plan:
     """Where each of the slave's messages goes on the master.
 
     master: folder -> what it holds; master_ids: mailbox -> identities of its messages now;
     brought_back: mailbox -> identities brought back by earlier runs. Messages of a folder are
-    placed in the order they were recorded (origtime, then the slave's number)."""
+    placed in the order they were recorded (origtime, then the slave's number). `since`: the
+    episode's start; a message recorded more than EPISODE_MARGIN before it is not of this
+    episode (the slave's whole spool holds old messages, deleted on the master long ago).
+    `caps`: voicemail.conf's maxmsg; a message that would make its folder hold more is left
+    on the slave (`full`), as Asterisk would refuse it."""
     result = Plan()
     taken: dict[str, set[int]] = {}
     seen: set[tuple[str, str]] = set()
     for m in sorted(slave, key=lambda m: (m.folder, m.origtime, m.number)):
         key = (m.mailbox, m.identity)
+        if since is not None and m.origtime < since - EPISODE_MARGIN:
+            result.older.append(m)
+            continue
         if m.identity in master_ids.get(m.mailbox, ()) or key in seen:
             result.here.append(m)
         elif m.identity in brought_back.get(m.mailbox, ()):
             result.before.append(m)
         else:
             used = taken.setdefault(m.folder, set())
-            number = master.get(m.folder, Folder()).next_free(used)
+            held = master.get(m.folder, Folder())
+            number = held.next_free(used)
+            if caps is not None and len(held.numbers) + len(used) >= caps.of(m.mailbox):
+                number = None
             if number is None:
                 result.full.append(m)
                 continue
@@ -157,10 +222,14 @@ def plan(slave: list[Message], master: dict[str, Folder], master_ids: dict[str, 
     return result
 
 
-def greeting_step(slave_mtime: float, master_mtime: float | None) -> str:
+def greeting_step(slave_mtime: float, master_mtime: float | None,
+                  since: float | None = None) -> str:
     """Greetings and every other file but messages keep the rule of the other failback
     directories: 'copy' (none on the master), 'replace' (the slave's is newer: the master's is
-    kept beside it), 'keep' (the master's is as new or newer)."""
+    kept beside it), 'keep' (the master's is as new or newer, or the slave's was not written
+    during the episode that began at `since`)."""
+    if since is not None and slave_mtime < since:
+        return 'keep'
     if master_mtime is None:
         return 'copy'
     return 'replace' if int(slave_mtime) > int(master_mtime) else 'keep'
@@ -168,11 +237,12 @@ def greeting_step(slave_mtime: float, master_mtime: float | None) -> str:
 
 def relative_kind(parts: tuple[str, ...]) -> str:
     """What a file of the spool is, from its path parts below the spool: 'message'
-    (context/mailbox/folder/msgNNNN.ext), 'skip' (recordings in progress, lock files), or
-    'other' (greetings and anything else, copied by greeting_step)."""
+    (context/mailbox/folder/msgNNNN.ext), 'skip' (recordings in progress, lock files),
+    'refuse' (anything else in a folder or below: Asterisk keeps only messages there), or
+    'other' (greetings and other files of a mailbox, copied by greeting_step)."""
     name = parts[-1]
     if name.startswith('.lock') or (len(parts) >= 3 and parts[2] == IN_PROGRESS):
         return 'skip'
-    if len(parts) == 4 and message_file(name):
-        return 'message'
+    if len(parts) >= 4:
+        return 'message' if len(parts) == 4 and message_file(name) else 'refuse'
     return 'other'

@@ -145,7 +145,8 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep,
             began = waiting
             outcome, waiting = _converge(settings, verdict, hooks,
                                          force=not converged or waiting is not None,
-                                         memory=memory, waiting=waiting)
+                                         memory=memory, in_doubt=health.in_doubt_down(memory),
+                                         waiting=waiting)
             if waiting != began:  # a wait begun or ended: kept for the next run
                 save_memory(settings, memory, verdict, waiting)
             converged = True
@@ -185,7 +186,7 @@ def _keep_daemon_config(settings: Settings, hooks: Hooks) -> None:
 
 def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks, force: bool,
               memory: health.Memory | None = None,
-              waiting: registrations.Waiting | None = None
+              in_doubt: bool = False, waiting: registrations.Waiting | None = None
               ) -> tuple[services.Outcome | None, registrations.Waiting | None]:
     """Bring the services to the decided state on a change, and once per run anyway (at
     every probe while a failback waits for the phones); keep the failback record (what the
@@ -193,15 +194,22 @@ def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks, force: 
     opens or closes an episode once. Returns the outcome and the wait under way."""
     if verdict.decision == health.UNKNOWN or not (verdict.changed or force):
         return None, waiting
+    if verdict.decision == health.DOWN and waiting is not None:
+        # the health rule's decision, not one lost probe
+        logger.warning('failback phones: the master is down again after %.0f s of waiting '
+                       'for %d phones: wait ended, telephony NOT stopped',
+                       max(0.0, time.time() - waiting.began), waiting.phones)
+        waiting = None
+    if verdict.decision == health.DOWN and in_doubt:
+        # a memory in doubt, not the probes: the telephony that runs is kept, but no episode
+        # opens and the stream is not stopped until the probes declare the master down
+        return services.start(settings), None
     if verdict.decision == health.DOWN:
-        if waiting is not None:  # the health rule's decision, not one lost probe
-            logger.warning('failback phones: the master is down again after %.0f s of waiting '
-                           'for %d phones: wait ended, telephony NOT stopped',
-                           max(0.0, time.time() - waiting.began), waiting.phones)
-            waiting = None
+        # the episode first: a master's copy under way reads it before its commit and rolls
+        # back, so nothing it writes lands after the failover's first step
+        change = failback.serving(settings)
         hooks.before_serving(settings)  # the slave's own writes from now on
         outcome = services.start(settings)
-        change = failback.serving(settings)
         if change and not outcome.critical_failed:
             _announce_failover(settings, memory)
     else:

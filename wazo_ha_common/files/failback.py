@@ -12,6 +12,7 @@ failover replaces it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -36,6 +37,24 @@ def parse_record(path: str) -> Episode | None:
     except ValueError as e:
         logger.warning('%s is not a valid failback record (%s): ignored', path, e)
         return None
+
+
+def read_record(path: str) -> Episode | None:
+    """The slave's record as the master must read it: missing is no episode, but a record
+    that is there and invalid (not JSON, wrong fields, empty) raises ValueError: the master
+    cannot tell whether the slave serves, so it must not act as if it did not."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ValueError('not JSON') from None
+    if data == {}:
+        raise ValueError('an empty object')
+    return episode_from_dict(data)
 
 
 # on the slave

@@ -172,7 +172,7 @@ def push(settings: Settings, dry_run: bool = False, replace: bool = False) -> st
                       'its voicemail and recordings back\n')
         elif step == BRING_BACK:
             try:
-                copied = _copy_back(settings, target)
+                copied = _copy_back(settings, target, since=record.started_at)
             except SyncError as e:  # nothing pushed: the slave's files must come back first
                 _save_state(settings, 'failed', f'{e}; nothing pushed')
                 raise SyncError(f'{e}; nothing pushed (the files left on the slave come back '
@@ -249,7 +249,9 @@ PULL_OPTIONS = ('-rpt', '--no-links', '--no-devices', '--no-specials', '--no-own
 COPIED = 'copied:'
 
 
-def _copy_back(settings: Settings, target: str) -> list[str]:
+def _copy_back(settings: Settings, target: str, since: float | None = None) -> list[str]:
+    """`since`: the start of the episode the slave served: voicemail older than it stays on
+    the slave (None, a run by hand: its whole spool)."""
     stamp = time.strftime('%Y%m%d%H%M%S')
     copied = []
     for module in failback_modules(settings):
@@ -258,7 +260,7 @@ def _copy_back(settings: Settings, target: str) -> list[str]:
             try:
                 copied += voicemail_back.bring_back(
                     settings, module.path,
-                    lambda staging, m=module: _stage(settings, target, m, staging))
+                    lambda staging, m=module: _stage(settings, target, m, staging), since)
             except (OSError, voicemail_back.VoicemailError) as e:
                 raise SyncError(f'bringing voicemail back into {module.path}: {e}') from None
             continue
@@ -325,7 +327,13 @@ def fetch_record(settings: Settings, target: str) -> Episode | None:
                             f'{result.returncode}): {tail(result.stderr) or "no output"}'
                             + (' - run wazo-ha-config set --node-type slave ... on the slave, '
                                'or upgrade it' if 'unknown module' in result.stderr else ''))
-        return failback.parse_record(os.path.join(scratch, failback.RECORD_FILE))
+        try:
+            return failback.read_record(os.path.join(scratch, failback.RECORD_FILE))
+        except (OSError, ValueError) as e:
+            raise SyncError(f'cannot tell whether {target} serves telephony: its failback '
+                            f'record {settings.sync.record_dir}/{failback.RECORD_FILE} is not '
+                            f'valid ({e}); it is rewritten at its next failover or failback, '
+                            'or remove it on the slave if it serves no telephony') from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -34,7 +34,7 @@ from ..decisions import voicemail
 from ..decisions.failback import landing
 from ..errors import WazoHaError
 from ..settings import Settings
-from ..adapters.system import read_state, write_state
+from ..adapters.system import read_state, send_mail, write_state
 
 logger = logging.getLogger('wazo-ha')
 
@@ -62,38 +62,51 @@ def save_record(settings: Settings, record: dict[str, set[str]]) -> None:
                  'written_at': time.time()})
 
 
-def bring_back(settings: Settings, spool: str, fetch: Callable[[str], None]) -> list[str]:
+def bring_back(settings: Settings, spool: str, fetch: Callable[[str], None],
+               since: float | None = None) -> list[str]:
     """Stage the slave's spool with fetch(directory), merge its messages, copy its greetings
-    (newer wins, the other kept beside it). Returns the paths written on this master."""
+    (newer wins, the other kept beside it). `since`: the start of the episode the slave served
+    (None: a run by hand, the whole spool); older messages and files stay on the slave.
+    Returns the paths written on this master."""
     os.makedirs(settings.paths.state_dir, mode=0o700, exist_ok=True)
     staging = tempfile.mkdtemp(prefix='failback-voicemail-', dir=settings.paths.state_dir)
     try:
         fetch(staging)
-        messages, others = scan_staging(staging)
+        messages, others, refused_names = scan_staging(staging)
+        for relative in refused_names:
+            logger.warning('failback: %s on the slave is not a voicemail message: not brought '
+                           'back', relative)
         record = load_record(settings)
         written: list[str] = []
         stamp = time.strftime('%Y%m%d%H%M%S')
         refused: list[str] = []
         os.makedirs(spool, exist_ok=True)
         with _open_dir(spool) as spool_fd:
+            _sweep(spool_fd, {m.folder for m in messages}
+                   | {r.rsplit('/', 1)[0] for r in others if '/' in r})
+            _resume_pending(settings, spool_fd)
             folders, ids = _scan_master(spool_fd, messages)
-            decided = voicemail.plan(messages, folders, ids, record)
+            decided = voicemail.plan(messages, folders, ids, record, since,
+                                     _limits(settings.sync.voicemail_conf))
             for m in decided.here + decided.before:  # remembered now: never placed later
                 record.setdefault(m.mailbox, set()).add(m.identity)
             save_record(settings, record)
             for placement in decided.place:
                 m = placement.message
                 try:
-                    number = _place(spool_fd, staging, placement)
-                except OSError as e:
+                    number = _place(spool_fd, staging, placement,
+                                    lambda n, m=m: _save_pending(settings, m, n))
+                except OSError as e:  # _place undid its links
+                    _save_pending(settings, None, None)
                     refused.append(f'{m.folder}/{voicemail.file_name(m.number, "txt")}: {e}')
                     continue
                 record.setdefault(m.mailbox, set()).add(m.identity)
                 save_record(settings, record)
+                _save_pending(settings, None, None)
                 written += [os.path.join(spool, m.folder, f) for f in m.files(number)]
             for relative in others:
                 try:
-                    done = _copy_other(spool_fd, staging, relative, stamp)
+                    done = _copy_other(spool_fd, staging, relative, stamp, since)
                 except OSError as e:
                     refused.append(f'{relative}: {e}')
                     continue
@@ -102,19 +115,94 @@ def bring_back(settings: Settings, spool: str, fetch: Callable[[str], None]) -> 
         if refused:
             raise VoicemailError(f'{len(refused)} voicemail files could not be brought back '
                                  f'into {spool}: {"; ".join(refused[:3])}')
-        save_record(settings, {mb: ids for mb, ids in decided.known().items()})
+        for mailbox, known in decided.known().items():  # only added to, never replaced
+            record.setdefault(mailbox, set()).update(known)
+        save_record(settings, record)
         logger.info('failback: %s into %s', decided.sentence(), spool)
         for m in decided.full:
             logger.error('failback: %s/%s left on the slave: the folder is full on this '
-                         'master', m.folder, voicemail.file_name(m.number, 'txt'))
+                         'master (maxmsg of %s)', m.folder, voicemail.file_name(m.number, 'txt'),
+                         settings.sync.voicemail_conf)
+        _mail_full_once(settings, decided.full, spool)
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def scan_staging(staging: str) -> tuple[list[voicemail.Message], list[str]]:
-    """The slave's messages (complete: a .txt and its sound files) and its other files."""
-    messages, others = [], []
+PENDING_FILE = 'failback-voicemail-pending.json'
+
+
+def _save_pending(settings: Settings, m: voicemail.Message | None, number: int | None) -> None:
+    """Before a message is linked at `number`: where, so that a run killed between its sound
+    files and its .txt is cleaned at the next run ({} once placed or undone)."""
+    write_state(settings.paths.state_dir, PENDING_FILE, {} if m is None else {
+        'folder': m.folder, 'number': number, 'extensions': list(m.extensions)})
+
+
+def _resume_pending(settings: Settings, spool_fd: int) -> None:
+    """A run killed while linking a message: the sound files it linked without their .txt
+    (Asterisk never shows them, and they would take the number) are removed, under the
+    folder's lock; a message whose .txt is there is complete and kept."""
+    pending = read_state(settings.paths.state_dir, PENDING_FILE)
+    folder, number, extensions = (pending.get('folder'), pending.get('number'),
+                                  pending.get('extensions'))
+    if not (isinstance(folder, str) and isinstance(number, int) and isinstance(extensions, list)
+            and all(isinstance(e, str) and voicemail.message_file(voicemail.file_name(0, e))
+                    for e in extensions) and 0 <= number < voicemail.MAX_MESSAGES):
+        _save_pending(settings, None, None)
+        return
+    try:
+        with _walk_to(spool_fd, tuple(folder.split('/')), create=False) as fd:
+            if fd is not None:
+                with asterisk_lock(fd):
+                    try:
+                        os.stat(voicemail.file_name(number, 'txt'), dir_fd=fd,
+                                follow_symlinks=False)
+                    except FileNotFoundError:
+                        stale = [voicemail.file_name(number, e) for e in extensions if e != 'txt']
+                        _unlink_all(fd, stale)
+                        logger.warning('failback: removed the sound files of %s/msg%04d left '
+                                       'without their .txt by an interrupted run', folder, number)
+    except OSError as e:
+        logger.warning('failback: cannot clean %s after an interrupted run: %s', folder, e)
+        return
+    _save_pending(settings, None, None)
+
+
+FULL_FILE = 'failback-voicemail-full.json'
+FULL_SUBJECT = 'wazo-ha: voicemail left on the slave'
+
+
+def _limits(path: str) -> voicemail.Limits | None:
+    """maxmsg from the master's voicemail.conf; None when it is missing."""
+    try:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            return voicemail.limits(f.read())
+    except FileNotFoundError:
+        return None
+
+
+def _mail_full_once(settings: Settings, full: list[voicemail.Message], spool: str) -> None:
+    """Root is mailed once about the messages that did not fit (not at every run)."""
+    mailed = set(read_state(settings.paths.state_dir, FULL_FILE).get('mailed', []))
+    new = [m for m in full if f'{m.mailbox}|{m.identity}' not in mailed]
+    if not new:
+        return
+    send_mail(settings.mail.sendmail, settings.mail.recipient, FULL_SUBJECT,
+              f'{len(new)} voicemail messages left on the slave could not be brought back into '
+              f'{spool}: their folder is full on this master (maxmsg in '
+              f'{settings.sync.voicemail_conf}): '
+              + ', '.join(f'{m.folder}/{voicemail.file_name(m.number, "txt")}' for m in new[:20])
+              + '.\nThey stay on the slave; free room (or raise maxmsg) and run wazo-sync '
+              f'--failback.\n\nSee {settings.paths.log_file}.\n')
+    write_state(settings.paths.state_dir, FULL_FILE,
+                {'mailed': sorted(mailed | {f'{m.mailbox}|{m.identity}' for m in new})})
+
+
+def scan_staging(staging: str) -> tuple[list[voicemail.Message], list[str], list[str]]:
+    """The slave's messages (complete: a .txt and its sound files), its other files, and
+    the files refused (in a folder but not a message file)."""
+    messages, others, refused = [], [], []
     for top, dirs, files in os.walk(staging):
         dirs.sort()
         relative = os.path.relpath(top, staging)
@@ -124,6 +212,8 @@ def scan_staging(staging: str) -> tuple[list[voicemail.Message], list[str]]:
             kind = voicemail.relative_kind(parts + (name,))
             if kind == 'other':
                 others.append('/'.join(parts + (name,)))
+            elif kind == 'refuse':
+                refused.append('/'.join(parts + (name,)))
             elif kind == 'message':
                 number, extension = voicemail.message_file(name)
                 groups.setdefault(number, []).append(extension)
@@ -132,13 +222,45 @@ def scan_staging(staging: str) -> tuple[list[voicemail.Message], list[str]]:
                 logger.warning('failback: %s/msg%04d has no .txt on the slave: not brought '
                                'back', relative, number)
                 continue
-            with open(os.path.join(top, voicemail.file_name(number, 'txt')), encoding='utf-8',
-                      errors='surrogateescape') as f:
+            txt = os.path.join(top, voicemail.file_name(number, 'txt'))
+            with open(txt, encoding='utf-8', errors='surrogateescape') as f:
                 text = f.read()
+            # a .txt without origtime: the time the slave wrote it (the staging keeps times)
+            recorded = voicemail.origtime(text) or int(os.stat(txt).st_mtime)
             ordered = tuple(sorted(e for e in extensions if e != 'txt')) + ('txt',)
             messages.append(voicemail.Message('/'.join(parts), number, ordered,
-                                              voicemail.identity(text), voicemail.origtime(text)))
-    return messages, others
+                                              voicemail.identity(text), recorded))
+    return messages, others, refused
+
+
+STALE = 60.0   # seconds: a .lock or temporary file of ours older than this is from a killed run
+
+
+def _sweep(spool_fd: int, folders: set[str]) -> None:
+    """Before planning: what a run killed midway left in the destination folders, our
+    stale `.lock` (root's, older than STALE: Asterisk could never lock the folder again) and
+    our temporary files."""
+    for folder in sorted(folders):
+        try:
+            _sweep_folder(spool_fd, folder)
+        except OSError as e:  # a link or a file in its place: its placing fails and says so
+            logger.warning('failback: cannot sweep %s: %s', folder, e)
+
+
+def _sweep_folder(spool_fd: int, folder: str) -> None:
+    with _walk_to(spool_fd, tuple(folder.split('/')), create=False) as fd:
+        if fd is None:
+            return
+        _drop_own_stale_lock(fd)
+        for name in os.listdir(fd):
+            if not name.startswith(TEMP_PREFIX):
+                continue
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if (st.st_uid == os.geteuid() and stat.S_ISREG(st.st_mode)
+                    and time.time() - st.st_mtime > STALE):
+                os.unlink(name, dir_fd=fd)
+                logger.warning('failback: removed %s/%s left by an interrupted run',
+                               folder, name)
 
 
 @contextmanager
@@ -257,7 +379,7 @@ def _drop_own_stale_lock(dir_fd: int) -> None:
         st = os.stat('.lock', dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return
-    if st.st_uid == os.geteuid() and stat.S_ISREG(st.st_mode) and time.time() - st.st_mtime > 60:
+    if st.st_uid == os.geteuid() and stat.S_ISREG(st.st_mode) and time.time() - st.st_mtime > STALE:
         os.unlink('.lock', dir_fd=dir_fd)
         logger.warning('failback: removed a stale .lock of an interrupted run')
 
@@ -289,7 +411,8 @@ def _staged_copy(dir_fd: int, source: str) -> str:
     return name
 
 
-def _place(spool_fd: int, staging: str, placement: voicemail.Placement) -> int:
+def _place(spool_fd: int, staging: str, placement: voicemail.Placement,
+           before_link: Callable[[int], None] = lambda number: None) -> int:
     """A message's files at its number (the next one if Asterisk took it meanwhile), sound
     files first and the .txt last (Asterisk sees a message by its .txt). Returns the number."""
     m = placement.message
@@ -302,25 +425,38 @@ def _place(spool_fd: int, staging: str, placement: voicemail.Placement) -> int:
                 number = placement.number
                 while True:
                     linked = []
+                    before_link(number)
                     try:
                         for ext in m.extensions:
                             final = voicemail.file_name(number, ext)
                             os.link(temps[ext], final, src_dir_fd=fd, dst_dir_fd=fd,
                                     follow_symlinks=False)
                             linked.append(final)
+                        os.fsync(fd)  # the names are on disk before the record says so
                         return number
                     except FileExistsError:  # recorded meanwhile: the next number
-                        for name in linked:
-                            os.unlink(name, dir_fd=fd)
+                        _unlink_all(fd, linked)
                         number += 1
                         if number >= voicemail.MAX_MESSAGES:
                             raise OSError(errno.ENOSPC, 'the folder is full') from None
+                    except BaseException:  # any other failure: no half message left behind
+                        _unlink_all(fd, linked)
+                        raise
         finally:
             for name in temps.values():
                 os.unlink(name, dir_fd=fd)
 
 
-def _copy_other(spool_fd: int, staging: str, relative: str, stamp: str) -> bool:
+def _unlink_all(dir_fd: int, names: list[str]) -> None:
+    for name in names:
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+
+
+def _copy_other(spool_fd: int, staging: str, relative: str, stamp: str,
+                since: float | None = None) -> bool:
     """A greeting (or any file but a message): copied when missing or newer on the slave; the
     master's older one is kept beside it (NAME.before-failback-DATE). True if written."""
     parts = relative.split('/')
@@ -334,7 +470,7 @@ def _copy_other(spool_fd: int, staging: str, relative: str, stamp: str) -> bool:
         if here is not None and not stat.S_ISREG(here.st_mode):
             raise OSError(errno.EEXIST, f'{relative} on this master is not a regular file')
         step = voicemail.greeting_step(os.stat(source).st_mtime,
-                                       here.st_mtime if here else None)
+                                       here.st_mtime if here else None, since)
         if step == 'keep':
             return False
         temp = _staged_copy(fd, source)

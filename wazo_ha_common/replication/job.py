@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -99,7 +100,12 @@ def run(settings: Settings, argument: str | None, verify: bool = False, *,
                 result.replace_slave = replace
                 reconcile(settings, slave_ip, result)
             else:
-                _replicate(settings, slave_ip, result, replace)
+                _replicate(settings, slave_ip, result, replace, None if force else serving)
+        except SlaveServes as e:  # a failover came while copying: rolled back, held
+            logger.warning('replication to %s rolled back: the slave started serving '
+                           'telephony during the copy', slave_ip)
+            return _hold(settings, slave_ip, Result(slave=slave_ip, started_at=result.started_at),
+                         e.why)
         except origin.ForeignMasterError as e:
             _save_state(settings, result, started, error=str(e))
             raise
@@ -146,13 +152,62 @@ def _hold(settings: Settings, slave_ip: str, result: Result, why: str) -> Result
         _save_state(settings, result, started, error=message)
         raise session.DatabaseError(message) from None
     result.held = why
-    _save_state(settings, result, started)
+    now = time.time()
+    before = jobs.load_last_run(settings.paths.state_dir, jobs.REPLICATION)
+    past = (before.details or {}) if before else {}
+    # the last actual copy: the last 'ok' run, or what the held runs since then carried on
+    copied_at = before.finished_at if before and before.ok else past.get('last_copied_at')
+    doubt = why.startswith('cannot tell')
+    doubt_since = (past.get('cannot_tell_since') or now) if doubt else None
+    mailed = bool(doubt and past.get('cannot_tell_mailed'))
+    if doubt and not mailed and now - doubt_since >= HELD_MAIL_AFTER:
+        send_mail(settings.mail.sendmail, settings.mail.recipient, MAIL_SUBJECT,
+                  f'{NAME} has left the database of the slave {slave_ip} alone for '
+                  f'{(now - doubt_since) / 3600:.1f} hours: {why}. Nothing is copied until '
+                  'this is cleared (or a run by hand with --force copies anyway).\n\n'
+                  f'See {settings.paths.log_file}.\n')
+        mailed = True
+    result.duration = time.monotonic() - started
+    details = asdict(result)
+    details.update(last_copied_at=copied_at, cannot_tell_since=doubt_since,
+                   cannot_tell_mailed=mailed)
+    jobs.save_last_run(settings.paths.state_dir, jobs.REPLICATION,
+                       jobs.LastRun(HELD, now, result.sentence(), None, details))
     logger.info('%s', result.sentence())
     return result
 
 
-def _replicate(settings: Settings, slave_ip: str, result: Result, replace: bool = False) -> None:
+HELD = 'held'              # a run that left the serving slave alone: no copy, no failure
+HELD_MAIL_AFTER = 7200.0   # seconds of 'cannot tell' before root is mailed (once)
+
+
+class SlaveServes(Exception):
+    """Raised by the commit guard: the slave's record says it serves now; the slave's
+    transaction is rolled back (never committed)."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+def _commit_guard(serving: Callable[[str], str | None], slave_ip: str):
+    """Re-read the slave's failback record right before the commit: a failover that opened
+    its episode while this run copied wins (the episode opens before the failover's first
+    step, see failover.check)."""
+    @contextlib.contextmanager
+    def guard():
+        why = serving(slave_ip)
+        if why is not None:
+            raise SlaveServes(why)
+        yield
+    return guard
+
+
+def _replicate(settings: Settings, slave_ip: str, result: Result, replace: bool = False,
+               serving: Callable[[str], str | None] | None = None) -> None:
     with Nodes(settings, slave_ip, NAME) as nodes:
+        if serving is not None:
+            nodes.commit_guard = _commit_guard(serving, slave_ip)
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         now = tuple(tracking.Horizon(**h) for h in nodes.both(catalog.horizon))
         to_record = guard_slave(settings, nodes, slave_ip, now[0].system, replace)
