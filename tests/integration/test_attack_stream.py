@@ -14,8 +14,8 @@ import os
 import pytest
 
 from datagen import installation_sql
-from stream_helpers import (create_user, setup_streaming, stream, stream_ok, subscription,
-                            users_named, wait_until)
+from stream_helpers import (continuous_settings, create_user, setup_streaming, stream, stream_ok,
+                            subscription, users_named, wait_until)
 
 ROLE = 'wazo_ha_replication'
 OWNER = 'wazo_ha_subscriber'
@@ -181,3 +181,195 @@ def test_a_table_named_like_a_slave_catalog_is_never_subscribed(streaming):
     assert slave.psql("SELECT count(*) FROM pg_subscription_rel r JOIN pg_class c "
                       "ON c.oid = r.srrelid WHERE c.relnamespace <> 'public'::regnamespace") == '0'
     assert slot_of_subscription(slave) == slot
+
+
+def hijack_sql(program_target):
+    """Functions in public shadowing pg_catalog's for the argument types the superuser's
+    queries use (ROLE_STATE_SQL's json_build_object, format, count), each one trying to become
+    a superuser and to run a program."""
+    body = f"""
+  RAISE WARNING 'wazo-ha-attack hijack ran as % (session %)', current_user, session_user;
+  BEGIN
+    ALTER ROLE {ROLE} SUPERUSER;
+    RAISE WARNING 'wazo-ha-attack: became a superuser';
+  EXCEPTION WHEN others THEN RAISE WARNING 'wazo-ha-attack: superuser refused: %', SQLERRM;
+  END;
+  BEGIN
+    COPY (SELECT 1) TO PROGRAM 'touch {program_target}';
+    RAISE WARNING 'wazo-ha-attack: program ran';
+  EXCEPTION WHEN others THEN RAISE WARNING 'wazo-ha-attack: program refused: %', SQLERRM;
+  END;"""
+    return f"""
+CREATE FUNCTION public.json_build_object(a text, b json, c text, d json) RETURNS json
+LANGUAGE plpgsql AS $f$ BEGIN {body}
+  RETURN pg_catalog.json_build_object(a, b, c, d); END $f$;
+CREATE FUNCTION public.json_build_object(a text, b boolean, c text, d boolean, e text, f boolean,
+  g text, h boolean, i text, j boolean, k text, l boolean, m text, n boolean, o text, p json,
+  q text, r boolean, s text, t boolean, u text, v bigint) RETURNS json
+LANGUAGE plpgsql AS $f$ BEGIN {body}
+  RETURN pg_catalog.json_build_object(a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q, r, s, t,
+                                      u, v); END $f$;
+CREATE FUNCTION public.has_parameter_privilege(a oid, b text, c text) RETURNS boolean
+LANGUAGE plpgsql AS $f$ BEGIN {body}
+  RETURN pg_catalog.has_parameter_privilege(a, b, c); END $f$;
+"""
+
+
+def test_functions_the_master_puts_in_public_never_run_in_a_superusers_session(streaming):
+    """The master's replication role (a member of the tables' owner, so it may create in
+    public) shadows functions the superuser's statements call unqualified; a hand-off then
+    runs them (the role's state, the subscription): with search_path pg_catalog, pg_temp on
+    every superuser session (libpq options, psql's first statement) none of them runs."""
+    master, slave = streaming
+    before = rights(slave)
+    drop_dir = os.path.join(slave.root, 'attack')
+    os.mkdir(drop_dir)
+    os.chmod(drop_dir, 0o777)
+    pwned = os.path.join(drop_dir, 'pwned')
+    r = as_replication_role(master, slave, hijack_sql(pwned))
+    assert r.returncode == 0, r.stderr
+    # the functions are there and would win in the default search_path
+    assert slave.psql("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace "
+                      "AND proname IN ('json_build_object', 'has_parameter_privilege')") == '3'
+    since = os.path.getsize(slave.pglog)
+    slave.psql("ALTER SUBSCRIPTION wazo_ha DISABLE")  # stands for the master dropping its slot
+    create_user(master, 'Copied')
+
+    out = stream_ok(slave)
+
+    assert 'hand-off done' in out, out
+    assert users_named(slave, 'Copied')
+    lines = attack_lines(slave, since)
+    assert not any('hijack ran' in line for line in lines), lines
+    assert not os.path.exists(pwned)
+    assert rights(slave) == before
+    assert slave.psql(f"SELECT rolsuper FROM pg_roles WHERE rolname = '{ROLE}'") == 'f'
+
+
+def owner_login(slave):
+    """(may log in, has a password) of the subscription's owner role."""
+    return slave.psql(f"SELECT rolcanlogin, rolpassword IS NOT NULL FROM pg_authid "
+                      f"WHERE rolname = '{OWNER}'")
+
+
+def worker_pid(slave):
+    return slave.psql("SELECT w.pid FROM pg_stat_subscription w JOIN pg_subscription s "
+                      "ON s.oid = w.subid WHERE s.subname = 'wazo_ha' AND w.relid IS NULL "
+                      "AND w.pid IS NOT NULL")
+
+
+def test_a_subscription_owned_by_the_superuser_is_given_to_the_owner_role_in_one_run(streaming):
+    """As an older version left it (or someone gave it away): the subscription belongs to
+    postgres and its apply worker runs as postgres. One run of wazo-ha-stream, without a
+    hand-off, gives it to the owner role and starts its worker again: the master's trigger then
+    fires without rights."""
+    master, slave = streaming
+    before = rights(slave)
+    slave.psql("ALTER SUBSCRIPTION wazo_ha OWNER TO postgres")
+    old = worker_pid(slave)
+    slave.psql(f"SELECT pg_terminate_backend({old})")  # the worker starts again as postgres
+    assert wait_until(lambda: worker_pid(slave) not in ('', old), 30)
+    drop_dir = os.path.join(slave.root, 'attack')
+    os.mkdir(drop_dir)
+    os.chmod(drop_dir, 0o777)
+    pwned = os.path.join(drop_dir, 'pwned')
+    assert as_replication_role(master, slave, trap_sql(pwned)).returncode == 0
+
+    out = stream_ok(slave)
+
+    assert 'hand-off' not in out, out
+    assert slave.psql("SELECT subowner::regrole FROM pg_subscription") == OWNER
+    assert owner_login(slave) == 't|f'
+    since = os.path.getsize(slave.pglog)
+    create_user(master, 'AfterUpgrade')
+    assert wait_until(lambda: users_named(slave, 'AfterUpgrade'), 30)
+    lines = attack_lines(slave, since)
+    assert any(line.startswith(f'wazo-ha-attack fired as {OWNER} (session {OWNER}')
+               for line in lines), lines
+    assert not [line for line in lines if ' as postgres ' in line or 'became a superuser' in line
+                or 'program ran' in line], lines
+    assert not os.path.exists(pwned)
+    assert rights(slave) == before
+
+
+PASSWORD_TRAP = """
+CREATE FUNCTION public.wazo_ha_attack_pw() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+  EXECUTE format('ALTER ROLE %I PASSWORD %L', current_user, 'the-attacker-knows-it');
+  RAISE WARNING 'wazo-ha-attack password set as %', current_user;
+  RETURN NEW;
+END $f$;
+CREATE TRIGGER wazo_ha_attack_pw BEFORE INSERT ON public.userfeatures
+  FOR EACH ROW EXECUTE FUNCTION public.wazo_ha_attack_pw();
+ALTER TABLE public.userfeatures ENABLE ALWAYS TRIGGER wazo_ha_attack_pw;
+"""
+
+
+def test_a_password_a_master_trigger_gives_the_owner_role_is_taken_away_and_mailed_once(streaming):
+    master, slave = streaming
+    assert as_replication_role(master, slave, PASSWORD_TRAP).returncode == 0
+    for name in ('Pw1', 'Pw2'):
+        since = os.path.getsize(slave.pglog)
+        create_user(master, name)
+        assert wait_until(lambda: users_named(slave, name), 30)
+        assert any(f'password set as {OWNER}' in line for line in attack_lines(slave, since))
+        assert owner_login(slave) == 't|t'  # the attack works: the role has a password
+
+        stream_ok(slave)
+
+        assert owner_login(slave) == 't|f'
+    mails = [m for m in slave.mails() if f'the role {OWNER} had a password' in m]
+    assert len(mails) == 1, slave.mails()
+    # still streaming, as the owner role
+    create_user(master, 'Pw3')
+    assert wait_until(lambda: users_named(slave, 'Pw3'), 30)
+
+
+def test_a_changed_subscription_connection_is_set_back_and_mailed(streaming):
+    """The subscription's owner (so a trigger the apply worker runs) may change its
+    connection: the next run sets back the one wazo-ha made, and mails root."""
+    master, slave = streaming
+    ours = slave.psql("SELECT subconninfo FROM pg_subscription WHERE subname = 'wazo_ha'")
+    slave.psql(f"ALTER SUBSCRIPTION wazo_ha CONNECTION '{ours} application_name=elsewhere'")
+
+    stream_ok(slave)
+
+    assert slave.psql("SELECT subconninfo FROM pg_subscription WHERE subname = 'wazo_ha'") == ours
+    assert any('connection of the subscription wazo_ha was not the one' in m
+               for m in slave.mails()), slave.mails()
+    create_user(master, 'Reconnected')
+    assert wait_until(lambda: users_named(slave, 'Reconnected'), 30)
+
+
+@pytest.mark.parametrize('how', ['disabled', 'hourly'])
+def test_a_node_that_stops_streaming_leaves_the_owner_role_no_login_nor_password(streaming, how):
+    master, slave = streaming
+    slave.psql(f"ALTER ROLE {OWNER} PASSWORD 'set-by-a-trigger'")
+    if how == 'disabled':
+        r = slave.wazo('wazo-ha-config', 'set', '--node-type', 'disabled')
+        assert r.returncode == 0, r.stdout + r.stderr
+    else:
+        continuous_settings(slave, database={'mode': 'hourly'})
+        stream_ok(slave)
+        assert slave.psql("SELECT count(*) FROM pg_subscription") == '0'
+    assert owner_login(slave) == 'f|f'
+
+
+def test_a_run_fails_clearly_when_pg_hba_lacks_the_owners_line(streaming):
+    """An upgraded slave whose pg_hba.conf an older version wrote (no line for the owner
+    role): the run says what to run, and still gives nothing away."""
+    master, slave = streaming
+    hba = os.path.join(slave.pgdata, 'pg_hba.conf')
+    with open(hba) as f:
+        text = f.read()
+    line = f'local all {OWNER} scram-sha-256'
+    assert line in text.splitlines()
+    with open(hba, 'w') as f:
+        f.write(text.replace(line + '\n', ''))
+
+    r = stream(slave)
+
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f'has no line "{line}"' in r.stderr, r.stderr
+    assert 'wazo-ha-config set --node-type slave' in r.stderr
+    assert owner_login(slave) == 't|f'

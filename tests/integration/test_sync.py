@@ -407,10 +407,55 @@ def test_attack_a_hostile_slave_chooses_no_owner_link_nor_special_file_on_the_ma
         assert stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode), name
         assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX), name
     assert stat.S_IMODE(landed['default/1001/INBOX/msg0000.txt'].st_mode) == 0o600
-    assert stat.S_IMODE(landed['default/1001/INBOX/msg0000.wav'].st_mode) == 0o755
+    assert stat.S_IMODE(landed['default/1001/INBOX/msg0000.wav'].st_mode) == 0o644
     with open(master.host_path(f'{inbox}/msg0000.txt')) as f:
         assert f.read() == 'root only\n'
     assert f'{inbox}/msg0000.wav' in result.stdout and 'msg0001' not in result.stdout
+
+
+
+def test_attack_escaped_names_a_world_writable_top_and_hard_links_get_no_root_file(nodes):
+    """The slave offers, in its recordings (the rsync pull, not the voicemail merge), files
+    whose names rsync prints escaped (a newline, non-ASCII letters), root's and 0600, a
+    world-writable file and a 1777 directory, and makes its recordings directory 1777; the
+    master has a hard link (in a directory its asterisk user owns) to a root file outside. On
+    the master: every file and directory brought back belongs to the directory it lands in,
+    with no world-write nor special bit, the top directory included; the hard link's file keeps
+    its owner and mode."""
+    master, slave = nodes
+    assert init(master).returncode == 0
+    top = '/var/spool/asterisk/monitor'
+    sub = f'{top}/2026'
+    asterisk = 4321
+    os.makedirs(master.host_path(sub))
+    for path in (top, sub):
+        os.chown(master.host_path(path), asterisk, asterisk)
+    outside = master.host_path('/var/spool/asterisk/root-only')
+    write(master, '/var/spool/asterisk/root-only', 'root only\n', mode=0o600)
+    os.link(outside, master.host_path(f'{sub}/linked.wav'))
+    newline, accented = 'call\n0000.wav', 'call-\u00e9t\u00e9.wav'
+    write(slave, f'{sub}/{newline}', 'a newline\n', mode=0o600)
+    write(slave, f'{sub}/{accented}', 'non-ASCII\n', mode=0o600)
+    write(slave, f'{sub}/world.wav', 'world-writable\n', mode=0o777)
+    write(slave, f'{top}/open/call.wav', 'new directory\n', mode=0o666)
+    os.chmod(slave.host_path(f'{top}/open'), 0o1777)
+    os.chmod(slave.host_path(top), 0o1777)
+
+    result = master.wazo('wazo-sync', '--failback', env={'LC_ALL': 'C'})
+
+    assert result.returncode == 0, result.stderr
+    for name in (newline, accented):
+        st = os.lstat(master.host_path(f'{sub}/{name}'))
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (asterisk, asterisk, 0o600)
+    st = os.lstat(master.host_path(f'{sub}/world.wav'))
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (asterisk, 0o644)
+    for path, mode in ((f'{top}/open', 0o755), (f'{top}/open/call.wav', 0o644)):
+        st = os.lstat(master.host_path(path))
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (asterisk, asterisk, mode)
+    st = os.lstat(master.host_path(top))
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (asterisk, 0o755)
+    st = os.lstat(outside)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), st.st_nlink) == (0, 0, 0o600, 2)
 
 
 # Attack: what the master's key can do on the slave, tried as a thief of the key would.

@@ -94,7 +94,7 @@ def test_password_file_line_is_set_once_escaped_and_other_lines_kept():
 def test_no_password_reaches_the_slave_only_its_verifier():
     sql = pg_access.pairing_sql(ROLE, pg_access.scram_verifier('the-password'))
     assert 'the-password' not in sql and "PASSWORD 'SCRAM-SHA-256$4096:" in sql
-    assert sql.startswith("SET log_statement = 'none'")
+    assert sql.startswith("SET search_path = pg_catalog, pg_temp;\nSET log_statement = 'none'")
 
 
 @pytest.mark.parametrize('message, hint', [

@@ -168,6 +168,7 @@ def converge(settings: Settings, config: role.HaConfig | None = None,
         step(files)
         if catalog.get('replication_role'):
             step(lambda: close_replication_role(settings))
+        step(lambda: pg_access.lock_subscription_owner(settings))
     sub = catalog.get('subscription')
     if sub and not keeps_subscription(t, sub):  # last: the old master may not answer
         step(lambda: _drop_subscription(settings, sub))

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from ..errors import WazoHaError
 from ..settings import Settings
+from ..adapters.db import ADMIN_SQL_PREFIX
 from ..adapters.network import source_address
 # the password file's lines, also as pg_access.pgpass_* (what access.pairing writes)
 from ..decisions.pgpass import pgpass_password, pgpass_prefix, with_pgpass_line  # noqa: F401
@@ -166,6 +167,15 @@ SELECT json_build_object(
 """
 
 
+# the subscription's owner (stream.owner) may log in or has a password: taken away on a node
+# that stops being a slave (a superuser of that name is not ours: left alone)
+OWNER_LOGIN_SQL = """
+SELECT pg_catalog.json_build_object('login', EXISTS (
+  SELECT 1 FROM pg_catalog.pg_authid WHERE rolname = :'role' AND NOT rolsuper
+    AND (rolcanlogin OR rolpassword IS NOT NULL)))
+"""
+
+
 def role_steps(state: dict, role: str, database: str, slave: bool) -> list[Step]:
     """What to run so that the role is what a slave needs (slave) or gone (not a slave).
 
@@ -249,13 +259,14 @@ def origin_setup_sql(r: str) -> str:
 
 
 def admin_psql(settings: Settings, sql: str, **variables) -> Completed:
-    """psql as this node's superuser ([database] admin_psql) on the database, SQL on stdin,
-    `variables` as psql variables (:'name' in the SQL)."""
+    """psql as this node's superuser ([database] admin_psql) on the database, SQL on stdin
+    after a first statement setting adapters.db.ADMIN_SEARCH_PATH, `variables` as psql variables
+    (:'name' in the SQL)."""
     d = settings.database
     argv = [*d.admin_psql, '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1']
     for name, value in variables.items():
         argv += ['-v', f'{name}={value}']
-    return run(argv + ['-d', d.name], input=sql, timeout=120)
+    return run(argv + ['-d', d.name], input=ADMIN_SQL_PREFIX + sql, timeout=120)
 
 
 def admin_json(settings: Settings, sql: str, **variables) -> dict:
@@ -280,6 +291,17 @@ def apply_role(settings: Settings, slave: bool) -> list[str]:
     if steps:
         _psql(settings, 'BEGIN;\n' + ''.join(s.sql + ';\n' for s in steps) + 'COMMIT;\n')
     return [f'PostgreSQL: {s.sentence}' for s in steps]
+
+
+def lock_subscription_owner(settings: Settings) -> list[str]:
+    """On a node that is no slave: the subscription's owner role (stream.owner) may not log in
+    and has no password; what changed."""
+    owner = settings.database.subscription_owner
+    if not settings.database.admin_psql or \
+            not admin_json(settings, OWNER_LOGIN_SQL, role=owner)['login']:
+        return []
+    admin_psql(settings, f'ALTER ROLE {ident(owner)} NOLOGIN PASSWORD NULL;\n')
+    return [f'PostgreSQL: role {owner}: no login, no password (this node is no slave)']
 
 
 def write_in_conf_dir(path: str, text: str, conf_dir: str, mode: int | None = None) -> None:
@@ -322,7 +344,8 @@ def slave_dsn(settings: Settings, ip: str) -> str:
 
 def pairing_sql(role: str, verifier: str) -> str:
     r = ident(role)
-    return ("SET log_statement = 'none';\nSET log_min_duration_statement = -1;\n"
+    return (ADMIN_SQL_PREFIX +
+            "SET log_statement = 'none';\nSET log_min_duration_statement = -1;\n"
             'DO $pair$ BEGIN\n'
             f"  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN\n"
             f"    RAISE EXCEPTION 'role {role} does not exist on this node: is it a slave of this "

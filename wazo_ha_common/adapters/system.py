@@ -258,13 +258,16 @@ def unlink_no_follow(path: str) -> bool:
 
 def read_no_follow(path: str) -> str | None:
     """Content of a file in a directory another user may own, never through a link; None when
-    missing; WazoHaError when a link or anything but a regular file stands there."""
+    missing; WazoHaError when a link or anything but a regular file stands there, or (in a
+    directory another user owns) a file with more than one link: a hard link that user made
+    to a file it may not read."""
     directory, name = os.path.split(os.path.abspath(path))
     try:
         dir_fd = open_directory(directory)
     except FileNotFoundError:
         return None
     try:
+        theirs = os.fstat(dir_fd).st_uid not in (0, os.geteuid())
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                      dir_fd=dir_fd)
     except FileNotFoundError:
@@ -277,7 +280,11 @@ def read_no_follow(path: str) -> str | None:
         os.close(dir_fd)
     if fd is not None:
         with os.fdopen(fd, encoding='utf-8') as f:
-            if stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            st = os.fstat(f.fileno())
+            if stat.S_ISREG(st.st_mode) and theirs and st.st_nlink > 1:
+                raise WazoHaError(f'{path} has {st.st_nlink} links (hard links) in a directory '
+                                  'another user owns: not read; put a file of its own there')
+            if stat.S_ISREG(st.st_mode):
                 return f.read()
     raise WazoHaError(f'{path} is a symbolic link or not a regular file: not followed; whoever '
                       'can write its directory put it there: put the real file back')

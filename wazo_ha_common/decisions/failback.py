@@ -78,8 +78,16 @@ class Landing:
 
 def landing(mode: int, directory_uid: int, directory_gid: int) -> Landing:
     """A regular file or a directory brought back gets the owner and group of the master
-    directory it lands in and its permission bits less set-uid, set-gid and sticky; anything
-    else is removed."""
+    directory it lands in; its permission bits are the slave's only within bounds: a directory
+    at most 0755 and at least 0700, a file at most 0644 and at least 0600 (no world-write, no
+    set-uid, set-gid nor sticky bit). Anything else is removed."""
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         return Landing(False)
-    return Landing(True, directory_uid, directory_gid, stat.S_IMODE(mode) & ~SPECIAL_BITS)
+    return Landing(True, directory_uid, directory_gid, landed_mode(mode))
+
+
+def landed_mode(mode: int) -> int:
+    """The permission bits an entry keeps on the master (the module's top directory too)."""
+    if stat.S_ISDIR(mode):
+        return stat.S_IMODE(mode) & 0o755 | 0o700
+    return stat.S_IMODE(mode) & 0o644 | 0o600

@@ -243,7 +243,7 @@ def pull_back(settings: Settings) -> list[str]:
 
 
 # the pull takes the slave's files, never its say on owners, links or special files: without
-# -o -g -l -D the files land as root's, then landing.settle gives them their directory's owner
+# -o -g -l -D the files land as root's, then landing.settle_tree gives them their directory's owner
 PULL_OPTIONS = ('-rpt', '--no-links', '--no-devices', '--no-specials', '--no-owner',
                 '--no-group', '--chmod=ug-s')
 COPIED = 'copied:'
@@ -272,7 +272,7 @@ def _copy_back(settings: Settings, target: str, since: float | None = None) -> l
         names = [line[len(COPIED):] for line in result.stdout.splitlines()
                  if line.startswith(COPIED)]
         # what did land is settled even when rsync stopped half-way
-        removed = set(landing.settle(module.path, names))
+        landing.settle_tree(module.path)
         if result.returncode != 0:
             raise SyncError(f'copying {module.path} back from {target} failed: rsync exit '
                             f'status {result.returncode}: {tail(result.stderr, 2)}')
@@ -281,7 +281,7 @@ def _copy_back(settings: Settings, target: str, since: float | None = None) -> l
             logger.warning('failback: %d links or special files on the slave not brought back '
                            '(%s)', len(skipped), tail('\n'.join(skipped), 3))
         copied += [os.path.join(module.path, n) for n in names
-                   if n and not n.endswith('/') and n not in removed]
+                   if n and not n.endswith('/')]
     return copied
 
 

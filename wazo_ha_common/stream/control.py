@@ -29,6 +29,7 @@ class Control:
     request: str | None = None          # why a hand-off was asked for (resume, by hand)
     mailed: str | None = None           # the failure last mailed
     mailed_hand_off: str | None = None  # the cause of the unplanned hand-off last mailed
+    mailed_tampering: str | None = None  # what someone changed in the subscription, last mailed
     failover_fence: str | None = None   # a new one at each failover: see no_failover_since
 
 

@@ -18,7 +18,7 @@ from ..errors import WazoHaError
 from ..failover import check, services
 from ..replication.compare import SchemaMismatch
 from ..settings import CONTINUOUS, Settings
-from . import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION, connection as access, slots
+from . import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION, connection as access, owner, slots
 from .control import Control, load_control, mailed, no_failover_since, update_control
 from .failover import stop_applying
 from .handoff import APPLICATION, hand_off
@@ -27,6 +27,7 @@ logger = logging.getLogger('wazo-ha')
 
 JOB = jobs.STREAM
 UNPLANNED_SUBJECT = 'Slave continuous replication: a fresh copy was needed'
+TAMPERED_SUBJECT = 'Slave continuous replication: the subscription was tampered with'
 # libpq's words for a master out of reach (not mailed: the master check handles that)
 UNREACHABLE = ('timeout expired', 'Connection refused', 'No route to host',
                'Network is unreachable', 'server closed the connection unexpectedly')
@@ -124,6 +125,7 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
                 current = _hand_off(settings, master_ip, admin, sub, action, details, control)
                 admin = None
             else:
+                _keep_subscription(settings, master_ip, admin, cur)
                 current = sub['slot']
                 details['lag_seconds'] = slots.lag(mcur, master, current)
                 details['lagging'] = details['lag_seconds'] is None
@@ -150,6 +152,33 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
             session.close(admin)
 
 
+def _keep_subscription(settings: Settings, master_ip: str, admin, cur) -> None:
+    """Outside a hand-off: the subscription's owner, that role's password and the
+    subscription's connection are what the hand-off left (owner.keep); someone else's change
+    is mailed once. Fails when the role's pg_hba.conf line is missing."""
+    kept = owner.keep(cur, settings, SUBSCRIPTION, access.subscription_conninfo(settings,
+                                                                                master_ip))
+    session.commit(admin)
+    if kept.restart:
+        logical.restart_apply_worker(cur, SUBSCRIPTION)
+        session.commit(admin)
+    for said in kept.changes:
+        logger.warning('%s', said)
+    for said in kept.tampered:
+        logger.error('%s', said)
+    if kept.tampered:
+        mail_once(settings, mailed(settings, 'mailed_tampering'), '; '.join(kept.tampered),
+                  TAMPERED_SUBJECT,
+                  f'{JOB.name} found on this slave what only the subscription\'s owner, or a '
+                  'trigger the apply worker ran, could have changed:\n\n'
+                  + ''.join(f'- {said}\n' for said in kept.tampered)
+                  + '\nWhoever holds the master can put such triggers on the copied tables. '
+                  f'See {settings.paths.log_file}.\n')
+    missing = owner.hba_missing(settings)
+    if missing:
+        raise StreamError(missing)
+
+
 def _check_worker(admin, cur, slot: str) -> None:
     """Behind for LAG_WAIT: a subscription whose worker does not run at all is broken, not
     slow (a refused login, a missing password file): say it, do not report a lag."""
@@ -170,6 +199,7 @@ def _without_master(settings: Settings, admin, action) -> str:
             logger.warning('%s', said)
     elif action.kind == DROP:
         logical.drop_subscription(cur, SUBSCRIPTION)
+        owner.lock(cur, settings, login=False)  # no longer a slave that streams
         session.commit(admin)
         update_control(settings, disabled_by=None, request=None)
     return action.reason

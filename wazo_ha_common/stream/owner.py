@@ -17,11 +17,14 @@ apply worker for an owner without it; without a password, no one logs in as it."
 
 from __future__ import annotations
 
+import os
 import secrets
+from dataclasses import dataclass, field
 
 from ..access import pg_access
 from ..access.pg_access import Step, ident
-from ..adapters.db import session
+from ..adapters.db import logical, session
+from ..adapters.system import read_no_follow
 from ..errors import WazoHaError
 from ..settings import Settings
 
@@ -86,9 +89,13 @@ def prepare(acur, settings: Settings) -> tuple[list[str], str]:
     return [s.sentence for s in steps], password
 
 
-def lock(acur, settings: Settings) -> None:
-    """The role's password is taken away: no one logs in as it until the next hand-off."""
-    session.set_login(acur, settings.database.subscription_owner, None)
+def lock(acur, settings: Settings, login: bool = True) -> None:
+    """The role's password is taken away: no one logs in as it until the next hand-off;
+    without `login` (no subscription any more) it loses LOGIN too."""
+    if login:
+        session.set_login(acur, settings.database.subscription_owner, None)
+    elif logical.role_login(acur, settings.database.subscription_owner) is not None:
+        session.set_no_login(acur, settings.database.subscription_owner)
 
 
 def connect(settings: Settings, password: str, application: str):
@@ -96,3 +103,65 @@ def connect(settings: Settings, password: str, application: str):
     what = (f"this node's database as {d.subscription_owner} ([database] subscription_owner; "
             "its pg_hba.conf line is written by wazo-ha-config set --node-type slave)")
     return session.connect_as(d.admin_dsn, d.subscription_owner, password, what, application)
+
+
+@dataclass
+class Kept:
+    """What a run outside a hand-off found and mended (keep)."""
+    changes: list[str] = field(default_factory=list)
+    tampered: list[str] = field(default_factory=list)  # mailed to root: someone changed it
+    restart: bool = False       # the apply worker must start again (a new owner)
+
+
+def keep(acur, settings: Settings, name: str, conninfo: str) -> Kept:
+    """On the superuser's cursor, inside its transaction, at each run outside a hand-off: the
+    subscription `name` belongs to the owner role (one made by an older version, or given
+    away, is given to it: that role needs LOGIN for its apply worker, never a password), the
+    role has no password (a trigger run by the apply worker may set one: ALTER ROLE
+    current_user PASSWORD, which the local scram line would then admit), and the subscription
+    connects with `conninfo` (its owner may change it)."""
+    d = settings.database
+    role = d.subscription_owner
+    kept = Kept()
+    setup = logical.subscription_setup(acur, name)
+    if setup is None:
+        return kept
+    current_owner, current_conninfo = setup
+    login = logical.role_login(acur, role)
+    if current_owner != role:
+        state = session.role_state(acur, pg_access.ROLE_STATE_SQL, role)
+        steps = owner_steps(state, role, d.name)
+        for step in steps:
+            acur.execute(step.sql)
+        kept.changes += [s.sentence for s in steps]
+        session.set_login(acur, role, None)
+        logical.give_subscription(acur, name, role)
+        kept.changes.append(f'the subscription {name} belonged to {current_owner}: given to '
+                            f'{role}, its apply worker started again')
+        kept.restart = True
+    elif login is not None and login[1]:
+        session.set_login(acur, role, None)
+        kept.tampered.append(f'the role {role} had a password outside a hand-off (a trigger run '
+                             'by the apply worker can set one): taken away')
+    elif login is not None and not login[0]:
+        session.set_login(acur, role, None)
+        kept.changes.append(f'role {role}: LOGIN again (its apply worker needs it), no password')
+    if current_conninfo != conninfo:
+        logical.set_subscription_connection(acur, name, conninfo)
+        kept.tampered.append(f'the connection of the subscription {name} was not the one '
+                             'wazo-ha sets (its owner can change it): set back')
+    return kept
+
+
+def hba_missing(settings: Settings) -> str | None:
+    """The pg_hba.conf line the role needs at the next hand-off (local socket, its password),
+    when this node's pg_hba.conf lacks it: what to say."""
+    role = settings.database.subscription_owner
+    path = os.path.join(settings.paths.postgresql_conf_dir, 'pg_hba.conf')
+    line = f'local all {role} scram-sha-256'
+    text = read_no_follow(path) or ''
+    if line in text.splitlines():
+        return None
+    return (f'{path} has no line "{line}" for the subscription\'s owner (an older version wrote '
+            'none): the next hand-off could not log in as it. Run wazo-ha-config set '
+            '--node-type slave --remote-address MASTER on this node')

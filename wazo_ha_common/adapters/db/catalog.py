@@ -32,7 +32,9 @@ def tables(cur) -> dict[str, Table]:
         ORDER BY c.relname, a.attname""")
     found: dict[str, list] = {}
     for table, column, type_ in cur.fetchall():
-        found.setdefault(table, []).append((column, type_))
+        # a superuser's session (search_path pg_catalog, pg_temp) names public's types
+        # public.x: the same type as x in a session that has public in its path
+        found.setdefault(table, []).append((column, type_.removeprefix('public.')))
     return {t: Table(t, tuple(cols)) for t, cols in found.items()}
 
 
@@ -309,7 +311,7 @@ def alembic_version(cur) -> str | None:
     cur.execute("SELECT to_regclass('public.alembic_version') IS NOT NULL")
     if not cur.fetchone()[0]:
         return None
-    cur.execute('SELECT string_agg(version_num, \',\' ORDER BY version_num) FROM alembic_version')
+    cur.execute('SELECT string_agg(version_num, \',\' ORDER BY version_num) FROM public.alembic_version')
     return cur.fetchone()[0]
 
 
@@ -355,8 +357,8 @@ def sequence_past_column(cur, sequence: str, table: str, column: str) -> int | N
         SELECT setval({seq}::regclass, m) FROM (SELECT max({col})::bigint AS m FROM {table}) x,
                {seqi} s
         WHERE m IS NOT NULL AND (m > s.last_value OR (m = s.last_value AND NOT s.is_called))
-        """).format(seq=sql.Literal(sql.Identifier(sequence).as_string(cur)),
-                    col=sql.Identifier(column), table=sql.Identifier(table),
-                    seqi=sql.Identifier(sequence)))
+        """).format(seq=sql.Literal(sql.Identifier('public', sequence).as_string(cur)),
+                    col=sql.Identifier(column), table=sql.Identifier('public', table),
+                    seqi=sql.Identifier('public', sequence)))
     row = cur.fetchone()
     return int(row[0]) if row else None

@@ -187,3 +187,45 @@ def subscribed_tables(cur, subscription: str) -> set[str]:
         JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE s.subname = %s AND n.nspname = 'public'""", (subscription,))
     return {name for name, in cur.fetchall()}
+
+
+@translated
+def subscription_setup(cur, name: str) -> tuple[str, str] | None:
+    """(owner, conninfo) of the subscription, as a superuser reads them; None when missing."""
+    cur.execute("""
+        SELECT o.rolname, s.subconninfo FROM pg_catalog.pg_subscription s
+        JOIN pg_catalog.pg_roles o ON o.oid = s.subowner
+        WHERE s.subname = %s AND s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database d
+                                              WHERE d.datname = pg_catalog.current_database())""",
+                (name,))
+    row = cur.fetchone()
+    return (row[0], row[1]) if row else None
+
+
+@translated
+def role_login(cur, role: str) -> tuple[bool, bool] | None:
+    """(may log in, has a password) of the role, as a superuser reads them; None when missing."""
+    cur.execute('SELECT rolcanlogin, rolpassword IS NOT NULL FROM pg_catalog.pg_authid '
+                'WHERE rolname = %s', (role,))
+    row = cur.fetchone()
+    return (bool(row[0]), bool(row[1])) if row else None
+
+
+@translated
+def set_subscription_connection(cur, name: str, conninfo: str) -> None:
+    """Inside the current transaction: the subscription connects with `conninfo` (its apply
+    worker restarts with it)."""
+    cur.execute(sql.SQL('ALTER SUBSCRIPTION {} CONNECTION {}').format(sql.Identifier(name),
+                                                                      sql.Literal(conninfo)))
+
+
+@translated
+def restart_apply_worker(cur, name: str) -> int:
+    """End the subscription's apply worker (as a superuser): the launcher starts it again, as
+    the subscription's current owner. How many were ended."""
+    cur.execute("""
+        SELECT count(pg_catalog.pg_terminate_backend(w.pid))
+        FROM pg_catalog.pg_stat_subscription w
+        JOIN pg_catalog.pg_subscription s ON s.oid = w.subid
+        WHERE s.subname = %s AND w.pid IS NOT NULL""", (name,))
+    return int(cur.fetchone()[0])

@@ -13,6 +13,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from ...errors import WazoHaError
+from . import ADMIN_OPTIONS
 
 
 # the text form of every value must be the same on both nodes for fingerprints to compare
@@ -130,10 +131,11 @@ def _effective_user(system_user: str):
 
 
 def admin_connect(dsn: str, system_user: str, application: str):
-    """This node's database as its superuser ([database] admin_dsn)."""
+    """This node's database as its superuser ([database] admin_dsn); search_path is
+    ADMIN_SEARCH_PATH from the session's start (libpq options)."""
     with _effective_user(system_user):
         return connect(dsn, "this node's database as its superuser ([database] admin_dsn)",
-                       application=application)
+                       application=application, options=ADMIN_OPTIONS)
 
 
 @translated
@@ -179,6 +181,11 @@ def set_login(cur, role: str, verifier: str | None) -> None:
         cur.execute(sql.SQL('ALTER ROLE {} LOGIN PASSWORD NULL').format(r))
     else:
         cur.execute(sql.SQL('ALTER ROLE {} LOGIN PASSWORD {}').format(r, sql.Literal(verifier)))
+
+
+@translated
+def set_no_login(cur, role: str) -> None:
+    cur.execute(sql.SQL('ALTER ROLE {} NOLOGIN PASSWORD NULL').format(sql.Identifier(role)))
 
 
 @translated
