@@ -65,7 +65,7 @@ SCENARIOS = {
     'ours-60': ('ours', (30, 45, 60), True),
 }
 CHECK = {'probe_interval': 5, 'down_after': 15, 'up_after': 60, 'run_for': 55,
-         'probe_timeout': 2, 'failback_phones_margin': 60}
+         'probe_timeout': 2, 'failback_phones_timeout': 120, 'failback_phones_margin': 30}
 CRON_PERIOD = 60
 
 # xivo-config's sbin/xivo-check-master-status, its ping and its decision, periods scaled
@@ -170,7 +170,8 @@ def trial(bed, master, slave, phones_node, args, scenario: str, number: int, wor
             time.sleep(args.hold * s)
             up = time.time()
             master.link(True)
-            bound = (CRON_PERIOD + CHECK['up_after'] + CHECK['failback_phones_margin'] + 2 * high
+            bound = (CRON_PERIOD + CHECK['up_after'] + CHECK['failback_phones_timeout']
+                     + CHECK['failback_phones_margin'] + 2 * high
                      + Timers().fallback_timeout) * s + 60
             back = wait_until(lambda: all_on(master, up) and slave.services_state() == 'base'
                               and not slave.registrar_running(), bound, every=0.5)

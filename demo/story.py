@@ -50,7 +50,10 @@ class Story:
         self.phones_figures: dict = {}
         self.users = users
         self.say = say
-        self.check = FAST_CHECK if fast else DEFAULT_CHECK
+        self.check = dict(FAST_CHECK if fast else DEFAULT_CHECK)
+        if phones:  # the failback's wait is bounded by the phones' (scaled) fallback timeout
+            self.check['failback_phones_timeout'] = f'{120 * self.phone_scale:g}'
+            self.check['failback_phones_margin'] = f'{30 * self.phone_scale:g}'
         self.cron_period = 10.0 if fast else 60.0
         self.timeline: list[tuple[float, str]] = []
         self.t0 = time.time()

@@ -13,8 +13,11 @@ What it models of a Wazo node's Asterisk (PJSIP):
 - OPTIONS to the server answered 200 (the SIP probe, as Asterisk's res_pjsip answers them);
 - an optional start-up delay: Asterisk needs seconds to load its modules before it answers.
 
-`asterisk -rx 'pjsip show contacts'` (the stand-in in testbed.ASTERISK_BEHAVIOUR) lists the
-contacts this registrar holds, read with kamcmd through kamailio's control socket.
+The asterisk stand-in (testbed.ASTERISK_BEHAVIOUR) answers from the contacts this registrar
+holds, read with kamcmd through kamailio's control socket: `-rx 'database show
+registrar/contact'` lists them as Asterisk keeps registered contacts in astdb; `-rx 'pjsip
+show contacts'` lists them and a trunk's permanent contact (an AOR with a fixed `contact=`, as
+every Wazo with a SIP trunk has), which never expires.
 """
 
 from __future__ import annotations
@@ -167,13 +170,34 @@ def show_contacts(pairs: list[tuple[str, str]]) -> str:
     return '\n'.join(out) + '\n\n'
 
 
+# a trunk's AOR with a fixed contact: listed by `pjsip show contacts`, never in astdb
+TRUNK = ('trunk-operator', 'sip:operator@198.18.0.250:5060')
+
+
+def database_show(pairs: list[tuple[str, str]]) -> str:
+    """What `asterisk -rx 'database show registrar/contact'` prints for these registered
+    contacts: Asterisk's main/db.c (handle_cli_database_show: `%-50s: %-25s` per entry, then
+    `N results found.`), the entries as res_pjsip/location.c keeps contacts in astdb (family
+    registrar, type contact, id `AOR;@HASH`, the object's fields as JSON)."""
+    import hashlib
+    import json
+    out = []
+    for aor, uri in pairs:
+        digest = hashlib.md5(uri.encode()).hexdigest()
+        value = json.dumps({'uri': uri, 'endpoint': aor, 'expiration_time': '0'},
+                           separators=(',', ':'))
+        out.append(f'{"/registrar/contact/" + aor + ";@" + digest:<50}: {value:<25}')
+    return ''.join(line + '\n' for line in out) + f'{len(out)} results found.\n'
+
+
 def main(argv: list[str]) -> int:
-    """`sip_registrar.py show-contacts CTL_SOCKET PIDFILE [COUNTS_FILE]`: the asterisk stand-in's
-    answer to `-rx 'pjsip show contacts'`. With COUNTS_FILE (one number a line, the first is
+    """`sip_registrar.py show-contacts|database-show CTL_SOCKET PIDFILE [COUNTS_FILE]`: the
+    asterisk stand-in's answer to `-rx 'pjsip show contacts'` (with the trunk's contact) or
+    `-rx 'database show registrar/contact'` (phones only). With COUNTS_FILE (one number a line, the first is
     used and dropped unless it is the last), that many made-up contacts; else the registrar's
     own; Asterisk's own words and exit 1 when the registrar does not run."""
     import subprocess
-    _, ctl, pidfile, *counts = argv
+    mode, ctl, pidfile, *counts = argv
     if counts and os.path.exists(counts[0]):
         with open(counts[0]) as f:
             lines = f.read().split()
@@ -193,7 +217,10 @@ def main(argv: list[str]) -> int:
         dump = subprocess.run(['kamcmd', '-s', f'unix:{ctl}', 'ul.dump'], capture_output=True,
                               text=True, check=False).stdout
         pairs = contacts(dump)
-    print(show_contacts(pairs), end='')
+    if mode == 'database-show':
+        print(database_show(pairs), end='')
+    else:
+        print(show_contacts([*pairs, TRUNK]), end='')
     return 0
 
 

@@ -59,8 +59,13 @@ if [ "$1 $2" = "-rx core show channels count" ]; then
   echo "$n active call$s"
   echo "$((n + 12)) calls processed"
 fi
-# asterisk -rx 'pjsip show contacts': the contacts of the node's SIP registrar
-# (sip_registrar.py), or as many as stand-ins/asterisk.contacts says, in Asterisk's format
+# asterisk -rx 'database show registrar/contact' (phones' registered contacts) and
+# 'pjsip show contacts' (those and a trunk's fixed contact): the contacts of the node's SIP
+# registrar (sip_registrar.py), or as many as stand-ins/asterisk.contacts says, in Asterisk's
+# formats
+if [ "$1 $2" = "-rx database show registrar/contact" ]; then
+  exec /usr/bin/python3 {registrar_py} database-show {ctl} {pid} {contacts}
+fi
 if [ "$1 $2" = "-rx pjsip show contacts" ]; then
   exec /usr/bin/python3 {registrar_py} show-contacts {ctl} {pid} {contacts}
 fi

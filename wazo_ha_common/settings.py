@@ -391,13 +391,17 @@ TABLE = (
             "on failback, wait up to this many seconds for the slave's calls to end before\n"
             "stopping its telephony (asterisk -rx 'core show channels count'); 0: stop at once"),
     Setting('check', 'failback_phones', 'true', Bool(),
-            "on failback, before stopping its telephony, the slave waits until the phones\n"
-            "registered on it have gone back to the master (asterisk -rx 'pjsip show contacts'\n"
-            'counts none), at most [sip] max_expiry + failback_phones_margin seconds: a phone\n'
-            'still registered on the slave when it stops cannot be called until it registers on\n'
-            'the master again. false: stop at once (the documented behaviour)'),
-    Setting('check', 'failback_phones_margin', '60', Number(0, 3600),
-            'seconds added to [sip] max_expiry to bound that wait'),
+            "on failback, before stopping its telephony, the slave waits for the phones\n"
+            "registered on it to go back to the master: until Asterisk holds no registered\n"
+            "contact (asterisk -rx 'database show registrar/contact': phones, not the trunks'\n"
+            'fixed contacts), at most failback_phones_timeout + failback_phones_margin seconds\n'
+            '(counted from the decision "master up", across runs; looked at every probe). Both\n'
+            'nodes serve meanwhile. false: stop at once (the documented behaviour)'),
+    Setting('check', 'failback_phones_timeout', '120', Number(0, 3600),
+            "the phones' fallback timeout: how often a phone registered on its backup server\n"
+            "checks its primary (Yealink's fallback.timeout, 120 s by default)"),
+    Setting('check', 'failback_phones_margin', '30', Number(0, 3600),
+            'seconds added to failback_phones_timeout to bound that wait'),
 
     Setting('sync', 'ssh_key', '/root/.ssh/xivo_id_rsa', Path(),
             'SSH key made by wazo-sync -i and used by wazo-sync'),

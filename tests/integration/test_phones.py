@@ -4,6 +4,8 @@ are tests/phone.py (Yealink's primary/backup behaviour, read from wazo-provd-plu
 plugins/wazo_yealink/v86/templates/base.tpl, its timers scaled down)."""
 
 import dataclasses
+import json
+import os
 import re
 import threading
 import time
@@ -16,6 +18,7 @@ from conftest import configure_fast_slave
 from phones_helpers import Phones
 from sipp_phones import SippPhones
 from testbed import calls_after
+from wazo_ha_common.decisions.registrations import contacts_in
 
 # Yealink's behaviour with every timer divided by 40 (fallback.timeout 120 s -> 3 s)
 FAST_PHONE = Timers(expiry=3600, refresh_margin=1.5, t1=0.1, retry_counts=3,
@@ -66,6 +69,10 @@ def test_the_registrar_starts_and_stops_with_the_telephony(bed, phones_node):
         assert {e['expires'] for e in phones.events('registered')} == {300}
         contacts = node.run('asterisk', '-rx', 'pjsip show contacts').stdout
         assert contacts.count('Contact:  phone') == 2, contacts
+        assert 'Contact:  trunk-operator/' in contacts, 'a trunk with a fixed contact'
+        # what the failback counts: the phones' registrations, not the trunk's fixed contact
+        astdb = node.run('asterisk', '-rx', 'database show registrar/contact').stdout
+        assert contacts_in(astdb) == 2 and astdb.count('/registrar/contact/phone') == 2, astdb
     assert node.run('wazo-service', 'stop', 'wazo').returncode == 0
     assert not node.registrar_running()
     assert not sip_answers(node, phones_node)
@@ -108,6 +115,9 @@ def test_a_phone_fails_over_to_the_backup_registrar_and_returns(bed, phones_node
                         and e['via'] == master.ip, 5, 'a call in through the master')
 
 
+COUNT = 'asterisk -rx database show registrar/contact'
+
+
 # --- the failback waits for the phones ---------------------------------------------------
 
 def run_check(slave, run_for: float, sip=None, **check):
@@ -129,19 +139,20 @@ def failed_over(master, slave):
 def stop_after_last_count(slave) -> None:
     calls = slave.stand_in_calls()
     last_stop = max(i for i, c in enumerate(calls) if c == 'wazo-service stop wazo')
-    asked = [i for i, c in enumerate(calls) if c == 'asterisk -rx pjsip show contacts']
+    asked = [i for i, c in enumerate(calls) if c == COUNT]
     assert asked and last_stop > max(asked), 'the telephony stopped after the last count'
 
 
 def test_failback_waits_for_the_phones_then_stops(nodes):
-    """The asterisk stand-in (testbed.ASTERISK_BEHAVIOUR) lists 2 contacts, then 2, 1, none, in
-    the layout of Asterisk's `pjsip show contacts` (res_pjsip/pjsip_cli.c, location.c)."""
+    """The asterisk stand-in (testbed.ASTERISK_BEHAVIOUR) lists 2 registered contacts, then 2,
+    1, none, as Asterisk's `database show registrar/contact` (main/db.c; res_pjsip/location.c
+    keeps them in astdb), a trunk's fixed contact only in `pjsip show contacts`."""
     master, slave = nodes
     failed_over(master, slave)
     with open(slave.asterisk_contacts_file, 'w') as f:
         f.write('2\n2\n1\n0\n')
     master.link(True)
-    run_check(slave, 7)
+    run_check(slave, 10)
     log = open(slave.log_file).read()
     assert 'failback phones: waited' in log and 'for 2 phones to register on the master ' \
         'again: none left here' in log, log
@@ -150,47 +161,78 @@ def test_failback_waits_for_the_phones_then_stops(nodes):
 
 
 def test_failback_gives_up_waiting_for_the_phones_at_its_bound(nodes):
-    """3 contacts that never leave; [sip] max_expiry 2 s + margin 1 s: stops after 3 s."""
+    """3 contacts that never leave; [check] failback_phones_timeout 2 s + margin 1 s: stops
+    3 s after the decision "master up" (looked at every probe, 1 s)."""
     master, slave = nodes
     failed_over(master, slave)
     with open(slave.asterisk_contacts_file, 'w') as f:
         f.write('3\n')
     master.link(True)
-    run_check(slave, 7, sip={'min_expiry': '1', 'default_expiry': '1', 'max_expiry': '2'},
-              failback_phones_margin='1')
+    run_check(slave, 10, failback_phones_timeout='2', failback_phones_margin='1')
     log = open(slave.log_file).read()
-    # waited the limit, and a little more: the count and the master's probe in flight
-    found = re.search(r'failback phones: waited (\d+) s \(the limit, \[sip\] max_expiry \+ '
-                      r'\[check\] failback_phones_margin = 3 s\) for 3 phones: 3 still '
-                      r'registered here', log)
-    assert found and 3 <= int(found.group(1)) <= 6, log
+    found = re.search(r'failback phones: waited (\d+) s \(the limit, \[check\] '
+                      r'failback_phones_timeout \+ failback_phones_margin = 3 s\) for 3 phones: '
+                      r'3 still registered here', log)
+    assert found and 3 <= int(found.group(1)) <= 5, log
     assert slave.services_state() == 'base'
     stop_after_last_count(slave)
 
 
+def test_the_bound_of_the_wait_holds_across_runs(nodes):
+    """The first run decides "master up" and begins the wait, then ends (run_for); the next
+    run goes on with the same wait (kept in the check's state) and stops at its bound counted
+    from the first run, not from its own start."""
+    master, slave = nodes
+    failed_over(master, slave)
+    with open(slave.asterisk_contacts_file, 'w') as f:
+        f.write('3\n')
+    master.link(True)
+    run_check(slave, 6, failback_phones_timeout='7', failback_phones_margin='0')
+    assert slave.services_state() == 'all', 'still waiting at the end of the first run'
+    log = open(slave.log_file).read()
+    assert 'failback phones: 3 registered here: the telephony stops once none is left, at ' \
+        'most 7 s from now' in log, log
+    second = time.time()
+    run_check(slave, 9, failback_phones_timeout='7', failback_phones_margin='0')
+    log = open(slave.log_file).read()
+    found = re.search(r'failback phones: waited (\d+) s \(the limit', log)
+    assert found and 7 <= int(found.group(1)) <= 9, log
+    assert log.count('failback phones: 3 registered here') == 1, 'one wait, not two'
+    with open(os.path.join(slave.state_dir, 'check.json')) as f:
+        assert 'failback_phones' not in json.load(f), 'the wait is over'
+    stopped = [float(line.split()[0]) for line in slave.stand_in_calls(timestamps=True)
+               if line.split(' ', 1)[1] == 'wazo-service stop wazo' and
+               float(line.split()[0]) > second]
+    assert stopped and stopped[0] - second < 7, 'stopped before 7 s of its own run'
+    assert slave.services_state() == 'base'
+
+
 def test_a_master_dying_during_the_wait_keeps_the_slave_serving(nodes):
     """3 contacts that never leave; the master's link is cut again while the slave waits for
-    them: it does not stop its telephony (nobody would serve)."""
+    them: once the health rule decides it down (down_after, not one lost probe), the wait
+    ends and the slave does not stop its telephony (nobody would serve)."""
     master, slave = nodes
     failed_over(master, slave)
     with open(slave.asterisk_contacts_file, 'w') as f:
         f.write('3\n')
     back = time.time()
     master.link(True)
-    # the decision "up" comes after up_after (4 s); the wait then asks the master every 2 s
-    cut = threading.Timer(9, master.link, args=(False,))
+    # the decision "up" comes after up_after (4 s); "down" again 3 s after the cut (down_after)
+    cut = threading.Timer(7, master.link, args=(False,))
     cut.start()
     try:
-        run_check(slave, 12, sip={'min_expiry': '10', 'default_expiry': '20', 'max_expiry': '30'})
+        run_check(slave, 14, failback_phones_timeout='30')
     finally:
         cut.cancel()
         cut.join()
     log = open(slave.log_file).read()
-    assert 'the master stopped answering after' in log and 'waiting for 3 phones: telephony ' \
-        'NOT stopped' in log, log
+    assert re.search(r'failback phones: the master is down again after \d+ s of waiting for 3 '
+                     r'phones: wait ended, telephony NOT stopped', log), log
     assert slave.services_state() == 'all'
     assert calls_after(slave, 'wazo-service stop wazo', back) == []
-    assert calls_after(slave, 'asterisk -rx pjsip show contacts', back), 'it was waiting'
+    assert calls_after(slave, COUNT, back), 'it was waiting'
+    with open(os.path.join(slave.state_dir, 'check.json')) as f:
+        assert 'failback_phones' not in json.load(f), 'the wait is over'
 
 
 def test_failback_does_not_wait_when_turned_off(nodes):
@@ -201,7 +243,7 @@ def test_failback_does_not_wait_when_turned_off(nodes):
     master.link(True)
     run_check(slave, 7, failback_phones='false')
     assert slave.services_state() == 'base'
-    assert 'asterisk -rx pjsip show contacts' not in slave.stand_in_calls()
+    assert COUNT not in slave.stand_in_calls()
     assert 'failback phones' not in open(slave.log_file).read()
 
 
@@ -234,7 +276,11 @@ def test_no_phone_is_unreachable_at_failback(bed):
         assert sorted(slave.registered()) == ['phone1', 'phone2', 'phone3']
 
         master.link(True)
-        run_check(slave, 7, sip=sip, failback_phones_margin='10')
+        # runs follow one another as cron's do: the wait goes on across them
+        for _ in range(4):
+            run_check(slave, 7, sip=sip, failback_phones_timeout='8', failback_phones_margin='10')
+            if slave.services_state() == 'base':
+                break
         stopped = max(float(line.split()[0]) for line in slave.stand_in_calls(timestamps=True)
                       if line.split(' ', 1)[1] == 'wazo-service stop wazo')
         log = open(slave.log_file).read()

@@ -16,7 +16,8 @@ def test_the_documented_expiry_is_the_default_and_what_ha_applies(tmp_path):
     s = load(tmp_path, '')
     assert (s.sip.min_expiry, s.sip.default_expiry, s.sip.max_expiry) == (180, 240, 300)
     assert role_setup.expiry_with_ha(s) == role_setup.EXPIRY_WITH_HA
-    assert s.check.failback_phones is True and s.check.failback_phones_margin == 60
+    assert s.check.failback_phones is True and s.check.failback_phones_margin == 30
+    assert s.check.failback_phones_timeout == 120
 
 
 def test_lower_expiry_values_are_what_wazo_ha_config_applies(tmp_path):

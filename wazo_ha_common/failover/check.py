@@ -95,9 +95,22 @@ def forget(settings: Settings) -> bool:
     return dropped
 
 
-def save_memory(settings: Settings, memory: health.Memory, verdict: health.Verdict) -> None:
+def save_memory(settings: Settings, memory: health.Memory, verdict: health.Verdict,
+                waiting: registrations.Waiting | None = None) -> None:
+    """The probe history, and the failback's wait for the phones when one is under way (so
+    that its bound holds across runs)."""
+    extra = {'failback_phones': waiting.as_dict()} if waiting else {}
     write_state(settings.paths.state_dir, CHECK.state_file,
-                {**asdict(memory), 'sentence': verdict.sentence, 'written_at': time.time()})
+                {**asdict(memory), 'sentence': verdict.sentence, 'written_at': time.time(),
+                 **extra})
+
+
+def load_waiting(settings: Settings, master_ip: str) -> registrations.Waiting | None:
+    """The failback's wait for the phones begun by an earlier run about this master, if any."""
+    data = read_state(settings.paths.state_dir, CHECK.state_file)
+    if not isinstance(data, dict) or data.get('master') != master_ip:
+        return None
+    return registrations.waiting_from(data.get('failback_phones'))
 
 
 def run(settings: Settings, argument: str | None, sleep=time.sleep,
@@ -113,12 +126,13 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep,
         boot = boot_id()
         deadline = time.monotonic() + settings.check.run_for
         memory = load_memory(settings, master_ip)
+        waiting = load_waiting(settings, master_ip)
         converged = False
         sentence = ''
         while True:
             probe = probes.probe(settings, master_ip)
             memory, verdict = health.observe(memory, probe, policy, boot)
-            save_memory(settings, memory, verdict)
+            save_memory(settings, memory, verdict, waiting)
             if verdict.changed:
                 logger.warning('decision: master %s: %s', verdict.decision, verdict.sentence)
             if not role.is_secondary(settings.paths.sentinel_dir):
@@ -128,11 +142,18 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep,
                 _warn(f'warning: the master {master_ip} answers, but the decision "master down" '
                       f'stands until it has answered for {settings.check.up_after:g} s: this run '
                       'starts the telephony of this slave beside it')
-            outcome = _converge(settings, verdict, hooks, force=not converged, memory=memory,
-                                in_doubt=health.in_doubt_down(memory),
-                                master_answers=lambda: probes.probe(settings, master_ip).master)
+            began = waiting
+            outcome, waiting = _converge(settings, verdict, hooks,
+                                         force=not converged or waiting is not None,
+                                         memory=memory, in_doubt=health.in_doubt_down(memory),
+                                         waiting=waiting)
+            if waiting != began:  # a wait begun or ended: kept for the next run
+                save_memory(settings, memory, verdict, waiting)
             converged = True
             action = f' -> {outcome.sentence()}' if outcome and outcome.done else ''
+            if waiting is not None:
+                action = (f' -> failback waiting for the phones ({waiting.phones} registered '
+                          'here when it began)')
             sentence = f'master {master_ip} {verdict.decision}: {verdict.sentence}{action}'
             logger.debug('%s', sentence)
             if outcome and outcome.critical_failed:
@@ -165,16 +186,24 @@ def _keep_daemon_config(settings: Settings, hooks: Hooks) -> None:
 
 def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks, force: bool,
               memory: health.Memory | None = None,
-              master_answers=lambda: True, in_doubt: bool = False) -> services.Outcome | None:
-    """Bring the services to the decided state on a change, and once per run anyway; keep
-    the failback record (what the master's next wazo-sync reads) in step. Root is mailed
-    once per transition: the record opens or closes an episode once."""
+              in_doubt: bool = False, waiting: registrations.Waiting | None = None
+              ) -> tuple[services.Outcome | None, registrations.Waiting | None]:
+    """Bring the services to the decided state on a change, and once per run anyway (at
+    every probe while a failback waits for the phones); keep the failback record (what the
+    master's next wazo-sync reads) in step. Root is mailed once per transition: the record
+    opens or closes an episode once. Returns the outcome and the wait under way."""
     if verdict.decision == health.UNKNOWN or not (verdict.changed or force):
-        return None
+        return None, waiting
+    if verdict.decision == health.DOWN and waiting is not None:
+        # the health rule's decision, not one lost probe
+        logger.warning('failback phones: the master is down again after %.0f s of waiting '
+                       'for %d phones: wait ended, telephony NOT stopped',
+                       max(0.0, time.time() - waiting.began), waiting.phones)
+        waiting = None
     if verdict.decision == health.DOWN and in_doubt:
         # a memory in doubt, not the probes: the telephony that runs is kept, but no episode
         # opens and the stream is not stopped until the probes declare the master down
-        return services.start(settings)
+        return services.start(settings), None
     if verdict.decision == health.DOWN:
         # the episode first: a master's copy under way reads it before its commit and rolls
         # back, so nothing it writes lands after the failover's first step
@@ -193,13 +222,19 @@ def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks, force: 
         # a standby slave (disabled at boot) has no phone: not asked, its stop finds it so
         enabled = not os.path.exists(services.flag_path(settings))
         if settings.check.failback_phones and enabled and serving():
-            bound = registrations.wait_limit(settings.sip.max_expiry,
+            bound = registrations.wait_limit(settings.check.failback_phones_timeout,
                                              settings.check.failback_phones_margin)
-            wait = phones.wait_gone(bound, master_answers=master_answers)
-            if wait.master_lost:
-                logger.warning('%s', wait.sentence(bound))
-                return None
-            logger.info('%s', wait.sentence(bound))
+            began = waiting
+            waiting, ended = registrations.step(waiting, phones.registered(), time.time(),
+                                                bound)
+            if ended is None:
+                if began is None:
+                    logger.info('failback phones: %d registered here: the telephony stops '
+                                'once none is left, at most %g s from now', waiting.phones,
+                                bound)
+                return None, waiting
+            logger.info('%s', ended.sentence(bound))
+        waiting = None
         limit = settings.check.failback_drain
         if limit and serving():
             logger.info('%s', services.drain(limit).sentence(limit))
@@ -209,7 +244,7 @@ def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks, force: 
             _announce_failback(settings)
     if change:
         logger.info('%s', change)
-    return outcome
+    return outcome, waiting
 
 
 def _wall(monotonic_time: float | None) -> float | None:
