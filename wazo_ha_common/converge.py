@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import jobs, role
-from .adapters.system import (KeyStore, mail_once, read_state, read_text, run,
+from .adapters.system import (KeyStore, mail_once, read_text, run,
                                single_instance)
 from .decisions import health
 from .decisions.stream import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION
 from .errors import CommandError, HaConfError, WazoHaError
-from .failover import services
+from .failover import check, services
 from .files import rsyncd
 from .settings import CONTINUOUS, Settings
 from .stream import publication
@@ -245,8 +245,7 @@ def _may_restart(t: Target, restart: str, restarted_for: str, digest: str,
 
 def serving(settings: Settings) -> bool:
     """The slave took over: the check decided the master down, or its telephony runs."""
-    memory = read_state(settings.paths.state_dir, jobs.CHECK.state_file)
-    if memory.get('decision') == health.DOWN:
+    if check.last_decision(settings) == health.DOWN:
         return True
     return services.available() and services.running()
 

@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ..errors import WazoHaError
 from ..jobs import SERVICES
@@ -194,12 +194,62 @@ def _exclusive(settings: Settings):
     return single_instance(settings.paths.lock_dir, SERVICES.name, wait=STEPS_WAIT)
 
 
+@dataclass(frozen=True)
+class Record:
+    """services.json, written by this module alone: the state the last start or stop reached
+    (or tried to), since when, and while critical steps failed which ones (run again by the
+    next start or stop) and which failure the check last mailed root about."""
+    state: str | None = None              # STARTED, STOPPED, or None: never recorded
+    since: float | None = None
+    failed: tuple[str, ...] = ()
+    pending: tuple[str, ...] = ()
+    critical: tuple[str, ...] = ()
+    mailed: tuple[str, ...] | None = None
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        for key in ('failed', 'pending', 'critical'):
+            data[key] = list(data[key])
+        if self.mailed is None:
+            del data['mailed']
+        else:
+            data['mailed'] = list(self.mailed)
+        return data
+
+
+def record_from_dict(data) -> Record:
+    """The record as written; a field of the wrong shape is dropped (said by the caller's
+    log), never trusted: a state file informs, it never stops a start or a stop."""
+    if not isinstance(data, dict):
+        return Record()
+    state = data.get('state') if data.get('state') in (STARTED, STOPPED) else None
+    since = data.get('since')
+    if isinstance(since, bool) or not isinstance(since, (int, float)):
+        since = None
+
+    def texts(value) -> tuple[str, ...]:
+        return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+    mailed = data.get('mailed')
+    return Record(state, since, texts(data.get('failed')), texts(data.get('pending')),
+                  texts(data.get('critical')),
+                  texts(mailed) if isinstance(mailed, list) else None)
+
+
+def load_record(settings: Settings) -> Record:
+    return record_from_dict(read_state(settings.paths.state_dir, SERVICES.state_file))
+
+
+def _save(settings: Settings, record: Record) -> None:
+    write_state(settings.paths.state_dir, SERVICES.state_file, record.as_dict())
+
+
 def _pending(settings: Settings, action: str, steps: list[Step]) -> list[Step]:
     """The critical steps the last run of this action left undone (services.json)."""
-    state = load_state(settings)
-    if state.get('state') != action or not isinstance(state.get('pending'), list):
+    record = load_record(settings)
+    if record.state != action:
         return []
-    return [step for step in steps if step.what in state['pending']]
+    return [step for step in steps if step.what in record.pending]
 
 
 def _run_steps(settings: Settings, action: str, steps: list[Step]) -> Outcome:
@@ -224,26 +274,27 @@ def _run_steps(settings: Settings, action: str, steps: list[Step]) -> Outcome:
 def _record(settings: Settings, outcome: Outcome, pending: list[str] | None = None) -> Outcome:
     """services.json: the state reached and, while critical steps failed, which ones (they
     are run again by the next start or stop: the state is not reached until they succeed)."""
-    previous = load_state(settings)
-    if outcome.done or previous.get('state') != outcome.action:
-        retried = previous.get('state') == outcome.action and previous.get('pending')
-        since = previous.get('since') if retried else time.time()
-        write_state(settings.paths.state_dir, SERVICES.state_file,
-                    {'state': outcome.action, 'since': since, 'failed': outcome.failed,
-                     'pending': pending or [], 'critical': outcome.critical,
-                     # which failure root was told about (check): kept while one lasts
-                     **({'mailed': previous['mailed']} if pending and 'mailed' in previous
-                        else {})})
+    previous = load_record(settings)
+    if outcome.done or previous.state != outcome.action:
+        retried = previous.state == outcome.action and previous.pending
+        since = previous.since if retried else time.time()
+        _save(settings, Record(outcome.action, since, tuple(outcome.failed),
+                               tuple(pending or ()), tuple(outcome.critical),
+                               # which failure root was told about (check): kept while one lasts
+                               previous.mailed if pending else None))
     return outcome
 
 
 def load_state(settings: Settings) -> dict:
-    return read_state(settings.paths.state_dir, SERVICES.state_file)
+    """The record as a JSON object (what wazo-ha-status shows)."""
+    record = load_record(settings)
+    return record.as_dict() if record != Record() else {}
 
 
 def mailed(settings: Settings) -> KeyStore:
     """The failed steps last mailed by the check, kept in this record ('mailed')."""
     def save(key) -> None:
-        write_state(settings.paths.state_dir, SERVICES.state_file,
-                    {**load_state(settings), 'mailed': key})
-    return KeyStore(lambda: load_state(settings).get('mailed'), save)
+        _save(settings, replace(load_record(settings),
+                                mailed=None if key is None else tuple(key)))
+    return KeyStore(lambda: (lambda m: None if m is None else list(m))(
+        load_record(settings).mailed), save)
