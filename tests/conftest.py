@@ -5,7 +5,7 @@ import tempfile
 import pytest
 
 import baselines
-from check_helpers import FAST
+from check_helpers import configure_fast_slave
 from testbed import REPO, Testbed, cleanup_leftovers, template_cluster
 
 _SHARED: list[baselines.SharedBeds] = []
@@ -98,12 +98,6 @@ def pair(request):
     198.18.0.3 without PostgreSQL, idles beside them)."""
     master, slave, _ = baselines.shaped(request, baselines.PG, 'bare')
     return master, slave
-
-
-def configure_fast_slave(master, slave):
-    slave.write_settings(**FAST)
-    result = slave.wazo('wazo-ha-config', 'set', '--node-type', 'slave', '--remote-address', master.ip)
-    assert result.returncode == 0, result.stderr
 
 
 @pytest.fixture

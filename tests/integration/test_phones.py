@@ -14,7 +14,7 @@ import pytest
 
 from phone import Timers
 from check_helpers import FAST
-from conftest import configure_fast_slave
+from check_helpers import configure_fast_slave
 from phones_helpers import Phones
 from sipp_phones import SippPhones
 from testbed import calls_after
