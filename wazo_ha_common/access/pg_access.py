@@ -176,6 +176,53 @@ SELECT pg_catalog.json_build_object('login', EXISTS (
 """
 
 
+def tables_owner(state: dict, database: str, who: str) -> str:
+    """The one role that owns the tables of the public schema (from ROLE_STATE_SQL's state);
+    refused when there are several, or when it is, or may become, a superuser, create roles
+    or run programs on the server (`who`, a member of it, would be as powerful)."""
+    owners = state.get('owners') or []
+    if len(owners) != 1:
+        found = ', '.join(o['name'] for o in owners) or 'none'
+        raise WazoHaError(f'the tables of the public schema of database {database} must belong to '
+                          f'one role (found: {found}); {who} becomes a member of it')
+    if owners[0]['escalates']:
+        raise WazoHaError(
+            f'the tables of database {database} belong to {owners[0]["name"]}, a superuser or a '
+            'role that may become one, create roles or run programs on the server: its members '
+            f'({who}) would be as powerful. Give the tables to a role without these rights (on '
+            'Wazo: asterisk)')
+    return owners[0]['name']
+
+
+def member_steps(current: dict | None, role: str, owner: str,
+                 created: str) -> tuple[list[Step], dict]:
+    """What makes `role` a member of the tables' `owner` that may SET session_replication_role
+    and holds no other attribute nor membership (the replication role, the subscription's
+    owner): the steps, and the role's state as they leave it. `created`: the sentence when
+    the role has to be created."""
+    r = ident(role)
+    steps = []
+    if not current:
+        steps.append(Step(created, f'CREATE ROLE {r} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE '
+                                   'NOREPLICATION NOBYPASSRLS INHERIT'))
+        current = {'member_of': [], 'set_replication_role': False}
+    elif current['createdb'] or current['replication'] or current['bypassrls'] or \
+            not current['inherit']:
+        steps.append(Step(f'role {role}: NOCREATEDB NOREPLICATION NOBYPASSRLS INHERIT',
+                          f'ALTER ROLE {r} NOCREATEDB NOREPLICATION NOBYPASSRLS INHERIT'))
+    for other in current['member_of']:
+        if other != owner:
+            steps.append(Step(f'role {role}: no longer a member of {other}',
+                              f'REVOKE {ident(other)} FROM {r}'))
+    if owner not in current['member_of']:
+        steps.append(Step(f'role {role}: member of {owner}, the owner of the tables',
+                          f'GRANT {ident(owner)} TO {r}'))
+    if not current['set_replication_role']:
+        steps.append(Step(f'role {role}: may SET session_replication_role',
+                          f'GRANT SET ON PARAMETER session_replication_role TO {r}'))
+    return steps, current
+
+
 def role_steps(state: dict, role: str, database: str, slave: bool) -> list[Step]:
     """What to run so that the role is what a slave needs (slave) or gone (not a slave).
 
@@ -207,37 +254,11 @@ def role_steps(state: dict, role: str, database: str, slave: bool) -> list[Step]
                              f'REVOKE SET ON PARAMETER session_replication_role FROM {r}; '
                              f'REVOKE EXECUTE ON FUNCTION pg_control_system() FROM {r}; '
                              f'DROP ROLE {r}')]
-    owners = state.get('owners') or []
-    if len(owners) != 1:
-        found = ', '.join(o['name'] for o in owners) or 'none'
-        raise WazoHaError(f'the tables of the public schema of database {database} must belong to '
-                          f'one role (found: {found}); the replication role becomes a member of it')
-    owner = owners[0]
-    if owner['escalates']:
-        raise WazoHaError(
-            f'the tables of database {database} belong to {owner["name"]}, a superuser or a role '
-            'that may become one, create roles or run programs on the server: its members would '
-            f'be as powerful. Give the tables to a role without these rights (on Wazo: asterisk)')
-    steps = []
-    if not current:
-        steps.append(Step(f'created the replication role {role} (no login until wazo-sync -i on '
-                          'the master sets its password)',
-                          f'CREATE ROLE {r} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE '
-                          'NOREPLICATION NOBYPASSRLS INHERIT'))
-        current = {'member_of': [], 'set_replication_role': False, 'control_system': False}
-    elif current['createdb'] or current['replication'] or current['bypassrls'] or not current['inherit']:
-        steps.append(Step(f'role {role}: NOCREATEDB NOREPLICATION NOBYPASSRLS INHERIT',
-                          f'ALTER ROLE {r} NOCREATEDB NOREPLICATION NOBYPASSRLS INHERIT'))
-    for other in current['member_of']:
-        if other != owner['name']:
-            steps.append(Step(f'role {role}: no longer a member of {other}',
-                              f'REVOKE {ident(other)} FROM {r}'))
-    if owner['name'] not in current['member_of']:
-        steps.append(Step(f'role {role}: member of {owner["name"]}, the owner of the tables',
-                          f'GRANT {ident(owner["name"])} TO {r}'))
-    if not current['set_replication_role']:
-        steps.append(Step(f'role {role}: may SET session_replication_role',
-                          f'GRANT SET ON PARAMETER session_replication_role TO {r}'))
+    owner = tables_owner(state, database, 'the replication role')
+    steps, current = member_steps(current, role, owner,
+                                  f'created the replication role {role} (no login until '
+                                  'wazo-sync -i on the master sets its password)')
+    current = {'control_system': False, **current}
     if not current['control_system']:
         steps.append(Step(f'role {role}: may read pg_control_system()',
                           f'GRANT EXECUTE ON FUNCTION pg_control_system() TO {r}'))

@@ -22,7 +22,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from ..access import pg_access
-from ..access.pg_access import Step, ident
+from ..access.pg_access import Step
 from ..adapters.db import logical, session
 from ..adapters.system import read_no_follow
 from ..errors import WazoHaError
@@ -35,43 +35,13 @@ def owner_steps(state: dict, role: str, database: str) -> list[Step]:
     superuser, create roles or run programs; a role of that name that is a superuser or may
     create roles (not ours: never changed)."""
     current = state.get('role')
-    r = ident(role)
     if current and (current['super'] or current['createrole']):
         raise WazoHaError(f'the role {role} ([database] subscription_owner) is a superuser or may '
                           'create roles on this node: the stream must not be applied with such '
                           'rights. Choose another [database] subscription_owner')
-    owners = state.get('owners') or []
-    if len(owners) != 1:
-        found = ', '.join(o['name'] for o in owners) or 'none'
-        raise WazoHaError(f'the tables of the public schema of database {database} must belong to '
-                          f'one role (found: {found}); the subscription\'s owner becomes a member '
-                          'of it')
-    owner = owners[0]
-    if owner['escalates']:
-        raise WazoHaError(
-            f'the tables of database {database} belong to {owner["name"]}, a superuser or a role '
-            'that may become one, create roles or run programs on the server: the stream would be '
-            'applied with those rights. Give the tables to a role without them (on Wazo: asterisk)')
-    steps = []
-    if not current:
-        steps.append(Step(f'created the role {role}, owner of the subscription',
-                          f'CREATE ROLE {r} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE '
-                          'NOREPLICATION NOBYPASSRLS INHERIT'))
-        current = {'member_of': [], 'set_replication_role': False}
-    elif current['createdb'] or current['replication'] or current['bypassrls'] or \
-            not current['inherit']:
-        steps.append(Step(f'role {role}: NOCREATEDB NOREPLICATION NOBYPASSRLS INHERIT',
-                          f'ALTER ROLE {r} NOCREATEDB NOREPLICATION NOBYPASSRLS INHERIT'))
-    for other in current['member_of']:
-        if other != owner['name']:
-            steps.append(Step(f'role {role}: no longer a member of {other}',
-                              f'REVOKE {ident(other)} FROM {r}'))
-    if owner['name'] not in current['member_of']:
-        steps.append(Step(f'role {role}: member of {owner["name"]}, the owner of the tables',
-                          f'GRANT {ident(owner["name"])} TO {r}'))
-    if not current['set_replication_role']:
-        steps.append(Step(f'role {role}: may SET session_replication_role',
-                          f'GRANT SET ON PARAMETER session_replication_role TO {r}'))
+    owner = pg_access.tables_owner(state, database, "the subscription's owner")
+    steps, _ = pg_access.member_steps(current, role, owner,
+                                      f'created the role {role}, owner of the subscription')
     return steps
 
 
