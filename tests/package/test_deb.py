@@ -69,7 +69,7 @@ EXPECTED_FIELDS = {
     'Architecture': 'all',
     'Section': 'net',
     'Depends': 'python3:any, python3-psycopg2, python3-requests, python3-netifaces, rsync, '
-               'openssh-client, postgresql-client, iputils-ping, cron',
+               'openssh-client, postgresql-client, iputils-ping, cron, adduser',
     'Recommends': 'default-mta | mail-transport-agent, logrotate',
 }
 EXPECTED_CONFFILES = ['/etc/cron.d/wazo-ha', '/etc/logrotate.d/wazo-ha',

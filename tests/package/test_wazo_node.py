@@ -95,7 +95,7 @@ def test_removed_not_purged_every_cron_line_does_nothing(wazo_node):
             made.append(sentinel)
     try:
         lines = cron_lines()
-        assert len(lines) == 5
+        assert len(lines) == 6
         for line in lines:
             ran = sh('sh', '-c', line, env={'PATH': '/usr/local/sbin:/usr/local/bin:/usr/sbin:'
                                                     '/usr/bin:/sbin:/bin'})
