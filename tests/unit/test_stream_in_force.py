@@ -12,9 +12,9 @@ def slot(active=True, wal_status='reserved'):
     return {'active': active, 'wal_status': wal_status, 'retained': 0, 'confirmed': 100}
 
 
-def view(wal_level='logical', paired=True, slots=None):
+def view(wal_level="logical", paired=True, slots=None, dropped=None):
     return MasterView(wal_level=wal_level, paired=paired,
-                      slots={'wazo_ha_slot_1': slot()} if slots is None else slots)
+                      slots={"wazo_ha_slot_1": slot()} if slots is None else slots, dropped=dropped)
 
 
 def test_an_active_slot_means_the_stream_is_in_force():
@@ -75,3 +75,14 @@ def test_the_slave_names_its_own_cause(error, cause, said):
     got, text = slave_cause(error)
     assert got == cause and said in text
     assert FIXES[got]
+
+
+def test_a_slot_dropped_by_the_fallback_copy_keeps_its_cause_until_the_slave_hands_off():
+    """The fallback copy drops the slave's slots: at the next run the missing slot is the same
+    cause still (mailed once, since kept), not a new one."""
+    said = "the slave's slot wazo_ha_slot_1 is inactive"
+    verdict = in_force(view(slots={}, dropped=(NOT_STREAMING, said)))
+    assert verdict.cause == NOT_STREAMING and verdict.said.startswith(said)
+    assert 'has not handed off since' in verdict.said
+    # the slave handed off again: its new slot decides
+    assert in_force(view(dropped=(NOT_STREAMING, said))).streaming

@@ -152,6 +152,9 @@ class MasterView:
     wal_level: str                 # the active value (SHOW wal_level)
     paired: bool                   # the stream role has a password (wazo-sync -i ran)
     slots: dict[str, dict]         # our slots on the master (logical.slots)
+    # (cause, said) of the last fallback copy, which dropped the slave's slots: until the slave
+    # hands off again, its missing slot is that cause still
+    dropped: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,10 @@ def in_force(view: MasterView) -> InForce:
         return InForce(False, NOT_PAIRED, 'the pair is not paired for the stream yet (the stream '
                        'role has no password: wazo-sync -i has not run since continuous mode)')
     slot = slave_slot(view.slots)
+    if slot is None and view.dropped is not None:
+        cause, said = view.dropped
+        return InForce(False, cause, said + ' (its slot was dropped for the hourly copy; the slave '
+                       'has not handed off since)')
     if slot is None:
         return InForce(False, NO_SLOT, 'the slave has no slot on the master: it has not handed '
                        'off (it cannot reach the master\'s TCP 5432, or wazo-ha-stream does not '

@@ -57,8 +57,11 @@ def reconcile(settings: Settings, slave_ip: str, result: Result,
     result.publication = publication.keep_in_step(settings)
     for line in result.publication:
         logger.info('publication: %s', line)
-    verdict = in_force(_view(settings))
     state = read_state(settings.paths.state_dir, FALLBACK_FILE)
+    dropped = state.get('dropped')
+    dropped = (tuple(dropped) if isinstance(dropped, list) and len(dropped) == 2
+               and all(isinstance(x, str) for x in dropped) else None)
+    verdict = in_force(_view(settings, dropped))
     if verdict.streaming:
         _streaming(settings, slave_ip, result, verdict.slot)
         _resumed(settings, slave_ip, state)
@@ -67,8 +70,10 @@ def reconcile(settings: Settings, slave_ip: str, result: Result,
     since = since if isinstance(since, (int, float)) else time.time()
     result.fallback = {'cause': verdict.cause, 'said': verdict.said, 'fix': verdict.fix,
                        'since': since}
+    base = dropped[1] if dropped and verdict.cause == dropped[0] else verdict.said
     write_state(settings.paths.state_dir, FALLBACK_FILE,
-                {**state, 'cause': verdict.cause, 'said': verdict.said, 'since': since})
+                {**state, 'cause': verdict.cause, 'said': verdict.said, 'since': since,
+                 'dropped': [verdict.cause, base]})
     logger.warning('continuous replication is not in force for %s: %s (since %s); this run '
                    'copies as in hourly mode. To stream: %s', slave_ip, verdict.said,
                    _when(since), verdict.fix)
@@ -82,7 +87,7 @@ def reconcile(settings: Settings, slave_ip: str, result: Result,
     _mail(settings, slave_ip, verdict, since)
 
 
-def _view(settings: Settings) -> MasterView:
+def _view(settings: Settings, dropped: tuple[str, str] | None) -> MasterView:
     """What the master reads of the stream, as its superuser; an inactive slot is watched for
     SLOT_WAIT (its apply worker restarts within seconds after a hand-off or a new owner)."""
     d = settings.database
@@ -101,7 +106,8 @@ def _view(settings: Settings) -> MasterView:
             time.sleep(0.5)
     finally:
         session.close(admin)
-    return MasterView(wal_level=level, paired=bool(login and login[1]), slots=slots)
+    return MasterView(wal_level=level, paired=bool(login and login[1]), slots=slots,
+                      dropped=dropped)
 
 
 def _before_copy(settings: Settings, nodes: Nodes) -> None:
