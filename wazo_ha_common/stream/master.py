@@ -54,7 +54,11 @@ def reconcile(settings: Settings, slave_ip: str, result: Result,
     is in force, the slave's sequences moved forward to the master's (logical replication does
     not carry them; never back: the slave may be serving); when it is not, `copy(prepare)`:
     the copy as in hourly mode, the slave's slots dropped first (see the module's docstring)."""
-    result.publication = publication.keep_in_step(settings)
+    try:
+        result.publication = publication.keep_in_step(settings)
+        unkept = None
+    except session.DatabaseError as e:  # the copy below needs no publication: never worse
+        unkept = e
     for line in result.publication:
         logger.info('publication: %s', line)
     state = read_state(settings.paths.state_dir, FALLBACK_FILE)
@@ -63,6 +67,8 @@ def reconcile(settings: Settings, slave_ip: str, result: Result,
                and all(isinstance(x, str) for x in dropped) else None)
     verdict = in_force(_view(settings, dropped))
     if verdict.streaming:
+        if unkept is not None:
+            raise unkept
         _streaming(settings, slave_ip, result, verdict.slot)
         _resumed(settings, slave_ip, state)
         return
@@ -74,6 +80,8 @@ def reconcile(settings: Settings, slave_ip: str, result: Result,
     write_state(settings.paths.state_dir, FALLBACK_FILE,
                 {**state, 'cause': verdict.cause, 'said': verdict.said, 'since': since,
                  'dropped': [verdict.cause, base]})
+    if unkept is not None:
+        logger.error('publication: %s (the hourly copy below does not need it)', unkept)
     logger.warning('continuous replication is not in force for %s: %s (since %s); this run '
                    'copies as in hourly mode. To stream: %s', slave_ip, verdict.said,
                    _when(since), verdict.fix)
