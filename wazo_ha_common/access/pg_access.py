@@ -325,10 +325,11 @@ def lock_subscription_owner(settings: Settings) -> list[str]:
     return [f'PostgreSQL: role {owner}: no login, no password (this node is no slave)']
 
 
-def write_in_conf_dir(path: str, text: str, conf_dir: str, mode: int | None = None) -> None:
+def write_in_conf_dir(path: str, text: str, conf_dir: str, mode: int | None = None,
+                      **expect) -> None:
     """A file of PostgreSQL's configuration directory, owned as that directory and written
     without following a link its owner (postgres) could plant; `mode` None: the file's own
-    (0640 when new)."""
+    (0640 when new). `expect=TEXT`: see write_no_follow (ChangedMeanwhile)."""
     st = os.lstat(conf_dir)
     if os.path.dirname(path) != conf_dir.rstrip('/'):  # conf.d/, made when missing
         make_directory_no_follow(os.path.dirname(path), 0o755, (st.st_uid, st.st_gid))
@@ -336,7 +337,7 @@ def write_in_conf_dir(path: str, text: str, conf_dir: str, mode: int | None = No
         current = lstat_or_none(path)
         mode = stat.S_IMODE(current.st_mode) if current is not None and \
             stat.S_ISREG(current.st_mode) else 0o640
-    write_no_follow(path, text, mode=mode, owner=(st.st_uid, st.st_gid))
+    write_no_follow(path, text, mode=mode, owner=(st.st_uid, st.st_gid), **expect)
 
 
 # pairing (wazo-sync -i on the master)
