@@ -202,7 +202,9 @@ def test_continuous_mode_the_slave_gives_no_telephony_back_to_a_rebuilt_master(p
     replaced = master.wazo('xivo-master-slave-db-replication', '--replace-slave', '--force',
                            timeout=600)
     assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+    assert '--replace-slave: the slave now takes this master cluster' in replaced.stdout
     assert origin_of(slave) == system_of(master)
+    assert slave.services_state() == 'all', 'still serving until its next check'
     assert stream(slave).returncode == 0
     r = slave.wazo('xivo-check-master-status', timeout=120)
     assert r.returncode == 0, r.stderr

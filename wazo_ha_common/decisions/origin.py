@@ -83,7 +83,8 @@ def kept_serving(master_ip: str) -> str:
     """The failback held: what the check logs, mails and wazo-ha-status shows."""
     return (f'{refusal(master_ip)}; this slave keeps serving telephony meanwhile (to give it '
             'back to that master, its data replacing the slave\'s: '
-            'xivo-master-slave-db-replication --replace-slave --force on the master)')
+            'xivo-master-slave-db-replication --replace-slave --force on the master, then '
+            'the slave fails back and copies it afresh)')
 
 
 def failback_held(look: Look | None, master_ip: str) -> str | None:

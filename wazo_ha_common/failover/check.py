@@ -39,8 +39,6 @@ class Hooks:
     neither the stream nor the file synchronisation, so it never fails for them."""
     # before the telephony starts (continuous mode: the stream stops applying the master's)
     before_serving: Callable[[Settings], object] = _nothing
-    # at each run: the rsync daemon configuration the master's key is bound to; what changed
-    keep_daemon_config: Callable[[Settings], list[str]] = _nothing
 
 
 def boot_id() -> str:
@@ -123,7 +121,6 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep,
     policy = health.Policy(settings.check.probe_interval, settings.check.down_after,
                            settings.check.up_after)
     with single_instance(settings.paths.lock_dir, CHECK.name, wait=settings.check.probe_interval + 5):
-        _keep_daemon_config(settings, hooks)
         boot = boot_id()
         deadline = time.monotonic() + settings.check.run_for
         memory = load_memory(settings, master_ip)
@@ -203,22 +200,11 @@ def _held_by_origin(settings: Settings, verdict: health.Verdict, master_ip: str)
               'its copies would wipe the slave\'s data, the only good copy.\n\n'
               'Either promote this slave (wazo-ha-config set --node-type master ... here, and '
               'make the rebuilt node its slave), or, if the rebuilt master holds the data to '
-              'keep, run xivo-master-slave-db-replication --replace-slave --force on it: this '
-              'slave then gives telephony back at its next check.\n'
+              'keep, run xivo-master-slave-db-replication --replace-slave --force on it: once '
+              'this slave\'s wazo-ha-stream has looked at the master again (every minute), it '
+              'gives telephony back and copies that master afresh.\n'
               f'wazo-ha-status shows the state; see {settings.paths.log_file}.\n')
     return held
-
-
-def _keep_daemon_config(settings: Settings, hooks: Hooks) -> None:
-    """The rsync daemon configuration follows the settings (what the master's key may do)."""
-    if not settings.sound('sync'):  # a mistake in [sync]: keep what the daemon has
-        logger.warning('the rsync daemon configuration is left as it is: [sync] has a mistake')
-        return
-    try:
-        for change in hooks.keep_daemon_config(settings):
-            logger.info('changed: %s', change)
-    except OSError as e:  # file sync is not failover: say so and go on probing
-        logger.error('cannot write the rsync daemon configuration: %s', e)
 
 
 def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks, force: bool,
