@@ -1,5 +1,9 @@
 """Where the slave's voicemail messages go on the master (wazo_ha_common.decisions.voicemail)."""
 
+import os
+
+import pytest
+
 from wazo_ha_common.decisions.voicemail import (Folder, Message, greeting_step, identity, limits,
                                                 message_fields, message_file, plan,
                                                 relative_kind)
@@ -166,3 +170,23 @@ def test_two_messages_with_the_same_msg_id_from_two_nodes_are_both_kept():
 def test_a_message_brought_back_by_an_earlier_version_is_not_brought_back_again():
     decided = plan([msg('INBOX', 0, 'a')], {}, {}, {'default/1001': {'msg_id:a'}})
     assert decided.place == [] and len(decided.before) == 1
+
+
+def test_the_staged_size_is_the_regular_files_of_rsyncs_listing(tmp_path):
+    """Read from real `rsync --list-only` output, with and without digit grouping."""
+    import subprocess
+    from wazo_ha_common.decisions.voicemail import listed_bytes, over_stage_cap
+    (tmp_path / 'default' / '1001' / 'INBOX').mkdir(parents=True)
+    (tmp_path / 'default' / '1001' / 'INBOX' / 'msg0000.wav').write_bytes(b'x' * 123456)
+    (tmp_path / 'default' / '1001' / 'INBOX' / 'msg0000.txt').write_text('[message]\n')
+    os.symlink('/etc/passwd', tmp_path / 'link')
+    for options in (['--no-h'], []):  # ours; rsync's default groups digits (123,456)
+        listing = subprocess.run(['rsync', '-r', '-l', '--list-only', *options, f'{tmp_path}/'],
+                                 capture_output=True, text=True, check=True).stdout
+        assert listed_bytes(listing) == 123456 + len('[message]\n'), listing
+    units = subprocess.run(['rsync', '-r', '--list-only', '-hh', f'{tmp_path}/'],
+                           capture_output=True, text=True, check=True).stdout
+    with pytest.raises(ValueError, match='not a size in bytes'):
+        listed_bytes(units)
+    assert over_stage_cap(3 * 1048576, 2) and over_stage_cap(2 * 1048576, 2) is None
+    assert over_stage_cap(10 ** 12, 0) is None

@@ -263,3 +263,27 @@ def relative_kind(parts: tuple[str, ...]) -> str:
     if len(parts) >= 4:
         return 'message' if len(parts) == 4 and message_file(name) else 'refuse'
     return 'other'
+
+
+def listed_bytes(listing: str) -> int:
+    """The bytes of the regular files in `rsync --list-only` output (the size of what a copy
+    would stage); directories, links and anything else count for nothing. ValueError for a
+    size that is not a number of bytes (rsync's -h units): the cap must not be guessed."""
+    total = 0
+    for line in listing.splitlines():
+        fields = line.split(None, 4)
+        if len(fields) == 5 and fields[0].startswith('-'):
+            size = fields[1].replace(',', '')
+            if not size.isdigit():
+                raise ValueError(f'not a size in bytes in rsync\'s listing: {fields[1]!r}')
+            total += int(size)
+    return total
+
+
+def over_stage_cap(total: int, cap_mb: int) -> str | None:
+    """Why the slave's spool is not staged (over [sync] voicemail_stage_max_mb), None when it
+    may be; a cap of 0 is none."""
+    if not cap_mb or total <= cap_mb * 1048576:
+        return None
+    return (f"the slave's voicemail spool holds {total / 1048576:.1f} MB, over [sync] "
+            f'voicemail_stage_max_mb ({cap_mb} MB): not staged, its messages stay on the slave')
