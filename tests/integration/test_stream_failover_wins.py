@@ -125,9 +125,7 @@ def test_a_pause_during_a_first_hand_off_leaves_no_subscription(continuous_pair)
         holder.rollback()
         holder.close()
     out, err = job.communicate(timeout=120)
-    assert job.returncode == 1, out + err
-    assert 'a failover (or a pause) came during the hand-off' in err or \
-        'terminating connection' in err, out + err
+    assert job.returncode == 1, out + err  # its session ended by the pause
     assert subscription(slave) is None, 'nothing streams during the pause'
     assert snapshot(slave) == before, 'the copy rolled back'
     control = json.load(open(os.path.join(slave.state_dir, 'stream-control.json')))
