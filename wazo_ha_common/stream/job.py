@@ -168,7 +168,7 @@ def _look_at_master(settings: Settings, master_ip: str, admin) -> None:
         return
     try:
         system = logical.identify_system(replicator)
-    except session.DatabaseError as e:
+    except Exception as e:  # the driver's own errors too: a look, never the run's failure
         logger.debug('the master %s cannot be looked at: %s', master_ip, e)
         return
     finally:
