@@ -65,7 +65,14 @@ def reconcile(settings: Settings, slave_ip: str, result: Result,
     dropped = state.get('dropped')
     dropped = (tuple(dropped) if isinstance(dropped, list) and len(dropped) == 2
                and all(isinstance(x, str) for x in dropped) else None)
-    verdict = in_force(_view(settings, dropped))
+    view = _view(settings, dropped)
+    verdict = in_force(view)
+    if not view.slots and result.replace_slave:
+        # --replace-slave (a rebuilt master): the new cluster is recorded with the sequences'
+        # commit, and the slave hands off afresh once it does not serve; never a copy over a
+        # slave that may serve (--force comes with it)
+        _streaming(settings, slave_ip, result, None)
+        return
     if verdict.streaming:
         if unkept is not None:
             raise unkept
@@ -154,6 +161,9 @@ def _streaming(settings: Settings, slave_ip: str, result: Result, slot: str | No
         result.sequences_set = len(forward)
         slots = logical.slots(nodes.mcur, SLOT_PREFIX)
         nodes.end_read()
+    if not slots and result.replace_slave:  # a rebuilt master has none: the slave hands off
+        result.stream = {}
+        return
     name = slot if slot in slots else slave_slot(slots)
     if name is not None:
         result.stream = {'slot': name, **slots[name]}
