@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+from check_helpers import FAST
 from datagen import installation_sql
 from replication_helpers import assert_slave_consistent, replicate, run_pairing
 from stream_helpers import (continuous_settings, create_user, our_slots, setup_streaming,
@@ -115,11 +116,38 @@ def log_lines(node):
         return f.read().splitlines()
 
 
+def installed(node, mode):
+    """The package installed on the node: its settings (`mode` None: no mode written, the
+    package's default) and what debian/postinst runs, the node's converge."""
+    # the check probes for 6 s a run (the package's run covers the minute): enough to decide
+    node.write_settings(database={'mode': mode}, check={**FAST['check'], 'run_for': '6'})
+    return ok(converge(node))
+
+
+def wazo_ha_conf(node):
+    path = os.path.join(node.pgdata, 'conf.d', 'wazo-ha.conf')
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line for line in f.read().splitlines() if not line.startswith('#')]
+
+
+@pytest.mark.parametrize('mode', [None, 'hourly'], ids=['default-settings', 'hourly'])
 @pytest.mark.parametrize('first', ['slave', 'master'])
-def test_the_quick_summary_exactly_as_documented(pair, first):
-    """Wazo's Quick Summary: PUT /ha on both nodes (in either order), `wazo-service restart`,
-    `wazo-sync -i`, `xivo-master-slave-db-replication SLAVE_IP`, `wazo-sync`: nothing else."""
+def test_the_quick_summary_exactly_as_documented(pair, first, mode):
+    """Wazo's Quick Summary: the package installed, PUT /ha on both nodes (in either order),
+    `wazo-service restart`, `wazo-sync -i`, `xivo-master-slave-db-replication SLAVE_IP`,
+    `wazo-sync`: nothing else. With the default settings (no mode written: continuous) the
+    pair then streams: the installation put wal_level = logical in place, PUT /ha's restart
+    activated it, and the slave's cron minute (converge, wazo-ha-stream) hands off after the
+    pairing; a change on the master reaches the slave with no replication run. With
+    `mode = hourly` (the opt-out) nothing of the stream exists."""
     master, slave = pair
+    continuous = mode is None
+    for node in (master, slave):
+        installed(node, mode)
+        assert wazo_ha_conf(node) == (['wal_level = logical', "listen_addresses = '*'"]
+                                      if continuous else [])
     write(master, SYNCED, '[quick-summary]\n')
     puts = {'slave': (slave, 'slave', master.ip), 'master': (master, 'master', slave.ip)}
     for name in (first, 'master' if first == 'slave' else 'slave'):
@@ -131,11 +159,31 @@ def test_the_quick_summary_exactly_as_documented(pair, first):
     out = ok(paired)
     # the slave's converge ran in the pairing session: the role and our block came from it
     assert f'on the slave: PostgreSQL: created the replication role {ROLE}' in out
+    if continuous:
+        # a minute of the slave's cron (/etc/cron.d/wazo-ha): the check (the master is up:
+        # `wazo-service restart` started the slave's telephony, the check stops it), the
+        # converge, then wazo-ha-stream
+        ok(slave.wazo('xivo-check-master-status'))
+        ok(converge(slave))
+        handed = stream(slave)
+        assert handed.returncode == 0 and 'hand-off done (first hand-off)' in handed.stdout, \
+            handed.stdout + handed.stderr
     ok(replicate(master, slave.ip))
     assert_slave_consistent(master, slave)
     ok(master.wazo('wazo-sync'))
     with open(slave.host_path(SYNCED)) as f:
         assert f.read() == '[quick-summary]\n'
+    if continuous:
+        assert master.psql('SHOW wal_level') == 'logical', 'activated by PUT /ha\'s restart'
+        master.psql(installation_sql(users=2))
+        create_user(master, 'Streamed')
+        assert wait_until(lambda: users_named(slave, 'Streamed'), 20), 'the pair streams'
+        assert subscription(slave) == (True, True)
+        assert len(our_slots(master)) == 1
+    else:
+        assert master.psql('SHOW wal_level') == 'replica'
+        assert subscription(slave) is None and our_slots(master) == []
+        assert wazo_ha_conf(master) == []
 
     lines = hba(slave).splitlines()
     assert lines[1:4] == [f'hostssl asterisk {ROLE} 198.18.0.1/32 scram-sha-256',
@@ -145,16 +193,18 @@ def test_the_quick_summary_exactly_as_documented(pair, first):
     assert refused.returncode != 0
     assert 'pg_hba.conf rejects connection for host "198.18.0.1", user "postgres"' in refused.stderr
     assert psql_from(master, ROLE, passfile=master.passfile).returncode == 0
-    # sysconfd's listen_addresses = '*' comes after conf.d: nothing waits for a restart
-    again = converge(slave)
-    assert (again.returncode, again.stdout, again.stderr) == (0, '', '')
-    status = slave.wazo('wazo-ha-status')
-    # it ran to its end (no crash): its exit status is the level its first line says
-    level = status.stdout.splitlines()[0] if status.stdout else ''
-    assert level.startswith('wazo-ha status: '), status.stdout + status.stderr
-    assert status.returncode == {'OK': 0, 'WARNING': 1, 'CRITICAL': 2}[level.split()[-1]]
-    assert status.stderr == '' and 'role: slave' in status.stdout, status.stdout
-    assert 'must be restarted' not in status.stdout and 'node access' not in status.stdout
+    # sysconfd's listen_addresses = '*' comes after conf.d, and the installation's
+    # wal_level was there before PUT /ha's restart: nothing waits for a restart, on either node
+    for node in (slave, master):
+        again = converge(node)
+        assert (again.returncode, again.stdout, again.stderr) == (0, '', ''), node.name
+        status = node.wazo('wazo-ha-status')
+        # it ran to its end (no crash): its exit status is the level its first line says
+        level = status.stdout.splitlines()[0] if status.stdout else ''
+        assert level.startswith('wazo-ha status: '), status.stdout + status.stderr
+        assert status.returncode == {'OK': 0, 'WARNING': 1, 'CRITICAL': 2}[level.split()[-1]]
+        assert status.stderr == '' and f'role: {node.name}' in status.stdout, status.stdout
+        assert 'must be restarted' not in status.stdout and 'node access' not in status.stdout
     # the stand-in replayed sysconfd's handler in its order, on each node
     for node, node_type in ((slave, 'slave'), (master, 'master')):
         assert sysconfd_steps(node) == SYSCONFD_STEPS[node_type]
