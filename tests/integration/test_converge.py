@@ -86,7 +86,8 @@ def ours_left(node):
     left += roles.split()
     left += [line for line in hba(node).splitlines() if 'wazo-ha' in line or 'wazo_ha' in line]
     if os.path.exists(os.path.join(node.pgdata, 'conf.d', 'wazo-ha.conf')):
-        left.append('conf.d/wazo-ha.conf')
+        left.append(INSTALLED if wazo_ha_conf(node) == INSTALLED_LINES
+                    else 'conf.d/wazo-ha.conf')
     if os.path.exists(node.host_path('/etc/wazo-ha/rsyncd.conf')):
         left.append('rsyncd.conf')
     if subscription(node) is not None:
@@ -95,6 +96,21 @@ def ours_left(node):
         left.append('publication')
     left += our_slots(node)
     return left
+
+
+# continuous mode (the default) keeps these on every role from the installation on, so that
+# the PostgreSQL restart of the next PUT /ha activates them (pg_files.install_conf)
+INSTALLED_LINES = ['wal_level = logical', "listen_addresses = '*'"]
+INSTALLED = "conf.d/wazo-ha.conf: the installation's wal_level = logical, listen_addresses = '*'"
+
+
+def wazo_ha_conf(node):
+    """The lines of conf.d/wazo-ha.conf but its comments ([] when there is none)."""
+    path = os.path.join(node.pgdata, 'conf.d', 'wazo-ha.conf')
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line for line in f.read().splitlines() if not line.startswith('#')]
 
 
 def write(node, path, text):
@@ -124,14 +140,6 @@ def installed(node, mode):
     return ok(converge(node))
 
 
-def wazo_ha_conf(node):
-    path = os.path.join(node.pgdata, 'conf.d', 'wazo-ha.conf')
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [line for line in f.read().splitlines() if not line.startswith('#')]
-
-
 @pytest.mark.parametrize('mode', [None, 'hourly'], ids=['default-settings', 'hourly'])
 @pytest.mark.parametrize('first', ['slave', 'master'])
 def test_the_quick_summary_exactly_as_documented(pair, first, mode):
@@ -146,8 +154,7 @@ def test_the_quick_summary_exactly_as_documented(pair, first, mode):
     continuous = mode is None
     for node in (master, slave):
         installed(node, mode)
-        assert wazo_ha_conf(node) == (['wal_level = logical', "listen_addresses = '*'"]
-                                      if continuous else [])
+        assert wazo_ha_conf(node) == (INSTALLED_LINES if continuous else [])
     write(master, SYNCED, '[quick-summary]\n')
     puts = {'slave': (slave, 'slave', master.ip), 'master': (master, 'master', slave.ip)}
     for name in (first, 'master' if first == 'slave' else 'slave'):
@@ -223,7 +230,8 @@ def configured_continuous(pair):
 @pytest.mark.parametrize('becomes', ['disabled', 'master'])
 def test_a_former_slave_keeps_nothing_of_ours_and_the_master_reaches_it_no_more(pair, becomes):
     """PUT /ha on the slave (disabled, or made master of the old master), then one converge
-    run there: the old master's replication, wazo-sync and stream all fail to reach it."""
+    run there: the old master's replication, wazo-sync and stream all fail to reach it. A node
+    made disabled in continuous mode keeps only the installation's conf.d lines."""
     master, slave = configured_continuous(pair)
     write(master, SYNCED, 'before\n')
     ok(master.wazo('wazo-sync'))
@@ -241,7 +249,7 @@ def test_a_former_slave_keeps_nothing_of_ours_and_the_master_reaches_it_no_more(
                                 'hostssl asterisk wazo_ha_stream 198.18.0.1/32 scram-sha-256',
                                 'publication', 'wazo_ha_stream']
     else:
-        assert left == []
+        assert left == [INSTALLED]
     assert our_slots(master) == [], 'its slot on the old master went with the subscription'
 
     tables = slave.psql("SELECT md5(string_agg(firstname, ',' ORDER BY id)) FROM userfeatures")
@@ -437,7 +445,7 @@ def test_an_old_master_that_never_answers_does_not_keep_a_former_slave_open(pair
     """Continuous mode; the old master accepts TCP on its PostgreSQL port and never answers
     (DROP SUBSCRIPTION would wait for it): PUT /ha disabled on the slave, one converge run
     closes every way in first, drops the subscription without its slot after the statement
-    timeout, and leaves nothing of ours."""
+    timeout, and leaves nothing of ours but the installation's conf.d lines."""
     master, slave = configured_continuous(pair)
     master.stop_postgres()
     silent = master.popen('/usr/bin/python3', '-c', SILENT, master.ip, stdout=subprocess.PIPE,
@@ -450,7 +458,7 @@ def test_an_old_master_that_never_answers_does_not_keep_a_former_slave_open(pair
         assert f'dropped the replication role {ROLE}' in out
         assert ('PostgreSQL: dropped the subscription wazo_ha; its slot' in out and
                 'stays on 198.18.0.1, which did not let us drop it in 20s' in out), out
-        assert ours_left(slave) == []
+        assert ours_left(slave) == [INSTALLED]
     finally:
         silent.kill()
         silent.wait()
