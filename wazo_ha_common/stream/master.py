@@ -28,7 +28,7 @@ from typing import Callable
 
 from ..adapters.db import catalog, logical, session
 from ..adapters.system import KeyStore, mail_once, read_state, send_mail, write_state
-from ..decisions.stream import InForce, MasterView, in_force, slave_slot
+from ..decisions.stream import NO_SLOT, InForce, MasterView, in_force, slave_slot
 from ..replication.compare import copied_tables, sequences_forward
 from ..replication.job import NAME, Result, guard_slave
 from ..replication.nodes import Nodes
@@ -66,6 +66,11 @@ def reconcile(settings: Settings, slave_ip: str, result: Result,
     dropped = (tuple(dropped) if isinstance(dropped, list) and len(dropped) == 2
                and all(isinstance(x, str) for x in dropped) else None)
     verdict = in_force(_view(settings, dropped))
+    if result.replace_slave and verdict.cause == NO_SLOT:
+        # --replace-slave on a rebuilt master (no slot here yet): the slave's record of the
+        # master is replaced and the slave hands off afresh once it does not serve telephony
+        _streaming(settings, slave_ip, result, None)
+        return
     if verdict.streaming:
         if unkept is not None:
             raise unkept
@@ -154,6 +159,9 @@ def _streaming(settings: Settings, slave_ip: str, result: Result, slot: str | No
         result.sequences_set = len(forward)
         slots = logical.slots(nodes.mcur, SLOT_PREFIX)
         nodes.end_read()
+    if not slots and result.replace_slave:  # a rebuilt master has none: the slave hands off
+        result.stream = {}
+        return
     name = slot if slot in slots else slave_slot(slots)
     if name is not None:
         result.stream = {'slot': name, **slots[name]}
