@@ -74,8 +74,8 @@ class Story:
         self.bed.start()
         self.master = self.bed.add_node('master', 1)
         self.slave = self.bed.add_node('slave', 2)
-        for node in (self.master, self.slave):
-            node.write_settings(check=self.check, **self.sip_settings())
+        for node in (self.master, self.slave):  # no [database] mode: the default, continuous
+            node.write_settings(check=self.check, database={'mode': None}, **self.sip_settings())
             if self.phone_count:  # the node's telephony includes a SIP registrar and proxy
                 low, default, high = self.expiry
                 node.use_sip_registrar(low, high, default, delay=10 * self.phone_scale)
@@ -269,25 +269,15 @@ class Story:
                   f'(exit {result.returncode})')
         return result
 
-    # continuous replication
+    # continuous replication (the default) and its fallback
 
-    def go_continuous(self):
-        """[database] mode = continuous on both nodes: the master set again (wal_level logical,
-        publication, stream role), paired again, and the slave's first hand-off."""
-        for node in (self.master, self.slave):
-            node.write_settings(check=self.check, database={'mode': 'continuous'},
-                                **self.sip_settings())
-        master, t1 = self.run(self.master, 'wazo-ha-config', 'set', '--node-type', 'master',
-                              '--remote-address', self.slave.ip)
-        self.mark(f'wazo-ha-config set on the master in continuous mode: wal_level = logical, '
-                  f'publication and stream role ({t1:.1f} s, exit {master.returncode})')
-        pairing, t2 = self.run(self.master, 'wazo-sync', '-i', env=self.askpass)
-        self.mark(f'wazo-sync -i: the stream role\'s password given to the slave ({t2:.1f} s, '
-                  f'exit {pairing.returncode})')
-        stream, t3 = self.run(self.slave, 'wazo-ha-stream')
-        self.mark(f'wazo-ha-stream on the slave: {stream.stdout.strip() or stream.stderr.strip()} '
-                  f'(command took {t3:.2f} s)')
-        return master, pairing, stream
+    def stream(self, label: str):
+        """wazo-ha-stream on the slave, as its cron minute runs it."""
+        result, took = self.run(self.slave, 'wazo-ha-stream')
+        said = (result.stdout.strip() or result.stderr.strip()).splitlines()
+        self.mark(f'{label}: {said[-1] if said else "nothing said"} (exit {result.returncode}, '
+                  f'command took {took:.2f} s)')
+        return result
 
     def recovery_point(self, name: str) -> float | None:
         """A user created on the master: seconds until the slave shows it (no run in between)."""
@@ -303,16 +293,64 @@ class Story:
         self.mark(f'user {name} created on the master: not on the slave after 30 s')
         return None
 
-    def last_seconds_survive(self, name: str) -> bool:
-        """A user created 2 s before the master's link is cut is already on the slave."""
+    def new_user(self, name: str) -> None:
         create_user(self.master, name)
+        self.mark(f'user {name} created on the master')
+
+    def user_before_death(self, name: str) -> None:
+        """A user created on the master 2 s before it dies (master_dies next)."""
+        self.new_user(name)
         time.sleep(2)
-        self.master.link(False)
+
+    def user_on_slave(self, name: str, how: str) -> bool:
         there = bool(users_named(self.slave, name))
-        self.master.link(True)
-        self.mark(f'user {name} created 2 s before the master\'s link was cut: on the slave: '
-                  f'{there}')
+        self.mark(f'user {name} on the slave, {how}: {there}')
         return there
+
+    def in_force(self, node) -> str:
+        """The line of wazo-ha-status that says which replication is in force, and why."""
+        said = node.wazo('wazo-ha-status').stdout.splitlines()
+        return next((line.strip() for line in said if 'replication in force:' in line),
+                    'wazo-ha-status says nothing of the replication in force')
+
+    def block_flow(self) -> float | None:
+        """The slave's TCP to the master's 5432 refused in the slave's namespace, as a firewall
+        would; seconds until the master sees the slave's slot inactive (its walsender gives up
+        after wal_sender_timeout, 60 s by default), None if it did not within 150 s."""
+        rules = ('add table inet wazo_ha_demo\n'
+                 'add chain inet wazo_ha_demo out { type filter hook output priority 0 ; }\n'
+                 f'add rule inet wazo_ha_demo out ip daddr {self.master.ip} tcp dport 5432 '
+                 'reject with tcp reset\n')
+        done = self.slave.run('nft', '-f', '-', input=rules)
+        if done.returncode != 0:
+            raise RuntimeError(f'nft in the slave\'s namespace: {done.stderr.strip()}')
+        blocked = time.time()
+        self.mark(f"firewall: the slave's flow to the master's TCP 5432 blocked (nft, in the "
+                  "slave's namespace)")
+        while time.time() < blocked + 150:
+            active = self.master.psql("SELECT string_agg(active::text, ',') FROM "
+                                      "pg_replication_slots WHERE slot_name LIKE 'wazo_ha%'")
+            if active == 'false':
+                took = time.time() - blocked
+                self.mark(f"the master sees the slave's slot inactive {took:.0f} s later "
+                          "(wal_sender_timeout)")
+                return took
+            time.sleep(0.5)
+        self.mark("the master still sees the slave's slot active after 150 s")
+        return None
+
+    def reopen_flow(self) -> None:
+        self.slave.run('nft', 'delete', 'table', 'inet', 'wazo_ha_demo')
+        self.mark("firewall: the slave's flow to the master's 5432 open again")
+
+    def fallback_copy(self) -> tuple[object, float]:
+        """The master's hourly run (by hand here) while the slave does not stream."""
+        result, took = self.run(self.master, 'xivo-master-slave-db-replication', self.slave.ip)
+        said = (result.stdout.strip() or result.stderr.strip()).splitlines()
+        self.mark(f'xivo-master-slave-db-replication (the hourly run): '
+                  f'{said[0] if said else "nothing said"} (exit {result.returncode}, '
+                  f'command took {took:.2f} s)')
+        return result, took
 
     def close(self) -> None:
         if self.phones:
