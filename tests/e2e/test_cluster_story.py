@@ -76,7 +76,8 @@ def test_the_whole_story(story):
     assert 'the slave streams on slot' in again.stdout and 'hourly copy' not in again.stdout, \
         again.stdout
     story.change_one_user()
-    assert eventually(lambda: table_rows(master, 'userfeatures') == table_rows(slave, 'userfeatures'))
+    assert eventually(lambda: table_rows(master, 'userfeatures') ==
+                      table_rows(slave, 'userfeatures'))
 
     # sync: files equal
     story.write_files()
@@ -153,7 +154,8 @@ def test_the_whole_story(story):
     assert story.user_on_slave('WhileBlocked', 'carried by the copy')
     assert our_slots(master) == [], 'dropped before the copy'
     assert_equal_copies(master, slave)
-    assert story.in_force(master).startswith("replication in force: hourly copies: the slave's slot")
+    assert story.in_force(master).startswith(
+        "replication in force: hourly copies: the slave's slot")
     assert story.in_force(slave).startswith(
         "replication in force: hourly copies: the slave cannot reach the master's 5432 "
         '(Connection refused) since ')
