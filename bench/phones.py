@@ -148,7 +148,7 @@ def trial(bed, master, slave, phones_node, args, scenario: str, number: int, wor
     seed = number * 7919 + len(scenario)
     if args.stack == 'sipp':
         names = [f'sipp{i + 1}' for i in range(args.phones)]
-        sipp = SippPhones(phones_node, [master, slave], args.phones, timers, refresh, refresh)
+        sipp = SippPhones(phones_node, [master, slave], args.phones, timers, spread=refresh)
         phones = Phones(phones_node, [master, slave], 0, timers, call_in_every=args.round * s,
                         seed=seed, call_users=names)
     else:
