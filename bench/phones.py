@@ -15,7 +15,13 @@ the phones' word, per phone and trial:
   server); calls out fail: the same for the phone's own calls (primary first, then backup);
 - on failover, the server's part (link cut -> the slave's registrar first answers SIP) and
   the phone's part (the rest: waiting for its next registration, which finds the master dead);
-- on failback, the slave's stop (master back -> the slave's registrar last answers).
+- on failback, the slave's stop (master back -> the slave's registrar last answers: both nodes
+  serve meanwhile), and per node: how long calls into the phone through the master alone fail
+  (a caller reaching the master only, as an incoming trunk on it), and of that the part after
+  the slave stopped (the master-only gap: nobody can reach the phone).
+
+The phones' renewal margin and retransmissions are options (--refresh-margin, --retry-counts),
+for the sweep of what the 300 s promise depends on.
 
 Checkers side by side: Wazo's original xivo-check-master-status (xivo-config's
 sbin/xivo-check-master-status: every minute `ping -c 3 -i 10`, no reply -> start, else stop),
