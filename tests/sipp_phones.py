@@ -20,14 +20,14 @@ from testbed import Node
 
 
 def registration_scenario(primary: str, backup: str, timers: Timers, uas_port: int) -> str:
-    """A SIPp scenario: register on the primary (failed after the request timeout; sent once:
-    the bridge loses nothing, and SIPp's own retransmission timer stalls its scenario on the
-    answer); renew `refresh_margin` s before the expiry the registrar granted (the `expires`
+    """A SIPp scenario: register on the primary (failed when SIPp's own retransmissions, every
+    T1 doubled, `-max_non_invite_retrans` of them, go unanswered: SIPp's transaction timer, not
+    ours); renew `refresh_margin` s before the expiry the registrar granted (the `expires`
     of its 200's Contact, read and computed by SIPp, at most half of it); failed: register on
     the backup, then try the primary every fallback_timeout (answered: back on it) while
     renewing the backup's registration before the expiry it granted; both failed: again after
     reg_fail_retry_interval."""
-    timeout = max(1, round(timers.request_timeout * 1000))
+    t1 = max(1, round(timers.t1 * 1000))
     margin = round(timers.refresh_margin * 1000)
     # the schedule comes from the registrar's answer, not from our reading of the settings:
     # renew = max(granted * 1000 - margin, granted * 1000 / 2) ms
@@ -46,7 +46,7 @@ def registration_scenario(primary: str, backup: str, timers: Timers, uas_port: i
     def register(host: str, on_timeout: str, after: str = '') -> str:
         return textwrap.dedent(f'''\
             <nop><action><setdest host="{host}" port="5060" protocol="udp"/></action></nop>
-            <send><![CDATA[
+            <send retrans="{t1}" ontimeout="{on_timeout}"><![CDATA[
             REGISTER sip:{host}:5060 SIP/2.0
             Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch];rport
             From: <sip:sipp[call_number]@{host}>;tag=[call_number]reg
@@ -60,7 +60,7 @@ def registration_scenario(primary: str, backup: str, timers: Timers, uas_port: i
             Content-Length: 0
 
             ]]></send>
-            <recv response="200" timeout="{timeout}" ontimeout="{on_timeout}">
+            <recv response="200">
             ''') + granted + '</recv>\n' + (
             '<nop condexec="short"><action><assign assign_to="renew" variable="half"/>'
             '</action></nop>\n') + (f'<nop{after}/>\n' if after else '')
@@ -121,6 +121,7 @@ class SippPhones:
             f.write(registration_scenario(servers[0].ip, servers[1].ip, timers,
                                           self.UAS_PORT))
         self.primary = servers[0].ip
+        self.retransmissions = timers.retry_counts
         self.spread = spread
         self.procs: list[subprocess.Popen] = []
         self.names = [f'sipp{i + 1}' for i in range(count)]
@@ -142,6 +143,8 @@ class SippPhones:
         self.procs.append(self._sipp('register', '-sf', self.scenario, '-i', self.node.ip, '-p',
                                      self.REG_PORT, '-m', self.count, '-l', self.count,
                                      '-r', 1, '-rp', period, '-default_behaviors', 'none',
+                                     '-max_non_invite_retrans', self.retransmissions,
+                                     '-max_retrans', self.retransmissions,
                                      f'{self.primary}:5060'))
         return self
 
