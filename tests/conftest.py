@@ -11,17 +11,17 @@ from testbed import REPO, Testbed, cleanup_leftovers, template_cluster
 _SHARED: list[baselines.SharedBeds] = []
 # The longest files, longest first, collected before the others: pytest-xdist (make check's
 # --dist loadfile) hands whole files to its workers in collection order, so a long file
-# collected late ran alone at the end while the other worker sat idle. The order changes
+# collected late ran alone at the end while the other workers sat idle. The order changes
 # nothing else (every file gets shared testbeds of its own worker).
-LONGEST_FIRST = (
-    'tests/e2e/test_cluster_story.py',
+LONGEST_FIRST = (  # (as measured with three workers, on a loaded machine)
     'tests/integration/test_stream.py',
-    'tests/integration/test_sync.py',
-    'tests/integration/test_replication.py',
-    'tests/integration/test_check_master_status.py',
-    'tests/integration/test_replication_failures.py',
-    'tests/integration/test_phones.py',
     'tests/integration/test_converge.py',
+    'tests/integration/test_check_master_status.py',
+    'tests/integration/test_replication.py',
+    'tests/integration/test_sync.py',
+    'tests/integration/test_phones.py',
+    'tests/integration/test_replication_failures.py',
+    'tests/e2e/test_cluster_story.py',
     'tests/e2e/test_standalone_clone.py',
 )
 
