@@ -580,7 +580,8 @@ def test_attack_no_port_forwarding(thief):
 
 def test_the_slave_side_follows_the_settings_and_refuses_the_rest(paired):
     """A directory added to [sync] directories on both nodes is accepted after the slave's
-    next check run; one the slave's settings do not list is refused."""
+    next converge (cron, every minute: the one writer of its rsync daemon's configuration);
+    one the slave's settings do not list is refused."""
     master, slave = paired
     write(master, '/var/lib/asterisk/sounds/custom/hello.wav', 'hello')
     extra = {'sync': {'directories': '/etc/asterisk/extensions_extra.d\n/var/lib/asterisk/sounds/custom',
@@ -589,7 +590,7 @@ def test_the_slave_side_follows_the_settings_and_refuses_the_rest(paired):
     result = master.wazo('wazo-sync')
     assert result.returncode == 1 and 'var/lib/asterisk/sounds/custom' in result.stderr
     slave.write_settings(**extra)
-    assert slave.wazo('xivo-check-master-status').returncode == 0
+    assert slave.wazo('wazo-ha-config', 'converge').returncode == 0
     result = master.wazo('wazo-sync')
     assert result.returncode == 0, result.stderr
     with open(slave.host_path('/var/lib/asterisk/sounds/custom/hello.wav')) as f:
