@@ -67,16 +67,16 @@ def gather(settings: Settings) -> Facts:
                           'last_action': recorded.get('state')}
         facts.stream = jobs.load_last_run(settings.paths.state_dir, jobs.STREAM)
         if settings.continuous:
-            from .stream.control import load_control  # continuous mode only
-            control = load_control(settings)
-            if control.cause:
-                facts.stream_cause = {'cause': control.cause, 'said': control.cause_said,
-                                      'since': control.cause_since}
             look = master_origin.load(settings)
             if failback_held(look, config.remote_address):
                 facts.foreign_master = kept_serving(config.remote_address) \
                     if facts.services['state'] == services.STARTED \
                     else refusal(config.remote_address)
+            from .stream.control import load_control  # continuous mode only
+            control = load_control(settings)
+            if control.cause:
+                facts.stream_cause = {'cause': control.cause, 'said': control.cause_said,
+                                      'since': control.cause_since}
     else:
         facts.replication = jobs.load_last_run(settings.paths.state_dir, jobs.REPLICATION)
         facts.verification = read_state(settings.paths.state_dir, jobs.VERIFICATION_FILE)

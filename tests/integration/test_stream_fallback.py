@@ -4,6 +4,7 @@ PostgreSQL 15 clusters in network namespaces; the slave's flow to the master's T
 blocked by an nft rule in the slave's namespace, as a firewall would."""
 
 import contextlib
+import subprocess
 
 import pytest
 
@@ -172,3 +173,71 @@ def test_a_stream_in_force_is_not_copied(streaming_pair):
     assert 'the slave streams on slot' in out and 'hourly copy' not in out, out
     assert fallback_mails(master) == []
     assert len(our_slots(master)) == 1
+
+
+def advisory_waiters(slave):
+    return int(slave.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                          'AND NOT granted'))
+
+
+@pytest.mark.parametrize('first', ['copy', 'hand-off'])
+def test_a_hand_off_racing_the_fallback_copy_applies_nothing_twice(streaming_pair, first):
+    """The slave paused (its subscription disabled: the master sees the slot inactive and
+    copies), then resumed while the master's fallback copy runs: both wait on the slave's copy
+    lock, held by a test session, in the order `first`, and go on when it is released. Copy
+    first: it drops the hand-off's new slot, the hand-off copies from its own snapshot but its
+    slot is gone, and the next run hands off afresh. Hand-off first: the copy finds its slot
+    active (no copy) or drops it (copy, then a fresh hand-off). Either way every copied table
+    ends equal to the master's row for row and further changes stream."""
+    import psycopg2
+    from wazo_ha_common.adapters.db.logical import COPY_LOCK
+    master, slave = streaming_pair
+    r = slave.wazo('wazo-ha-config', 'pause', '--wait', '5')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert wait_until(lambda: all(s.endswith(':false') for s in our_slots(master)), 30)
+    create_user(master, 'Raced')
+    holder = psycopg2.connect(f'host={slave.pgsock} dbname=asterisk user=postgres')
+    holder.autocommit = True
+    jobs = []
+    try:
+        holder.cursor().execute('SELECT pg_advisory_lock(%s)', (COPY_LOCK,))
+        starts = {'copy': lambda: master.popen('xivo-master-slave-db-replication',
+                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                               text=True),
+                  'hand-off': lambda: slave.popen('wazo-ha-stream', stdout=subprocess.PIPE,
+                                                  stderr=subprocess.PIPE, text=True)}
+        second = 'hand-off' if first == 'copy' else 'copy'
+        if first == 'hand-off' or second == 'hand-off':
+            assert slave.wazo('wazo-ha-config', 'resume').returncode == 0
+        jobs.append(starts[first]())
+        assert wait_until(lambda: advisory_waiters(slave) == 1, 60), first
+        jobs.append(starts[second]())
+        assert wait_until(lambda: advisory_waiters(slave) == 2, 60), second
+        holder.close()
+        outs = {}
+        for name, job in zip((first, second), jobs):
+            out, err = job.communicate(timeout=300)
+            assert job.returncode == 0, (name, out, err)
+            outs[name] = out
+    finally:
+        if not holder.closed:
+            holder.close()
+        for job in jobs:
+            if job.poll() is None:
+                job.kill()
+                job.communicate()
+    assert 'hand-off done (resumed after a pause)' in outs['hand-off'], outs
+    copied = 'hourly copy' in outs['copy']
+    if first == 'copy':
+        assert copied, outs
+    if copied:   # the slots were dropped before the copy: the next run hands off afresh
+        out = stream_ok(slave)
+        assert 'hand-off done (its slot' in out and 'is gone from the master' in out, out
+    else:        # the hand-off's stream was in force by then: no copy
+        assert 'the slave streams' in outs['copy'], outs
+    create_user(master, 'AfterRace')
+    assert wait_until(lambda: users_named(slave, 'AfterRace'), 20)
+    assert len(users_named(slave, 'Raced')) == 1
+    assert wait_equal(master, slave)
+    for table in ('userfeatures', 'func_key_template'):
+        assert rows(slave, table) == rows(master, table), table

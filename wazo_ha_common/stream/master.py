@@ -28,7 +28,7 @@ from typing import Callable
 
 from ..adapters.db import catalog, logical, session
 from ..adapters.system import KeyStore, mail_once, read_state, send_mail, write_state
-from ..decisions.stream import NO_SLOT, InForce, MasterView, in_force, slave_slot
+from ..decisions.stream import InForce, MasterView, in_force, slave_slot
 from ..replication.compare import copied_tables, sequences_forward
 from ..replication.job import NAME, Result, guard_slave
 from ..replication.nodes import Nodes
@@ -65,10 +65,12 @@ def reconcile(settings: Settings, slave_ip: str, result: Result,
     dropped = state.get('dropped')
     dropped = (tuple(dropped) if isinstance(dropped, list) and len(dropped) == 2
                and all(isinstance(x, str) for x in dropped) else None)
-    verdict = in_force(_view(settings, dropped))
-    if result.replace_slave and verdict.cause == NO_SLOT:
-        # --replace-slave on a rebuilt master (no slot here yet): the slave's record of the
-        # master is replaced and the slave hands off afresh once it does not serve telephony
+    view = _view(settings, dropped)
+    verdict = in_force(view)
+    if not view.slots and result.replace_slave:
+        # --replace-slave (a rebuilt master): the new cluster is recorded with the sequences'
+        # commit, and the slave hands off afresh once it does not serve; never a copy over a
+        # slave that may serve (--force comes with it)
         _streaming(settings, slave_ip, result, None)
         return
     if verdict.streaming:
