@@ -356,7 +356,8 @@ class Node:
         return result.stdout.strip()
 
     def write_settings(self, **overrides: dict) -> None:
-        """The node's config.ini; overrides = {section: {key: value}}."""
+        """The node's config.ini; overrides = {section: {key: value}}, a value None leaves
+        the key out (the package's default applies)."""
         sections = {
             'paths': {
                 'ha_conf': '/etc/xivo/ha.conf',
@@ -380,6 +381,11 @@ class Node:
                 **({} if self.with_postgres else {'admin_psql': ''}),
                 'passfile': self.passfile,
                 'subscription_passfile': os.path.join(self.root, 'subscription.pgpass'),
+                # the package's default is continuous; the tests of the hourly copy, the
+                # failover, the files and the access of a slave run the documented opt-out.
+                # Tests of the default pass mode=None (not written), those of the stream
+                # mode=continuous (stream_helpers.continuous_settings)
+                'mode': 'hourly',
             },
             'check': {'probe_interval': '1', 'down_after': '3', 'up_after': '4',
                       'run_for': '0', 'probe_timeout': '1'},
@@ -394,6 +400,9 @@ class Node:
         }
         for section, values in overrides.items():
             sections.setdefault(section, {}).update(values)
+        for values in sections.values():  # None: the key not written (the package's default)
+            for key in [k for k, v in values.items() if v is None]:
+                del values[key]
         with open(self.config, 'w') as f:
             for section, values in sections.items():
                 f.write(f'[{section}]\n')
