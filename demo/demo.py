@@ -161,7 +161,11 @@ def summary(story, args, claims, figures):
         story.say(f'  {args.phones} phones: calls reach them again '
                   f'{phones["failover_in_p95"]:.0f} s after the master died (p95)'
                   + (', none unreachable at failback' if phones.get('failback_unreachable') == 0
-                     else f', {phones.get("failback_unreachable", "?")} unreachable at failback'))
+                     else f', {phones.get("failback_unreachable", "?")} unreachable at failback')
+                  + (' (none through the master alone after the slave stopped)'
+                     if phones.get('master_alone_unreachable') == 0 else
+                     f' ({phones.get("master_alone_unreachable", "?")} through the master alone '
+                     'after the slave stopped)'))
     story.say(f'  5432 blocked: the master\'s hourly run copied the change in '
               f'{seconds(figures.get("fallback copy"), 2)}, status said why on both nodes: '
               f'{claims.get("status says why, on both nodes", False)}')
