@@ -174,5 +174,6 @@ def summary(story, args, claims, figures):
               + (f'; NOT MET: {", ".join(missed)}' if missed else ''))
     story.say('  everything the demo created has been removed')
 
+
 if __name__ == '__main__':
     sys.exit(main())
