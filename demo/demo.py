@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from story import FILES, VOICEMAIL, Story  # noqa: E402
+from story import FILES, SLOT_WAIT, VOICEMAIL, Story  # noqa: E402
 
 
 def show_status(story, node, stage):
@@ -167,7 +167,8 @@ def summary(story, args, claims, figures):
                      f' ({phones.get("master_alone_unreachable", "?")} through the master alone '
                      'after the slave stopped)'))
     story.say(f'  5432 blocked: the master\'s hourly run copied the change in '
-              f'{seconds(figures.get("fallback copy"), 2)}, status said why on both nodes: '
+              f'{seconds(figures.get("fallback copy"), 2)} (it watches the inactive slot '
+              f'{SLOT_WAIT:g} s first), status said why on both nodes: '
               f'{claims.get("status says why, on both nodes", False)}')
     missed = [name for name, met in claims.items() if not met]
     story.say(f'  claims met: {len(claims) - len(missed)}/{len(claims)}'

@@ -24,6 +24,7 @@ from sip_capture import Capture, attempts, failed_time, percentile, sip_messages
 from stream_helpers import create_user, users_named  # noqa: E402
 from testbed import Cron, Testbed, cleanup_leftovers, template_cluster, wait_call  # noqa: E402
 from wazo_ha_common.files import failback  # noqa: E402
+from wazo_ha_common.stream.master import SLOT_WAIT  # noqa: E402
 
 ROOT_PASSWORD = 'demo-slave-password'
 DEFAULT_CHECK = {'probe_interval': '5', 'down_after': '15', 'up_after': '60', 'run_for': '55'}
@@ -353,12 +354,14 @@ class Story:
         self.mark("firewall: the slave's flow to the master's 5432 open again")
 
     def fallback_copy(self) -> tuple[object, float]:
-        """The master's hourly run (by hand here) while the slave does not stream."""
+        """The master's hourly run (by hand here) while the slave does not stream; it watches
+        an inactive slot for SLOT_WAIT seconds (an apply worker restarting) before it copies."""
         result, took = self.run(self.master, 'xivo-master-slave-db-replication', self.slave.ip)
         said = (result.stdout.strip() or result.stderr.strip()).splitlines()
         self.mark(f'xivo-master-slave-db-replication (the hourly run): '
                   f'{said[0] if said else "nothing said"} (exit {result.returncode}, '
-                  f'command took {took:.2f} s)')
+                  f'command took {took:.2f} s, of which {SLOT_WAIT:g} s watching the inactive '
+                  'slot first)')
         return result, took
 
     def close(self) -> None:
