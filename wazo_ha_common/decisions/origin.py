@@ -15,6 +15,16 @@ class ForeignMasterError(WazoHaError):
     """The master is not the cluster the slave copied from: exit 1, nothing changed."""
 
 
+class UnknownOriginError(ForeignMasterError):
+    """The slave's record cannot be read (its database does not answer): nothing pushed, as
+    for a foreign master (a rebuilt master would delete the slave's files)."""
+
+
+def unknown_origin(why: str) -> str:
+    return (f'cannot tell which cluster the slave copied from: nothing pushed ({why}); run '
+            'again once its database answers, or with --replace-slave')
+
+
 def refusal(master_ip: str) -> str:
     return (f'the master at {master_ip} is not the cluster this slave copied from (rebuilt?): '
             'promote the slave or run with --replace-slave')
