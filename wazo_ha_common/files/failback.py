@@ -117,7 +117,7 @@ def slave_view(settings: Settings) -> dict:
         return {}
     try:
         record = episode_from_dict(state.get('record') or {})
-    except ValueError:
+    except (ValueError, TypeError):   # written by an older wazo-sync: whatever the slave said
         record = None
     back = read_state(settings.paths.state_dir, BROUGHT_BACK_FILE)
     return {'read_at': state.get('read_at'),
