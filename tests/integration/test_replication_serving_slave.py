@@ -137,3 +137,27 @@ def test_a_copy_under_way_when_the_slave_starts_serving_rolls_back(pair):
     assert forward(slave, user) == '1 0612345678', 'the copy was rolled back'
     with open(os.path.join(master.state_dir, 'replication.json')) as f:
         assert json.load(f)['result'] == 'held'
+
+
+def test_a_hostile_slave_record_neither_crashes_the_master_nor_is_fetched_whole(pair):
+    """Review of issue 25: the slave writes its record; a time beyond the C library's range
+    (1e300) or a file of megabytes must not crash the master's wazo-sync nor its
+    wazo-ha-status: the master says it cannot tell, and pushes nothing."""
+    master, slave = pair
+    configure(master, slave)
+    assert replicate(master).returncode == 0
+    record = os.path.join(slave.root, 'failback-record', 'served.json')
+    os.makedirs(os.path.dirname(record), exist_ok=True)
+    for bad, why in (({'episode': 'abc', 'started_at': 1e300, 'ended_at': None},
+                      'started_at: not a time: 1e+300'),
+                     ({'episode': 'abc', 'started_at': 1, 'pad': 'x' * 100_000},
+                      'larger than 65536 bytes')):
+        with open(record, 'w') as f:
+            json.dump(bad, f)
+        synced = master.wazo('wazo-sync', timeout=120)
+        assert synced.returncode == 1, synced.stdout + synced.stderr
+        assert 'cannot tell whether' in synced.stderr and why in synced.stderr, synced.stderr
+        for args in ((), ('--json',), ('--write-summary',)):
+            shown = master.wazo('wazo-ha-status', *args)
+            assert 'unexpected error' not in shown.stdout + shown.stderr, shown.stderr
+            assert shown.returncode in (0, 1, 2), shown.stdout + shown.stderr

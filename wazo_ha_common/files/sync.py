@@ -25,7 +25,7 @@ from ..errors import WazoHaError
 from ..jobs import SYNC, LastRun, save_last_run
 from ..decisions.origin import ForeignMasterError
 from ..settings import Settings
-from ..adapters.system import describe, run, send_mail, single_instance, tail
+from ..adapters.system import describe, printable, run, send_mail, single_instance, tail
 
 logger = logging.getLogger('wazo-ha')
 
@@ -160,7 +160,8 @@ def push(settings: Settings, dry_run: bool = False, replace: bool = False,
             said = check_origin(settings, slave, replace, SYNC.name, dry_run) \
                 if check_origin else None
         except ForeignMasterError as e:
-            _save_state(settings, 'failed', f'{e}; nothing pushed')
+            _save_state(settings, 'failed', str(e) if 'nothing pushed' in str(e)
+                        else f'{e}; nothing pushed')
             raise
         if said:
             logger.warning('%s', said)
@@ -202,7 +203,7 @@ def push(settings: Settings, dry_run: bool = False, replace: bool = False,
                         if line.strip()]
             if result.returncode != 0:
                 logger.error('rsync into %s exit status %d; output:\n%s', module.path,
-                             result.returncode, (result.stdout + result.stderr).strip())
+                             result.returncode, printable((result.stdout + result.stderr).strip()))
                 failures.append(f'{module.path}: rsync exit status {result.returncode}: '
                                 f'{tail(result.stderr, 2) or "no output"}')
         duration = time.monotonic() - started
@@ -320,21 +321,27 @@ def slave_serving(settings: Settings, slave_ip: str) -> str | None:
     return None
 
 
+RECORD_MAX_SIZE = 65536   # a record is a hundred bytes: a slave's bigger file is not fetched
+
+
 def fetch_record(settings: Settings, target: str) -> Episode | None:
     """The slave's record of the telephony it served (read through its read-only module)."""
     scratch = tempfile.mkdtemp(prefix='wazo-sync-record-')
     try:
-        result = run(['rsync', '-rt', '--include', f'/{failback.RECORD_FILE}', '--exclude', '*',
+        result = run(['rsync', '-rt', f'--max-size={RECORD_MAX_SIZE}', '--info=skip1',
+                      '--include', f'/{failback.RECORD_FILE}', '--exclude', '*',
                       '-e', rsync_shell(settings), f'{target}::{rsync_modules.RECORD}/',
                       f'{scratch}/'], timeout=settings.sync.connect_timeout + 60, check=False)
         if result.returncode != 0:
             logger.error('reading the failback record on %s: rsync exit status %d; output:\n%s',
-                         target, result.returncode, (result.stdout + result.stderr).strip())
+                         target, result.returncode, printable((result.stdout + result.stderr).strip()))
             raise SyncError(f'cannot read the failback record on {target} (rsync exit status '
                             f'{result.returncode}): {tail(result.stderr) or "no output"}'
                             + (' - run wazo-ha-config set --node-type slave ... on the slave, '
                                'or upgrade it' if 'unknown module' in result.stderr else ''))
         try:
+            if 'over max-size' in result.stdout:   # skipped: no proof the slave is on standby
+                raise ValueError(f'larger than {RECORD_MAX_SIZE} bytes')
             return failback.read_record(os.path.join(scratch, failback.RECORD_FILE))
         except (OSError, ValueError) as e:
             raise SyncError(f'cannot tell whether {target} serves telephony: its failback '
