@@ -553,14 +553,16 @@ def read(path: str | None = None) -> tuple[Settings, tuple[Problem, ...]]:
     problems: list[Problem] = []
     values = {(s.section, s.key): (s.default, 'built-in default') for s in TABLE}
     for name in files:
-        single = configparser.ConfigParser(interpolation=None)
         try:
             with open(name, encoding='utf-8') as f:
-                single.read_file(f, source=name)
+                single, broken = _parse(name, f.read())
         except (OSError, UnicodeDecodeError, configparser.Error, RecursionError) as e:
             problems.append(Problem(name, None, None, f'{name}: cannot be read: {_short(e)}'))
             continue
+        problems += broken
         for section in single.sections():
+            if section in {p.section for p in broken}:
+                continue   # a section with a syntax error: none of its keys in this file
             if section not in DEFAULTS:
                 problems.append(Problem(name, _short(section), None,
                                         f'{name}: unknown section [{_short(section)}]'))
@@ -596,6 +598,50 @@ def read(path: str | None = None) -> tuple[Settings, tuple[Problem, ...]]:
     settings = Settings(**{section: _CLASSES[section](**typed[section]) for section in SECTIONS},
                         files=tuple(files), problems=tuple(problems))
     return settings, tuple(problems)
+
+
+def _parse(name: str, text: str) -> tuple[configparser.ConfigParser, list[Problem]]:
+    """One settings file, and its syntax errors each tied to the section of its line (a line
+    without '=', a key or a section given twice), so that a command reading other sections
+    still runs; a line before any section leaves the file unread (configparser.Error)."""
+    single = configparser.ConfigParser(interpolation=None)
+    problems: list[Problem] = []
+    try:
+        single.read_string(text, source=name)
+        return single, problems
+    except configparser.MissingSectionHeaderError:
+        raise
+    except (configparser.DuplicateOptionError, configparser.DuplicateSectionError) as e:
+        what = f'[{_short(e.section)}] {_short(e.option)}: set twice' \
+            if isinstance(e, configparser.DuplicateOptionError) \
+            else f'[{_short(e.section)}]: section given twice'
+        problems.append(Problem(name, _short(e.section), None,
+                                f'{name}: line {e.lineno}: {what} (keep one)'))
+    except configparser.ParsingError as e:
+        return single, _line_problems(name, text, e)
+    single = configparser.ConfigParser(interpolation=None, strict=False)  # the other sections
+    try:
+        single.read_string(text, source=name)
+    except configparser.ParsingError as e:
+        problems += _line_problems(name, text, e)
+    return single, problems
+
+
+def _line_problems(name: str, text: str, error: configparser.ParsingError) -> list[Problem]:
+    """configparser reads on past a line it cannot parse: each such line, with its section."""
+    lines = text.splitlines()
+    out = []
+    for lineno, line in error.errors:
+        section = None
+        for previous in reversed(lines[:lineno - 1]):
+            header = configparser.ConfigParser.SECTCRE.match(previous)
+            if header:
+                section = _short(header.group('header'))
+                break
+        out.append(Problem(name, section, None,
+                           f'{name}: line {lineno}: [{section}] not a "key = value" line: '
+                           f'{_short(lines[lineno - 1] if 0 < lineno <= len(lines) else line)}'))
+    return out
 
 
 def _short(value, limit: int = 80) -> str:
