@@ -41,8 +41,9 @@ def decide(recorded: str | None, master: str, master_ip: str, replace: bool) -> 
     """Pure: what to do with the slave's data, given its record and the master's identity."""
     if recorded == NO_TABLE:
         return Decision(True, False, 'the slave keeps no record of the master it copies from '
-                                     '(set up by an older wazo-ha): run wazo-ha-config set '
-                                     '--node-type slave ... on the slave')
+                                     '(set up by an older wazo-ha, or its [database] admin_psql '
+                                     'is empty): run wazo-ha-config set --node-type slave ... '
+                                     'on the slave, with admin_psql set')
     if recorded is MISSING:
         return Decision(True, True, f'first copy to this slave: it now remembers the master '
                                     f'cluster {master}')
