@@ -60,6 +60,20 @@ class Name(Kind):
 
 
 @dataclass(frozen=True)
+class Names(Kind):
+    """Simple names separated by spaces (at least one)."""
+    type = tuple
+
+    def parse(self, raw):
+        names = tuple(raw.split())
+        if not names:
+            raise ValueError('must not be empty')
+        for name in names:
+            Name().parse(name)
+        return names
+
+
+@dataclass(frozen=True)
 class Path(Kind):
     type = str
 
@@ -287,11 +301,17 @@ TABLE = (
             Path(),
             "the same figures for Prometheus's node exporter (textfile collector), written when\n"
             'this directory exists (Debian\'s prometheus-node-exporter reads this one)'),
-    Setting('paths', 'fail2ban_jail', '/etc/fail2ban/jail.d/wazo-ha.conf', Path(),
-            "on the master: fail2ban drop-in that puts the slave in ignoreip (its SIP OPTIONS\n"
-            'probes must never get it banned); written when the directory exists'),
+    Setting('paths', 'fail2ban_jail', '/etc/fail2ban/jail.d/wazo-ha.local', Path(),
+            "on the master: fail2ban drop-in that adds the slave to the ignoreip of each jail of\n"
+            'fail2ban_jails (its SIP OPTIONS probes must never get it banned), keeping what the\n'
+            'administrator set (a .local: read after jail.local); written when the directory\n'
+            'exists'),
+    Setting('paths', 'fail2ban_jails', 'asterisk asterisk-wazo', Names(),
+            "the fail2ban jails that ban on Asterisk's log (Debian's and Wazo's), where the slave\n"
+            'is ignored'),
     Setting('paths', 'fail2ban_client', 'fail2ban-client', Command(empty=True),
-            'how the drop-in is reloaded when fail2ban runs (ping, then reload); empty: never'),
+            'how the drop-in is reloaded when fail2ban runs (ping, then reload), and read back\n'
+            'by wazo-ha-config check (-d); empty: never'),
     Setting('paths', 'postgresql_conf_dir', '/etc/postgresql/15/main', Path(),
             "directory holding pg_hba.conf and conf.d/ of this node's PostgreSQL cluster"),
 

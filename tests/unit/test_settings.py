@@ -99,6 +99,7 @@ def out_of_bounds(setting):
         settings.Path: ['relative/path', '', '/a\x01b'],
         settings.Directories: ['/', 'relative', '/etc/asterisk\n    /'],
         settings.Name: ['post gres', 'x;y', '', 'ébc'],
+        settings.Names: ['', 'asterisk ]x', 'a%(b)s'],
         settings.Bool: ['maybe', ''],
         settings.Verify: ['maybe', 'relative/ca.pem'],
         settings.Url: ['http://', 'ftp://host', 'localhost:9497', 'http://:80/', 'https://h:99999/'],
