@@ -9,6 +9,7 @@ import configparser
 import json
 import os
 import shutil
+import signal
 import subprocess
 
 from wazo_ha_common import diagnosis, role
@@ -110,15 +111,20 @@ def test_the_slave_joins_the_ignoreip_the_administrator_set_as_fail2ban_reads_it
     """Review of issue 25: a [DEFAULT] ignoreip in jail.local (read after jail.d/*.conf)
     replaced the drop-in's, and the drop-in's replaced the administrator's: the drop-in is a
     .local adding the slave in each Asterisk jail to what was set before it. Checked with
-    Debian's fail2ban (1.0.2) reading a copy of its own configuration; wazo-ha-config check
-    reads it back the same way."""
+    Debian's fail2ban (1.0.2): its client's dump (-d) and a server of its own (a copy of
+    /etc/fail2ban with its socket, pid file, log and a dummy action in the copy, its
+    database in memory); wazo-ha-config check reads both back."""
     conf = os.path.join(local.root, 'etc-fail2ban')
     shutil.copytree('/etc/fail2ban', conf)
     for name in os.listdir(os.path.join(conf, 'jail.d')):  # Debian's sshd jail: not here
         os.unlink(os.path.join(conf, 'jail.d', name))
+    with open(os.path.join(conf, 'fail2ban.local'), 'w') as f:
+        f.write(f'[Definition]\nlogtarget = {conf}/fail2ban.log\nsocket = {conf}/fail2ban.sock\n'
+                f'pidfile = {conf}/fail2ban.pid\ndbfile = :memory:\n')
     log = os.path.join(local.root, 'asterisk-messages')
     open(log, 'w').close()
-    asterisk = f'[asterisk]\nenabled = true\nbackend = polling\nlogpath = {log}\n'
+    asterisk = (f'[asterisk]\nenabled = true\nbackend = polling\nlogpath = {log}\n'
+                f'action = dummy[target={conf}/dummy]\n')
     with open(os.path.join(conf, 'jail.local'), 'w') as f:
         f.write('[DEFAULT]\nignoreip = 127.0.0.1/8 10.9.0.0/16\n' + asterisk)
     dropin = os.path.join(conf, 'jail.d', 'wazo-ha.local')
@@ -127,13 +133,33 @@ def test_the_slave_joins_the_ignoreip_the_administrator_set_as_fail2ban_reads_it
     former = os.path.join(conf, 'jail.d', 'wazo-ha.conf')   # written by the former version
     with open(former, 'w') as f:
         f.write(fail2ban.HEADER + f'[DEFAULT]\nignoreip = 127.0.0.1/8 ::1 {SLAVE}\n')
+    assert client(conf, 'start').returncode == 0
+    try:
+        result = local.run('wazo-ha-config', 'set', '--node-type', 'master',
+                           '--remote-address', SLAVE)
+        assert result.returncode == 0, result.stderr
+        assert f'changed: {former}: removed' in result.stdout and not os.path.exists(former)
+        assert 'changed: fail2ban reloaded' in result.stdout, result.stdout
+        assert fail2ban_reads(conf) == {'asterisk': ['127.0.0.1/8', '10.9.0.0/16', SLAVE]}
+        assert client(conf, 'get', 'asterisk', 'ignoreip').stdout.split()[-5:] == \
+            ['127.0.0.0/8', '|-', '10.9.0.0/16', '`-', SLAVE], 'the running jail, reloaded'
+        assert str(check_line(local)) == \
+            f'ok: fail2ban: the jails asterisk ignore the slave {SLAVE} (fail2ban runs)'
 
-    result = local.run('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address', SLAVE)
-    assert result.returncode == 0, result.stderr
-    assert f'changed: {former}: removed' in result.stdout and not os.path.exists(former)
-    assert fail2ban_reads(conf) == {'asterisk': ['127.0.0.1/8', '10.9.0.0/16', SLAVE]}
-    assert str(check_line(local)) == (f'ok: fail2ban: the jails asterisk ignore the slave {SLAVE} '
-                                      '(fail2ban is not running (read when it starts))')
+        assert client(conf, 'set', 'asterisk', 'delignoreip', SLAVE).returncode == 0
+        line = check_line(local)
+        assert line.level == 'FAILED' and 'fail2ban runs with the jails asterisk not ignoring ' \
+            f'the slave {SLAVE}, though its files do: run fail2ban-client reload' == line.text
+
+        # a jail that sets its own ignoreip after the drop-in: check says so
+        with open(os.path.join(conf, 'jail.d', 'zz-local.local'), 'w') as f:
+            f.write('[asterisk]\nignoreip = 10.1.1.1\n')
+        line = check_line(local)
+        assert line.level == 'FAILED' and f'the jails asterisk do not ignore the slave {SLAVE} ' \
+            'in the files (fail2ban runs)' in line.text, line
+    finally:
+        stop_server(conf)
+    os.unlink(os.path.join(conf, 'jail.d', 'zz-local.local'))
 
     # nothing sets ignoreip (Debian's default): fail2ban would refuse %(known/ignoreip)s
     with open(os.path.join(conf, 'jail.local'), 'w') as f:
@@ -141,13 +167,28 @@ def test_the_slave_joins_the_ignoreip_the_administrator_set_as_fail2ban_reads_it
     converged = local.run('wazo-ha-config', 'converge')
     assert converged.returncode == 0 and 'fail2ban never bans the slave' in converged.stdout
     assert fail2ban_reads(conf) == {'asterisk': ['127.0.0.1/8', '::1', SLAVE]}
+    assert str(check_line(local)) == (
+        f'ok: fail2ban: the jails asterisk ignore the slave {SLAVE} (fail2ban is not running: '
+        'it reads them when it starts)')
 
-    # a jail that sets its own ignoreip after the drop-in: check says so
-    with open(os.path.join(conf, 'jail.d', 'zz-local.local'), 'w') as f:
-        f.write('[asterisk]\nignoreip = 10.1.1.1\n')
-    line = check_line(local)
-    assert line.level == 'FAILED' and f'the jails asterisk do not ignore the slave {SLAVE}' \
-        in line.text, line
+
+def stop_server(conf):
+    """Its own stop; the process of its pid file killed if it is still there."""
+    client(conf, 'stop')
+    try:
+        with open(os.path.join(conf, 'fail2ban.pid')) as f:
+            pid = int(f.read().strip())
+        with open(f'/proc/{pid}/cmdline', 'rb') as f:
+            server = b'fail2ban-server' in f.read()
+        if server:   # not another process that got the pid since
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass   # stopped: its pid file is gone, or the process
+
+
+def client(conf, *args):
+    return subprocess.run(['fail2ban-client', '-c', conf, *args], capture_output=True, text=True,
+                          timeout=60)
 
 
 def check_line(local):

@@ -117,16 +117,28 @@ def effective(settings: Settings, slave_ip: str) -> tuple[bool, str]:
     watched = sorted(j for j in settings.paths.fail2ban_jails if j in enabled)
     missing = [j for j in watched if slave_ip not in ignored.get(j, [])]
     runs = _runs(client)
-    when = 'runs' if runs else 'is not running (read when it starts)'
+    when = 'fail2ban runs' if runs else 'fail2ban is not running: it reads them when it starts'
     if missing:
-        return False, (f'the jails {", ".join(missing)} do not ignore the slave {slave_ip} '
-                       f'(fail2ban {when}): run wazo-ha-config converge, and add the slave to '
+        return False, (f'the jails {", ".join(missing)} do not ignore the slave {slave_ip} in '
+                       f'the files ({when}): run wazo-ha-config converge, and add the slave to '
                        'the ignoreip of any jail that sets its own after jail.d')
     if not watched:
         return True, (f'none of the jails {" ".join(settings.paths.fail2ban_jails)} is enabled '
-                      f'(fail2ban {when})')
-    return True, (f'the jails {", ".join(watched)} ignore the slave {slave_ip} '
-                  f'(fail2ban {when})')
+                      f'({when})')
+    if runs:
+        loaded = [j for j in watched if slave_ip not in _running_ignoreip(client, j)]
+        if loaded:
+            return False, (f'fail2ban runs with the jails {", ".join(loaded)} not ignoring the '
+                           f'slave {slave_ip}, though its files do: run fail2ban-client reload')
+    return True, f'the jails {", ".join(watched)} ignore the slave {slave_ip} ({when})'
+
+
+def _running_ignoreip(client: tuple[str, ...], jail: str) -> set[str]:
+    """The addresses a running fail2ban ignores in a jail (its client's tree, one a line)."""
+    got = run([*client, 'get', jail, 'ignoreip'], check=False, timeout=30)
+    if got.returncode != 0:
+        return set()
+    return {line.strip().lstrip('|`-').strip() for line in got.stdout.splitlines()}
 
 
 def _runs(client: tuple[str, ...]) -> bool:
