@@ -8,7 +8,6 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from .failover.check import Hooks
-from .files import rsyncd
 from .settings import Settings
 
 if TYPE_CHECKING:  # the replication's code is loaded by its own command only
@@ -16,7 +15,9 @@ if TYPE_CHECKING:  # the replication's code is loaded by its own command only
 
 
 def for_check(settings: Settings) -> Hooks:
-    hooks = Hooks(keep_daemon_config=_keep_daemon_config)
+    """The rsync daemon configuration is not the check's: the converge writes it (one
+    writer), every minute on every role."""
+    hooks = Hooks()
     return dataclasses.replace(hooks, before_serving=_stop_stream) if settings.continuous \
         else hooks
 
@@ -24,10 +25,6 @@ def for_check(settings: Settings) -> Hooks:
 def _stop_stream(settings: Settings) -> None:
     from .stream import failover  # continuous mode only
     failover.before_serving(settings)
-
-
-def _keep_daemon_config(settings: Settings) -> list[str]:
-    return rsyncd.apply_daemon_config(settings, slave=True)
 
 
 def reconcile(settings: Settings, slave_ip: str, result: Result) -> None:

@@ -1,19 +1,25 @@
 """On the master, fail2ban never bans the slave (its SIP OPTIONS probes): the converge
 (wazo-ha-config converge, every minute, and at the end of wazo-ha-config set) writes a jail.d
 drop-in with the slave in ignoreip and removes it when the node stops being a master, whoever
-wrote ha.conf (wazo-sysconfd on PUT /ha writes it without wazo-ha-config set). What fail2ban makes of the drop-in is read by Debian's fail2ban-client itself
-(-d: the configuration it would load, no server started)."""
+wrote ha.conf (wazo-sysconfd on PUT /ha writes it without wazo-ha-config set). Two tests
+run Debian's fail2ban with a configuration directory, socket and pid file of their own (in the
+master's namespace, with a jail like Wazo's; beside the local node, with Debian's asterisk
+jail): the reload is real, and what fail2ban makes of the drop-in is read by fail2ban itself."""
 
 import ast
 import configparser
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
+import time
+
+import pytest
 
 from wazo_ha_common import diagnosis, role
-from wazo_ha_common.access import fail2ban
+from wazo_ha_common.access.fail2ban import HEADER
 from wazo_ha_common.settings import load
 
 SLAVE = '198.18.0.2'
@@ -132,7 +138,7 @@ def test_the_slave_joins_the_ignoreip_the_administrator_set_as_fail2ban_reads_it
                                        f'fail2ban_client = fail2ban-client -c {conf}\n')
     former = os.path.join(conf, 'jail.d', 'wazo-ha.conf')   # written by the former version
     with open(former, 'w') as f:
-        f.write(fail2ban.HEADER + f'[DEFAULT]\nignoreip = 127.0.0.1/8 ::1 {SLAVE}\n')
+        f.write(HEADER + f'[DEFAULT]\nignoreip = 127.0.0.1/8 ::1 {SLAVE}\n')
     assert client(conf, 'start').returncode == 0
     try:
         result = local.run('wazo-ha-config', 'set', '--node-type', 'master',
@@ -196,3 +202,87 @@ def check_line(local):
     settings = load(local.config)
     lines = diagnosis.access_lines(settings, role.load(settings.paths.ha_conf))
     return next(line for line in lines if line.what == 'fail2ban')
+
+
+# Wazo's own jail for Asterisk (wazo-platform/xivo-config, etc/fail2ban/jail.d/wazo.conf and
+# filter.d/asterisk-wazo.conf): the jail is named asterisk-wazo and reads Asterisk's fail2ban
+# log; it sets no ignoreip of its own, so our drop-in's line for it (the loopback and the
+# slave) applies. Written
+# here in our words, with the dummy action (a file) instead of iptables.
+WAZO_JAIL = """[asterisk-wazo]
+enabled  = true
+filter   = asterisk-wazo
+backend  = polling
+action   = dummy[target={target}]
+logpath  = {log}
+maxretry = 15
+bantime  = 3600
+"""
+WAZO_FILTER = """[Definition]
+failregex = res_pjsip/pjsip_distributor\\.c: Request '.*' from '.*' failed for '<HOST>:\\d+' .* - No matching endpoint found
+ignoreregex =
+"""
+
+
+@pytest.fixture
+def fail2ban(pair):
+    """Debian's fail2ban-server running in the master's namespace on a private configuration
+    directory (the master's [paths] fail2ban_jail lands in its jail.d); stopped after."""
+    master, _ = pair
+    if not shutil.which('fail2ban-server'):
+        pytest.fail('fail2ban is not installed: run make deps')
+    top = os.path.join(master.root, 'fail2ban')
+    shutil.rmtree(top, ignore_errors=True)
+    shutil.copytree('/etc/fail2ban', top, ignore=shutil.ignore_patterns('jail.d'))
+    os.makedirs(os.path.join(top, 'jail.d'))
+    run_dir = os.path.join(master.root, 'f2b')
+    os.makedirs(run_dir, exist_ok=True)
+    sock, pid = os.path.join(run_dir, 'sock'), os.path.join(run_dir, 'pid')
+    with open(os.path.join(top, 'fail2ban.local'), 'w') as f:
+        f.write(f'[Definition]\nlogtarget = {run_dir}/fail2ban.log\nsocket = {sock}\n'
+                f'pidfile = {pid}\ndbfile = :memory:\n')
+    log = os.path.join(run_dir, 'asterisk-fail2ban.log')
+    open(log, 'w').close()
+    with open(os.path.join(top, 'jail.d', 'wazo.conf'), 'w') as f:
+        f.write(WAZO_JAIL.format(target=os.path.join(run_dir, 'dummy'), log=log))
+    with open(os.path.join(top, 'filter.d', 'asterisk-wazo.conf'), 'w') as f:
+        f.write(WAZO_FILTER)
+    client = ['fail2ban-client', '-c', top, '-s', sock]
+    started = master.run('fail2ban-server', '-b', '-x', '-c', top, '-s', sock, '-p', pid)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        for _ in range(100):
+            if master.run(*client, 'ping').returncode == 0:
+                break
+            time.sleep(0.1)
+        master.write_settings(paths={'fail2ban_client': ' '.join(client)})
+        yield master, client
+    finally:
+        master.run(*client, 'stop', timeout=30)
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+            with open(pid) as f:
+                os.kill(int(f.read().strip()), signal.SIGKILL)
+        shutil.rmtree(top, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def ignored(master, client):
+    got = master.run(*client, 'get', 'asterisk-wazo', 'ignoreip')
+    assert got.returncode == 0, got.stdout + got.stderr
+    return got.stdout
+
+
+def test_a_running_fail2ban_reloads_the_drop_in_and_ignores_the_slave(fail2ban, pair):
+    master, client = fail2ban
+    _, slave = pair
+    assert slave.ip not in ignored(master, client)
+    result = master.wazo('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address',
+                         slave.ip)
+    assert result.returncode == 0, result.stderr
+    assert 'fail2ban reloaded' in result.stdout, result.stdout
+    assert slave.ip in ignored(master, client), 'the Asterisk jail ignores the slave'
+
+    disabled = master.wazo('wazo-ha-config', 'set', '--node-type', 'disabled')
+    assert disabled.returncode == 0, disabled.stderr
+    assert 'removed' in disabled.stdout and 'fail2ban reloaded' in disabled.stdout
+    assert slave.ip not in ignored(master, client), 'no longer ignored once disabled'
