@@ -5,7 +5,7 @@ replication run not the stream. In hourly mode the stream's code is not even loa
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .failover.check import Hooks
 from .settings import Settings
@@ -27,10 +27,11 @@ def _stop_stream(settings: Settings) -> None:
     failover.before_serving(settings)
 
 
-def reconcile(settings: Settings, slave_ip: str, result: Result) -> None:
-    """Continuous mode, on the master: the replication run's part of the stream."""
+def reconcile(settings: Settings, slave_ip: str, result: Result, copy: Callable) -> None:
+    """Continuous mode, on the master: the replication run's part of the stream, or the copy
+    as in hourly mode when the stream is not in force."""
     from .stream import master  # continuous mode only
-    master.reconcile(settings, slave_ip, result)
+    master.reconcile(settings, slave_ip, result, copy)
 
 
 def origin_before_sync(settings: Settings, slave_ip: str, replace: bool, by: str,
