@@ -447,6 +447,9 @@ TABLE = (
     Setting('sync', 'connect_timeout', '10', Number(1, 600, integer=True),
             'seconds to wait for the SSH connection, and for a whole rsync run'),
     Setting('sync', 'timeout', '3600', Number(1, 86400, integer=True), ''),
+    Setting('sync', 'shared_connection_idle', '120', Number(1, 3600, integer=True),
+            "seconds an SSH connection shared by one run's reads of the slave's failback\n"
+            'record outlives its last read, should the run be killed before it ends it'),
     Setting('sync', 'ssh_port', '22', PORT, ''),
     Setting('sync', 'pair_command', '/usr/sbin/wazo-ha-config pair-receive', Command(),
             "what wazo-sync -i runs on the slave, as root in the SSH session it opens, to pair\n"

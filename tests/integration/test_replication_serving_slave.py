@@ -137,3 +137,38 @@ def test_a_copy_under_way_when_the_slave_starts_serving_rolls_back(pair):
     assert forward(slave, user) == '1 0612345678', 'the copy was rolled back'
     with open(os.path.join(master.state_dir, 'replication.json')) as f:
         assert json.load(f)['result'] == 'held'
+
+
+def test_the_record_reads_of_one_run_share_one_ssh_connection(pair):
+    """A run that copies reads the slave's failback record twice (before the copy, and again
+    in its commit guard): both reads ride one SSH login, and that connection (its control
+    socket in a private directory) ends with the run."""
+    master, slave = pair
+    master.psql(installation_sql(users=20, history=50))
+    configure(master, slave)
+    assert replicate(master).returncode == 0
+    master.psql("UPDATE userfeatures SET firstname = firstname || 'x'")
+    sshd_log = os.path.join(slave.root, 'sshd', 'sshd.log')
+    with open(sshd_log) as f:
+        before = f.read().count('Accepted publickey')
+    result = replicate(master)
+    assert 'tables copied' in result.stdout, result.stdout
+    with open(sshd_log) as f:
+        assert f.read().count('Accepted publickey') - before == 1, 'one login for both reads'
+    from stream_helpers import wait_until
+    assert wait_until(lambda: _shared_ssh_left() == [], 10), \
+        f'the shared connection ended with the run: {_shared_ssh_left()}'
+
+
+def _shared_ssh_left() -> list:
+    """ssh processes (a control master) of a connection shared by a run's reads."""
+    left = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                argv = f.read().split(b'\0')
+        except OSError:
+            continue
+        if argv[0].endswith(b'ssh') and any(b'/wazo-ha-ssh-' in a for a in argv):
+            left.append(argv)
+    return left
