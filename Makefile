@@ -12,7 +12,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 APT_DEPS := postgresql-15 postgresql-contrib openssh-server openssh-client rsync \
 	iputils-ping iproute2 util-linux procps openssl cron nftables kamailio tcpdump sip-tester \
 	python3-psycopg2 python3-requests python3-netifaces python3-pytest python3-pytest-xdist \
-	python3-yaml \
+	python3-yaml fail2ban \
 	python3-stdeb debhelper dh-python python3-all python3-setuptools lintian fakeroot dpkg-dev
 
 .PHONY: check demo demo-fast deb deps clean bench-replication bench-failover bench-recovery-point \

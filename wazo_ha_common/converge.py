@@ -50,6 +50,7 @@ CATALOG_SQL = """
 SELECT json_build_object(
   'replication_role', EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'replication_role'),
   'stream_role', EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'stream_role'),
+  'subscription_owner', EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'subscription_owner'),
   'slots', (SELECT count(*) FROM pg_replication_slots WHERE starts_with(slot_name, :'prefix')
               AND (database IS NULL OR database = current_database())),
   'publication', EXISTS (SELECT 1 FROM pg_publication WHERE pubname = :'publication'),
@@ -170,6 +171,9 @@ def converge(settings: Settings, config: role.HaConfig | None = None,
     sub = catalog.get('subscription')
     if sub and not keeps_subscription(t, sub):  # last: the old master may not answer
         step(lambda: _drop_subscription(settings, sub))
+    if not t.slave and catalog.get('subscription_owner') and not errors:
+        # a former slave: once no subscription is left, its owner role is not needed at all
+        step(lambda: pg_access.drop_subscription_owner(settings))
     conf = read_text(os.path.join(settings.paths.postgresql_conf_dir, 'conf.d',
                                   pg_files.CONF_NAME)) or ''
     out.conf_digest = hashlib.sha256(conf.encode()).hexdigest()[:16]
@@ -253,7 +257,8 @@ def serving(settings: Settings) -> bool:
 def _catalog(settings: Settings) -> dict:
     d = settings.database
     return pg_access.admin_json(settings, CATALOG_SQL, replication_role=d.remote_user,
-                                stream_role=d.stream_user, prefix=SLOT_PREFIX,
+                                stream_role=d.stream_user,
+                                subscription_owner=d.subscription_owner, prefix=SLOT_PREFIX,
                                 publication=PUBLICATION, subscription=SUBSCRIPTION)
 
 

@@ -17,8 +17,10 @@ if TYPE_CHECKING:  # each command loads the code of its own hooks only
 
 
 def for_check(settings: Settings) -> Hooks:
+    """The rsync daemon configuration is not the check's: the converge writes it (one
+    writer), every minute on every role."""
     from .failover.check import Hooks  # the check's command only
-    hooks = Hooks(keep_daemon_config=_keep_daemon_config)
+    hooks = Hooks()
     return dataclasses.replace(hooks, before_serving=_stop_stream) if settings.continuous \
         else hooks
 
@@ -26,11 +28,6 @@ def for_check(settings: Settings) -> Hooks:
 def _stop_stream(settings: Settings) -> None:
     from .stream import failover  # continuous mode only
     failover.before_serving(settings)
-
-
-def _keep_daemon_config(settings: Settings) -> list[str]:
-    from .files import rsyncd
-    return rsyncd.apply_daemon_config(settings, slave=True)
 
 
 def reconcile(settings: Settings, slave_ip: str, result: Result) -> None:

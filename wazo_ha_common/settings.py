@@ -436,14 +436,18 @@ TABLE = (
             "Asterisk's voicemail configuration on the master: its maxmsg (in [general] and\n"
             'per mailbox, 100 by default) caps each folder the bring-back fills; messages that\n'
             'do not fit stay on the slave (logged, mailed once). Missing: no cap but 9999'),
+    Setting('sync', 'voicemail_stage_max_mb', '2048', Number(0, 1048576, integer=True),
+            "MB: the slave's voicemail spool is staged under [paths] state_dir before its\n"
+            'messages are merged; a larger spool is not staged: it stays on the slave (logged,\n'
+            'mailed once; raise this and run wazo-sync --failback). 0: no cap'),
     Setting('sync', 'record_dir', '/var/lib/wazo-ha/failback-record', Path(),
             'on a slave: where it records the telephony it served (served.json); the master\'s\n'
             'key may read this directory only, and its next wazo-sync brings voicemail and\n'
             'recordings back first, once per failover'),
     Setting('sync', 'rsyncd_conf', '/etc/wazo-ha/rsyncd.conf', Path(),
             "on a slave: the rsync daemon configuration the master's key is bound to (written\n"
-            'by the converge of wazo-ha-config and the master check from the three settings\n'
-            'above; the same path on both nodes)'),
+            'by the converge of wazo-ha-config, every minute, from the three settings above;\n'
+            'the same path on both nodes)'),
     Setting('sync', 'connect_timeout', '10', Number(1, 600, integer=True),
             'seconds to wait for the SSH connection, and for a whole rsync run'),
     Setting('sync', 'timeout', '3600', Number(1, 86400, integer=True), ''),

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 
 from . import jobs, role, schedule
 from .adapters import probes
-from .failover import services
+from .decisions.origin import failback_held, kept_serving, refusal
+from .failover import master_origin, services
 from .files import failback
 from .errors import HaConfError
 from .decisions.stream import LAG_WAIT
@@ -39,6 +40,7 @@ class Facts:
     error: str = ''
     settings_problems: list = field(default_factory=list)  # mistakes in the settings files
     peer_record: dict = field(default_factory=dict)  # master: the slave's record (failback)
+    foreign_master: str = ''        # continuous slave: its master is not the cluster it copied
 
 
 def gather(settings: Settings) -> Facts:
@@ -63,6 +65,12 @@ def gather(settings: Settings) -> Facts:
                           **{k: v for k, v in recorded.items() if k != 'state'},
                           'last_action': recorded.get('state')}
         facts.stream = jobs.load_last_run(settings.paths.state_dir, jobs.STREAM)
+        if settings.continuous:
+            look = master_origin.load(settings)
+            if failback_held(look, config.remote_address):
+                facts.foreign_master = kept_serving(config.remote_address) \
+                    if facts.services['state'] == services.STARTED \
+                    else refusal(config.remote_address)
     else:
         facts.replication = jobs.load_last_run(settings.paths.state_dir, jobs.REPLICATION)
         facts.verification = read_state(settings.paths.state_dir, jobs.VERIFICATION_FILE)
@@ -113,7 +121,9 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
     elif facts.role == 'slave':
         decision = facts.decision.get('decision', 'unknown')
         running = facts.services.get('state') == services.STARTED
-        if running and facts.peer_reachable and decision != 'down':
+        if facts.foreign_master:
+            out.append((CRITICAL, facts.foreign_master))
+        elif running and facts.peer_reachable and decision != 'down':
             out.append((CRITICAL, f'both nodes active: the master {facts.peer} answers and the '
                                   'slave services run'))
         critical = facts.services.get('critical')

@@ -348,11 +348,13 @@ def test_a_node_that_stops_streaming_leaves_the_owner_role_no_login_nor_password
     if how == 'disabled':
         r = slave.wazo('wazo-ha-config', 'set', '--node-type', 'disabled')
         assert r.returncode == 0, r.stdout + r.stderr
-    else:
-        continuous_settings(slave, database={'mode': 'hourly'})
-        stream_ok(slave)
-        assert slave.psql("SELECT count(*) FROM pg_subscription") == '0'
-    assert owner_login(slave) == 'f|f'
+        # no slave any more, no subscription left: the role itself is gone
+        assert owner_login(slave) == '', 'dropped, not only locked'
+        return
+    continuous_settings(slave, database={'mode': 'hourly'})
+    stream_ok(slave)
+    assert slave.psql("SELECT count(*) FROM pg_subscription") == '0'
+    assert owner_login(slave) == 'f|f', 'still a slave (hourly): kept, locked'
 
 
 def test_a_run_fails_clearly_when_pg_hba_lacks_the_owners_line(streaming):

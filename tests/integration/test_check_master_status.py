@@ -338,3 +338,22 @@ def test_a_memory_in_doubt_keeps_telephony_but_opens_no_episode(nodes):
     assert result.returncode == 0, result.stderr
     with open(record) as f:
         assert json.load(f)['ended_at'] is None, 'the probes decided: an episode opens'
+
+
+def test_the_check_leaves_the_rsync_daemon_configuration_to_the_converge(nodes):
+    """One writer: the converge (every minute) writes rsyncd.conf; the check only probes."""
+    master, slave = nodes
+    converged = slave.wazo('wazo-ha-config', 'converge')
+    assert converged.returncode == 0, converged.stderr
+    conf = slave.host_path('/etc/wazo-ha/rsyncd.conf')
+    with open(conf, 'a') as f:
+        f.write('# not what the settings say\n')
+    with open(conf) as f:
+        edited = f.read()
+    assert check(slave).returncode == 0
+    with open(conf) as f:
+        assert f.read() == edited, 'the check does not write the rsync daemon configuration'
+    converged = slave.wazo('wazo-ha-config', 'converge')
+    assert converged.returncode == 0, converged.stderr
+    with open(conf) as f:
+        assert '# not what the settings say' not in f.read(), 'the converge puts it right'

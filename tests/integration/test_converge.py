@@ -81,7 +81,8 @@ def ours_left(node):
     publication, slots."""
     left = []
     roles = node.psql("SELECT string_agg(rolname, ' ') FROM pg_roles "
-                      "WHERE rolname IN ('wazo_ha_replication', 'wazo_ha_stream')")
+                      "WHERE rolname IN ('wazo_ha_replication', 'wazo_ha_stream', "
+                      "'wazo_ha_subscriber')")
     left += roles.split()
     left += [line for line in hba(node).splitlines() if 'wazo-ha' in line or 'wazo_ha' in line]
     if os.path.exists(os.path.join(node.pgdata, 'conf.d', 'wazo-ha.conf')):
@@ -181,6 +182,7 @@ def test_a_former_slave_keeps_nothing_of_ours_and_the_master_reaches_it_no_more(
     out = ok(converge(slave))
     assert f'PostgreSQL: dropped the subscription wazo_ha and its slot' in out
     assert f'dropped the replication role {ROLE}' in out
+    assert 'dropped the role wazo_ha_subscriber, owner of the former subscription' in out, out
     assert 'rsyncd.conf: removed' in out
     left = ours_left(slave)
     if becomes == 'master':  # a continuous master of its own: its stream side, nothing else

@@ -13,7 +13,7 @@ import pytest
 
 from datagen import installation_sql
 from replication_helpers import configure, run_pairing, snapshot
-from stream_helpers import setup_streaming, stream, stream_ok
+from stream_helpers import continuous_settings, setup_streaming, stream, stream_ok
 from testbed import template_cluster
 
 REFUSAL = ('the master at 198.18.0.1 is not the cluster this slave copied from (rebuilt?): '
@@ -146,4 +146,69 @@ def test_continuous_mode_a_rebuilt_master_is_never_handed_off_from(pair):
 
     master.wazo('xivo-master-slave-db-replication', '--replace-slave', timeout=600)
     assert origin_of(slave) == system_of(master)
+    assert 'hand-off done' in stream_ok(slave)
+
+
+def mails_about(node, subject):
+    out = []
+    for text in node.mails():
+        mail = email.message_from_string(text, policy=email.policy.default)
+        if mail['Subject'].startswith(subject):
+            out.append(mail.get_content())
+    return out
+
+
+@pytest.mark.fresh_testbed("rebuilds the master's cluster: a new system identifier")
+def test_continuous_mode_the_slave_gives_no_telephony_back_to_a_rebuilt_master(pair):
+    """The slave serves (failover); the master comes back rebuilt at the same address and
+    paired again. The slave's wazo-ha-stream logs into it and finds another cluster than the
+    one it copied from: the failover check keeps serving (no failback), says so once by mail,
+    wazo-ha-status is CRITICAL naming the master and the fix. --replace-slave --force on the
+    master then replaces the slave's data, and the slave gives telephony back."""
+    master, slave = pair
+    master.psql(installation_sql(users=20, history=20))
+    setup_streaming(master, slave)
+    old_system = system_of(master)
+    continuous_settings(slave, check={'run_for': '6'})
+    master.link(up=False)
+    r = slave.wazo('xivo-check-master-status', timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert slave.services_state() == 'all', 'failed over'
+
+    rebuild(master)
+    master.link(up=True)
+    r = master.wazo('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address', slave.ip)
+    assert r.returncode == 0, r.stderr
+    assert run_pairing(master, slave).returncode == 0, 'paired again'
+    assert system_of(master) != old_system
+    looked = stream(slave)
+    assert looked.returncode == 0, looked.stdout + looked.stderr
+    held = (f'the master at {master.ip} is not the cluster this slave copied from (rebuilt?): '
+            'promote the slave or run with --replace-slave; this slave keeps serving telephony')
+    continuous_settings(slave, check={'run_for': '7'})
+    for _ in range(2):  # the master answers for longer than up_after (4 s)
+        r = slave.wazo('xivo-check-master-status', timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert slave.services_state() == 'all', 'no failback to the rebuilt master'
+    assert held in open(slave.log_file).read()
+    sent = mails_about(slave, 'Failback held on ')
+    assert len(sent) == 1 and held in sent[0], slave.mails()
+    assert mails_about(slave, 'Failback: ') == []
+    status = slave.wazo('wazo-ha-status')
+    assert status.returncode == 2, status.stdout
+    assert f'CRITICAL: {held}' in status.stdout, status.stdout
+    assert origin_of(slave) == old_system, 'the slave data are untouched'
+
+    replaced = master.wazo('xivo-master-slave-db-replication', '--replace-slave', '--force',
+                           timeout=600)
+    assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+    assert '--replace-slave: the slave now takes this master cluster' in replaced.stdout
+    assert origin_of(slave) == system_of(master)
+    assert slave.services_state() == 'all', 'still serving until its next check'
+    assert stream(slave).returncode == 0
+    r = slave.wazo('xivo-check-master-status', timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert slave.services_state() == 'base', 'failed back to the accepted master'
+    assert len(mails_about(slave, 'Failback: ')) == 1
+    assert len(mails_about(slave, 'Failback held on ')) == 1
     assert 'hand-off done' in stream_ok(slave)

@@ -104,7 +104,32 @@ def test_a_hand_off_that_reaches_its_commit_after_a_failover_rolls_back(continuo
         holder.rollback()
         holder.close()
     out, err = job.communicate(timeout=120)
-    assert job.returncode == 1 and 'a failover came during the hand-off' in err, out + err
+    assert job.returncode == 1 and 'a failover (or a pause) came during the hand-off' in err, out + err
     assert subscription(slave) is None
     assert snapshot(slave) == before, 'the copy rolled back'
     assert wait_until(lambda: our_slots(master) == [], 30)
+
+
+def test_a_pause_during_a_first_hand_off_leaves_no_subscription(continuous_pair):
+    """wazo-ha-config pause on the slave (before an upgrade) while a hand-off copies: the pause
+    is fenced like a failover, so the hand-off neither commits its copy nor starts a
+    subscription that would stream during the upgrade."""
+    master, slave = continuous_pair
+    before = snapshot(slave)
+    job, holder = held_hand_off(master, slave)
+    try:
+        paused = slave.wazo('wazo-ha-config', 'pause', '--wait', '0', timeout=120)
+        assert paused.returncode in (0, 1), paused.stdout + paused.stderr
+        assert 'wazo-ha-stream' in paused.stdout + paused.stderr, 'said to be still running'
+    finally:
+        holder.rollback()
+        holder.close()
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 1, out + err  # its session ended by the pause
+    assert subscription(slave) is None, 'nothing streams during the pause'
+    assert snapshot(slave) == before, 'the copy rolled back'
+    control = json.load(open(os.path.join(slave.state_dir, 'stream-control.json')))
+    assert control['disabled_by'] == 'pause'
+    assert wait_until(lambda: our_slots(master) == [], 30)
+    resumed = slave.wazo('wazo-ha-config', 'resume', timeout=60)
+    assert resumed.returncode == 0, resumed.stderr

@@ -207,3 +207,33 @@ def test_a_run_killed_between_sound_files_and_txt_is_cleaned_at_the_next_run(spo
     assert inbox(spool) == ['msg0000.txt', 'msg0000.wav', 'msg0001.txt', 'msg0001.wav']
     with open(os.path.join(mailbox_dir(spool), 'msg0001.txt')) as f:
         assert 'msg_id=from-slave' in f.read()
+
+
+def test_a_spool_over_the_staging_cap_stays_on_the_slave_logged_and_mailed_once(local, spools,
+                                                                                caplog):
+    """[sync] voicemail_stage_max_mb: the size is asked before anything is staged."""
+    _, spool, fetch = spools
+    local.add_conf_d('cap.ini', '[sync]\nvoicemail_stage_max_mb = 1\n')
+    settings = settings_module.load(local.config)
+    staged = []
+
+    def fetch_counted(staging):
+        staged.append(staging)
+        fetch(staging)
+    for _ in range(2):
+        written = voicemail_back.bring_back(settings, spool, fetch_counted,
+                                            size=lambda: 3 * 1048576)
+        assert written == [] and staged == [], 'nothing staged, nothing placed'
+        assert inbox(spool) == ['msg0000.txt', 'msg0000.wav']
+    assert 'over [sync] voicemail_stage_max_mb (1 MB)' in caplog.text
+    mails = os.listdir(local.mail_dir)
+    assert len(mails) == 1, 'mailed once'
+    with open(os.path.join(local.mail_dir, mails[0])) as f:
+        mail = email.message_from_file(f, policy=email.policy.default)
+    assert mail['Subject'] == voicemail_back.TOO_BIG_SUBJECT
+    assert 'raise voicemail_stage_max_mb' in mail.get_content()
+    written = voicemail_back.bring_back(settings, spool, fetch_counted, size=lambda: 1000)
+    assert len(written) == 2 and len(staged) == 1, 'under the cap: brought back'
+    local.add_conf_d('cap.ini', '[sync]\nvoicemail_stage_max_mb = 0\n')
+    unbounded = settings_module.load(local.config)
+    assert voicemail_back._too_big(unbounded, 10 ** 12, spool) is False, '0: no cap'

@@ -28,7 +28,8 @@ MODULES = ['__init__', 'cli', 'converge', 'diagnosis', 'errors', 'hooks', 'jobs'
            f'decisions/{m}' for m in ('__init__', 'addresses', 'failback', 'health', 'origin',
                                       'pgpass', 'registrations', 'replication', 'rsync_modules',
                                       'schema', 'stream', 'tracking', 'voicemail')] + [
-           f'failover/{m}' for m in ('__init__', 'check', 'phones', 'services')] + [
+           f'failover/{m}' for m in ('__init__', 'check', 'master_origin', 'phones',
+                                     'services')] + [
            f'files/{m}' for m in ('__init__', 'failback', 'landing', 'rsync_names', 'rsyncd',
                                   'sync', 'voicemail_back')] + [
            f'replication/{m}' for m in ('__init__', 'compare', 'job', 'nodes', 'origin', 'write')] + [

@@ -40,3 +40,50 @@ def test_remove_takes_the_link_away_not_what_it_points_to(tmp_path):
     assert unlink_no_follow(str(theirs / 'wazo-ha.conf'))
     assert not os.path.lexists(theirs / 'wazo-ha.conf') and target.read_text() == 'kept\n'
     assert not unlink_no_follow(str(theirs / 'wazo-ha.conf'))
+
+
+def test_a_file_changed_between_our_read_and_our_rename_is_not_overwritten(tmp_path):
+    """write_no_follow(expect=...) reads the file again just before its rename."""
+    from wazo_ha_common.adapters.system import ChangedMeanwhile, write_no_follow
+    target = tmp_path / 'pg_hba.conf'
+    target.write_text('sysconfd wrote this\n')
+    with pytest.raises(ChangedMeanwhile):
+        write_no_follow(str(target), 'ours\n', mode=0o640, expect='what we read\n')
+    assert target.read_text() == 'sysconfd wrote this\n'
+    assert os.listdir(tmp_path) == ['pg_hba.conf'], 'no temporary file left'
+    write_no_follow(str(target), 'ours\n', mode=0o640, expect='sysconfd wrote this\n')
+    assert target.read_text() == 'ours\n'
+
+
+def test_a_sed_between_the_converges_read_and_its_rename_is_kept(tmp_path, monkeypatch):
+    """wazo-sysconfd's `sed -i` (a new file renamed over pg_hba.conf) lands in the window
+    between pg_files.apply's read and its rename: its line is kept, our block written on it."""
+    from wazo_ha_common import settings
+    from wazo_ha_common.access import pg_files
+    from wazo_ha_common.adapters import system
+    conf = tmp_path / 'pgdata'
+    conf.mkdir()
+    hba = conf / 'pg_hba.conf'
+    hba.write_text('local all postgres peer\nhost asterisk postgres 198.18.0.9/32 trust\n')
+    config = tmp_path / 'config.ini'
+    config.write_text(f'[paths]\npostgresql_conf_dir = {conf}\nstate_dir = {tmp_path}\n'
+                      f'[database]\nreload_command = /bin/true\n')
+    real = system._read_at
+    seds = []
+
+    def sed_first(dir_fd, name):
+        if not seds:  # sysconfd: sed -i '/^host asterisk postgres/d' then appends its line
+            seds.append(name)
+            fresh = conf / '.sed-tmp'
+            fresh.write_text('local all postgres peer\n'
+                             'host asterisk postgres 198.18.0.1/32 trust\n')
+            os.rename(fresh, hba)
+        return real(dir_fd, name)
+    monkeypatch.setattr(system, '_read_at', sed_first)
+    applied = pg_files.apply(settings.load(str(config)),
+                             pg_files.Wanted(master_ip='198.18.0.1', listen='198.18.0.2'))
+    assert seds == ['pg_hba.conf'] and applied.hba_changed
+    text = hba.read_text()
+    assert 'host asterisk postgres 198.18.0.1/32 trust' in text, "sysconfd's line is kept"
+    assert '198.18.0.9' not in text
+    assert 'wazo_ha_replication' in text and '198.18.0.1/32' in text, text

@@ -25,7 +25,7 @@ import secrets
 import stat
 from dataclasses import dataclass
 
-from ..errors import WazoHaError
+from ..errors import CommandError, WazoHaError
 from ..settings import Settings
 from ..adapters.db import ADMIN_SQL_PREFIX
 from ..adapters.network import source_address
@@ -325,10 +325,45 @@ def lock_subscription_owner(settings: Settings) -> list[str]:
     return [f'PostgreSQL: role {owner}: no login, no password (this node is no slave)']
 
 
-def write_in_conf_dir(path: str, text: str, conf_dir: str, mode: int | None = None) -> None:
+OWNER_DROP_STATE_SQL = """
+SELECT pg_catalog.json_build_object(
+  'ours', r.oid IS NOT NULL AND NOT r.rolsuper AND NOT r.rolcreaterole,
+  'subscriptions', (SELECT pg_catalog.count(*) FROM pg_catalog.pg_subscription s
+                    WHERE s.subowner = r.oid))
+FROM (SELECT 1) x LEFT JOIN pg_catalog.pg_authid r ON r.rolname = :'role'
+"""
+
+
+def drop_subscription_owner(settings: Settings) -> list[str]:
+    """On a node that is no slave, once no subscription is left: the subscription's owner role
+    (stream.owner) dropped, not only locked: its sessions ended, what it owns here dropped and
+    what it was granted revoked (DROP OWNED: a trigger the old master's stream ran as that role
+    may have made or granted something). A role of that name that is a superuser or may
+    create roles is not ours: left alone. What changed."""
+    owner = settings.database.subscription_owner
+    if not settings.database.admin_psql:
+        return []
+    state = admin_json(settings, OWNER_DROP_STATE_SQL, role=owner)
+    if not state.get('ours') or state.get('subscriptions'):
+        return []
+    r = ident(owner)
+    admin_psql(settings, f'ALTER ROLE {r} NOLOGIN PASSWORD NULL;\n'
+                         "SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM "
+                         "pg_catalog.pg_stat_activity WHERE usename = :'role';\n", role=owner)
+    try:
+        admin_psql(settings, f'BEGIN;\nDROP OWNED BY {r};\nDROP ROLE {r};\nCOMMIT;\n')
+    except CommandError as e:
+        raise WazoHaError(f'the role {owner} could not be dropped (its login is off; retried '
+                          f'next minute): {str(e).rsplit(": ", 1)[-1]}') from None
+    return [f'PostgreSQL: dropped the role {owner}, owner of the former subscription (this '
+            'node is no slave)']
+
+
+def write_in_conf_dir(path: str, text: str, conf_dir: str, mode: int | None = None,
+                      **expect) -> None:
     """A file of PostgreSQL's configuration directory, owned as that directory and written
     without following a link its owner (postgres) could plant; `mode` None: the file's own
-    (0640 when new)."""
+    (0640 when new). `expect=TEXT`: see write_no_follow (ChangedMeanwhile)."""
     st = os.lstat(conf_dir)
     if os.path.dirname(path) != conf_dir.rstrip('/'):  # conf.d/, made when missing
         make_directory_no_follow(os.path.dirname(path), 0o755, (st.st_uid, st.st_gid))
@@ -336,7 +371,7 @@ def write_in_conf_dir(path: str, text: str, conf_dir: str, mode: int | None = No
         current = lstat_or_none(path)
         mode = stat.S_IMODE(current.st_mode) if current is not None and \
             stat.S_ISREG(current.st_mode) else 0o640
-    write_no_follow(path, text, mode=mode, owner=(st.st_uid, st.st_gid))
+    write_no_follow(path, text, mode=mode, owner=(st.st_uid, st.st_gid), **expect)
 
 
 # pairing (wazo-sync -i on the master)

@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ..adapters.system import read_no_follow, run, unlink_no_follow
+from ..adapters.system import ChangedMeanwhile, read_no_follow, run, unlink_no_follow
 from ..settings import Settings
 from . import pg_access, stream_access
 
@@ -117,16 +117,25 @@ def apply(settings: Settings, want: Wanted) -> Applied:
         if not (want.master_ip or want.stream_slave_ip):
             return result
         raise FileNotFoundError(f'{hba_path} does not exist (setting [paths] postgresql_conf_dir)')
-    for _ in range(3):  # wazo-sysconfd may sed -i the file meanwhile: then again, on its text
+    for attempt in range(3):  # wazo-sysconfd may sed -i the file meanwhile: again, on its text
         hba, conf = render(current, want, d.name, d.remote_user, d.stream_user,
                            d.subscription_owner)
-        again = read_no_follow(hba_path)
-        if again == current or again is None:
+        if hba == current:
             break
-        current = again
-    if hba != current:
-        pg_access.write_in_conf_dir(hba_path, hba, conf_dir)
+        try:  # read again just before the rename: a change in between is not lost
+            pg_access.write_in_conf_dir(hba_path, hba, conf_dir, expect=current)
+        except ChangedMeanwhile:
+            if attempt == 2:
+                raise ChangedMeanwhile(f'{hba_path} kept changing while it was being written '
+                                       '(three times): left as it is, tried again at the next '
+                                       'run') from None
+            current = read_no_follow(hba_path)
+            if current is None:
+                raise FileNotFoundError(f'{hba_path} was removed while it was being written')
+            continue
         result.hba_changed = True
+        break
+    if result.hba_changed:
         result.changes += _hba_sentences(hba_path, current, want, d.name, d.remote_user,
                                          d.stream_user, d.subscription_owner)
     current_conf = read_no_follow(conf_path)

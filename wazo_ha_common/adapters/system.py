@@ -186,13 +186,23 @@ def open_directory(directory: str) -> int:
         raise
 
 
+class ChangedMeanwhile(OSError):
+    """write_no_follow: the file is no longer the text its new content was made from (another
+    writer, wazo-sysconfd's sed -i, came in between): nothing written, make it again."""
+
+
+_ANY = object()
+
+
 def write_no_follow(path: str, content: str, *, mode: int,
-                    owner: tuple[int, int] | None = None) -> None:
+                    owner: tuple[int, int] | None = None, expect=_ANY) -> None:
     """Write a file atomically in a directory another user may own (PostgreSQL's), following no
     link that user could plant: the directory is opened without following links it does not
     trust, the temporary file is created there (O_EXCL|O_NOFOLLOW, a random name), owned
     (`owner` = (uid, gid)) and given its mode through its descriptor, then renamed over `path`
-    (a link standing there is replaced, never followed). Raises OSError."""
+    (a link standing there is replaced, never followed). `expect`: the text (None: no file)
+    `content` was made from, read again just before the rename; another one raises
+    ChangedMeanwhile and writes nothing. Raises OSError."""
     directory, name = os.path.split(os.path.abspath(path))
     dir_fd = open_directory(directory)
     try:
@@ -207,6 +217,8 @@ def write_no_follow(path: str, content: str, *, mode: int,
                     os.fchown(f.fileno(), *owner)
                 os.fchmod(f.fileno(), mode)
                 os.fsync(f.fileno())
+            if expect is not _ANY and _read_at(dir_fd, name) != expect:
+                raise ChangedMeanwhile(f'{path} changed while it was being written')
             os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -215,6 +227,21 @@ def write_no_follow(path: str, content: str, *, mode: int,
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _read_at(dir_fd: int, name: str) -> str | None:
+    """The text of `name` in the open directory, following no link; None when missing."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # a link: not the file we read
+            return None
+        raise
+    with os.fdopen(fd, encoding='utf-8') as f:
+        return f.read()
 
 
 def make_directory_no_follow(path: str, mode: int, owner: tuple[int, int] | None = None) -> None:

@@ -42,3 +42,54 @@ def decide(recorded: str | None, master: str, master_ip: str, replace: bool) -> 
         return Decision(True, True, f'--replace-slave: the slave copied from the cluster '
                                     f'{recorded}, it now takes the master cluster {master}')
     return Decision(False, False, refusal(master_ip))
+
+
+# the slave's own look at the master (continuous mode: it logs into the master)
+
+@dataclass(frozen=True)
+class Look:
+    """What the slave's wazo-ha-stream last found of the master's cluster (failover/origin
+    keeps it, the failover check and wazo-ha-status read it)."""
+    master: str             # the master's address
+    system: str             # its system identifier (IDENTIFY_SYSTEM)
+    recorded: str | None    # the slave's record of the cluster it copied from (None: none)
+    at: float               # wall clock
+
+    @property
+    def foreign(self) -> bool:
+        """Another cluster than the one the slave copied from (nothing recorded: not)."""
+        return self.recorded not in (MISSING, NO_TABLE) and self.recorded != self.system
+
+
+def look_from_dict(data) -> Look | None:
+    """A Look from its JSON form; None for {}; ValueError naming a wrong field."""
+    if data == {}:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError(f'not a JSON object but {type(data).__name__}')
+    for name in ('master', 'system'):
+        if not isinstance(data.get(name), str) or not data[name]:
+            raise ValueError(f'{name}: not text: {data.get(name)!r}')
+    if data.get('recorded') is not None and not isinstance(data['recorded'], str):
+        raise ValueError(f'recorded: not text: {data["recorded"]!r}')
+    at = data.get('at')
+    if isinstance(at, bool) or not isinstance(at, (int, float)) or at < 0 or at != at \
+            or at == float('inf'):
+        raise ValueError(f'at: not a time: {at!r}')
+    return Look(data['master'], data['system'], data.get('recorded'), float(at))
+
+
+def kept_serving(master_ip: str) -> str:
+    """The failback held: what the check logs, mails and wazo-ha-status shows."""
+    return (f'{refusal(master_ip)}; this slave keeps serving telephony meanwhile (to give it '
+            'back to that master, its data replacing the slave\'s: '
+            'xivo-master-slave-db-replication --replace-slave --force on the master, then '
+            'the slave fails back and copies it afresh)')
+
+
+def failback_held(look: Look | None, master_ip: str) -> str | None:
+    """Pure: why the slave must not give telephony back to `master_ip` (its last look found
+    another cluster there than the one it copied from), None when nothing holds it back."""
+    if look is None or look.master != master_ip or not look.foreign:
+        return None
+    return kept_serving(master_ip)

@@ -14,8 +14,9 @@ folder (MAXMSGLIMIT).
 
 Both nodes number their messages independently, so a message left on the slave is never
 copied by name: it lands in the master's same folder at the next free number, its files
-together, its `.txt` unchanged. It is known by its `msg_id` (or, for a message without one,
-by a digest of its `.txt`), and brought back once: a message already in the master's mailbox
+together, its `.txt` unchanged. It is known by its `msg_id` with who left it and its duration
+(Asterisk's msg_id is unique on one system only; for a message without one, by a digest of its
+`.txt`), and brought back once: a message already in the master's mailbox
 (any folder) or brought back by an earlier run or episode is left alone, so a message the
 user deleted on the master does not come back.
 """
@@ -70,12 +71,27 @@ def message_fields(text: str) -> dict[str, str]:
     return fields
 
 
+# what tells two messages apart when their msg_id is the same: Asterisk's msg_id is the second
+# it was made and a counter that restarts at 0 with Asterisk (generate_msg_id), unique on one
+# system only: the slave's Asterisk, started at the failover, counts from 0 too
+_TOLD_APART_BY = ('origmailbox', 'callerid', 'duration')
+
+
 def identity(text: str) -> str:
-    """What a message is known by on both nodes: Asterisk's msg_id, else the .txt's digest."""
-    msg_id = message_fields(text).get('msg_id', '')
+    """What a message is known by on both nodes: Asterisk's msg_id with a digest of who left it
+    and how long it is (two nodes may make the same msg_id), else the .txt's digest."""
+    fields = message_fields(text)
+    msg_id = fields.get('msg_id', '')
     if msg_id:
-        return f'msg_id:{msg_id}'
+        told = '\0'.join(fields.get(name, '') for name in _TOLD_APART_BY)
+        digest = hashlib.sha256(told.encode('utf-8', 'surrogateescape')).hexdigest()[:16]
+        return f'msg_id:{msg_id}~{digest}'
     return 'sha256:' + hashlib.sha256(text.encode('utf-8', 'surrogateescape')).hexdigest()
+
+
+def earlier_identity(identity_: str) -> str:
+    """The identity an earlier version recorded for the same message (msg_id alone)."""
+    return identity_.split('~', 1)[0]
 
 
 def origtime(text: str) -> int:
@@ -205,7 +221,8 @@ def plan(slave: list[Message], master: dict[str, Folder], master_ids: dict[str, 
             continue
         if m.identity in master_ids.get(m.mailbox, ()) or key in seen:
             result.here.append(m)
-        elif m.identity in brought_back.get(m.mailbox, ()):
+        elif m.identity in brought_back.get(m.mailbox, ()) or \
+                earlier_identity(m.identity) in brought_back.get(m.mailbox, ()):
             result.before.append(m)
         else:
             used = taken.setdefault(m.folder, set())
@@ -246,3 +263,27 @@ def relative_kind(parts: tuple[str, ...]) -> str:
     if len(parts) >= 4:
         return 'message' if len(parts) == 4 and message_file(name) else 'refuse'
     return 'other'
+
+
+def listed_bytes(listing: str) -> int:
+    """The bytes of the regular files in `rsync --list-only` output (the size of what a copy
+    would stage); directories, links and anything else count for nothing. ValueError for a
+    size that is not a number of bytes (rsync's -h units): the cap must not be guessed."""
+    total = 0
+    for line in listing.splitlines():
+        fields = line.split(None, 4)
+        if len(fields) == 5 and fields[0].startswith('-'):
+            size = fields[1].replace(',', '')
+            if not size.isdigit():
+                raise ValueError(f'not a size in bytes in rsync\'s listing: {fields[1]!r}')
+            total += int(size)
+    return total
+
+
+def over_stage_cap(total: int, cap_mb: int) -> str | None:
+    """Why the slave's spool is not staged (over [sync] voicemail_stage_max_mb), None when it
+    may be; a cap of 0 is none."""
+    if not cap_mb or total <= cap_mb * 1048576:
+        return None
+    return (f"the slave's voicemail spool holds {total / 1048576:.1f} MB, over [sync] "
+            f'voicemail_stage_max_mb ({cap_mb} MB): not staged, its messages stay on the slave')

@@ -19,11 +19,12 @@ from ..adapters import probes
 from ..adapters.system import (mail_once, read_state, read_text, send_mail, single_instance,
                                write_state)
 from ..decisions import health, registrations
+from ..decisions.origin import failback_held
 from ..errors import WazoHaError
 from ..files import failback
 from ..jobs import CHECK
 from ..settings import Settings
-from . import phones, services
+from . import master_origin, phones, services
 
 logger = logging.getLogger('wazo-ha')
 
@@ -38,8 +39,6 @@ class Hooks:
     neither the stream nor the file synchronisation, so it never fails for them."""
     # before the telephony starts (continuous mode: the stream stops applying the master's)
     before_serving: Callable[[Settings], object] = _nothing
-    # at each run: the rsync daemon configuration the master's key is bound to; what changed
-    keep_daemon_config: Callable[[Settings], list[str]] = _nothing
 
 
 def boot_id() -> str:
@@ -122,13 +121,13 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep,
     policy = health.Policy(settings.check.probe_interval, settings.check.down_after,
                            settings.check.up_after)
     with single_instance(settings.paths.lock_dir, CHECK.name, wait=settings.check.probe_interval + 5):
-        _keep_daemon_config(settings, hooks)
         boot = boot_id()
         deadline = time.monotonic() + settings.check.run_for
         memory = load_memory(settings, master_ip)
         waiting = load_waiting(settings, master_ip)
         converged = False
         sentence = ''
+        held: str | None = None     # why no failback (a foreign master); '' nothing holds it
         while True:
             probe = probes.probe(settings, master_ip)
             memory, verdict = health.observe(memory, probe, policy, boot)
@@ -143,14 +142,18 @@ def run(settings: Settings, argument: str | None, sleep=time.sleep,
                       f'stands until it has answered for {settings.check.up_after:g} s: this run '
                       'starts the telephony of this slave beside it')
             began = waiting
+            if verdict.decision == health.UP and held is None:  # once a run (it mails)
+                held = _held_by_origin(settings, verdict, master_ip) or ''
             outcome, waiting = _converge(settings, verdict, hooks,
                                          force=not converged or waiting is not None,
                                          memory=memory, in_doubt=health.in_doubt_down(memory),
-                                         waiting=waiting)
+                                         waiting=None if held else waiting, held=bool(held))
             if waiting != began:  # a wait begun or ended: kept for the next run
                 save_memory(settings, memory, verdict, waiting)
             converged = True
             action = f' -> {outcome.sentence()}' if outcome and outcome.done else ''
+            if held:
+                action = f' -> failback held: {held}'
             if waiting is not None:
                 action = (f' -> failback waiting for the phones ({waiting.phones} registered '
                           'here when it began)')
@@ -172,28 +175,52 @@ def _warn(text: str) -> None:
     print(f'{CHECK.name}: {text}', file=sys.stderr, flush=True)
 
 
-def _keep_daemon_config(settings: Settings, hooks: Hooks) -> None:
-    """The rsync daemon configuration follows the settings (what the master's key may do)."""
-    if not settings.sound('sync'):  # a mistake in [sync]: keep what the daemon has
-        logger.warning('the rsync daemon configuration is left as it is: [sync] has a mistake')
-        return
-    try:
-        for change in hooks.keep_daemon_config(settings):
-            logger.info('changed: %s', change)
-    except OSError as e:  # file sync is not failover: say so and go on probing
-        logger.error('cannot write the rsync daemon configuration: %s', e)
+def _held_by_origin(settings: Settings, verdict: health.Verdict, master_ip: str) -> str | None:
+    """Continuous mode: the master answers, but the slave's last look (wazo-ha-stream) found
+    another cluster there than the one it copied from (rebuilt at the same address): the
+    failback is held while this slave serves, logged and mailed once. None: nothing holds it."""
+    if not settings.continuous or verdict.decision != health.UP:
+        return None
+    held = failback_held(master_origin.load(settings), master_ip)
+    store = master_origin.mailed(settings)
+    if held is None or not services.running():
+        if store.load() is not None:
+            store.save(None)  # a later rebuilt master is mailed again
+        return None
+    logger.error('%s', held)
+    look = master_origin.load(settings)
+    host = socket.gethostname()
+    mail_once(settings, store, f'{master_ip} {look.system if look else ""}',
+              f'Failback held on {host}: the master {master_ip} is not the cluster this slave '
+              'copied from',
+              f'{held}.\n\nThe master at {master_ip} answers again, but its PostgreSQL cluster '
+              f'(system identifier {look.system if look else "?"}) is not the one this slave '
+              f'copied its data from ({look.recorded if look else "?"}): it was rebuilt or '
+              'replaced. Giving telephony back to it would serve from an empty or stale box, and '
+              'its copies would wipe the slave\'s data, the only good copy.\n\n'
+              'Either promote this slave (wazo-ha-config set --node-type master ... here, and '
+              'make the rebuilt node its slave), or, if the rebuilt master holds the data to '
+              'keep, run xivo-master-slave-db-replication --replace-slave --force on it: once '
+              'this slave\'s wazo-ha-stream has looked at the master again (every minute), it '
+              'gives telephony back and copies that master afresh.\n'
+              f'wazo-ha-status shows the state; see {settings.paths.log_file}.\n')
+    return held
 
 
 def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks, force: bool,
               memory: health.Memory | None = None,
-              in_doubt: bool = False, waiting: registrations.Waiting | None = None
+              in_doubt: bool = False, waiting: registrations.Waiting | None = None,
+              held: bool = False
               ) -> tuple[services.Outcome | None, registrations.Waiting | None]:
     """Bring the services to the decided state on a change, and once per run anyway (at
     every probe while a failback waits for the phones); keep the failback record (what the
     master's next wazo-sync reads) in step. Root is mailed once per transition: the record
-    opens or closes an episode once. Returns the outcome and the wait under way."""
+    opens or closes an episode once. `held`: no failback (a foreign master, see
+    _held_by_origin). Returns the outcome and the wait under way."""
     if verdict.decision == health.UNKNOWN or not (verdict.changed or force):
         return None, waiting
+    if held and verdict.decision == health.UP:
+        return None, None
     if verdict.decision == health.DOWN and waiting is not None:
         # the health rule's decision, not one lost probe
         logger.warning('failback phones: the master is down again after %.0f s of waiting '

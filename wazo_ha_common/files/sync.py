@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 from . import failback, landing, rsyncd, voicemail_back
 from .. import role
 from ..decisions import rsync_modules
+from ..decisions.voicemail import listed_bytes
 from ..decisions.failback import BRING_BACK, SERVING, Episode, plan as failback_step
 from ..errors import WazoHaError
 from ..jobs import SYNC, LastRun, save_last_run
@@ -272,7 +273,8 @@ def _copy_back(settings: Settings, target: str, since: float | None = None) -> l
             try:
                 copied += voicemail_back.bring_back(
                     settings, module.path,
-                    lambda staging, m=module: _stage(settings, target, m, staging), since)
+                    lambda staging, m=module: _stage(settings, target, m, staging), since,
+                    lambda m=module: _staged_size(settings, target, m))
             except (OSError, voicemail_back.VoicemailError) as e:
                 raise SyncError(f'bringing voicemail back into {module.path}: {e}') from None
             continue
@@ -297,11 +299,28 @@ def _copy_back(settings: Settings, target: str, since: float | None = None) -> l
     return copied
 
 
+STAGE_EXCLUDES = ('--exclude=.lock*', '--exclude=/*/*/tmp/')
+
+
+def _staged_size(settings: Settings, target: str, module: rsync_modules.Module) -> int:
+    """The bytes _stage would copy (the daemon's listing, nothing copied)."""
+    argv = ['rsync', '-r', '--list-only', '--no-h', *STAGE_EXCLUDES, '-e',
+            rsync_shell(settings), f'{target}::{module.name}/']
+    result = run(argv, timeout=settings.sync.timeout, check=False)
+    if result.returncode != 0:
+        raise SyncError(f'listing {module.path} on {target} failed: rsync exit status '
+                        f'{result.returncode}: {tail(result.stderr, 2)}')
+    try:
+        return listed_bytes(result.stdout)
+    except ValueError as e:
+        raise SyncError(f'listing {module.path} on {target}: {e}') from None
+
+
 def _stage(settings: Settings, target: str, module: rsync_modules.Module, staging: str) -> None:
     """The slave's module copied into the private staging directory: regular files and
     directories only (no links, devices, owners), set-uid/set-gid bits dropped, times kept;
     never Asterisk's lock files nor its recordings in progress."""
-    argv = ['rsync', '-rtp', '--chmod=ug-s', '--exclude=.lock*', '--exclude=/*/*/tmp/',
+    argv = ['rsync', '-rtp', '--chmod=ug-s', *STAGE_EXCLUDES,
             '-e', rsync_shell(settings), f'{target}::{module.name}/', f'{staging}/']
     result = run(argv, timeout=settings.sync.timeout, check=False)
     if result.returncode != 0:

@@ -63,11 +63,14 @@ def save_record(settings: Settings, record: dict[str, set[str]]) -> None:
 
 
 def bring_back(settings: Settings, spool: str, fetch: Callable[[str], None],
-               since: float | None = None) -> list[str]:
+               since: float | None = None, size: Callable[[], int] | None = None) -> list[str]:
     """Stage the slave's spool with fetch(directory), merge its messages, copy its greetings
     (newer wins, the other kept beside it). `since`: the start of the episode the slave served
     (None: a run by hand, the whole spool); older messages and files stay on the slave.
-    Returns the paths written on this master."""
+    `size()`: the bytes fetch would stage; over [sync] voicemail_stage_max_mb nothing is
+    staged (logged, mailed once). Returns the paths written on this master."""
+    if size is not None and _too_big(settings, size(), spool):
+        return []
     os.makedirs(settings.paths.state_dir, mode=0o700, exist_ok=True)
     staging = tempfile.mkdtemp(prefix='failback-voicemail-', dir=settings.paths.state_dir)
     try:
@@ -127,6 +130,28 @@ def bring_back(settings: Settings, spool: str, fetch: Callable[[str], None],
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+TOO_BIG_FILE = 'failback-voicemail-too-big.json'
+TOO_BIG_SUBJECT = 'wazo-ha: voicemail left on the slave (too big to stage)'
+
+
+def _too_big(settings: Settings, total: int, spool: str) -> bool:
+    """Over the staging cap: said in the log at every run, mailed once while it lasts."""
+    said = voicemail.over_stage_cap(total, settings.sync.voicemail_stage_max_mb)
+    mailed = read_state(settings.paths.state_dir, TOO_BIG_FILE).get('mailed')
+    if said is None:
+        if mailed:
+            write_state(settings.paths.state_dir, TOO_BIG_FILE, {})
+        return False
+    logger.error('failback: %s', said)
+    if not mailed:
+        send_mail(settings.mail.sendmail, settings.mail.recipient, TOO_BIG_SUBJECT,
+                  f'{said}.\n\nNothing of it was copied into {spool}. Free room on this master '
+                  'and raise voicemail_stage_max_mb in /etc/wazo-ha/conf.d/, then run '
+                  f'wazo-sync --failback.\n\nSee {settings.paths.log_file}.\n')
+        write_state(settings.paths.state_dir, TOO_BIG_FILE, {'mailed': True})
+    return True
 
 
 PENDING_FILE = 'failback-voicemail-pending.json'

@@ -50,6 +50,11 @@ class Result(Copy):
         if self.held is not None:
             return (f'the database of the slave {self.slave} is left alone: {self.held}; the '
                     'copy resumes once it has given telephony back (--force copies anyway)')
+        if self.stream == {}:  # --replace-slave in continuous mode: no slot here yet
+            return (f'continuous replication to {self.slave}: --replace-slave: the slave now '
+                    'takes this master cluster and copies it afresh at its next wazo-ha-stream '
+                    f'run once it does not serve telephony ({self.sequences_set} sequences moved '
+                    f'forward, in {self.duration:.2f} s)')
         if self.stream is not None:
             return (f'continuous replication to {self.slave}: the slave streams on slot '
                     f'{self.stream["slot"]} ({"active" if self.stream["active"] else "inactive"}, '

@@ -30,7 +30,7 @@ class Control:
     mailed: str | None = None           # the failure last mailed
     mailed_hand_off: str | None = None  # the cause of the unplanned hand-off last mailed
     mailed_tampering: str | None = None  # what someone changed in the subscription, last mailed
-    failover_fence: str | None = None   # a new one at each failover: see no_failover_since
+    failover_fence: str | None = None   # a new one at each failover and pause: see no_failover_since
 
 
 def control_from_dict(data, path: str) -> Control:
@@ -65,14 +65,14 @@ class FailoverCameFirst(WazoHaError):
     """A hand-off reached its commit after a failover: it rolls back."""
 
 
-def fence(settings: Settings) -> None:
-    """The failover's mark, written before it touches the database: a hand-off that began
-    before it finds it changed when it commits, and rolls back (its copy, its sequences and its
-    subscription). Whatever was running, the failover's disable wins."""
+def fence(settings: Settings, by: str = BY_FAILOVER) -> None:
+    """The mark of a failover or a pause (`by`), written before it touches the database: a
+    hand-off that began before it finds it changed when it commits, and rolls back (its copy,
+    its sequences and its subscription). Whatever was running, the disable wins."""
     try:
-        update_control(settings, disabled_by=BY_FAILOVER, failover_fence=secrets.token_hex(8))
+        update_control(settings, disabled_by=by, failover_fence=secrets.token_hex(8))
     except (WazoHaError, OSError) as e:  # a hand-off's commit holds the lock: ended anyway
-        logger.error('failover: cannot record the failover in %s: %s', CONTROL_FILE, e)
+        logger.error('%s: cannot record it in %s: %s', by, CONTROL_FILE, e)
 
 
 @contextmanager
@@ -81,9 +81,9 @@ def no_failover_since(settings: Settings, seen: str | None) -> Iterator[None]:
     run read the record (its fence was `seen`)."""
     with single_instance(settings.paths.lock_dir, CONTROL_LOCK, wait=10):
         if load_control(settings).failover_fence != seen:
-            raise FailoverCameFirst('a failover came during the hand-off: its copy and its '
-                                    'subscription are rolled back, the stream stays off while '
-                                    'the slave serves')
+            raise FailoverCameFirst('a failover (or a pause) came during the hand-off: its copy '
+                                    'and its subscription are rolled back, the stream stays off '
+                                    'while the slave serves (or until resume)')
         yield
 
 

@@ -1,7 +1,7 @@
 """The stream at a failover (and at a pause): the subscription disabled at once, the apply
-worker stopped, the copied tables' sequences moved past their largest id. The failover wins
-over any hand-off, the first one included: it fences first (control.fence), then ends the
-transaction of any hand-off under way."""
+worker stopped, the copied tables' sequences moved past their largest id (failover). The
+failover and the pause win over any hand-off, the first one included: each fences first
+(control.fence), then ends the transaction of any hand-off under way."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ..decisions.stream import BY_FAILOVER
 from ..errors import WazoHaError
 from ..settings import Settings
 from . import SUBSCRIPTION
-from .control import fence, update_control
+from .control import fence
 from .handoff import APPLICATION
 
 logger = logging.getLogger('wazo-ha')
@@ -32,22 +32,21 @@ def stop_applying(settings: Settings, by: str) -> str | None:
     than waited for: the failover must not wait for a copy."""
     if not settings.continuous:
         return None
-    if by == BY_FAILOVER:
-        fence(settings)
+    fence(settings, by)  # a pause too: no hand-off under way enables a subscription after it
     admin = session.admin_connect(settings.database.admin_dsn, settings.database.admin_system_user,
                                   'wazo-ha-failover')
     try:
         cur = session.cursor(admin)
         had = _disable_now(admin, cur)
         moved = []
+        # a hand-off under way cannot commit any more (fenced): end it now rather than let its
+        # copy hold the tables' locks, whether or not it holds the subscription
+        ended = session.end_sessions(cur, APPLICATION, in_transaction=True)
+        session.commit(admin)
+        if ended:
+            logger.warning('%s: ended %d wazo-ha-stream sessions under way (a hand-off: rolled '
+                           'back)', by, ended)
         if by == BY_FAILOVER:
-            # a hand-off under way cannot commit any more (fenced): end it now rather than
-            # let its copy hold the tables' locks, whether or not it holds the subscription
-            ended = session.end_sessions(cur, APPLICATION, in_transaction=True)
-            session.commit(admin)
-            if ended:
-                logger.warning('failover: ended %d wazo-ha-stream sessions under way (a '
-                               'hand-off: rolled back)', ended)
             _wait_worker_gone(admin, cur)
             for seq, table, column in catalog.sequence_columns(cur):
                 if not is_excluded(table, settings.database.excluded_tables):
@@ -57,8 +56,6 @@ def stop_applying(settings: Settings, by: str) -> str | None:
             session.commit(admin)
     finally:
         session.close(admin)
-    if had and by != BY_FAILOVER:  # the failover's fence recorded it already
-        update_control(settings, disabled_by=by)
     said = [f'continuous replication stopped ({by})'] if had else []
     if moved:
         said.append(f"{len(moved)} sequences moved past their table's largest id")

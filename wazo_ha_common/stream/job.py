@@ -15,7 +15,9 @@ from ..decisions.replication import schema_differences
 from ..decisions.stream import (BY_FAILOVER, BY_SCHEMA, DISABLE, DROP, HAND_OFF, LAG_WAIT, Facts,
                                 decide)
 from ..errors import WazoHaError
-from ..failover import check, services
+from ..decisions.origin import Look, kept_serving
+from ..failover import check, master_origin, services
+from ..replication import origin
 from ..replication.compare import SchemaMismatch
 from ..settings import CONTINUOUS, Settings
 from . import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION, connection as access, owner, slots
@@ -94,6 +96,8 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
         sub = logical.subscription(cur, SUBSCRIPTION)
         session.rollback(admin)
         is_serving = continuous and serving(settings)
+        if is_serving:  # the failover check gives telephony back only to the same cluster
+            _look_at_master(settings, master_ip, admin)
         if not continuous or is_serving:
             action = decide(Facts(continuous, is_serving, sub, None))
             return _without_master(settings, admin, action)
@@ -150,6 +154,32 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
     finally:
         if admin is not None:
             session.close(admin)
+
+
+def _look_at_master(settings: Settings, master_ip: str, admin) -> None:
+    """While the slave serves: which cluster answers at the master's address now, and is it
+    the one this slave copied from (replication/origin)? Kept for the failover check
+    (failover/master_origin): it gives no telephony back to a rebuilt master. A master out of
+    reach leaves the last look as it was."""
+    try:
+        replicator = access.connect_replication(settings, master_ip, APPLICATION)
+    except WazoHaError as e:
+        logger.debug('the master %s cannot be looked at: %s', master_ip, e)
+        return
+    try:
+        system = logical.identify_system(replicator)
+    except Exception as e:  # the driver's own errors too: a look, never the run's failure
+        logger.debug('the master %s cannot be looked at: %s', master_ip, e)
+        return
+    finally:
+        session.close(replicator)
+    recorded = origin.read(session.cursor(admin))
+    session.rollback(admin)
+    look = Look(master_ip, system, recorded, time.time())
+    earlier = master_origin.load(settings)
+    master_origin.save(settings, look)
+    if look.foreign and (earlier is None or not earlier.foreign or earlier.system != system):
+        logger.error('%s', kept_serving(master_ip))
 
 
 def _keep_subscription(settings: Settings, master_ip: str, admin, cur) -> None:

@@ -35,6 +35,9 @@ def reconcile(settings: Settings, slave_ip: str, result: Result) -> None:
         result.sequences_set = len(forward)
         slots = logical.slots(nodes.mcur, SLOT_PREFIX)
         nodes.end_read()
+    if not slots and result.replace_slave:  # a rebuilt master has none: the slave hands off
+        result.stream = {}
+        return
     if not slots:
         raise session.DatabaseError(
             'continuous replication: the slave has no replication slot on this master: is '
