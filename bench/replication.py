@@ -82,9 +82,11 @@ STEPS = (
     ('waiting for the record read beside the compare', [('wazo_ha_common/replication/job.py',
                                                         '_unless_serving')]),
     ('connections (master socket, slave TLS scram)', [('wazo_ha_common/adapters/db/session.py',
-                                                      'connect')]),
+                                                      'connect'),
+                                                     ('wazo_ha_common/db.py', 'connect')]),
     ('stale sessions ended on the slave', [('wazo_ha_common/adapters/db/session.py',
-                                           'end_other_sessions')]),
+                                           'end_other_sessions'),
+                                          ('wazo_ha_common/db.py', 'end_other_sessions')]),
     ('tables and horizons', [('wazo_ha_common/replication/compare.py', 'copied_tables'),
                              ('wazo_ha_common/replication/nodes.py', 'both')]),
     ('origin: identity and guard', [('wazo_ha_common/replication/origin.py', 'master_identity'),
@@ -180,17 +182,18 @@ def profile(master, slave, copied, empty, repeat: int, against: str | None) -> N
                         change_one_percent(master)
                 walls.setdefault((scenario, side, 'plain'), []).append(
                     timed(master, argv, env=side_env)[0])
-                if side == 'now':  # once more from the same start, profiled
-                    if scenario == 'full copy':
-                        reset_slave_config(slave, copied, empty)
-                    elif scenario == '1% changed':
-                        timed(master, argv, env=side_env)
+                # once more from the same start, profiled
+                if scenario == 'full copy':
+                    reset_slave_config(slave, copied, empty)
+                else:
+                    timed(master, argv, env=side_env)
+                    if scenario == '1% changed':
                         change_one_percent(master)
-                    out = os.path.join(master.root, f'profile-{n}')
-                    wall, _ = timed(master, ['/usr/bin/python3', '-m', 'cProfile', '-o', out,
-                                             *argv[1:]], env=side_env)
-                    for label, value in step_seconds(out, wall).items():
-                        steps.setdefault((scenario, label), []).append(value)
+                out = os.path.join(master.root, f'profile-{side}-{n}')
+                wall, _ = timed(master, ['/usr/bin/python3', '-m', 'cProfile', '-o', out,
+                                         *argv[1:]], env=side_env)
+                for label, value in step_seconds(out, wall).items():
+                    steps.setdefault((scenario, side, label), []).append(value)
         print(f'{scenario}: done', flush=True)
 
     import statistics
@@ -202,15 +205,17 @@ def profile(master, slave, copied, empty, repeat: int, against: str | None) -> N
         if (scenarios[0], side, 'plain') in walls:
             print(f'| {name} | ' + ' | '.join(
                 f'{statistics.median(walls[(s, side, "plain")]):.3f}' for s in scenarios) + ' |')
-    print('\nsteps of this tree\'s run under cProfile, median of', repeat, 'runs: seconds (calls)\n')
-    print('| step | ' + ' | '.join(scenarios) + ' |')
-    print('|---|' + '---|' * len(scenarios))
+    sides = [('now', 'this tree')] + ([('old', against)] if against else [])
+    print('\nsteps of each run under cProfile, median of', repeat, 'runs: seconds (calls)\n')
+    print('| step | ' + ' | '.join(f'{s}: {name}' for s in scenarios for _, name in sides) + ' |')
+    print('|---|' + '---|' * (len(scenarios) * len(sides)))
     for label, _ in STEPS:
         cells = []
         for s in scenarios:
-            values = steps[(s, label)]
-            cells.append(f'{statistics.median(v[0] for v in values):.3f} '
-                         f'({max(v[1] for v in values)})')
+            for side, _ in sides:
+                values = steps[(s, side, label)]
+                cells.append(f'{statistics.median(v[0] for v in values):.3f} '
+                             f'({max(v[1] for v in values)})')
         print(f'| {label} | ' + ' | '.join(cells) + ' |')
 
 
