@@ -29,6 +29,13 @@ CPU seconds of every process of the master's PostgreSQL (the postmaster, its liv
 its reaped children through cutime/cstime) and WAL bytes (pg_current_wal_lsn), per hour; hourly
 mode also pays one xivo-master-slave-db-replication run an hour (its own CPU, the master
 cluster's CPU and WAL during it), measured after the hourly window.
+
+The slave's flow to the master's TCP 5432 blocked (continuous mode, never worse than hourly):
+after the continuous run, an nft rule in the slave's namespace refuses that flow; once the
+master sees the slave's slot inactive, BLOCKED_SECONDS of the same load, then one real
+xivo-master-slave-db-replication run: the fallback copy (the stream is not in force), timed. Its
+recovery point is computed from the hourly schedule as hourly mode's, with that copy's duration;
+the transactions of the blocked window are checked visible on the slave after the copy.
 """
 
 import argparse
@@ -415,6 +422,43 @@ class StreamCron(threading.Thread):
 
 # -- phases -----------------------------------------------------------------------------------
 
+BLOCK_RULES = ('add table inet wazo_ha_bench\n'
+               'add chain inet wazo_ha_bench out {{ type filter hook output priority 0 ; }}\n'
+               'add rule inet wazo_ha_bench out ip daddr {ip} tcp dport 5432 '
+               'reject with tcp reset\n')
+
+
+def blocked_phase(master, slave, rate, seconds, first_token):
+    """The flow slave -> master:5432 refused, the load for `seconds`, then one fallback copy by
+    the master's hourly run, timed; whether the window's transactions are on the slave after."""
+    master.psql("ALTER SYSTEM SET wal_sender_timeout = '5s'")  # notice the cut within seconds
+    master.psql('SELECT pg_reload_conf()')
+    r = slave.run('nft', '-f', '-', input=BLOCK_RULES.format(ip=master.ip))
+    if r.returncode != 0:
+        raise SystemExit(f'nft: {r.stderr.strip()}')
+    try:
+        deadline = time.monotonic() + 60
+        query = ("SELECT count(*) FROM pg_replication_slots WHERE active AND "
+                 "slot_name LIKE 'wazo_ha_slot_%'")
+        while master.psql(query) != '0' and time.monotonic() < deadline:
+            time.sleep(0.5)
+        writer = Writer(master, rate, seed=2, first_token=first_token)
+        poller = Poller(slave, first_token)
+        poller.start()
+        writer.start()
+        time.sleep(seconds)
+        writer.close()
+        run = hourly_run(master)
+        time.sleep(0.5)
+        poller.close()
+        seen = poller.seen()
+        return {'transactions': len(writer.commits),
+                'seen_after_copy': sum(1 for n in writer.commits if n in seen),
+                'copy': run}
+    finally:
+        slave.run('nft', 'delete', 'table', 'inet', 'wazo_ha_bench')
+
+
 def durability_on(node):
     for setting in ('fsync', 'synchronous_commit', 'full_page_writes'):
         node.psql(f'ALTER SYSTEM SET {setting} = on')
@@ -470,6 +514,9 @@ def main():
     parser.add_argument('--users', type=int, default=2000, help='generated users (default 2000)')
     parser.add_argument('--overhead-seconds', type=float, default=120,
                         help='seconds of load per mode for the master CPU and WAL (default 120)')
+    parser.add_argument('--blocked-seconds', type=float, default=60,
+                        help='seconds of load with the slave\'s flow to the master\'s 5432 '
+                             'blocked, before one fallback copy (default 60; 0: skipped)')
     parser.add_argument('--json', metavar='FILE', help='write the figures to FILE')
     args = parser.parse_args()
     args.overhead_seconds = min(args.overhead_seconds, args.duration)
@@ -561,6 +608,16 @@ def main():
         poller.close()
         cron.close()
         cron_runs, cron = cron.runs, None
+        blocked = None
+        if args.blocked_seconds > 0:
+            print(f'flow slave -> master:5432 blocked: {args.blocked_seconds:.0f} s of load, then '
+                  'one hourly run', flush=True)
+            blocked = blocked_phase(master, slave, args.rate, args.blocked_seconds, last + 1)
+            print(f'  {blocked["transactions"]} transactions; fallback copy '
+                  f'{blocked["copy"]["wall_seconds"]:.2f} s: {blocked["copy"]["output"]}; on the '
+                  f'slave after it: {blocked["seen_after_copy"]}', flush=True)
+            if 'hourly copy' not in ' '.join(blocked['copy']['output']):
+                raise SystemExit('the hourly run did not copy with the flow blocked')
 
         seen = poller.seen()
         delays = sorted(seen[n] - c for n, c in writer.commits.items() if n in seen)
@@ -581,7 +638,11 @@ def main():
                                 run['command_cpu_seconds'] + run['cluster_cpu_seconds'],
                                 run['wal_bytes'])
         c_cpu, c_wal = per_hour(meter)
+        if blocked is not None:
+            b = blocked['copy']['wall_seconds']
+            blocked['computed'] = {'p50': HOUR / 2 + b, 'p99': HOUR * 0.99 + b, 'max': HOUR + b}
         result.update({
+            'blocked': blocked,
             'continuous': cont, 'hourly_computed': hourly, 'transactions': writer.kinds,
             'writer_errors': writer.errors[:50], 'writer_late': writer.late,
             'poller_errors': poller.errors[:20], 'polls': len(poller.polls),
@@ -616,6 +677,18 @@ def main():
         print(f'| min | {cont["min"]:.2f} s | {d:.0f} s | - |')
         for key, goal in (('p50', '-'), ('p99', f'<= {GOAL_P99:.0f} s'), ('max', f'<= {GOAL_MAX:.0f} s')):
             print(f'| {key} | {cont[key]:.2f} s | {hourly[key]:.0f} s | {goal} |')
+        if blocked is not None:
+            b, bc = blocked['copy']['wall_seconds'], blocked['computed']
+            print()
+            print('| recovery point, flow slave -> master:5432 blocked (fallback: hourly copies) '
+                  '| computed from the schedule, with the measured fallback copy |')
+            print('|---|---|')
+            for key in ('p50', 'p99', 'max'):
+                print(f'| {key} | {bc[key]:.0f} s |')
+            print(f'| fallback copy (one real run, {blocked["transactions"]} transactions made '
+                  f'while blocked, {blocked["seen_after_copy"]} on the slave after it) | '
+                  f'{b:.2f} s wall, {blocked["copy"]["command_cpu_seconds"]:.2f} CPU s of the '
+                  f'command |')
         print()
         print(f'| master overhead ({args.rate:g} transactions/s, {args.overhead_seconds:.0f} s '
               'per mode, per hour) | hourly | continuous | difference |')

@@ -30,10 +30,11 @@ def _stop_stream(settings: Settings) -> None:
     failover.before_serving(settings)
 
 
-def reconcile(settings: Settings, slave_ip: str, result: Result) -> None:
-    """Continuous mode, on the master: the replication run's part of the stream."""
+def reconcile(settings: Settings, slave_ip: str, result: Result, copy: Callable) -> None:
+    """Continuous mode, on the master: the replication run's part of the stream, or the copy
+    as in hourly mode when the stream is not in force."""
     from .stream import master  # continuous mode only
-    master.reconcile(settings, slave_ip, result)
+    master.reconcile(settings, slave_ip, result, copy)
 
 
 def origin_before_sync(settings: Settings, slave_ip: str, replace: bool, by: str,

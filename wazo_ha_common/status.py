@@ -13,7 +13,7 @@ from .decisions.origin import failback_held, kept_serving, refusal
 from .failover import master_origin, services
 from .files import failback
 from .errors import HaConfError
-from .decisions.stream import LAG_WAIT
+from .decisions.stream import FIXES, LAG_WAIT
 from .settings import CONTINUOUS, Settings
 from .adapters.system import read_state
 
@@ -36,6 +36,7 @@ class Facts:
     paused: str | None = None       # wazo-ha-config pause: when, by whom
     mode: str = 'hourly'            # [database] mode
     stream: jobs.LastRun | None = None               # continuous slave: last wazo-ha-stream run
+    stream_cause: dict = field(default_factory=dict)  # continuous slave: why it does not stream
     access: jobs.LastRun | None = None               # any role: last converge of node access
     error: str = ''
     settings_problems: list = field(default_factory=list)  # mistakes in the settings files
@@ -71,6 +72,11 @@ def gather(settings: Settings) -> Facts:
                 facts.foreign_master = kept_serving(config.remote_address) \
                     if facts.services['state'] == services.STARTED \
                     else refusal(config.remote_address)
+            from .stream.control import load_control  # continuous mode only
+            control = load_control(settings)
+            if control.cause:
+                facts.stream_cause = {'cause': control.cause, 'said': control.cause_said,
+                                      'since': control.cause_since}
     else:
         facts.replication = jobs.load_last_run(settings.paths.state_dir, jobs.REPLICATION)
         facts.verification = read_state(settings.paths.state_dir, jobs.VERIFICATION_FILE)
@@ -103,6 +109,9 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
                 out.append((WARNING, 'no actual database copy for more than 2 hours: '
                                      f'{rep.sentence}'))
         else:
+            fallback = (rep.details or {}).get('fallback') if facts.mode == CONTINUOUS else None
+            if rep.ok and isinstance(fallback, dict):
+                out.append((WARNING, f'continuous replication is not in force: {_in_force(fallback)}'))
             if not rep.ok:
                 out.append((CRITICAL, f'last replication failed: {rep.sentence}'))
             if not rep.ok or now - rep.finished_at > REPLICATION_MAX_AGE:
@@ -136,7 +145,7 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
             out.append((WARNING, f'failover: the master {facts.peer} is down, this slave serves '
                                  'telephony'))
         if facts.mode == CONTINUOUS and decision != 'down' and not facts.paused:
-            out += _stream_warnings(facts.stream, now)
+            out += _stream_warnings(facts.stream, now, facts.stream_cause)
         if facts.paused:
             pass  # said above
         elif 'decision' not in facts.decision:  # none yet, or dropped by a role change
@@ -168,12 +177,30 @@ def _access_warnings(run: jobs.LastRun | None, now: float,
     return out
 
 
-def _stream_warnings(run: jobs.LastRun | None, now: float) -> list[tuple[int, str]]:
+# causes under which the master's hourly copies keep the slave no worse than hourly mode: a
+# warning, not a failure of the replication
+FALLBACK_WARNINGS = ('unreachable', 'not paired', 'wal_level')
+
+
+def _in_force(cause: dict) -> str:
+    """What is in force when the stream is not, and why: 'hourly copies: ... since T (to
+    stream: fix)'."""
+    since = cause.get('since')
+    since = _when(since) if _is_time(since) else since
+    fix = cause.get('fix') or FIXES.get(cause.get('cause'), '')
+    return (f"hourly copies: {cause.get('said')}" + (f' since {since}' if since else '')
+            + (f' (to stream: {fix})' if fix else ''))
+
+
+def _stream_warnings(run: jobs.LastRun | None, now: float,
+                     cause: dict | None = None) -> list[tuple[int, str]]:
     if run is None:
         return [(WARNING, 'continuous replication: wazo-ha-stream has not run yet (is cron '
                           'running?)')]
     out = []
-    if not run.ok:
+    if not run.ok and cause and cause.get('cause') in FALLBACK_WARNINGS:
+        out.append((WARNING, f'continuous replication is not in force: {_in_force(cause)}'))
+    elif not run.ok:
         out.append((CRITICAL, f'continuous replication: last run failed: {run.sentence}'))
         if run.error_kind == jobs.SCHEMA_MISMATCH:
             out.append((CRITICAL, 'the two nodes run different Wazo schema versions'))
@@ -214,9 +241,16 @@ def render(facts: Facts, level: int, warnings: list[str]) -> str:
         lines.append(f"slave services: {s.get('state')}"
                      + (f" since {_when(s.get('since'))}" if s.get('since') else ''))
         if facts.mode == CONTINUOUS:
+            lines.append('replication in force: ' + (_in_force(facts.stream_cause)
+                                                     if facts.stream_cause else 'continuous'))
             lines += _stream_lines(facts.stream)
     if facts.role == 'master':
         r = facts.replication
+        fallback = (r.details or {}).get('fallback') if r and facts.mode == CONTINUOUS else None
+        if r and r.ok and facts.mode == CONTINUOUS:
+            lines.append('replication in force: ' + (_in_force(fallback)
+                                                     if isinstance(fallback, dict)
+                                                     else 'continuous'))
         if r and (facts.mode == CONTINUOUS or r.result == 'held'):
             lines.append(f'last replication run: {_when(r.finished_at)} {r.result}: {r.sentence}')
         elif r:

@@ -243,3 +243,37 @@ def test_a_converge_older_than_three_minutes_is_a_warning_unless_paused():
     assert len(warnings) == 1 and 'paused since' in warnings[0]
     recent = LastRun('ok', NOW - 179, 'node access converged', None, {'pending_restart': []})
     assert evaluate(master(access=recent), NOW) == (OK, [])
+
+
+def test_both_nodes_say_which_replication_is_in_force_and_why():
+    """Continuous mode, the stream not in force: the master's last run copied as in hourly
+    mode and says why; the slave's control record says what it meets. Warnings, not failures:
+    the hourly copies keep the slave no worse than hourly mode."""
+    fallback = {'cause': 'not streaming', 'said': "the slave's slot wazo_ha_slot_1 is inactive",
+                'fix': 'open TCP 5432 from the slave to the master (firewall)', 'since': NOW - 7200}
+    facts = master(mode='continuous', replication=LastRun(
+        'ok', NOW - 600, 'replication to 198.18.0.2 (hourly copy: ...)', None,
+        {'fallback': fallback}))
+    level, warnings = evaluate(facts, NOW)
+    assert level == WARNING, warnings
+    text = render(facts, level, warnings)
+    assert "replication in force: hourly copies: the slave's slot wazo_ha_slot_1 is inactive " \
+           'since ' in text and '(to stream: open TCP 5432 from the slave' in text, text
+    streaming = master(mode='continuous', replication=LastRun('ok', NOW - 600, 'streams', None,
+                                                              {'stream': {'slot': 's'}}))
+    assert 'replication in force: continuous' in render(streaming, *evaluate(streaming, NOW))
+    cause = {'cause': 'unreachable', 'said': "the slave cannot reach the master's 5432 "
+             '(Connection refused)', 'since': '2027-01-15 08:00:00'}
+    facts = slave(mode='continuous', stream_cause=cause,
+                  stream=LastRun('failed', NOW - 30, 'Connection refused', jobs.FAILED, {}))
+    level, warnings = evaluate(facts, NOW)
+    assert level == WARNING, warnings
+    text = render(facts, level, warnings)
+    assert ("replication in force: hourly copies: the slave cannot reach the master's 5432 "
+            '(Connection refused) since 2027-01-15 08:00:00 (to stream: open TCP 5432') in text
+    assert 'replication in force: continuous' in render(slave(mode='continuous', stream=STREAMING),
+                                                        OK, [])
+    broken = slave(mode='continuous', stream_cause={'cause': 'broken', 'said': 'the stream is '
+                   'broken: x', 'since': 'T'}, stream=LastRun('failed', NOW - 30, 'x',
+                                                           jobs.FAILED, {}))
+    assert evaluate(broken, NOW)[0] == CRITICAL

@@ -115,3 +115,103 @@ def subscription_refusal(relations: set[tuple[str, str]], copied: set[str]) -> s
             + '; '.join(said) + '): the hand-off is refused and the slave keeps what it had. '
             'The hourly run on the master puts the publication back in step; a publication '
             'listing other tables means someone changed it on the master: check who')
+
+
+# Never worse than hourly: when the slave does not stream, the master's hourly run copies as in
+# hourly mode. The causes, each named; the master tells what it sees from its side, the slave
+# (wazo-ha-stream) what it meets when it reaches out.
+NOT_PAIRED = 'not paired'         # no stream password: wazo-sync -i not run since continuous mode
+WAL_LEVEL = 'wal_level'           # wal_level = logical written, not active until a restart
+UNREACHABLE = 'unreachable'       # the slave cannot reach the master's TCP 5432 (slave side)
+NO_SLOT = 'no slot'               # the slave never handed off (master side)
+SLOT_LOST = 'slot lost'           # the slot lost WAL the slave had not received
+NOT_STREAMING = 'not streaming'   # the slave's slot is inactive (master side)
+BROKEN = 'broken'                 # the stream fails otherwise (slave side)
+
+FIX_PORT = 'open TCP 5432 from the slave to the master (firewall)'
+FIX_PAIR = 'run wazo-sync -i on the master'
+FIX_RESTART = ('restart PostgreSQL on the master at a quiet time: systemctl restart postgresql '
+               '(wazo-ha never restarts a serving master\'s PostgreSQL)')
+FIXES = {
+    NOT_PAIRED: FIX_PAIR,
+    WAL_LEVEL: FIX_RESTART,
+    UNREACHABLE: FIX_PORT,
+    NO_SLOT: FIX_PORT + '; wazo-ha-status on the slave says why it does not hand off',
+    SLOT_LOST: 'nothing: the slave hands off afresh at its next wazo-ha-stream run',
+    NOT_STREAMING: FIX_PORT + '; wazo-ha-status on the slave says why it does not stream',
+    BROKEN: 'see wazo-ha-status and the log on the slave',
+}
+# libpq's words for a master out of reach
+UNREACHABLE_WORDS = ('timeout expired', 'Connection refused', 'No route to host',
+                     'Network is unreachable', 'server closed the connection unexpectedly')
+
+
+@dataclass(frozen=True)
+class MasterView:
+    """What the master's hourly run reads of the stream (continuous mode)."""
+    wal_level: str                 # the active value (SHOW wal_level)
+    paired: bool                   # the stream role has a password (wazo-sync -i ran)
+    slots: dict[str, dict]         # our slots on the master (logical.slots)
+    # (cause, said) of the last fallback copy, which dropped the slave's slots: until the slave
+    # hands off again, its missing slot is that cause still
+    dropped: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class InForce:
+    """Which replication is in force for the slave, and why."""
+    streaming: bool
+    cause: str | None = None       # one of the names above, None when streaming
+    said: str = 'continuous'       # what status and the mail say
+    slot: str | None = None        # the slave's slot (the active one, else the newest)
+
+    @property
+    def fix(self) -> str:
+        return FIXES.get(self.cause, '') if self.cause else ''
+
+
+def slave_slot(slots: dict[str, dict]) -> str | None:
+    """The slot the slave streams on: the active one, else the newest (names carry the time)."""
+    return max(slots, key=lambda n: (slots[n]['active'], n)) if slots else None
+
+
+def in_force(view: MasterView) -> InForce:
+    """On the master: does the stream carry the slave's rows? When not, the hourly run copies."""
+    if view.wal_level != 'logical':
+        return InForce(False, WAL_LEVEL, f'wal_level is {view.wal_level} on the master: the '
+                       'stream waits for a PostgreSQL restart')
+    if not view.paired:
+        return InForce(False, NOT_PAIRED, 'the pair is not paired for the stream yet (the stream '
+                       'role has no password: wazo-sync -i has not run since continuous mode)')
+    slot = slave_slot(view.slots)
+    if slot is None and view.dropped is not None:
+        cause, said = view.dropped
+        return InForce(False, cause, said + ' (its slot was dropped for the hourly copy; the slave '
+                       'has not handed off since)')
+    if slot is None:
+        return InForce(False, NO_SLOT, 'the slave has no slot on the master: it has not handed '
+                       'off (it cannot reach the master\'s TCP 5432, or wazo-ha-stream does not '
+                       'run there)')
+    state = view.slots[slot]
+    if state['wal_status'] == 'lost':
+        return InForce(False, SLOT_LOST, f'the slave\'s slot {slot} lost WAL the slave had not '
+                       'received ([database] slot_wal_keep_size)', slot)
+    if not state['active']:
+        return InForce(False, NOT_STREAMING, f'the slave\'s slot {slot} is inactive: the slave '
+                       'does not stream (it cannot reach the master\'s TCP 5432, or its stream '
+                       'is broken)', slot)
+    return InForce(True, slot=slot)
+
+
+def slave_cause(error: str) -> tuple[str, str]:
+    """On the slave: the cause of a failed wazo-ha-stream run, and what status says of it."""
+    if 'no password for the stream role' in error or 'refuses the stream role' in error:
+        return NOT_PAIRED, ('the slave is not paired for the stream yet (wazo-sync -i has not run '
+                            'since continuous mode)')
+    if 'wal_level' in error:
+        return WAL_LEVEL, 'wal_level is not logical on the master: the stream waits for a ' \
+                          'PostgreSQL restart there'
+    if any(word in error for word in UNREACHABLE_WORDS):
+        why = next(word for word in UNREACHABLE_WORDS if word in error)
+        return UNREACHABLE, f'the slave cannot reach the master\'s 5432 ({why})'
+    return BROKEN, 'the stream is broken: ' + error.split('\n', 1)[0][:200]

@@ -45,6 +45,8 @@ class Result(Copy):
     publication: list[str] = field(default_factory=list)  # continuous mode: what changed
     replace_slave: bool = False  # --replace-slave: the slave may have copied another cluster
     held: str | None = None      # why the slave's database was left alone (it serves)
+    fallback: dict | None = None  # continuous mode, the stream not in force: why (cause, said,
+                                  # fix, since); this run copied as in hourly mode
 
     def sentence(self) -> str:
         if self.held is not None:
@@ -63,6 +65,9 @@ class Result(Copy):
                     + f', {self.sequences_set} sequences moved forward on the slave, in '
                     f'{self.duration:.2f} s')
         target = f'{self.slave} (verified by content)' if self.verified else self.slave
+        if self.fallback is not None:
+            target = (f'{self.slave} (hourly copy: continuous replication is not in force, '
+                      f'{self.fallback["said"]})')
         if not self.tables_copied and not self.sequences_set:
             return (f'replication to {target}: the slave was already up to date '
                     f'({self.tables_unchanged} tables compared, {len(self.tables_excluded)} '
@@ -76,12 +81,13 @@ class Result(Copy):
 
 
 def run(settings: Settings, argument: str | None, verify: bool = False, *,
-        reconcile: Callable[[Settings, str, Result], None],
+        reconcile: Callable[[Settings, str, Result, Callable], None],
         serving: Callable[[str], str | None] | None = None, force: bool = False,
         replace: bool = False) -> Result:
     """One replication; `verify`: compare every copied table by content (else done when
     [database] verify_every says it is due). In continuous mode the stream carries the rows:
-    `reconcile` (the stream's master side, given by the command) does this run's part.
+    `reconcile` (the stream's master side, given by the command) does this run's part; given
+    the copy as in hourly mode (copy(prepare)), it makes it when the stream is not in force.
     `serving(slave_ip)` (given by the command) says why the slave must be left alone now (it
     serves telephony, or that cannot be told), None when it may be written; `force` copies
     anyway. In hourly mode it is asked while the run logs into both databases and compares
@@ -107,10 +113,13 @@ def run(settings: Settings, argument: str | None, verify: bool = False, *,
         try:
             if continuous:
                 result.replace_slave = replace
-                reconcile(settings, slave_ip, result)
+                def copy(prepare: Callable[[Nodes], None]) -> None:
+                    _replicate(settings, slave_ip, result, replace, None if force else serving,
+                               prepare=prepare, trust_tracking=False)
+                reconcile(settings, slave_ip, result, copy)
             else:
                 _replicate(settings, slave_ip, result, replace, None if force else serving,
-                           asked)
+                           asked=asked)
         except SlaveServes as e:  # rolled back (a failover came while copying), held
             if e.during_copy:
                 logger.warning('replication to %s rolled back: the slave started serving '
@@ -227,16 +236,23 @@ def _commit_guard(serving: Callable[[str], str | None], slave_ip: str):
 
 def _replicate(settings: Settings, slave_ip: str, result: Result, replace: bool = False,
                serving: Callable[[str], str | None] | None = None,
+               prepare: Callable[[Nodes], None] | None = None,
+               trust_tracking: bool = True,
                asked: concurrent.futures.Future | None = None) -> None:
-    """`asked`: serving's answer under way (read while this compares), awaited before any
-    write; SlaveServes when the slave serves."""
+    """The atomic copy. `prepare(nodes)` (the stream's fallback) runs first, before the
+    master's snapshot is taken; without `trust_tracking` every table is compared by content
+    (the stream wrote the slave behind the tracking record's back). `asked`: serving's answer
+    under way (read while this compares), awaited before any write; SlaveServes when the
+    slave serves."""
     with Nodes(settings, slave_ip, NAME) as nodes:
         if serving is not None:
             nodes.commit_guard = _commit_guard(serving, slave_ip)
+        if prepare is not None:
+            prepare(nodes)
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         now = tuple(tracking.Horizon(**h) for h in nodes.both(catalog.horizon))
         to_record = guard_slave(settings, nodes, slave_ip, now[0].system, replace)
-        record = _trusted_record(settings, slave_ip, now)
+        record = _trusted_record(settings, slave_ip, now) if trust_tracking else None
         if result.verified or record is None:  # every row read: not on a slave that serves
             _unless_serving(asked, nodes)
         changes = find_changes(nodes, tables, record, verify=result.verified)

@@ -1,6 +1,7 @@
 """The stream's control record on the slave, kept between runs of wazo-ha-stream and written by
 the failover and by pause too, under its own lock (the three may write at once): who disabled
-the subscription, a hand-off asked for, the failures last mailed. Read and written here only."""
+the subscription, a hand-off asked for, the failures last mailed, why it does not stream (the
+master copies hourly meanwhile). Read and written here only."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import dataclasses
 import logging
 import os
 import secrets
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Iterator
@@ -31,6 +33,11 @@ class Control:
     mailed_hand_off: str | None = None  # the cause of the unplanned hand-off last mailed
     mailed_tampering: str | None = None  # what someone changed in the subscription, last mailed
     failover_fence: str | None = None   # a new one at each failover and pause: see no_failover_since
+    # why this slave does not stream (decisions/stream: UNREACHABLE, NOT_PAIRED...), what status
+    # says of it and since when (local time, as status shows it); None while it streams
+    cause: str | None = None
+    cause_said: str | None = None
+    cause_since: str | None = None
 
 
 def control_from_dict(data, path: str) -> Control:
@@ -96,3 +103,15 @@ def mailed(settings: Settings, field: str) -> KeyStore:
     """One of the record's mailed keys (`mailed`, `mailed_hand_off`), for mail_once."""
     return KeyStore(lambda: getattr(load_control(settings), field),
                     lambda key: update_control(settings, **{field: key}))
+
+
+def record_cause(settings: Settings, cause: str | None, said: str | None) -> None:
+    """Why this slave does not stream (None: it streams); since when is kept while the cause
+    stays the same."""
+    current = load_control(settings)
+    if cause == current.cause and said == current.cause_said:
+        return
+    since = current.cause_since if cause is not None and cause == current.cause else None
+    if cause is not None and since is None:
+        since = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())
+    update_control(settings, cause=cause, cause_said=said, cause_since=since)

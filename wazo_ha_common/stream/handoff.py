@@ -1,7 +1,9 @@
 """The hand-off from copy to stream, on the slave: a slot on the master with an exported
 snapshot, the atomic copy read from that snapshot, and the subscription on that slot started
 in the copy's own transaction. Every change after the snapshot is kept for the slot and
-streamed; none before it is applied twice.
+streamed; none before it is applied twice. The copy takes the slave's copy lock first: a
+fallback copy of the master's hourly run (stream.master) and a hand-off never write the
+slave's tables at once; its docstring says which wins and why nothing is applied twice.
 
 Cut short anywhere (killed, link cut, either PostgreSQL stopped), the slave's transaction
 rolls back: its tables and its subscription stay as they were; the slot made for it is dropped
@@ -88,10 +90,17 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         nodes.commit_guard = guard
         result = Copy()
         started = time.monotonic()
+        # one copy into the slave's tables at a time: a fallback copy of the master's hourly
+        # run waits for this one, or this one for it (see stream.master: which wins)
+        logical.copy_lock(nodes.scur)
         if subscription is not None:  # the transaction starts by dropping the current one
             logical.drop_subscription(nodes.scur, SUBSCRIPTION)
-            # the writer's retry rolls back: the old subscription is back, drop it again
-            nodes.after_rollback = lambda cur: logical.drop_subscription(cur, SUBSCRIPTION)
+
+        def again(cur) -> None:  # the writer's retry rolled back: the lock and the drop again
+            logical.copy_lock(cur)
+            if subscription is not None:
+                logical.drop_subscription(cur, SUBSCRIPTION)
+        nodes.after_rollback = again
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         if {t.name for t in tables} != copied:  # read from the same snapshot: never
             raise WazoHaError('the copied tables changed during the hand-off: tried again at '

@@ -13,7 +13,7 @@ from ..adapters.system import mail_once, single_instance
 from ..decisions import health
 from ..decisions.replication import schema_differences
 from ..decisions.stream import (BY_FAILOVER, BY_SCHEMA, DISABLE, DROP, HAND_OFF, LAG_WAIT, Facts,
-                                decide)
+                                UNREACHABLE_WORDS, decide, slave_cause)
 from ..errors import WazoHaError
 from ..decisions.origin import Look, kept_serving
 from ..failover import check, master_origin, services
@@ -21,7 +21,8 @@ from ..replication import origin
 from ..replication.compare import SchemaMismatch
 from ..settings import CONTINUOUS, Settings
 from . import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION, connection as access, owner, slots
-from .control import Control, load_control, mailed, no_failover_since, update_control
+from .control import (Control, load_control, mailed, no_failover_since, record_cause,
+                      update_control)
 from .failover import stop_applying
 from .handoff import APPLICATION, hand_off
 
@@ -30,9 +31,9 @@ logger = logging.getLogger('wazo-ha')
 JOB = jobs.STREAM
 UNPLANNED_SUBJECT = 'Slave continuous replication: a fresh copy was needed'
 TAMPERED_SUBJECT = 'Slave continuous replication: the subscription was tampered with'
-# libpq's words for a master out of reach (not mailed: the master check handles that)
-UNREACHABLE = ('timeout expired', 'Connection refused', 'No route to host',
-               'Network is unreachable', 'server closed the connection unexpectedly')
+# libpq's words for a master out of reach (not mailed: the master check handles that; the
+# master's hourly run copies meanwhile, and mails the cause it sees)
+UNREACHABLE = UNREACHABLE_WORDS
 
 
 class StreamError(WazoHaError):
@@ -75,6 +76,8 @@ def run(settings: Settings, argument: str | None) -> str:
             said = str(e) if isinstance(e, WazoHaError) else f'{type(e).__name__}: {e}'
             jobs.save_last_run(settings.paths.state_dir, JOB,
                                jobs.LastRun('failed', time.time(), said, kind, details))
+            if settings.continuous:  # the master's hourly run copies meanwhile: status says why
+                record_cause(settings, *slave_cause(said))
             _mail_once(settings, said, kind)
             raise
         details['duration'] = time.monotonic() - started
@@ -82,6 +85,7 @@ def run(settings: Settings, argument: str | None) -> str:
         jobs.save_last_run(settings.paths.state_dir, JOB,
                            jobs.LastRun('ok', time.time(), sentence, None, details))
         update_control(settings, mailed=None)
+        record_cause(settings, None, None)
         logger.info('%s', sentence)
         return sentence
 

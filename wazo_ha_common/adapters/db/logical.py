@@ -229,3 +229,21 @@ def restart_apply_worker(cur, name: str) -> int:
         JOIN pg_catalog.pg_subscription s ON s.oid = w.subid
         WHERE s.subname = %s AND w.pid IS NOT NULL""", (name,))
     return int(cur.fetchone()[0])
+
+
+@translated
+def wal_level(cur) -> str:
+    """The wal_level PostgreSQL runs with (a new value written takes effect at a restart)."""
+    cur.execute('SHOW wal_level')
+    return cur.fetchone()[0]
+
+
+# one copy at a time into the slave's tables, whoever makes it: the master's fallback copy and
+# the slave's hand-off take this transaction lock on the slave first (see stream.master)
+COPY_LOCK = 0x77617a6f6861   # 'wazoha'
+
+
+@translated
+def copy_lock(cur) -> None:
+    """In the slave's writing transaction: wait for any other copy into its tables to end."""
+    cur.execute('SELECT pg_catalog.pg_advisory_xact_lock(%s)', (COPY_LOCK,))
