@@ -169,26 +169,25 @@ def profile(master, slave, copied, empty, repeat: int, against: str | None) -> N
     command = ['/usr/bin/python3', os.path.join(HERE, '..', 'bin', 'xivo-master-slave-db-replication')]
     old = old_command(master, against) if against else None
     walls, steps = {}, {}
+
+    def start(scenario, argv, side_env):
+        """The slave as the scenario starts from (as in the comparison with the baseline)."""
+        if scenario == 'full copy':
+            reset_slave_config(slave, copied, empty)
+        else:
+            timed(master, argv, env=side_env)
+            if scenario == '1% changed':
+                change_one_percent(master)
+
     for scenario in ('full copy', 'no change', '1% changed'):
         for n in range(repeat):
             for side, (argv, side_env) in (('now', (command, env)), ('old', old or (None, None))):
                 if argv is None:
                     continue
-                if scenario == 'full copy':
-                    reset_slave_config(slave, copied, empty)
-                else:
-                    timed(master, argv, env=side_env)
-                    if scenario == '1% changed':
-                        change_one_percent(master)
+                start(scenario, argv, side_env)
                 walls.setdefault((scenario, side, 'plain'), []).append(
                     timed(master, argv, env=side_env)[0])
-                # once more from the same start, profiled
-                if scenario == 'full copy':
-                    reset_slave_config(slave, copied, empty)
-                else:
-                    timed(master, argv, env=side_env)
-                    if scenario == '1% changed':
-                        change_one_percent(master)
+                start(scenario, argv, side_env)  # once more from the same start, profiled
                 out = os.path.join(master.root, f'profile-{side}-{n}')
                 wall, _ = timed(master, ['/usr/bin/python3', '-m', 'cProfile', '-o', out,
                                          *argv[1:]], env=side_env)
