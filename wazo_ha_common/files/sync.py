@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from typing import Callable, Iterator
@@ -328,13 +329,36 @@ def _stage(settings: Settings, target: str, module: rsync_modules.Module, stagin
                         f'status {result.returncode}: {tail(result.stderr, 2)}')
 
 
+SHARED_CONNECTION_PREFIX = 'wazo-ha-ssh-'
+
+
+def _sweep_shared_connections(idle: int) -> None:
+    """The directories a killed run left (its connection ended by itself `idle` seconds
+    after its last read): this user's own, never followed through a link."""
+    top = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(top) if n.startswith(SHARED_CONNECTION_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(top, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and \
+                time.time() - st.st_mtime > idle + 60:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def serving_reader(settings: Settings) -> Iterator[Callable[[str], str | None]]:
     """slave_serving for the reads of one run (the replication's, before its copy and again
     right before its commit): they share one SSH connection, its control socket in a private
     directory, ended when the block ends. Each read is still a read of the record as it is
     then, through the same key and forced command."""
-    control_dir = tempfile.mkdtemp(prefix='wazo-ha-ssh-')  # mode 0700: this user's only
+    _sweep_shared_connections(settings.sync.shared_connection_idle)
+    control_dir = tempfile.mkdtemp(prefix=SHARED_CONNECTION_PREFIX)  # 0700: this user's only
     control = os.path.join(control_dir, 'ssh')
     targets = set()
 
