@@ -29,8 +29,9 @@ deps:
 
 # the suite in TEST_JOBS processes (pytest-xdist; whole files to each, so that a file's shared
 # testbed is built once; 0: one process), then the package tests alone: they install the .deb
-# on the host, which no live testbed may see
-TEST_JOBS ?= 2
+# on the host, which no live testbed may see. Three on two cores: a test mostly waits (for
+# probes, timeouts, PostgreSQL, ssh), a worker used a third of a core on average with two
+TEST_JOBS ?= 3
 check: deps
 	$(PYTHON) -m pytest -n $(TEST_JOBS) --dist loadfile --ignore=tests/package; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \

@@ -15,7 +15,13 @@ the phones' word, per phone and trial:
   server); calls out fail: the same for the phone's own calls (primary first, then backup);
 - on failover, the server's part (link cut -> the slave's registrar first answers SIP) and
   the phone's part (the rest: waiting for its next registration, which finds the master dead);
-- on failback, the slave's stop (master back -> the slave's registrar last answers).
+- on failback, the slave's stop (master back -> the slave's registrar last answers: both nodes
+  serve meanwhile), and per node: how long calls into the phone through the master alone fail
+  (a caller reaching the master only, as an incoming trunk on it), and of that the part after
+  the slave stopped (the master-only gap: nobody can reach the phone).
+
+The phones' renewal margin and retransmissions are options (--refresh-margin, --retry-counts),
+for the sweep of what the 300 s promise depends on.
 
 Checkers side by side: Wazo's original xivo-check-master-status (xivo-config's
 sbin/xivo-check-master-status: every minute `ping -c 3 -i 10`, no reply -> start, else stop),
@@ -90,6 +96,12 @@ def original_cron(node, master_ip: str, period: float, ping_interval: float) -> 
     return Cron(node, period, [script, master_ip, f'{ping_interval:g}'])
 
 
+def phone_timers(args) -> Timers:
+    """The phones' timers in real time: Yealink's defaults, the renewal margin and the
+    retransmissions as asked."""
+    return Timers(refresh_margin=args.refresh_margin, retry_counts=args.retry_counts)
+
+
 def scaled_expiry(expiry: tuple[int, int, int], scale: float) -> tuple[int, int, int]:
     return tuple(max(1, round(v * scale)) for v in expiry)
 
@@ -107,7 +119,7 @@ def trial(bed, master, slave, phones_node, args, scenario: str, number: int, wor
     checker, expiry, wait = SCENARIOS[scenario]
     s = args.scale
     low, default, high = scaled_expiry(expiry, s)
-    timers = dataclasses.replace(Timers().scaled(s), call_every=args.round * s)
+    timers = dataclasses.replace(phone_timers(args).scaled(s), call_every=args.round * s)
     refresh = high - min(timers.refresh_margin, high / 2)  # phones ask 3600: granted = max
     # the slave is on standby, the master serves
     assert wait_until(lambda: slave.services_state() == 'base' and not slave.registrar_running(),
@@ -117,7 +129,7 @@ def trial(bed, master, slave, phones_node, args, scenario: str, number: int, wor
     seed = number * 7919 + len(scenario)
     if args.stack == 'sipp':
         names = [f'sipp{i + 1}' for i in range(args.phones)]
-        sipp = SippPhones(phones_node, [master, slave], args.phones, timers, refresh, refresh)
+        sipp = SippPhones(phones_node, [master, slave], args.phones, timers, spread=refresh)
         phones = Phones(phones_node, [master, slave], 0, timers, call_in_every=args.round * s,
                         seed=seed, call_users=names)
     else:
@@ -158,6 +170,7 @@ def trial(bed, master, slave, phones_node, args, scenario: str, number: int, wor
         capture.close()
     messages = sip_messages(capture.path)
     calls_in, calls_out = attempts(messages, 'in'), attempts(messages, 'out')
+    via_master = attempts(messages, 'in', via=master.ip)
     answered = first_from(messages, slave.ip, down)
     server = (answered - down) if answered else float('inf')
     stopped = last_from(messages, slave.ip, end, up)
@@ -172,11 +185,18 @@ def trial(bed, master, slave, phones_node, args, scenario: str, number: int, wor
             fb_out = failed_time(calls_out[name], up, end)[0] / s
         else:  # SIPp phones place no calls
             fo_out = fb_out = None
+        # the per-node view: a caller reaching the master only (an incoming trunk on it)
+        fb_master, fb_master_cut = failed_time(via_master.get(name, []), up, end)
+        gap, gap_cut = failed_time(via_master.get(name, []), stopped or end, end)
         rows.append({'phone': name, 'failover_in': fo_in / s, 'failover_out': fo_out,
                      'phone_part': max(0.0, fo_in - server) / s if fo_in else 0.0,
                      'failback_in': fb_in / s, 'failback_out': fb_out,
-                     'cut': fo_in_cut or fb_in_cut})
+                     'failback_in_master': fb_master / s, 'master_only_gap': gap / s,
+                     'cut': fo_in_cut or fb_in_cut or fb_master_cut or gap_cut})
     result = {'scenario': scenario, 'trial': number, 'scale': s, 'stack': args.stack,
+              'refresh_margin': args.refresh_margin,
+              'request_timeout': phone_timers(args).request_timeout,
+              'down': down, 'up': up, 'end': end,
               'server_part': server / s,
               'slave_stopped_after': ((stopped - up) / s) if stopped else None,
               'start_asked': ((started[0] - down) / s) if started else None,
@@ -251,24 +271,29 @@ def stats(values: list[float]) -> str:
 
 
 def table(results: list[dict], phones: int) -> str:
-    lines = ['| scenario | checker | expiry min/default/max (s) | failback wait | trials x phones '
+    lines = ['| scenario | checker | expiry min/default/max (s) | phones renew before expiry / '
+             'request fails after (s) | failback wait | trials x phones '
              '| scale | server part (s) p50 / max | calls in fail, failover (s) p50 / p95 / max '
              '| phone part (s) | own calls fail, failover (s) | calls in fail, failback (s) '
-             '| own calls fail, failback (s) | slave stops after master back (s) '
-             '| REGISTER/s per 1000 phones |',
-             '|' + '---|' * 14]
+             '| own calls fail, failback (s) | calls in via the master only fail, failback (s) '
+             '| of which after the slave stopped (s) | both nodes serve: master back to the '
+             "slave's last SIP (s) | REGISTER/s per 1000 phones |",
+             '|' + '---|' * 17]
     by = {}
     for r in results:
-        by.setdefault((r['scenario'], r['scale'], r.get('stack', 'model')), []).append(r)
-    for (scenario, scale, stack), rs in by.items():
+        timers = (r.get('refresh_margin', Timers().refresh_margin),
+                  r.get('request_timeout', Timers().request_timeout))
+        by.setdefault((r['scenario'], r['scale'], r.get('stack', 'model'), timers), []).append(r)
+    for (scenario, scale, stack, (margin, timeout)), rs in by.items():
         checker, expiry, wait = SCENARIOS[scenario]
         rows = [p for r in rs for p in r['phones']]
         servers = [r['server_part'] for r in rs]
         stops = [r['slave_stopped_after'] for r in rs if r['slave_stopped_after'] is not None]
-        refresh = expiry[2] - min(Timers().refresh_margin, expiry[2] / 2)
+        refresh = expiry[2] - min(margin, expiry[2] / 2)
         cut = sum(1 for p in rows if p['cut'])
         lines.append(
-            f'| {scenario}{" (SIPp phones)" if stack == "sipp" else ""} | {checker} | {"/".join(map(str, expiry))} | '
+            f'| {scenario}{" (SIPp phones)" if stack == "sipp" else ""} | {checker} | '
+            f'{"/".join(map(str, expiry))} | {margin:g} / {timeout:g} | '
             f'{"on" if wait else "off"} | {len(rs)} x {len(rs[0]["phones"])} | {scale:g} | '
             f'{statistics.median(servers):.0f} / {max(servers):.0f} | '
             f'{stats([p["failover_in"] for p in rows])}{" (cut: %d)" % cut if cut else ""} | '
@@ -276,6 +301,8 @@ def table(results: list[dict], phones: int) -> str:
             f'{stats([p["failover_out"] for p in rows if p["failover_out"] is not None])} | '
             f'{stats([p["failback_in"] for p in rows])} | '
             f'{stats([p["failback_out"] for p in rows if p["failback_out"] is not None])} | '
+            f'{stats([p["failback_in_master"] for p in rows if "failback_in_master" in p])} | '
+            f'{stats([p["master_only_gap"] for p in rows if "master_only_gap" in p])} | '
             f'{stats(stops)} | {1000 / refresh:.1f} |')
     return '\n'.join(lines)
 
@@ -296,6 +323,12 @@ def main():
     parser.add_argument('--hold', type=float, default=20.0,
                         help='seconds (real time) the master stays dead once every phone is on '
                              'the slave, and the run goes on once all are back')
+    parser.add_argument('--refresh-margin', type=float, default=Timers().refresh_margin,
+                        help='seconds (real time) before the granted expiry a phone renews '
+                             '(0: at expiry; at most half the expiry)')
+    parser.add_argument('--retry-counts', type=int, default=Timers().retry_counts,
+                        help='retransmissions before a REGISTER or call fails: 3 = 7.5 s, '
+                             "5 = 31.5 s (about RFC 3261's timer B, 32 s)")
     parser.add_argument('--stack', choices=('model', 'sipp'), default='model',
                         help="the phones: tests/phone.py's model, or SIPp (tests/sipp_phones.py, "
                              'the cross-check: calls into the phones only)')

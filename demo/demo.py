@@ -109,7 +109,11 @@ def main():
         story.say(f'  {args.phones} phones: calls reach them again '
                   f'{figures["failover_in_p95"]:.0f} s after the master died (p95)'
                   + (', none unreachable at failback' if figures.get('failback_unreachable') == 0
-                     else f', {figures.get("failback_unreachable", "?")} unreachable at failback'))
+                     else f', {figures.get("failback_unreachable", "?")} unreachable at failback')
+                  + (' (none through the master alone after the slave stopped)'
+                     if figures.get('master_alone_unreachable') == 0 else
+                     f' ({figures.get("master_alone_unreachable", "?")} through the master alone '
+                     'after the slave stopped)'))
     story.say(f'  continuous mode: a change on the master reached the slave {point:.2f} s later'
               if point is not None else '  continuous mode: the change did not reach the slave')
     story.say('  everything the demo created has been removed')

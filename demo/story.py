@@ -203,15 +203,24 @@ class Story:
                   f'after the master died (p95; worst {max(calls_in):.0f} s), their own calls '
                   f'{percentile(calls_out, 95):.0f} s (p95); {moved} registered on the slave')
 
-    def phones_after_failback(self, back: float) -> None:
+    def phones_after_failback(self, back: float, stopped: float) -> None:
         returned = self.wait_phones(self.master, back, self.expiry[2] + 300 * self.phone_scale)
         time.sleep(1 + 16 * self.phone_scale)
         calls_in, calls_out = self.phones_failed(back, time.time())
         cut = [t for t in calls_in if t > 0]
+        # a caller who reaches the master only (a trunk on it), once the slave has stopped
+        end = time.time() - 1 - 8 * self.phone_scale
+        via_master = attempts(sip_messages(self.capture.path), 'in', via=self.master.ip)
+        gaps = [failed_time(series, stopped, end)[0] for series in via_master.values()]
+        alone = [t for t in gaps if t > 0]
         self.phones_figures['failback_unreachable'] = len(cut)
+        self.phones_figures['master_alone_unreachable'] = len(alone)
         self.mark(f'{len(calls_in)} phones: ' + (
-            'none unreachable at failback' if not cut else
+            'none unreachable at failback (called through either node)' if not cut else
             f'{len(cut)} unreachable at failback, for up to {max(cut):.0f} s')
+            + ('; through the master alone, none unreachable after the slave stopped'
+               if not alone else f'; through the master alone, {len(alone)} unreachable after '
+               f'the slave stopped, for up to {max(alone):.0f} s')
             + f'; {returned} registered on the master again')
 
     def master_dies(self) -> float | None:
@@ -244,7 +253,7 @@ class Story:
                       f'master came back (it must answer for {self.check["up_after"]} s first'
                       + (', then its phones had to leave it)' if self.phones else ')'))
             if self.phones:
-                self.phones_after_failback(back)
+                self.phones_after_failback(back, stopped)
             record = self.served_record(wait=30)
             if record and record.ended_at is not None:
                 self.mark(f'the slave recorded the telephony it served: episode {record.episode}, '

@@ -119,15 +119,21 @@ def sip_messages(path: str) -> list[Sip]:
     return out
 
 
-def attempts(messages: list[Sip], kind: str) -> dict[str, list[tuple[float, bool]]]:
+def attempts(messages: list[Sip], kind: str,
+             via: str | None = None) -> dict[str, list[tuple[float, bool]]]:
     """Per phone, its call attempts of `kind` ('in' or 'out') in time order: (when the first
     INVITE of the attempt crossed the bridge, or the call was placed when its Call-ID says so,
-    whether a 200 answered one of its INVITEs on the bridge)."""
+    whether a 200 answered one of its INVITEs on the bridge). A round of calls in is one
+    attempt through every server (it works if one answers); with `via` (a server's address),
+    only the calls in through that server count: the view of a caller who reaches that node
+    only."""
     first: dict[tuple[str, str], float] = {}
     answered: set[tuple[str, str]] = set()
     for m in messages:
         parts = m.call_id.split('-')
         if len(parts) < 3 or parts[0] != kind or not m.cseq.endswith('INVITE'):
+            continue
+        if via is not None and (len(parts) < 4 or parts[3] != via):
             continue
         key = (parts[1], parts[2])
         if m.method == 'INVITE':

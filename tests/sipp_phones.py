@@ -19,19 +19,34 @@ from phone import Timers
 from testbed import Node
 
 
-def registration_scenario(primary: str, backup: str, timers: Timers, refresh: float,
-                          uas_port: int) -> str:
-    """A SIPp scenario: register on the primary (failed after the request timeout; sent once:
-    the bridge loses nothing, and SIPp's own retransmission timer stalls its scenario on the
-    answer), renew every `refresh` s; failed: register on the backup, then try the
-    primary every fallback_timeout (answered: back on it) while renewing the backup's
-    registration every `refresh` s; both failed: again after reg_fail_retry_interval."""
-    timeout = max(1, round(timers.request_timeout * 1000))
+def registration_scenario(primary: str, backup: str, timers: Timers, uas_port: int) -> str:
+    """A SIPp scenario: register on the primary (failed when SIPp's own retransmissions, every
+    T1 doubled, `-max_non_invite_retrans` of them, go unanswered: SIPp's transaction timer, not
+    ours); renew `refresh_margin` s before the expiry the registrar granted (the `expires`
+    of its 200's Contact, read and computed by SIPp, at most half of it); failed: register on
+    the backup, then try the primary every fallback_timeout (answered: back on it) while
+    renewing the backup's registration before the expiry it granted; both failed: again after
+    reg_fail_retry_interval."""
+    t1 = max(1, round(timers.t1 * 1000))
+    margin = round(timers.refresh_margin * 1000)
+    # the schedule comes from the registrar's answer, not from our reading of the settings:
+    # renew = max(granted * 1000 - margin, granted * 1000 / 2) ms
+    granted = textwrap.dedent(f'''\
+        <action>
+          <ereg regexp="expires=([0-9]+)" search_in="hdr" header="Contact:" assign_to="m,granted"/>
+          <todouble assign_to="renew" variable="granted"/>
+          <multiply assign_to="renew" value="1000"/>
+          <assign assign_to="half" variable="renew"/>
+          <divide assign_to="half" value="2"/>
+          <subtract assign_to="renew" value="{margin}"/>
+          <test assign_to="short" variable="renew" compare="less_than" variable2="half"/>
+        </action>
+        ''')
 
     def register(host: str, on_timeout: str, after: str = '') -> str:
         return textwrap.dedent(f'''\
             <nop><action><setdest host="{host}" port="5060" protocol="udp"/></action></nop>
-            <send><![CDATA[
+            <send retrans="{t1}" ontimeout="{on_timeout}"><![CDATA[
             REGISTER sip:{host}:5060 SIP/2.0
             Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch];rport
             From: <sip:sipp[call_number]@{host}>;tag=[call_number]reg
@@ -45,21 +60,23 @@ def registration_scenario(primary: str, backup: str, timers: Timers, refresh: fl
             Content-Length: 0
 
             ]]></send>
-            <recv response="200" timeout="{timeout}" ontimeout="{on_timeout}"{after}/>
-            ''')
+            <recv response="200">
+            ''') + granted + '</recv>\n' + (
+            '<nop condexec="short"><action><assign assign_to="renew" variable="half"/>'
+            '</action></nop>\n') + (f'<nop{after}/>\n' if after else '')
 
-    # on the backup the scenario ticks every `step`: renews the backup every `renew` ticks and
-    # tries the primary every `probe` ticks (both timers run side by side, as in the model)
-    step = min(refresh, timers.fallback_timeout)
-    renew = max(1, round(refresh / step))
-    probe = max(1, round(timers.fallback_timeout / step))
+    # on the backup the scenario ticks every `step` ms (2 T1): renews the backup once `renew`
+    # ms have passed since its registration, tries the primary every fallback_timeout (both
+    # timers run side by side, as in the model)
+    step = max(1, round(timers.t1 * 2 * 1000))
+    probe = round(timers.fallback_timeout * 1000)
     return (
         '<?xml version="1.0" encoding="ISO-8859-1" ?>\n'
         '<scenario name="phone with a primary and a backup registrar, one at a time">\n'
         '<label id="primary"/>\n'
         + register(primary, 'to_backup')
         + '<label id="on_primary"/>\n'
-        f'<pause milliseconds="{round(refresh * 1000)}"/>\n'
+        '<pause variable="renew"/>\n'
         '<nop next="primary"/>\n'
         '<label id="to_backup"/>\n'
         '<nop><action><assign assign_to="b" value="0"/></action></nop>\n'
@@ -67,19 +84,19 @@ def registration_scenario(primary: str, backup: str, timers: Timers, refresh: fl
         + register(backup, 'failed')
         + '<nop><action><assign assign_to="a" value="0"/></action></nop>\n'
         '<label id="on_backup"/>\n'
-        f'<pause milliseconds="{round(step * 1000)}"/>\n'
-        '<nop><action><add assign_to="a" value="1"/><add assign_to="b" value="1"/>'
-        f'<test assign_to="renew" variable="a" compare="greater_than_equal" value="{renew}"/>'
+        f'<pause milliseconds="{step}"/>\n'
+        f'<nop><action><add assign_to="a" value="{step}"/><add assign_to="b" value="{step}"/>'
+        '<test assign_to="renew_now" variable="a" compare="greater_than_equal" variable2="renew"/>'
         f'<test assign_to="probe" variable="b" compare="greater_than_equal" value="{probe}"/>'
         '</action></nop>\n'
         '<nop next="try_primary" test="probe"/>\n'
-        '<nop next="backup" test="renew"/>\n'
+        '<nop next="backup" test="renew_now"/>\n'
         '<nop next="on_backup"/>\n'
         '<label id="try_primary"/>\n'
         '<nop><action><assign assign_to="b" value="0"/></action></nop>\n'
         + register(primary, 'probe_failed', ' next="on_primary"')
         + '<label id="probe_failed"/>\n'
-        '<nop next="backup" test="renew"/>\n'
+        '<nop next="backup" test="renew_now"/>\n'
         '<nop next="on_backup"/>\n'
         '<label id="failed"/>\n'
         f'<pause milliseconds="{round(timers.reg_fail_retry_interval * 1000)}"/>\n'
@@ -89,20 +106,22 @@ def registration_scenario(primary: str, backup: str, timers: Timers, refresh: fl
 
 class SippPhones:
     """`count` SIPp phones in `node`, registering on `servers` (primary, backup), their
-    registrations spread evenly over `spread` seconds."""
+    registrations spread evenly over `spread` seconds; each renews from the expiry its
+    registrar granted (the scenario's own arithmetic)."""
 
     REG_PORT, UAS_PORT = 5300, 5301
 
     def __init__(self, node: Node, servers: list[Node], count: int, timers: Timers,
-                 refresh: float, spread: float):
+                 spread: float):
         self.node, self.count = node, count
         self.dir = os.path.join(node.root, f'sipp-{os.getpid()}-{id(self)}')
         os.makedirs(self.dir)
         self.scenario = os.path.join(self.dir, 'register.xml')
         with open(self.scenario, 'w') as f:
-            f.write(registration_scenario(servers[0].ip, servers[1].ip, timers, refresh,
+            f.write(registration_scenario(servers[0].ip, servers[1].ip, timers,
                                           self.UAS_PORT))
         self.primary = servers[0].ip
+        self.retransmissions = timers.retry_counts
         self.spread = spread
         self.procs: list[subprocess.Popen] = []
         self.names = [f'sipp{i + 1}' for i in range(count)]
@@ -124,6 +143,8 @@ class SippPhones:
         self.procs.append(self._sipp('register', '-sf', self.scenario, '-i', self.node.ip, '-p',
                                      self.REG_PORT, '-m', self.count, '-l', self.count,
                                      '-r', 1, '-rp', period, '-default_behaviors', 'none',
+                                     '-max_non_invite_retrans', self.retransmissions,
+                                     '-max_retrans', self.retransmissions,
                                      f'{self.primary}:5060'))
         return self
 

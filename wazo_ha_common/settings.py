@@ -324,11 +324,14 @@ TABLE = (
             'by content whatever the tracking record says, repairs any difference and mails root when\n'
             'the tracking had missed one (also by hand: xivo-master-slave-db-replication --verify);\n'
             '0 = never'),
-    Setting('database', 'mode', 'hourly', Choice((HOURLY, CONTINUOUS)),
-            'hourly: the master copies its database to the slave every hour (the documented\n'
-            'behaviour); continuous: PostgreSQL logical replication streams every change of the\n'
-            'copied tables to the slave within seconds (the slave runs wazo-ha-stream every\n'
-            'minute; see README "Continuous replication"). The same on both nodes'),
+    Setting('database', 'mode', CONTINUOUS, Choice((HOURLY, CONTINUOUS)),
+            'continuous: PostgreSQL logical replication streams every change of the copied\n'
+            'tables to the slave within seconds (the slave runs wazo-ha-stream every minute and\n'
+            "reaches the master's TCP 5432; whenever it does not stream, the master's hourly run\n"
+            'copies as in hourly mode); hourly: only the hourly copy (the documented behaviour),\n'
+            "the opt-out: no flow from the slave to the master's 5432, no wal_level = logical, the\n"
+            "slave's root cannot read the master's cluster (see README \"Continuous\n"
+            'replication"). The same on both nodes'),
     Setting('database', 'stream_user', 'wazo_ha_stream', Name(),
             'continuous mode: the role the slave logs in as on the master (REPLICATION and\n'
             'SELECT on the copied tables only), created on the master by wazo-ha-config, its\n'

@@ -16,6 +16,7 @@ from phone import Timers
 from check_helpers import FAST
 from check_helpers import configure_fast_slave
 from phones_helpers import Phones
+from sip_capture import Capture, sip_messages
 from sipp_phones import SippPhones
 from testbed import calls_after
 from wazo_ha_common.decisions.registrations import contacts_in
@@ -302,12 +303,25 @@ def test_sipp_phones_fail_over_to_the_backup_and_return(bed, phones_node):
         node.use_sip_registrar(**FAST_EXPIRY)
         node.run('wazo-service', 'start')
     names = ['sipp1', 'sipp2']
-    with SippPhones(phones_node, [master, slave], 2, FAST_PHONE, refresh=4.5, spread=1) as sipp, \
+    with SippPhones(phones_node, [master, slave], 2, FAST_PHONE, spread=1) as sipp, \
             Phones(phones_node, [master, slave], 0, FAST_PHONE, call_in_every=0.5,
                    call_users=names) as caller:
         def on(node):
             return sorted(node.registered()) == names
         assert wait_until(lambda: on(master), 10), 'registered on the master'
+        # they renew before the expiry the registrar granted (SIPp's reading of its answer):
+        # still registered after twice the granted maximum, each renewed at least once and no
+        # more often than every half granted expiry (3 s: 12 s hold at most 4 renewals + 1)
+        capture = Capture(bed, os.path.join(bed.workdir, 'sipp-renewals.pcap'))
+        try:
+            time.sleep(2 * FAST_EXPIRY['max_expiry'])
+        finally:
+            capture.close()
+        assert on(master) and sipp.alive(), 'the registrations were not renewed'
+        renewals = [m.call_id for m in sip_messages(capture.path)
+                    if m.method == 'REGISTER' and m.dst[0] == master.ip]
+        assert len(set(renewals)) == 2 and all(1 <= renewals.count(c) <= 5
+                                                for c in set(renewals)), renewals
         master.link(False)
         assert wait_until(lambda: on(slave), 6 + FAST_PHONE.request_timeout + 3), \
             'moved to the backup'

@@ -35,6 +35,18 @@ def init(master):
     return master.wazo('wazo-sync', '-i', env=master.askpass, timeout=120)
 
 
+def paired_with_sshd(master, slave):
+    configured_with_sshd(master, slave)
+    assert init(master).returncode == 0
+
+
+@pytest.fixture
+def paired(request):
+    """As `nodes`, then paired (wazo-sync -i returned 0): for the tests of what follows the
+    pairing. Shared: reset to this baseline before each test."""
+    return baselines.shaped(request, baselines.SYNC, 'sync-paired', paired_with_sshd)
+
+
 def authorized_keys(slave):
     with open(slave.host_path('/root/.ssh/authorized_keys')) as f:
         return f.read().splitlines()
@@ -93,9 +105,8 @@ def test_init_replaces_an_unrestricted_line_of_the_same_key(nodes):
     assert plain not in lines
 
 
-def test_sync_copies_files_and_deletes_what_the_master_deleted(nodes):
-    master, slave = nodes
-    assert init(master).returncode == 0
+def test_sync_copies_files_and_deletes_what_the_master_deleted(paired):
+    master, slave = paired
     write(master, '/etc/asterisk/extensions_extra.d/custom.conf', '[custom]\n', 0o640)
     write(master, '/etc/asterisk/extensions_extra.d/sub/dir/deep.conf', 'deep\n')
     write(master, '/var/lib/asterisk/agi-bin/script.agi', '#!/bin/sh\n', 0o755)
@@ -156,11 +167,10 @@ def test_a_run_on_the_slave_does_nothing_says_so_and_exits_0(nodes):
     assert slave.mails() == []
 
 
-def test_recordings_made_on_the_slave_survive_a_push(nodes):
+def test_recordings_made_on_the_slave_survive_a_push(paired):
     """Of the tenants' sounds only acd and playback are pushed (Wazo's xivo-sync since 2019):
     a recording the slave made while it served is never deleted by --delete-after."""
-    master, slave = nodes
-    assert init(master).returncode == 0
+    master, slave = paired
     write(master, '/var/lib/wazo/sounds/tenants/t1/playback/welcome.wav', 'master playback')
     write(master, '/var/lib/wazo/sounds/tenants/t1/acd/queue.wav', 'master acd')
     write(master, '/var/lib/wazo/sounds/tenants/t2/playback/other.wav', 'tenant 2')
@@ -179,9 +189,8 @@ def test_recordings_made_on_the_slave_survive_a_push(nodes):
         assert f.read() == 'recorded on the slave during a failover'
 
 
-def test_sshd_down_is_a_clear_failure_and_mails_root(nodes):
-    master, slave = nodes
-    assert init(master).returncode == 0
+def test_sshd_down_is_a_clear_failure_and_mails_root(paired):
+    master, slave = paired
     write(master, '/etc/asterisk/extensions_extra.d/a.conf', 'a\n')
     slave.stop_sshd()
     result = master.wazo('wazo-sync')
@@ -195,9 +204,8 @@ def test_sshd_down_is_a_clear_failure_and_mails_root(nodes):
     assert 'Connection refused' in open(master.log_file).read()
 
 
-def test_unreachable_slave(nodes):
-    master, slave = nodes
-    assert init(master).returncode == 0
+def test_unreachable_slave(paired):
+    master, slave = paired
     write(master, '/etc/asterisk/extensions_extra.d/a.conf', 'a\n')
     slave.link(up=False)
     result = master.wazo('wazo-sync', timeout=60)
@@ -268,11 +276,10 @@ def mailbox(node):
     return out
 
 
-def test_failback_by_hand_merges_messages_and_keeps_the_newer_greeting(nodes):
+def test_failback_by_hand_merges_messages_and_keeps_the_newer_greeting(paired):
     """Messages numbered independently on both nodes are merged, never copied by name; the
     greeting follows the rule of the other failback files (newer wins, the other kept)."""
-    master, slave = nodes
-    assert init(master).returncode == 0
+    master, slave = paired
     leave_message(master, 'INBOX', 0, 'master-a', 1_700_000_000)
     leave_message(master, 'INBOX', 1, 'master-b', 1_700_000_100)
     leave_message(slave, 'INBOX', 0, 'slave-a', 1_700_000_200)  # newer, same name
@@ -293,9 +300,8 @@ def test_failback_by_hand_merges_messages_and_keeps_the_newer_greeting(nodes):
     assert mailbox(master)['INBOX'] == [(0, 'master-a'), (1, 'master-b'), (2, 'slave-a')]
 
 
-def test_failback_voicemail_lands_owned_like_its_folder_without_links_nor_set_id_bits(nodes):
-    master, slave = nodes
-    assert init(master).returncode == 0
+def test_failback_voicemail_lands_owned_like_its_folder_without_links_nor_set_id_bits(paired):
+    master, slave = paired
     leave_message(master, 'INBOX', 0, 'master-a', 1_700_000_000)
     for path in (f'{VM}/INBOX', VM, os.path.dirname(VM)):
         os.chown(master.host_path(path), 4321, 4322)
@@ -315,13 +321,12 @@ def test_failback_voicemail_lands_owned_like_its_folder_without_links_nor_set_id
     assert not os.path.lexists(master.host_path(f'{VM}/Old'))
 
 
-def test_after_failbacks_each_message_comes_back_once_numbered_without_gaps(nodes):
+def test_after_failbacks_each_message_comes_back_once_numbered_without_gaps(paired):
     """Issue 24: a real failover and failback by the slave's check; wazo-sync merges the
     slave's messages into the master's folders; a message the master recorded between the
     failback and the sync is kept; a second sync, a run cut short and the next episode add
     nothing; a message deleted on the master after it came back does not return."""
-    master, slave = nodes
-    assert init(master).returncode == 0
+    master, slave = paired
     leave_message(master, 'INBOX', 0, 'master-a', 1_700_000_000)
     leave_message(master, 'INBOX', 1, 'master-b', 1_700_000_100)
 
@@ -368,13 +373,12 @@ def test_after_failbacks_each_message_comes_back_once_numbered_without_gaps(node
     assert mailbox(master) == {'INBOX': expected['INBOX'] + [(4, 'slave-second')], 'Old': []}
 
 
-def test_attack_a_hostile_slave_chooses_no_owner_link_nor_special_file_on_the_master(nodes):
+def test_attack_a_hostile_slave_chooses_no_owner_link_nor_special_file_on_the_master(paired):
     """The slave offers, in its voicemail: a root-owned 0600 message, a set-uid file, a link to
     /etc, a link to /etc/shadow named like a message, a fifo, and a mailbox the master lacks.
     The master's copies belong to the directory they land in, without set-uid, set-gid or
     sticky bits, and no link, fifo or other special file lands."""
-    master, slave = nodes
-    assert init(master).returncode == 0
+    master, slave = paired
     top = '/var/spool/asterisk/voicemail'
     inbox = f'{top}/default/1001/INBOX'
     asterisk = 4321  # the master's voicemail belongs to its asterisk user
@@ -414,7 +418,7 @@ def test_attack_a_hostile_slave_chooses_no_owner_link_nor_special_file_on_the_ma
 
 
 
-def test_attack_escaped_names_a_world_writable_top_and_hard_links_get_no_root_file(nodes):
+def test_attack_escaped_names_a_world_writable_top_and_hard_links_get_no_root_file(paired):
     """The slave offers, in its recordings (the rsync pull, not the voicemail merge), files
     whose names rsync prints escaped (a newline, non-ASCII letters), root's and 0600, a
     world-writable file and a 1777 directory, and makes its recordings directory 1777; the
@@ -422,8 +426,7 @@ def test_attack_escaped_names_a_world_writable_top_and_hard_links_get_no_root_fi
     the master: every file and directory brought back belongs to the directory it lands in,
     with no world-write nor special bit, the top directory included; the hard link's file keeps
     its owner and mode."""
-    master, slave = nodes
-    assert init(master).returncode == 0
+    master, slave = paired
     top = '/var/spool/asterisk/monitor'
     sub = f'{top}/2026'
     asterisk = 4321
@@ -470,9 +473,8 @@ ATTACK = '/var/lib/asterisk/attack'  # the thief's files, on the master node onl
 
 
 @pytest.fixture
-def thief(nodes):
-    master, slave = nodes
-    assert init(master).returncode == 0
+def thief(paired):
+    master, slave = paired
     write(master, f'{ATTACK}/payload', 'ssh-ed25519 AAAAC3NzaTHIEF thief\n* * * * * root id\n')
     marker = f'wazo-ha-attack-{os.getpid()}'
     guarded = ['/root/.ssh/authorized_keys', '/etc/shadow', '/etc/passwd']
@@ -576,11 +578,11 @@ def test_attack_no_port_forwarding(thief):
         tunnel.wait()
 
 
-def test_the_slave_side_follows_the_settings_and_refuses_the_rest(nodes):
+def test_the_slave_side_follows_the_settings_and_refuses_the_rest(paired):
     """A directory added to [sync] directories on both nodes is accepted after the slave's
-    next check run; one the slave's settings do not list is refused."""
-    master, slave = nodes
-    assert init(master).returncode == 0
+    next converge (cron, every minute: the one writer of its rsync daemon's configuration);
+    one the slave's settings do not list is refused."""
+    master, slave = paired
     write(master, '/var/lib/asterisk/sounds/custom/hello.wav', 'hello')
     extra = {'sync': {'directories': '/etc/asterisk/extensions_extra.d\n/var/lib/asterisk/sounds/custom',
                       'ssh_key': KEY, 'connect_timeout': '3'}}
@@ -588,17 +590,16 @@ def test_the_slave_side_follows_the_settings_and_refuses_the_rest(nodes):
     result = master.wazo('wazo-sync')
     assert result.returncode == 1 and 'var/lib/asterisk/sounds/custom' in result.stderr
     slave.write_settings(**extra)
-    assert slave.wazo('xivo-check-master-status').returncode == 0
+    assert slave.wazo('wazo-ha-config', 'converge').returncode == 0
     result = master.wazo('wazo-sync')
     assert result.returncode == 0, result.stderr
     with open(slave.host_path('/var/lib/asterisk/sounds/custom/hello.wav')) as f:
         assert f.read() == 'hello'
 
 
-def test_after_a_failback_the_next_sync_brings_voicemail_back_once_then_pushes(nodes):
+def test_after_a_failback_the_next_sync_brings_voicemail_back_once_then_pushes(paired):
     """A real failover and failback by the slave's check; then plain wazo-sync runs."""
-    master, slave = nodes
-    assert init(master).returncode == 0
+    master, slave = paired
     check = ('xivo-check-master-status',)
     assert slave.wazo(*check).returncode == 0  # standby
     master.link(up=False)

@@ -68,3 +68,25 @@ def test_calls_into_a_phone_fail_from_the_first_failure_to_the_next_success(tmp_
     assert first_from(messages, SLAVE[0], 101) == 104.1
     assert last_from(messages, SLAVE[0], 110, 101) == 108.9
     assert failed_time(attempts(messages, 'out')['phone1'], 100, 120) == (11.0, True)
+
+
+def test_calls_in_through_one_node_only(tmp_path):
+    """The per-node view: a round answered by the slave works for a caller reaching either node,
+    not for one who reaches the master only (a trunk on it)."""
+    packets = [
+        (100.0, CALLER, MASTER, invite('in-phone1-1-198.18.0.1')),
+        (100.1, CALLER, SLAVE, invite('in-phone1-1-198.18.0.2')),
+        (100.3, SLAVE, CALLER, answer('in-phone1-1-198.18.0.2')),    # still on the slave
+        (100.4, MASTER, CALLER, answer('in-phone1-1-198.18.0.1', '404 Not Found')),
+        (104.0, CALLER, MASTER, invite('in-phone1-2-198.18.0.1')),   # back on the master
+        (104.2, MASTER, CALLER, answer('in-phone1-2-198.18.0.1')),
+        (104.3, CALLER, SLAVE, invite('in-phone1-2-198.18.0.2')),
+        (104.5, SLAVE, CALLER, answer('in-phone1-2-198.18.0.2', '404 Not Found')),
+    ]
+    messages = sip_messages(pcap(tmp_path / 'c.pcap', packets))
+    either = attempts(messages, 'in')
+    assert [ok for _, ok in either['phone1']] == [True, True]
+    master = attempts(messages, 'in', via=MASTER[0])
+    assert master == {'phone1': [(100.0, False), (104.0, True)]}
+    assert failed_time(master['phone1'], 99, 110) == (4.0, False)
+    assert [ok for _, ok in attempts(messages, 'in', via=SLAVE[0])['phone1']] == [True, False]
