@@ -167,6 +167,8 @@ admin_psql =
 passfile = {self.root}/pgpass
 reload_command = /bin/true
 restart_command = /bin/true
+# no cluster here (admin_psql empty): the opt-out, which needs none on a master
+mode = hourly
 [sync]
 rsyncd_conf = {self.root}/rsyncd.conf
 directories = {self.root}/files/extensions

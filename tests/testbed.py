@@ -25,6 +25,7 @@ import textwrap
 import threading
 import time
 import uuid
+from typing import Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, 'tests', 'fixtures')
@@ -356,7 +357,8 @@ class Node:
         return result.stdout.strip()
 
     def write_settings(self, **overrides: dict) -> None:
-        """The node's config.ini; overrides = {section: {key: value}}."""
+        """The node's config.ini; overrides = {section: {key: value}}, a value None leaves
+        the key out (the package's default applies)."""
         sections = {
             'paths': {
                 'ha_conf': '/etc/xivo/ha.conf',
@@ -380,6 +382,11 @@ class Node:
                 **({} if self.with_postgres else {'admin_psql': ''}),
                 'passfile': self.passfile,
                 'subscription_passfile': os.path.join(self.root, 'subscription.pgpass'),
+                # the package's default is continuous; the tests of the hourly copy, the
+                # failover, the files and the access of a slave run the documented opt-out.
+                # Tests of the default pass mode=None (not written), those of the stream
+                # mode=continuous (stream_helpers.continuous_settings)
+                'mode': 'hourly',
             },
             'check': {'probe_interval': '1', 'down_after': '3', 'up_after': '4',
                       'run_for': '0', 'probe_timeout': '1'},
@@ -394,6 +401,9 @@ class Node:
         }
         for section, values in overrides.items():
             sections.setdefault(section, {}).update(values)
+        for values in sections.values():  # None: the key not written (the package's default)
+            for key in [k for k, v in values.items() if v is None]:
+                del values[key]
         with open(self.config, 'w') as f:
             for section, values in sections.items():
                 f.write(f'[{section}]\n')
@@ -745,11 +755,14 @@ class Testbed:
 
 
 class Cron(threading.Thread):
-    """Starts xivo-check-master-status on a node every `period` seconds, as cron does."""
+    """Starts a program on a node every `period` seconds, as cron does: `argv`, by default
+    xivo-check-master-status."""
 
-    def __init__(self, node: Node, period: float):
+    def __init__(self, node: Node, period: float, argv: Sequence[str] | None = None):
         super().__init__(daemon=True)
         self.node, self.period = node, period
+        self.argv = list(argv) if argv is not None else [
+            '/usr/bin/python3', os.path.join(BIN_DIR, 'xivo-check-master-status')]
         self.stop = threading.Event()
         self.procs: list[subprocess.Popen] = []
 
@@ -757,9 +770,8 @@ class Cron(threading.Thread):
         next_at = time.monotonic()
         while not self.stop.is_set():
             self.procs = [p for p in self.procs if p.poll() is None]
-            self.procs.append(self.node.popen(
-                '/usr/bin/python3', os.path.join(BIN_DIR, 'xivo-check-master-status'),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.procs.append(self.node.popen(*self.argv, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL))
             next_at += self.period
             self.stop.wait(max(0.0, next_at - time.monotonic()))
 

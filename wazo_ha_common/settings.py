@@ -344,11 +344,14 @@ TABLE = (
             'by content whatever the tracking record says, repairs any difference and mails root when\n'
             'the tracking had missed one (also by hand: xivo-master-slave-db-replication --verify);\n'
             '0 = never'),
-    Setting('database', 'mode', 'hourly', Choice((HOURLY, CONTINUOUS)),
-            'hourly: the master copies its database to the slave every hour (the documented\n'
-            'behaviour); continuous: PostgreSQL logical replication streams every change of the\n'
-            'copied tables to the slave within seconds (the slave runs wazo-ha-stream every\n'
-            'minute; see README "Continuous replication"). The same on both nodes'),
+    Setting('database', 'mode', CONTINUOUS, Choice((HOURLY, CONTINUOUS)),
+            'continuous: PostgreSQL logical replication streams every change of the copied\n'
+            'tables to the slave within seconds (the slave runs wazo-ha-stream every minute and\n'
+            "reaches the master's TCP 5432; whenever it does not stream, the master's hourly run\n"
+            'copies as in hourly mode); hourly: only the hourly copy (the documented behaviour),\n'
+            "the opt-out: no flow from the slave to the master's 5432, no wal_level = logical, the\n"
+            "slave's root cannot read the master's cluster (see README \"Continuous\n"
+            'replication"). The same on both nodes'),
     Setting('database', 'stream_user', 'wazo_ha_stream', Name(),
             'continuous mode: the role the slave logs in as on the master (REPLICATION and\n'
             'SELECT on the copied tables only), created on the master by wazo-ha-config, its\n'
@@ -471,6 +474,9 @@ TABLE = (
     Setting('sync', 'connect_timeout', '10', Number(1, 600, integer=True),
             'seconds to wait for the SSH connection, and for a whole rsync run'),
     Setting('sync', 'timeout', '3600', Number(1, 86400, integer=True), ''),
+    Setting('sync', 'shared_connection_idle', '120', Number(1, 3600, integer=True),
+            "seconds an SSH connection shared by one run's reads of the slave's failback\n"
+            'record outlives its last read, should the run be killed before it ends it'),
     Setting('sync', 'ssh_port', '22', PORT, ''),
     Setting('sync', 'pair_command', '/usr/sbin/wazo-ha-config pair-receive', Command(),
             "what wazo-sync -i runs on the slave, as root in the SSH session it opens, to pair\n"

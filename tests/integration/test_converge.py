@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+from check_helpers import FAST
 from datagen import installation_sql
 from replication_helpers import assert_slave_consistent, replicate, run_pairing
 from stream_helpers import (continuous_settings, create_user, our_slots, setup_streaming,
@@ -86,7 +87,8 @@ def ours_left(node):
     left += roles.split()
     left += [line for line in hba(node).splitlines() if 'wazo-ha' in line or 'wazo_ha' in line]
     if os.path.exists(os.path.join(node.pgdata, 'conf.d', 'wazo-ha.conf')):
-        left.append('conf.d/wazo-ha.conf')
+        left.append(INSTALLED if wazo_ha_conf(node) == INSTALLED_LINES
+                    else 'conf.d/wazo-ha.conf')
     if os.path.exists(node.host_path('/etc/wazo-ha/rsyncd.conf')):
         left.append('rsyncd.conf')
     if subscription(node) is not None:
@@ -95,6 +97,21 @@ def ours_left(node):
         left.append('publication')
     left += our_slots(node)
     return left
+
+
+# continuous mode (the default) keeps these on every role from the installation on, so that
+# the PostgreSQL restart of the next PUT /ha activates them (pg_files.install_conf)
+INSTALLED_LINES = ['wal_level = logical', "listen_addresses = '*'"]
+INSTALLED = "conf.d/wazo-ha.conf: the installation's wal_level = logical, listen_addresses = '*'"
+
+
+def wazo_ha_conf(node):
+    """The lines of conf.d/wazo-ha.conf but its comments ([] when there is none)."""
+    path = os.path.join(node.pgdata, 'conf.d', 'wazo-ha.conf')
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line for line in f.read().splitlines() if not line.startswith('#')]
 
 
 def write(node, path, text):
@@ -116,11 +133,29 @@ def log_lines(node):
         return f.read().splitlines()
 
 
+def installed(node, mode):
+    """The package installed on the node: its settings (`mode` None: no mode written, the
+    package's default) and what debian/postinst runs, the node's converge."""
+    # the check probes for 6 s a run (the package's run covers the minute): enough to decide
+    node.write_settings(database={'mode': mode}, check={**FAST['check'], 'run_for': '6'})
+    return ok(converge(node))
+
+
+@pytest.mark.parametrize('mode', [None, 'hourly'], ids=['default-settings', 'hourly'])
 @pytest.mark.parametrize('first', ['slave', 'master'])
-def test_the_quick_summary_exactly_as_documented(pair, first):
-    """Wazo's Quick Summary: PUT /ha on both nodes (in either order), `wazo-service restart`,
-    `wazo-sync -i`, `xivo-master-slave-db-replication SLAVE_IP`, `wazo-sync`: nothing else."""
+def test_the_quick_summary_exactly_as_documented(pair, first, mode):
+    """Wazo's Quick Summary: the package installed, PUT /ha on both nodes (in either order),
+    `wazo-service restart`, `wazo-sync -i`, `xivo-master-slave-db-replication SLAVE_IP`,
+    `wazo-sync`: nothing else. With the default settings (no mode written: continuous) the
+    pair then streams: the installation put wal_level = logical in place, PUT /ha's restart
+    activated it, and the slave's cron minute (converge, wazo-ha-stream) hands off after the
+    pairing; a change on the master reaches the slave with no replication run. With
+    `mode = hourly` (the opt-out) nothing of the stream exists."""
     master, slave = pair
+    continuous = mode is None
+    for node in (master, slave):
+        installed(node, mode)
+        assert wazo_ha_conf(node) == (INSTALLED_LINES if continuous else [])
     write(master, SYNCED, '[quick-summary]\n')
     puts = {'slave': (slave, 'slave', master.ip), 'master': (master, 'master', slave.ip)}
     for name in (first, 'master' if first == 'slave' else 'slave'):
@@ -132,11 +167,31 @@ def test_the_quick_summary_exactly_as_documented(pair, first):
     out = ok(paired)
     # the slave's converge ran in the pairing session: the role and our block came from it
     assert f'on the slave: PostgreSQL: created the replication role {ROLE}' in out
+    if continuous:
+        # a minute of the slave's cron (/etc/cron.d/wazo-ha): the check (the master is up:
+        # `wazo-service restart` started the slave's telephony, the check stops it), the
+        # converge, then wazo-ha-stream
+        ok(slave.wazo('xivo-check-master-status'))
+        ok(converge(slave))
+        handed = stream(slave)
+        assert handed.returncode == 0 and 'hand-off done (first hand-off)' in handed.stdout, \
+            handed.stdout + handed.stderr
     ok(replicate(master, slave.ip))
     assert_slave_consistent(master, slave)
     ok(master.wazo('wazo-sync'))
     with open(slave.host_path(SYNCED)) as f:
         assert f.read() == '[quick-summary]\n'
+    if continuous:
+        assert master.psql('SHOW wal_level') == 'logical', 'activated by PUT /ha\'s restart'
+        master.psql(installation_sql(users=2))
+        create_user(master, 'Streamed')
+        assert wait_until(lambda: users_named(slave, 'Streamed'), 20), 'the pair streams'
+        assert subscription(slave) == (True, True)
+        assert len(our_slots(master)) == 1
+    else:
+        assert master.psql('SHOW wal_level') == 'replica'
+        assert subscription(slave) is None and our_slots(master) == []
+        assert wazo_ha_conf(master) == []
 
     lines = hba(slave).splitlines()
     assert lines[1:4] == [f'hostssl asterisk {ROLE} 198.18.0.1/32 scram-sha-256',
@@ -146,16 +201,18 @@ def test_the_quick_summary_exactly_as_documented(pair, first):
     assert refused.returncode != 0
     assert 'pg_hba.conf rejects connection for host "198.18.0.1", user "postgres"' in refused.stderr
     assert psql_from(master, ROLE, passfile=master.passfile).returncode == 0
-    # sysconfd's listen_addresses = '*' comes after conf.d: nothing waits for a restart
-    again = converge(slave)
-    assert (again.returncode, again.stdout, again.stderr) == (0, '', '')
-    status = slave.wazo('wazo-ha-status')
-    # it ran to its end (no crash): its exit status is the level its first line says
-    level = status.stdout.splitlines()[0] if status.stdout else ''
-    assert level.startswith('wazo-ha status: '), status.stdout + status.stderr
-    assert status.returncode == {'OK': 0, 'WARNING': 1, 'CRITICAL': 2}[level.split()[-1]]
-    assert status.stderr == '' and 'role: slave' in status.stdout, status.stdout
-    assert 'must be restarted' not in status.stdout and 'node access' not in status.stdout
+    # sysconfd's listen_addresses = '*' comes after conf.d, and the installation's
+    # wal_level was there before PUT /ha's restart: nothing waits for a restart, on either node
+    for node in (slave, master):
+        again = converge(node)
+        assert (again.returncode, again.stdout, again.stderr) == (0, '', ''), node.name
+        status = node.wazo('wazo-ha-status')
+        # it ran to its end (no crash): its exit status is the level its first line says
+        level = status.stdout.splitlines()[0] if status.stdout else ''
+        assert level.startswith('wazo-ha status: '), status.stdout + status.stderr
+        assert status.returncode == {'OK': 0, 'WARNING': 1, 'CRITICAL': 2}[level.split()[-1]]
+        assert status.stderr == '' and f'role: {node.name}' in status.stdout, status.stdout
+        assert 'must be restarted' not in status.stdout and 'node access' not in status.stdout
     # the stand-in replayed sysconfd's handler in its order, on each node
     for node, node_type in ((slave, 'slave'), (master, 'master')):
         assert sysconfd_steps(node) == SYSCONFD_STEPS[node_type]
@@ -174,7 +231,8 @@ def configured_continuous(pair):
 @pytest.mark.parametrize('becomes', ['disabled', 'master'])
 def test_a_former_slave_keeps_nothing_of_ours_and_the_master_reaches_it_no_more(pair, becomes):
     """PUT /ha on the slave (disabled, or made master of the old master), then one converge
-    run there: the old master's replication, wazo-sync and stream all fail to reach it."""
+    run there: the old master's replication, wazo-sync and stream all fail to reach it. A node
+    made disabled in continuous mode keeps only the installation's conf.d lines."""
     master, slave = configured_continuous(pair)
     write(master, SYNCED, 'before\n')
     ok(master.wazo('wazo-sync'))
@@ -193,7 +251,7 @@ def test_a_former_slave_keeps_nothing_of_ours_and_the_master_reaches_it_no_more(
                                 'hostssl asterisk wazo_ha_stream 198.18.0.1/32 scram-sha-256',
                                 'publication', 'wazo_ha_stream']
     else:
-        assert left == []
+        assert left == [INSTALLED]
     assert our_slots(master) == [], 'its slot on the old master went with the subscription'
 
     tables = slave.psql("SELECT md5(string_agg(firstname, ',' ORDER BY id)) FROM userfeatures")
@@ -389,7 +447,7 @@ def test_an_old_master_that_never_answers_does_not_keep_a_former_slave_open(pair
     """Continuous mode; the old master accepts TCP on its PostgreSQL port and never answers
     (DROP SUBSCRIPTION would wait for it): PUT /ha disabled on the slave, one converge run
     closes every way in first, drops the subscription without its slot after the statement
-    timeout, and leaves nothing of ours."""
+    timeout, and leaves nothing of ours but the installation's conf.d lines."""
     master, slave = configured_continuous(pair)
     master.stop_postgres()
     silent = master.popen('/usr/bin/python3', '-c', SILENT, master.ip, stdout=subprocess.PIPE,
@@ -402,7 +460,7 @@ def test_an_old_master_that_never_answers_does_not_keep_a_former_slave_open(pair
         assert f'dropped the replication role {ROLE}' in out
         assert ('PostgreSQL: dropped the subscription wazo_ha; its slot' in out and
                 'stays on 198.18.0.1, which did not let us drop it in 20s' in out), out
-        assert ours_left(slave) == []
+        assert ours_left(slave) == [INSTALLED]
     finally:
         silent.kill()
         silent.wait()

@@ -131,3 +131,23 @@ def test_the_key_line_is_read_by_the_authorize_script_and_the_rest_left_to_pair_
     assert result.stdout.splitlines()[0] == 'replaced 0'
     assert result.stdout.split('\n', 1)[1] == protocol
     assert (home / '.ssh' / 'authorized_keys').read_text() == key_line + '\n'
+
+
+def test_continuous_mode_has_wal_level_logical_on_every_role_before_put_ha_restarts():
+    """The default (continuous): a node not yet configured (the installation's converge) has
+    wal_level = logical and listens on every address, so that the PostgreSQL restart of PUT /ha
+    activates both; made master, the same values (nothing left for another restart); a slave
+    keeps wal_level too (PUT /ha may make it master). Hourly: no file but a slave's."""
+    installed = pg_files.Wanted(listen='*', continuous=True)
+    _, conf = pg_files.render(HBA, installed, 'asterisk', REPL, STREAM)
+    assert conf.splitlines()[2:] == ['wal_level = logical', "listen_addresses = '*'"]
+    master = pg_files.Wanted(stream_slave_ip='198.18.0.2', listen='*', continuous=True)
+    _, conf2 = pg_files.render(HBA, master, 'asterisk', REPL, STREAM)
+    assert {line for line in conf2.splitlines() if not line.startswith('#')} >= {
+        line for line in conf.splitlines() if not line.startswith('#')}
+    slave = pg_files.Wanted(master_ip='198.18.0.1', listen='198.18.0.2, localhost',
+                            continuous=True)
+    _, conf3 = pg_files.render(HBA, slave, 'asterisk', REPL, STREAM)
+    assert conf3.splitlines()[1:] == ["listen_addresses = '198.18.0.2, localhost'",
+                                      'wal_level = logical']
+    assert pg_files.render(HBA, pg_files.Wanted(), 'asterisk', REPL, STREAM) == (HBA, None)

@@ -3,7 +3,10 @@
   continuous master's block (the slave may stream: stream_access.hba_lines), each first in the
   file so that its lines match before anything wazo-sysconfd appends;
 - conf.d/wazo-ha.conf: listen_addresses on a slave; wal_level, max_slot_wal_keep_size and
-  listen_addresses on a continuous master; no file elsewhere.
+  listen_addresses on a continuous master; in continuous mode wal_level = logical on every role
+  (a slave too, and a node not yet configured: the installation's file, see install_conf), so
+  that the PostgreSQL restart of Wazo's own PUT /ha activates it; no file in hourly mode on a
+  node that is not a slave.
 
 render() is pure; apply() writes what differs and reloads PostgreSQL once when anything did.
 A setting that needs a restart (listen_addresses, wal_level) is then pending: see pending()."""
@@ -65,8 +68,9 @@ class Wanted:
     (a master in continuous mode), or neither (anything else)."""
     master_ip: str | None = None
     stream_slave_ip: str | None = None
-    listen: str = ''          # listen_addresses, when either address is set
+    listen: str = ''          # listen_addresses, when either address is set (or continuous)
     keep_mb: int = 1024       # max_slot_wal_keep_size of a continuous master
+    continuous: bool = False  # [database] mode = continuous: wal_level = logical on every role
 
 
 @dataclass
@@ -83,9 +87,28 @@ def wanted(settings: Settings, node_type: str, remote_address: str) -> Wanted:
     listen = ''
     if master_ip:
         listen = pg_access.listen_addresses(settings, master_ip)
-    elif stream_slave:
-        listen = pg_access.listen_addresses(settings, stream_slave, peer='slave')
-    return Wanted(master_ip, stream_slave, listen, settings.database.slot_wal_keep_size)
+    elif settings.continuous:
+        listen = any_listen(settings)
+    return Wanted(master_ip, stream_slave, listen, settings.database.slot_wal_keep_size,
+                  settings.continuous)
+
+
+def any_listen(settings: Settings) -> str:
+    """listen_addresses of a continuous node that is not a slave: [database] listen_addresses,
+    or every address. The same before and after PUT /ha makes it master (its restart comes
+    before any converge of ours could name the slave's side), so that this restart is the last
+    one; pg_hba.conf decides who gets in (the stream role from the slave's address only)."""
+    return settings.database.listen_addresses or '*'
+
+
+INSTALL_HEADER = ('# Managed by wazo-ha-config: continuous mode, so that the next restart of '
+                  'PostgreSQL\n# (the one PUT /ha does) makes it ready to stream to a slave.\n')
+
+
+def install_conf(listen: str) -> str:
+    """conf.d/wazo-ha.conf of a continuous node that is neither slave nor master (yet): what
+    a master needs that only a restart applies."""
+    return INSTALL_HEADER + 'wal_level = logical\n' + f"listen_addresses = '{listen}'\n"
 
 
 def render(hba: str, want: Wanted, database: str, remote_user: str,
@@ -98,8 +121,12 @@ def render(hba: str, want: Wanted, database: str, remote_user: str,
     text = pg_access.with_block(text, GUARD_BEGIN, GUARD_END, guard_lines(text, want.master_ip))
     if want.master_ip:
         conf = pg_access.render_conf(want.master_ip, want.listen)
-    else:
+        if conf and want.continuous:  # ready for the day it is made master (PUT /ha restarts)
+            conf += 'wal_level = logical\n'
+    elif want.stream_slave_ip:
         conf = stream_access.render_conf(want.stream_slave_ip, want.listen, want.keep_mb)
+    else:
+        conf = install_conf(want.listen) if want.continuous else None
     return text, conf
 
 
@@ -115,7 +142,7 @@ def apply(settings: Settings, want: Wanted) -> Applied:
     current = read_no_follow(hba_path)
     if current is None:
         if not (want.master_ip or want.stream_slave_ip):
-            return result
+            return result  # no PostgreSQL here (yet): nothing to get ready
         raise FileNotFoundError(f'{hba_path} does not exist (setting [paths] postgresql_conf_dir)')
     for attempt in range(3):  # wazo-sysconfd may sed -i the file meanwhile: again, on its text
         hba, conf = render(current, want, d.name, d.remote_user, d.stream_user,

@@ -8,14 +8,16 @@ directories and read those, and nothing else: no shell, no forwarding, no other 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 from . import failback, landing, rsyncd, voicemail_back
 from .. import role
@@ -89,8 +91,12 @@ def ssh_options(settings: Settings, batch: bool = True) -> list[str]:
     return opts
 
 
-def rsync_shell(settings: Settings) -> str:
-    return describe(['ssh', *ssh_options(settings)])
+def rsync_shell(settings: Settings, control: str | None = None) -> str:
+    """The -e of rsync. `control`: the socket of an SSH connection shared by the sessions of
+    one run (see serving_reader); the first session opens it."""
+    shared = ['-o', 'ControlMaster=auto', '-o', f'ControlPath={control}',
+              '-o', f'ControlPersist={settings.sync.shared_connection_idle}'] if control else []
+    return describe(['ssh', *ssh_options(settings), *shared])
 
 
 def failback_modules(settings: Settings) -> list[rsync_modules.Module]:
@@ -324,15 +330,61 @@ def _stage(settings: Settings, target: str, module: rsync_modules.Module, stagin
                         f'status {result.returncode}: {tail(result.stderr, 2)}')
 
 
-def slave_serving(settings: Settings, slave_ip: str) -> str | None:
+SHARED_CONNECTION_PREFIX = 'wazo-ha-ssh-'
+
+
+def _sweep_shared_connections(idle: int) -> None:
+    """The directories a killed run left (its connection ended by itself `idle` seconds
+    after its last read): this user's own, never followed through a link."""
+    top = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(top) if n.startswith(SHARED_CONNECTION_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(top, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and \
+                time.time() - st.st_mtime > idle + 60:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def serving_reader(settings: Settings) -> Iterator[Callable[[str], str | None]]:
+    """slave_serving for the reads of one run (the replication's, before its copy and again
+    right before its commit): they share one SSH connection, its control socket in a private
+    directory, ended when the block ends. Each read is still a read of the record as it is
+    then, through the same key and forced command."""
+    _sweep_shared_connections(settings.sync.shared_connection_idle)
+    control_dir = tempfile.mkdtemp(prefix=SHARED_CONNECTION_PREFIX)  # 0700: this user's only
+    control = os.path.join(control_dir, 'ssh')
+    targets = set()
+
+    def serving(slave_ip: str) -> str | None:
+        targets.add(remote(settings.sync.remote_user, slave_ip))
+        return slave_serving(settings, slave_ip, control)
+    try:
+        yield serving
+    finally:
+        if os.path.exists(control):
+            for target in targets:
+                run(['ssh', '-o', f'ControlPath={control}', '-O', 'exit', target], timeout=30,
+                    check=False)
+        shutil.rmtree(control_dir, ignore_errors=True)
+
+
+def slave_serving(settings: Settings, slave_ip: str, control: str | None = None) -> str | None:
     """Why the master's database copy must leave the slave alone now: it serves telephony
     (its failback record has an open episode), or its record cannot be read; None when it
-    is on standby."""
+    is on standby. `control`: see serving_reader."""
     if not os.path.exists(settings.sync.ssh_key):
         return (f'cannot tell whether it serves telephony (no key {settings.sync.ssh_key} to '
                 'read its failback record: run wazo-sync -i)')
     try:
-        record = fetch_record(settings, remote(settings.sync.remote_user, slave_ip))
+        record = fetch_record(settings, remote(settings.sync.remote_user, slave_ip), control)
     except SyncError as e:
         return f'cannot tell whether it serves telephony ({e})'
     if failback_step(record, None) == SERVING:
@@ -343,13 +395,15 @@ def slave_serving(settings: Settings, slave_ip: str) -> str | None:
 RECORD_MAX_SIZE = 65536   # a record is a hundred bytes: a slave's bigger file is not fetched
 
 
-def fetch_record(settings: Settings, target: str) -> Episode | None:
-    """The slave's record of the telephony it served (read through its read-only module)."""
+def fetch_record(settings: Settings, target: str, control: str | None = None
+                 ) -> Episode | None:
+    """The slave's record of the telephony it served (read through its read-only module).
+    `control`: the socket of a shared SSH connection (see serving_reader)."""
     scratch = tempfile.mkdtemp(prefix='wazo-sync-record-')
     try:
         result = run(['rsync', '-rt', f'--max-size={RECORD_MAX_SIZE}', '--info=skip1',
                       '--include', f'/{failback.RECORD_FILE}', '--exclude', '*',
-                      '-e', rsync_shell(settings), f'{target}::{rsync_modules.RECORD}/',
+                      '-e', rsync_shell(settings, control), f'{target}::{rsync_modules.RECORD}/',
                       f'{scratch}/'], timeout=settings.sync.connect_timeout + 60, check=False)
         if result.returncode != 0:
             logger.error('reading the failback record on %s: rsync exit status %d; output:\n%s',

@@ -1,0 +1,115 @@
+"""An hourly pair left by the previous version (hourly was the default: its settings name no
+`[database] mode`) upgraded in place to this one, where continuous is the default: it keeps
+replicating with no action, by the master's hourly copies (the fallback), while status and mail
+say what the stream waits for; `wazo-sync -i` once (and the master's PostgreSQL restart that
+wal_level needs) and the pair streams.
+
+The pair's state before the upgrade is compared with what the previous version really left
+(tests/fixtures/upgrade/hourly-pair-a9487b7.json, recorded by record_a9487b7.py from a run of
+commit a9487b7): once what this version adds to the state files is taken out, the same state
+files with the same keys, the same password-file users, conf.d and pg_hba.conf lines. wazo-sysconfd's PUT /ha is replayed by tests/sysconfd_stand_in.py
+(wazo-platform/wazo-sysconfd, wazo_sysconfd/plugins/ha_config/ha.py), `wazo-service` by the
+testbed's recording stand-in (wazo-platform/wazo-service, bin/wazo-service)."""
+
+import json
+import os
+import sys
+
+from check_helpers import FAST
+from datagen import installation_sql
+from replication_helpers import replicate, run_pairing
+from stream_helpers import create_user, stream, subscription, users_named, wait_until
+from test_converge import converge, ok, put_ha
+from testbed import REPO
+
+UPGRADE = os.path.join(REPO, 'tests', 'fixtures', 'upgrade')
+sys.path.insert(0, UPGRADE)
+from pair_state import node_state, prune_to  # noqa: E402
+
+
+def recorded():
+    with open(os.path.join(UPGRADE, 'hourly-pair-a9487b7.json')) as f:
+        return json.load(f)
+
+
+def settings(node, mode):
+    node.write_settings(database={'mode': mode}, check={**FAST['check'], 'run_for': '6'})
+
+
+def cron_minute_on_the_slave(slave):
+    """What /etc/cron.d/wazo-ha runs on the slave in a minute: the check, the converge,
+    wazo-ha-stream (its result returned)."""
+    ok(slave.wazo('xivo-check-master-status'))
+    ok(converge(slave))
+    return stream(slave)
+
+
+def postmaster_pid(node):
+    with open(os.path.join(node.pgdata, 'postmaster.pid')) as f:
+        return f.readline().strip()
+
+
+def test_an_hourly_pair_upgraded_replicates_before_wazo_sync_i_and_streams_after(pair):
+    master, slave = pair
+    before = recorded()
+    assert before['master']['mode_written'] is None, 'the previous version named no mode'
+    # the previous version's pair: its behaviour is this version's hourly mode
+    for node in (master, slave):
+        settings(node, 'hourly')
+    master.psql(installation_sql(users=5))
+    ok(put_ha(slave, 'slave', master.ip))
+    ok(put_ha(master, 'master', slave.ip))
+    for node in (master, slave):
+        ok(node.run('wazo-service', 'restart'))
+    ok(run_pairing(master, slave))
+    ok(replicate(master, slave.ip))
+    ok(master.wazo('wazo-sync'))
+    ok(slave.wazo('xivo-check-master-status'))
+    for node in (master, slave):
+        ok(converge(node))
+    for name, node in (('master', master), ('slave', slave)):
+        prune_to(node, before[name])  # this version's additions to the state files, if any
+        now = node_state(node)
+        now['mode_written'] = before[name]['mode_written']
+        assert now == before[name], f'{name}: not the state the previous version left'
+
+    # the upgrade: the new config.ini (no mode: continuous), then postinst's converge
+    for node in (master, slave):
+        settings(node, None)
+    pid = postmaster_pid(master)
+    upgraded = ok(converge(master))
+    assert 'wal_level = logical' in upgraded and 'PostgreSQL restarted' not in upgraded
+    assert postmaster_pid(master) == pid, "a serving master's PostgreSQL is never restarted"
+    ok(converge(slave))
+
+    # before wazo-sync -i (and the restart): the hourly copy carries the changes
+    assert cron_minute_on_the_slave(slave).returncode != 0, 'the slave cannot stream yet'
+    create_user(master, 'BeforeInit')
+    ok(replicate(master, slave.ip))
+    assert users_named(slave, 'BeforeInit'), 'the hourly copy carried it'
+    status = master.wazo('wazo-ha-status').stdout
+    assert 'hourly copies' in status and 'waits for a PostgreSQL restart' in status, status
+    # the restart done at a quiet time, as status says: the copy still carries, and status
+    # now says what is left to do
+    master.stop_postgres()
+    master.start_postgres()
+    assert master.psql('SHOW wal_level') == 'logical'
+    create_user(master, 'AfterRestart')
+    ok(replicate(master, slave.ip))
+    assert users_named(slave, 'AfterRestart')
+    status = master.wazo('wazo-ha-status').stdout
+    assert 'hourly copies' in status and 'wazo-sync -i' in status, status
+    mails = master.mails()
+    assert any('restart PostgreSQL' in m for m in mails), mails
+    assert any('wazo-sync -i' in m for m in mails), mails
+
+    # wazo-sync -i once: the slave's next minute hands off, then the stream carries
+    ok(run_pairing(master, slave))
+    handed = cron_minute_on_the_slave(slave)
+    assert handed.returncode == 0 and 'hand-off done' in handed.stdout, \
+        handed.stdout + handed.stderr
+    create_user(master, 'Streamed')
+    assert wait_until(lambda: users_named(slave, 'Streamed'), 20), 'streamed, no replication run'
+    assert subscription(slave) == (True, True)
+    ok(replicate(master, slave.ip))
+    assert 'hourly copies' not in master.wazo('wazo-ha-status').stdout
