@@ -44,10 +44,8 @@ import random
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -89,36 +87,13 @@ fi
 '''
 
 
-class OriginalCron(threading.Thread):
+def original_cron(node, master_ip: str, period: float, ping_interval: float) -> Cron:
     """Starts the original check on the slave every `period` seconds, as its cron line did."""
-
-    def __init__(self, node, master_ip: str, period: float, ping_interval: float):
-        super().__init__(daemon=True)
-        self.node, self.period = node, period
-        self.script = os.path.join(node.root, 'original-check')
-        with open(self.script, 'w') as f:
-            f.write(ORIGINAL_CHECK)
-        os.chmod(self.script, 0o755)
-        self.args = (master_ip, f'{ping_interval:g}')
-        self.stop = threading.Event()
-        self.procs: list[subprocess.Popen] = []
-
-    def run(self) -> None:
-        next_at = time.monotonic()
-        while not self.stop.is_set():
-            self.procs = [p for p in self.procs if p.poll() is None]
-            self.procs.append(self.node.popen(self.script, *self.args,
-                                              stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL))
-            next_at += self.period
-            self.stop.wait(max(0.0, next_at - time.monotonic()))
-
-    def close(self) -> None:
-        self.stop.set()
-        self.join(timeout=5)
-        for p in self.procs:
-            p.kill()
-            p.wait()
+    script = os.path.join(node.root, 'original-check')
+    with open(script, 'w') as f:
+        f.write(ORIGINAL_CHECK)
+    os.chmod(script, 0o755)
+    return Cron(node, period, [script, master_ip, f'{ping_interval:g}'])
 
 
 def phone_timers(args) -> Timers:
@@ -267,7 +242,7 @@ def run_scenario(args, scenario: str, results_file: str) -> list[dict]:
         else:
             slave.run('wazo-service', 'disable')
             slave.run('wazo-service', 'stop', 'wazo')
-            cron = OriginalCron(slave, master.ip, CRON_PERIOD * s, 10 * s)
+            cron = original_cron(slave, master.ip, CRON_PERIOD * s, 10 * s)
         cron.start()
         for number in range(1, args.trials + 1):
             result = trial(bed, master, slave, phones_node, args, scenario, number, base)

@@ -16,6 +16,11 @@ tables reference) with session_replication_role = replica.
 Printed: wall time, peak RSS of the client processes, and how long the slave's copied tables
 were held by a writing transaction (the baseline's whole load; ours from the first write to
 the commit, 0 when nothing is written).
+
+--profile: no baseline; each of our runs under cProfile, and a table of what each step of the
+run costs besides the copy (the failback record read over SSH, the origin check, the
+connections, the lock, the state writes...). --against TREE adds the wall time of another
+checkout's command (an older commit) on the same data, in the same runs.
 """
 
 import argparse
@@ -62,6 +67,155 @@ def timed(node, argv, env=None):
     # on Linux, wait4's ru_maxrss covers the process and the descendants it waited for
     # (pg_dump and psql under the baseline's shell)
     return wall, usage.ru_maxrss
+
+
+# --profile: the steps of one run, as (label, [(file suffix, function)]): cumulative seconds
+# summed over the functions (the main thread's; the compare's threads are waited for in it)
+STEPS = (
+    ('interpreter start (wall - profiled)', None),
+    ('imports', [('<imports>', '')]),
+    ('settings and logging', [('wazo_ha_common/settings.py', 'load'),
+                              ('wazo_ha_common/cli.py', 'setup_logging')]),
+    ('lock (flock)', [('wazo_ha_common/adapters/system.py', 'single_instance')]),
+    ('failback record read (SSH + rsync), main thread', [('wazo_ha_common/files/sync.py',
+                                                         'fetch_record')]),
+    ('waiting for the record read beside the compare', [('wazo_ha_common/replication/job.py',
+                                                        '_unless_serving')]),
+    ('connections (master socket, slave TLS scram)', [('wazo_ha_common/adapters/db/session.py',
+                                                      'connect'),
+                                                     ('wazo_ha_common/db.py', 'connect')]),
+    ('stale sessions ended on the slave', [('wazo_ha_common/adapters/db/session.py',
+                                           'end_other_sessions'),
+                                          ('wazo_ha_common/db.py', 'end_other_sessions')]),
+    ('tables and horizons', [('wazo_ha_common/replication/compare.py', 'copied_tables'),
+                             ('wazo_ha_common/replication/nodes.py', 'both')]),
+    ('origin: identity and guard', [('wazo_ha_common/replication/origin.py', 'master_identity'),
+                                    ('wazo_ha_common/replication/origin.py', 'guard')]),
+    ('origin: own address', [('wazo_ha_common/replication/origin.py', 'own_address')]),
+    ('compare (find_changes)', [('wazo_ha_common/replication/compare.py', 'find_changes')]),
+    ('write (Writer.write, commit included)', [('wazo_ha_common/replication/write.py', 'write')]),
+    ('commit of the slave (guard included)', [('wazo_ha_common/replication/nodes.py',
+                                               'commit_slave')]),
+    ('origin: record written', [('wazo_ha_common/replication/origin.py', 'write')]),
+    ('state writes', [('wazo_ha_common/jobs.py', 'save_last_run'),
+                      ('wazo_ha_common/replication/job.py', '_save_tracking'),
+                      ('wazo_ha_common/adapters/system.py', 'write_state')]),
+    ('whole run (main)', [('bin/xivo-master-slave-db-replication', 'main')]),
+)
+
+
+def step_seconds(profile_file: str, wall: float) -> dict[str, tuple[float, int]]:
+    """The STEPS of one profiled run: label -> (seconds, calls)."""
+    import pstats
+    stats = pstats.Stats(profile_file).stats
+    out = {}
+    total = sum(tt for (_, _, tt, _, _) in stats.values())
+    script = [ct for (f, _, name), (_, _, _, ct, _) in stats.items()
+              if f.endswith('bin/xivo-master-slave-db-replication') and name == '<module>']
+    main_ct = [ct for (f, _, name), (_, _, _, ct, _) in stats.items()
+               if f.endswith('bin/xivo-master-slave-db-replication') and name == 'main']
+    for label, functions in STEPS:
+        if functions is None:
+            out[label] = (wall - total, 1)
+        elif functions[0][0] == '<imports>':
+            out[label] = ((script[0] - main_ct[0]) if script and main_ct else 0.0, 1)
+        else:
+            seconds, calls = 0.0, 0
+            for (f, _, name), (cc, _, _, ct, _) in stats.items():
+                if any(f.endswith(suffix) and name == function for suffix, function in functions):
+                    seconds, calls = seconds + ct, calls + cc
+            out[label] = (seconds, calls)
+    return out
+
+
+def old_command(master, tree: str):
+    """The other checkout's command and a settings file it accepts: the testbed's, minus the
+    keys it does not know, with state and lock directories of its own."""
+    import configparser
+    known = subprocess.run(
+        ['/usr/bin/python3', '-c', 'import json; from wazo_ha_common import settings; '
+         'print(json.dumps([[s.section, s.key] for s in settings.TABLE]))'],
+        env={'PYTHONPATH': tree}, cwd=tree, capture_output=True, text=True, check=True)
+    keys = {tuple(k) for k in json.loads(known.stdout)}
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read([master.config] + sorted(
+        os.path.join(os.path.dirname(master.config), 'conf.d', n)
+        for n in os.listdir(os.path.join(os.path.dirname(master.config), 'conf.d'))
+        if n.endswith('.ini')) if os.path.isdir(os.path.join(os.path.dirname(master.config), 'conf.d'))
+        else [master.config])
+    out = configparser.ConfigParser(interpolation=None)
+    home = os.path.join(master.root, 'old-tree')
+    for sub in ('state', 'lock', 'etc'):
+        os.makedirs(os.path.join(home, sub), exist_ok=True)
+    for section in ini.sections():
+        for key, value in ini.items(section, raw=True):
+            if (section, key) in keys:
+                if not out.has_section(section):
+                    out.add_section(section)
+                out.set(section, key, value)
+    out.set('paths', 'state_dir', os.path.join(home, 'state'))
+    out.set('paths', 'lock_dir', os.path.join(home, 'lock'))
+    config = os.path.join(home, 'etc', 'config.ini')
+    with open(config, 'w') as f:
+        out.write(f)
+    return ['/usr/bin/python3', os.path.join(tree, 'bin', 'xivo-master-slave-db-replication')], \
+        {'WAZO_HA_CONFIG': config, 'PYTHONPATH': tree, 'PYTHONDONTWRITEBYTECODE': '',
+         'PYTHONPYCACHEPREFIX': os.path.join(home, 'pycache')}
+
+
+def profile(master, slave, copied, empty, repeat: int, against: str | None) -> None:
+    """Our runs under cProfile, step by step; `against`: another checkout's command beside."""
+    env = {'PYTHONDONTWRITEBYTECODE': '', 'PYTHONPYCACHEPREFIX': os.path.join(master.root, 'pycache')}
+    command = ['/usr/bin/python3', os.path.join(HERE, '..', 'bin', 'xivo-master-slave-db-replication')]
+    old = old_command(master, against) if against else None
+    walls, steps = {}, {}
+
+    def start(scenario, argv, side_env):
+        """The slave as the scenario starts from (as in the comparison with the baseline)."""
+        if scenario == 'full copy':
+            reset_slave_config(slave, copied, empty)
+        else:
+            timed(master, argv, env=side_env)
+            if scenario == '1% changed':
+                change_one_percent(master)
+
+    for scenario in ('full copy', 'no change', '1% changed'):
+        for n in range(repeat):
+            for side, (argv, side_env) in (('now', (command, env)), ('old', old or (None, None))):
+                if argv is None:
+                    continue
+                start(scenario, argv, side_env)
+                walls.setdefault((scenario, side, 'plain'), []).append(
+                    timed(master, argv, env=side_env)[0])
+                start(scenario, argv, side_env)  # once more from the same start, profiled
+                out = os.path.join(master.root, f'profile-{side}-{n}')
+                wall, _ = timed(master, ['/usr/bin/python3', '-m', 'cProfile', '-o', out,
+                                         *argv[1:]], env=side_env)
+                for label, value in step_seconds(out, wall).items():
+                    steps.setdefault((scenario, side, label), []).append(value)
+        print(f'{scenario}: done', flush=True)
+
+    import statistics
+    scenarios = ('full copy', 'no change', '1% changed')
+    print('\nwall time, median of', repeat, 'runs (s):\n')
+    print('| command | ' + ' | '.join(scenarios) + ' |')
+    print('|---|' + '---|' * len(scenarios))
+    for side, name in (('now', 'this tree'), ('old', against)):
+        if (scenarios[0], side, 'plain') in walls:
+            print(f'| {name} | ' + ' | '.join(
+                f'{statistics.median(walls[(s, side, "plain")]):.3f}' for s in scenarios) + ' |')
+    sides = [('now', 'this tree')] + ([('old', against)] if against else [])
+    print('\nsteps of each run under cProfile, median of', repeat, 'runs: seconds (calls)\n')
+    print('| step | ' + ' | '.join(f'{s}: {name}' for s in scenarios for _, name in sides) + ' |')
+    print('|---|' + '---|' * (len(scenarios) * len(sides)))
+    for label, _ in STEPS:
+        cells = []
+        for s in scenarios:
+            for side, _ in sides:
+                values = steps[(s, side, label)]
+                cells.append(f'{statistics.median(v[0] for v in values):.3f} '
+                             f'({max(v[1] for v in values)})')
+        print(f'| {label} | ' + ' | '.join(cells) + ' |')
 
 
 def excluded_tables(node, patterns):
@@ -123,6 +277,10 @@ def main():
     parser.add_argument('--users', type=int, default=20000)
     parser.add_argument('--history', type=int, default=2000000)
     parser.add_argument('--repeat', type=int, default=5, help='runs per scenario (best kept)')
+    parser.add_argument('--profile', action='store_true',
+                        help='no baseline: time the steps of our runs (cProfile)')
+    parser.add_argument('--against', metavar='TREE',
+                        help="with --profile: also time this checkout's command (an older commit)")
     args = parser.parse_args()
     cleanup_leftovers()
     workdir = os.environ.get('TMPDIR', '/tmp')
@@ -159,6 +317,9 @@ def main():
         print(f'{len(copied)} copied tables ({rows} rows), {len(excluded)} excluded ({hist} rows on the master)\n',
               flush=True)
 
+        if args.profile:
+            profile(master, slave, copied, empty, args.repeat, args.against)
+            return
         results = {}
         for scenario in ('full copy', 'no change', '1% changed', 'verification'):
             best_ours, best_base = None, None

@@ -25,6 +25,7 @@ import textwrap
 import threading
 import time
 import uuid
+from typing import Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, 'tests', 'fixtures')
@@ -754,11 +755,14 @@ class Testbed:
 
 
 class Cron(threading.Thread):
-    """Starts xivo-check-master-status on a node every `period` seconds, as cron does."""
+    """Starts a program on a node every `period` seconds, as cron does: `argv`, by default
+    xivo-check-master-status."""
 
-    def __init__(self, node: Node, period: float):
+    def __init__(self, node: Node, period: float, argv: Sequence[str] | None = None):
         super().__init__(daemon=True)
         self.node, self.period = node, period
+        self.argv = list(argv) if argv is not None else [
+            '/usr/bin/python3', os.path.join(BIN_DIR, 'xivo-check-master-status')]
         self.stop = threading.Event()
         self.procs: list[subprocess.Popen] = []
 
@@ -766,9 +770,8 @@ class Cron(threading.Thread):
         next_at = time.monotonic()
         while not self.stop.is_set():
             self.procs = [p for p in self.procs if p.poll() is None]
-            self.procs.append(self.node.popen(
-                '/usr/bin/python3', os.path.join(BIN_DIR, 'xivo-check-master-status'),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.procs.append(self.node.popen(*self.argv, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL))
             next_at += self.period
             self.stop.wait(max(0.0, next_at - time.monotonic()))
 

@@ -41,11 +41,14 @@ def run(job: Job, args: argparse.Namespace, handler: Handler, cron: bool = True,
     prog = job.name
     mail_subject = job.mail_subject if mail else None
     cron_period = job.cron_period if cron else None
-    by_cron = cron_period is not None and schedule.started_by_cron()
+    # a settings mistake met under cron is mailed once, whether or not the job keeps a period
+    # (wazo-ha-status --write-summary runs every minute without one)
+    under_cron = cron and schedule.started_by_cron()
+    by_cron = cron_period is not None and under_cron
     try:
         settings = settings_module.load(args.config, strict=job.strict_sections)
     except WazoHaError as e:
-        if by_cron and _settings_failed_under_cron(prog, args, e):
+        if under_cron and _settings_failed_under_cron(prog, args, e):
             return e.exit_code
         print(f'{prog}: error: {e}', file=sys.stderr)
         return e.exit_code
@@ -53,7 +56,7 @@ def run(job: Job, args: argparse.Namespace, handler: Handler, cron: bool = True,
     for problem in settings.problems:
         logger.error('settings: %s (ignored by %s: not one of its sections; the key keeps its '
                      'default)', problem.text, prog)
-    if by_cron:
+    if under_cron:
         mail_settings_problems(settings, prog, [p.text for p in settings.problems])
     # errors that Python would print as tracebacks (in threads, in C extensions' callbacks)
     # go to the log: stderr keeps one line per failure

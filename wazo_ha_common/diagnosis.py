@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 
 from . import role
-from .access import pg_access
+from .access import fail2ban, pg_access
 from .adapters import probes
 from .adapters.system import read_text
 from .errors import HaConfError, WazoHaError
@@ -113,7 +113,18 @@ def access_lines(settings: Settings, config: role.HaConfig) -> list[Line]:
             + ' (the next master check writes it; or run wazo-ha-config set again)'))
     if config.node_type == 'master':
         lines.append(_pairing_line(settings, config.remote_address))
+        lines.append(_fail2ban_line(settings, config.remote_address))
     return lines
+
+
+def _fail2ban_line(settings: Settings, slave_ip: str) -> Line:
+    """The slave in the ignoreip fail2ban itself reads, in each jail that bans on Asterisk's
+    log (the drop-in keeps what the administrator set: a jail set later may lose it)."""
+    try:
+        ok, sentence = fail2ban.effective(settings, slave_ip)
+    except WazoHaError as e:
+        ok, sentence = False, str(e)
+    return Line(OK if ok else FAILED, 'fail2ban', sentence)
 
 
 def _role_line(settings: Settings, slave: bool) -> Line:

@@ -10,7 +10,7 @@ import os
 import re
 import time
 
-from .adapters.system import write_atomic
+from .adapters.system import printable, write_atomic
 
 UNKNOWN = 3
 SUMMARY_FILE = 'status.json'
@@ -25,8 +25,8 @@ _SECRET = re.compile(r'(password\s*=\s*)\S+|(://[^/:@\s]+:)[^@\s]+@', re.IGNOREC
 
 
 def scrub(text: object) -> str:
-    """One line, without anything that looks like a password."""
-    line = ' '.join(str(text or '').split())
+    """One line, without anything that looks like a password nor a control character."""
+    line = printable(' '.join(str(text or '').split()))
     return _SECRET.sub(lambda m: (m.group(1) or m.group(2)) + '***' + ('@' if m.group(2) else ''),
                        line)[:500]
 
@@ -137,7 +137,7 @@ def render(data: dict) -> str:
             lines.append(f"last {job}: {when} {run['result']}")
     lines.append(f"summary written {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(data['written_at']))} "
                  'by root (this user reads the summary, not the state)')
-    return '\n'.join(lines + list(data.get('warnings', [])))
+    return printable('\n'.join(lines + [str(w) for w in data.get('warnings', [])]))
 
 
 # Prometheus text exposition format (version 0.0.4)

@@ -60,6 +60,20 @@ class Name(Kind):
 
 
 @dataclass(frozen=True)
+class Names(Kind):
+    """Simple names separated by spaces (at least one)."""
+    type = tuple
+
+    def parse(self, raw):
+        names = tuple(raw.split())
+        if not names:
+            raise ValueError('must not be empty')
+        for name in names:
+            Name().parse(name)
+        return names
+
+
+@dataclass(frozen=True)
 class Path(Kind):
     type = str
 
@@ -287,11 +301,17 @@ TABLE = (
             Path(),
             "the same figures for Prometheus's node exporter (textfile collector), written when\n"
             'this directory exists (Debian\'s prometheus-node-exporter reads this one)'),
-    Setting('paths', 'fail2ban_jail', '/etc/fail2ban/jail.d/wazo-ha.conf', Path(),
-            "on the master: fail2ban drop-in that puts the slave in ignoreip (its SIP OPTIONS\n"
-            'probes must never get it banned); written when the directory exists'),
+    Setting('paths', 'fail2ban_jail', '/etc/fail2ban/jail.d/wazo-ha.local', Path(),
+            "on the master: fail2ban drop-in that adds the slave to the ignoreip of each jail of\n"
+            'fail2ban_jails (its SIP OPTIONS probes must never get it banned), keeping what the\n'
+            'administrator set (a .local: read after jail.local); written when the directory\n'
+            'exists'),
+    Setting('paths', 'fail2ban_jails', 'asterisk asterisk-wazo', Names(),
+            "the fail2ban jails that ban on Asterisk's log (Debian's and Wazo's), where the slave\n"
+            'is ignored'),
     Setting('paths', 'fail2ban_client', 'fail2ban-client', Command(empty=True),
-            'how the drop-in is reloaded when fail2ban runs (ping, then reload); empty: never'),
+            'how the drop-in is reloaded when fail2ban runs (ping, then reload), and read back\n'
+            'by wazo-ha-config check (-d); empty: never'),
     Setting('paths', 'postgresql_conf_dir', '/etc/postgresql/15/main', Path(),
             "directory holding pg_hba.conf and conf.d/ of this node's PostgreSQL cluster"),
 
@@ -454,6 +474,9 @@ TABLE = (
     Setting('sync', 'connect_timeout', '10', Number(1, 600, integer=True),
             'seconds to wait for the SSH connection, and for a whole rsync run'),
     Setting('sync', 'timeout', '3600', Number(1, 86400, integer=True), ''),
+    Setting('sync', 'shared_connection_idle', '120', Number(1, 3600, integer=True),
+            "seconds an SSH connection shared by one run's reads of the slave's failback\n"
+            'record outlives its last read, should the run be killed before it ends it'),
     Setting('sync', 'ssh_port', '22', PORT, ''),
     Setting('sync', 'pair_command', '/usr/sbin/wazo-ha-config pair-receive', Command(),
             "what wazo-sync -i runs on the slave, as root in the SSH session it opens, to pair\n"
@@ -560,14 +583,16 @@ def read(path: str | None = None) -> tuple[Settings, tuple[Problem, ...]]:
     problems: list[Problem] = []
     values = {(s.section, s.key): (s.default, 'built-in default') for s in TABLE}
     for name in files:
-        single = configparser.ConfigParser(interpolation=None)
         try:
             with open(name, encoding='utf-8') as f:
-                single.read_file(f, source=name)
+                single, broken = _parse(name, f.read())
         except (OSError, UnicodeDecodeError, configparser.Error, RecursionError) as e:
             problems.append(Problem(name, None, None, f'{name}: cannot be read: {_short(e)}'))
             continue
+        problems += broken
         for section in single.sections():
+            if section in {p.section for p in broken}:
+                continue   # a section with a syntax error: none of its keys in this file
             if section not in DEFAULTS:
                 problems.append(Problem(name, _short(section), None,
                                         f'{name}: unknown section [{_short(section)}]'))
@@ -603,6 +628,50 @@ def read(path: str | None = None) -> tuple[Settings, tuple[Problem, ...]]:
     settings = Settings(**{section: _CLASSES[section](**typed[section]) for section in SECTIONS},
                         files=tuple(files), problems=tuple(problems))
     return settings, tuple(problems)
+
+
+def _parse(name: str, text: str) -> tuple[configparser.ConfigParser, list[Problem]]:
+    """One settings file, and its syntax errors each tied to the section of its line (a line
+    without '=', a key or a section given twice), so that a command reading other sections
+    still runs; a line before any section leaves the file unread (configparser.Error)."""
+    single = configparser.ConfigParser(interpolation=None)
+    problems: list[Problem] = []
+    try:
+        single.read_string(text, source=name)
+        return single, problems
+    except configparser.MissingSectionHeaderError:
+        raise
+    except (configparser.DuplicateOptionError, configparser.DuplicateSectionError) as e:
+        what = f'[{_short(e.section)}] {_short(e.option)}: set twice' \
+            if isinstance(e, configparser.DuplicateOptionError) \
+            else f'[{_short(e.section)}]: section given twice'
+        problems.append(Problem(name, _short(e.section), None,
+                                f'{name}: line {e.lineno}: {what} (keep one)'))
+    except configparser.ParsingError as e:
+        return single, _line_problems(name, text, e)
+    single = configparser.ConfigParser(interpolation=None, strict=False)  # the other sections
+    try:
+        single.read_string(text, source=name)
+    except configparser.ParsingError as e:
+        problems += _line_problems(name, text, e)
+    return single, problems
+
+
+def _line_problems(name: str, text: str, error: configparser.ParsingError) -> list[Problem]:
+    """configparser reads on past a line it cannot parse: each such line, with its section."""
+    lines = text.splitlines()
+    out = []
+    for lineno, line in error.errors:
+        section = None
+        for previous in reversed(lines[:lineno - 1]):
+            header = configparser.ConfigParser.SECTCRE.match(previous)
+            if header:
+                section = _short(header.group('header'))
+                break
+        out.append(Problem(name, section, None,
+                           f'{name}: line {lineno}: [{section}] not a "key = value" line: '
+                           f'{_short(lines[lineno - 1] if 0 < lineno <= len(lines) else line)}'))
+    return out
 
 
 def _short(value, limit: int = 80) -> str:

@@ -15,7 +15,7 @@ from .files import failback
 from .errors import HaConfError
 from .decisions.stream import FIXES, LAG_WAIT
 from .settings import CONTINUOUS, Settings
-from .adapters.system import read_state
+from .adapters.system import printable, read_state
 
 OK, WARNING, CRITICAL = 0, 1, 2
 LEVEL_NAMES = {OK: 'OK', WARNING: 'WARNING', CRITICAL: 'CRITICAL'}
@@ -41,6 +41,7 @@ class Facts:
     error: str = ''
     settings_problems: list = field(default_factory=list)  # mistakes in the settings files
     peer_record: dict = field(default_factory=dict)  # master: the slave's record (failback)
+    origin_record: bool | None = None  # slave: it keeps the master cluster's identifier
     foreign_master: str = ''        # continuous slave: its master is not the cluster it copied
 
 
@@ -66,6 +67,8 @@ def gather(settings: Settings) -> Facts:
                           **{k: v for k, v in recorded.items() if k != 'state'},
                           'last_action': recorded.get('state')}
         facts.stream = jobs.load_last_run(settings.paths.state_dir, jobs.STREAM)
+        # the record (wazo_ha.origin) is made by the converge through [database] admin_psql
+        facts.origin_record = bool(settings.database.admin_psql)
         if settings.continuous:
             look = master_origin.load(settings)
             if failback_held(look, config.remote_address):
@@ -144,6 +147,10 @@ def evaluate(facts: Facts, now: float) -> tuple[int, list[str]]:
         if decision == 'down':
             out.append((WARNING, f'failover: the master {facts.peer} is down, this slave serves '
                                  'telephony'))
+        if facts.origin_record is False:
+            out.append((WARNING, '[database] admin_psql is empty: this slave keeps no record of '
+                                 'the master cluster it copies from, a rebuilt master is not '
+                                 'refused (README: Replacing a master)'))
         if facts.mode == CONTINUOUS and decision != 'down' and not facts.paused:
             out += _stream_warnings(facts.stream, now, facts.stream_cause)
         if facts.paused:
@@ -266,7 +273,7 @@ def render(facts: Facts, level: int, warnings: list[str]) -> str:
         lines.append(f'last sync: {_when(sy.finished_at)} {sy.result}' if sy else 'last sync: never')
         lines.append(_slave_line(facts.peer_record))
     lines += warnings
-    return '\n'.join(lines)
+    return printable('\n'.join(lines))   # sentences may quote the peer's own words
 
 
 def _slave_line(view: dict) -> str:

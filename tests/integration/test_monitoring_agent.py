@@ -109,3 +109,20 @@ def test_a_stale_summary_is_unknown(agent):
     stale = as_user(slave, groups=gid)
     assert stale.returncode == 3, stale.stdout
     assert 's ago: is cron running (wazo-ha-status --write-summary' in stale.stdout
+
+
+def test_an_unexpected_error_as_root_is_unknown_for_nagios(agent):
+    """Review of issue 25: NRPE runs the check as root too (sudo): a state the status cannot
+    read (here a directory where a state file stands) is UNKNOWN (3) on stdout, not 1."""
+    master, slave, gid = agent
+    blocker = os.path.join(slave.state_dir, 'converge.json')
+    if os.path.exists(blocker):
+        os.unlink(blocker)
+    os.mkdir(blocker)
+    try:
+        shown = slave.wazo('wazo-ha-status')
+    finally:
+        os.rmdir(blocker)
+    assert shown.returncode == 3, shown.stdout + shown.stderr
+    assert shown.stdout.startswith('wazo-ha status: UNKNOWN: unexpected error: IsADirectoryError')
+    assert 'Traceback' in open(slave.log_file).read()

@@ -149,6 +149,38 @@ def test_continuous_mode_a_rebuilt_master_is_never_handed_off_from(pair):
     assert 'hand-off done' in stream_ok(slave)
 
 
+@pytest.mark.fresh_testbed("rebuilds the master's cluster: a new system identifier")
+def test_a_rebuilt_master_pushes_no_file_while_the_slave_database_is_down(pair):
+    """The slave's record cannot be read (its PostgreSQL restarts, is upgraded, a firewall):
+    wazo-sync cannot tell a rebuilt master from the old one, so it pushes nothing, until
+    --replace-slave by hand."""
+    master, slave = pair
+    master.psql(installation_sql(users=5, history=5))
+    configure(master, slave)
+    os.makedirs(os.path.dirname(master.host_path(KEPT)), exist_ok=True)
+    with open(master.host_path(KEPT), 'w') as f:
+        f.write('[kept]\n')
+    assert master.wazo('xivo-master-slave-db-replication', timeout=600).returncode == 0
+    assert master.wazo('wazo-sync', timeout=120).returncode == 0
+    assert os.path.exists(slave.host_path(KEPT))
+    rebuild(master)
+    r = master.wazo('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address', slave.ip)
+    assert r.returncode == 0, r.stderr
+    assert run_pairing(master, slave).returncode == 0, 'paired again'
+    slave.stop_postgres()
+    try:
+        refused = master.wazo('wazo-sync', timeout=120)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert 'cannot tell which cluster the slave copied from: nothing pushed' \
+            in refused.stderr, refused.stderr
+        assert os.path.exists(slave.host_path(KEPT)), 'the slave keeps its files'
+        replaced = master.wazo('wazo-sync', '--replace-slave', timeout=120)
+        assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+        assert not os.path.exists(slave.host_path(KEPT)), '--replace-slave pushes anyway'
+    finally:
+        slave.start_postgres()
+
+
 def mails_about(node, subject):
     out = []
     for text in node.mails():

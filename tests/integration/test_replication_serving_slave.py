@@ -137,3 +137,62 @@ def test_a_copy_under_way_when_the_slave_starts_serving_rolls_back(pair):
     assert forward(slave, user) == '1 0612345678', 'the copy was rolled back'
     with open(os.path.join(master.state_dir, 'replication.json')) as f:
         assert json.load(f)['result'] == 'held'
+
+
+def test_a_hostile_slave_record_neither_crashes_the_master_nor_is_fetched_whole(pair):
+    """Review of issue 25: the slave writes its record; a time beyond the C library's range
+    (1e300) or a file of megabytes must not crash the master's wazo-sync nor its
+    wazo-ha-status: the master says it cannot tell, and pushes nothing."""
+    master, slave = pair
+    configure(master, slave)
+    assert replicate(master).returncode == 0
+    record = os.path.join(slave.root, 'failback-record', 'served.json')
+    os.makedirs(os.path.dirname(record), exist_ok=True)
+    for bad, why in (({'episode': 'abc', 'started_at': 1e300, 'ended_at': None},
+                      'started_at: not a time: 1e+300'),
+                     ({'episode': 'abc', 'started_at': 1, 'pad': 'x' * 100_000},
+                      'larger than 65536 bytes')):
+        with open(record, 'w') as f:
+            json.dump(bad, f)
+        synced = master.wazo('wazo-sync', timeout=120)
+        assert synced.returncode == 1, synced.stdout + synced.stderr
+        assert 'cannot tell whether' in synced.stderr and why in synced.stderr, synced.stderr
+        for args in ((), ('--json',), ('--write-summary',)):
+            shown = master.wazo('wazo-ha-status', *args)
+            assert 'unexpected error' not in shown.stdout + shown.stderr, shown.stderr
+            assert shown.returncode in (0, 1, 2), shown.stdout + shown.stderr
+
+
+def test_the_record_reads_of_one_run_share_one_ssh_connection(pair):
+    """A run that copies reads the slave's failback record twice (before the copy, and again
+    in its commit guard): both reads ride one SSH login, and that connection (its control
+    socket in a private directory) ends with the run."""
+    master, slave = pair
+    master.psql(installation_sql(users=20, history=50))
+    configure(master, slave)
+    assert replicate(master).returncode == 0
+    master.psql("UPDATE userfeatures SET firstname = firstname || 'x'")
+    sshd_log = os.path.join(slave.root, 'sshd', 'sshd.log')
+    with open(sshd_log) as f:
+        before = f.read().count('Accepted publickey')
+    result = replicate(master)
+    assert 'tables copied' in result.stdout, result.stdout
+    with open(sshd_log) as f:
+        assert f.read().count('Accepted publickey') - before == 1, 'one login for both reads'
+    from stream_helpers import wait_until
+    assert wait_until(lambda: _shared_ssh_left() == [], 10), \
+        f'the shared connection ended with the run: {_shared_ssh_left()}'
+
+
+def _shared_ssh_left() -> list:
+    """ssh processes (a control master) of a connection shared by a run's reads."""
+    left = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                argv = f.read().split(b'\0')
+        except OSError:
+            continue
+        if argv[0].endswith(b'ssh') and any(b'/wazo-ha-ssh-' in a for a in argv):
+            left.append(argv)
+    return left

@@ -12,6 +12,7 @@ from check_helpers import FAST
 
 from testbed import BIN_DIR
 
+SUMMARY = 'wazo-ha-status --write-summary'   # the status's cron line
 TYPO = '[sync]\nconect_timeout = 3\n'   # a key misspelt in a section the check does not read
 
 
@@ -24,18 +25,19 @@ def conf_d(node, name, text):
     return path
 
 
-def cron_runs(node, tmp_path, times):
-    """Start the check `times` times as cron does (a copy of sh named cron as its parent), one
-    cron minute each (the period claim of the last run is dropped, as a new minute would)."""
+def cron_runs(node, tmp_path, times, command='xivo-check-master-status'):
+    """Start a command (its cron line's) `times` times as cron does (a copy of sh named cron
+    as its parent), one cron minute each (the period claim of the last run is dropped, as a
+    new minute would)."""
     fake_cron = os.path.join(str(tmp_path), 'cron')
     shutil.copy('/bin/sh', fake_cron)
     results = []
     for _ in range(times):
-        claim = os.path.join(node.state_dir, 'xivo-check-master-status.cron-period')
+        claim = os.path.join(node.state_dir, f'{command.split()[0]}.cron-period')
         if os.path.exists(claim):
             os.unlink(claim)
         results.append(node.run(fake_cron, '-c', f'/usr/bin/python3 {BIN_DIR}/'
-                                'xivo-check-master-status >/dev/null', timeout=120))
+                                f'{command} >/dev/null', timeout=120))
     return results
 
 
@@ -116,3 +118,28 @@ def test_a_mistake_in_the_checks_own_section_stops_it_and_is_mailed_once(nodes, 
     conf_d(slave, '50-local.ini', '[check]\ndown_after = 1O\n')
     cron_runs(slave, tmp_path, 1)
     assert len(settings_mails(slave)) == 2
+
+
+def test_a_syntax_error_is_tied_to_its_section_and_the_status_line_mails_it_once(nodes, tmp_path):
+    """Review of issue 25: a line without '=' in [sync] stops neither the failover check nor
+    the status summary; a key given twice in [paths] stops the summary, whose cron line
+    (wazo-ha-status --write-summary, every minute) mails it once and prints nothing."""
+    master, slave = nodes
+    slave.write_settings(check={**FAST['check'], 'run_for': '2'})
+    path = conf_d(slave, '50-local.ini', '[sync]\nconect_timeout 3\n')
+    master.link(up=False)
+    for ran in cron_runs(slave, tmp_path, 3) + cron_runs(slave, tmp_path, 3, SUMMARY):
+        assert (ran.returncode, ran.stdout, ran.stderr) == (0, '', ''), 'cron would mail output'
+    assert slave.services_state() == 'all', 'the check failed over'
+    mails = settings_mails(slave)
+    assert len(mails) == 1, mails
+    assert f'{path}: line 2: [sync] not a "key = value" line: conect_timeout 3' in mails[0]
+
+    conf_d(slave, '50-local.ini', '[paths]\nlock_dir = /run/lock/a\nlock_dir = /run/lock/b\n')
+    for ran in cron_runs(slave, tmp_path, 3, SUMMARY):
+        assert (ran.returncode, ran.stdout, ran.stderr) == (2, '', ''), ran
+    mails = settings_mails(slave)
+    assert len(mails) == 2, mails
+    assert any(f'{path}: line 3: [paths] lock_dir: set twice (keep one)' in m for m in mails)
+    by_hand = slave.wazo('wazo-ha-status', '--write-summary')
+    assert by_hand.returncode == 2 and 'line 3: [paths] lock_dir' in by_hand.stderr

@@ -139,9 +139,17 @@ def test_lintian_reports_no_error_nor_warning(deb):
 
 def test_install_run_help_and_purge(deb):
     path, _ = deb
+    # review of issue 25: settings directories made beforehand by someone else become root's
+    os.makedirs('/etc/wazo-ha/conf.d', exist_ok=True)
+    for directory in ('/etc/wazo-ha', '/etc/wazo-ha/conf.d'):
+        os.chown(directory, 65534, 65534)
+        os.chmod(directory, 0o777)
     installed = sh('dpkg', '-i', path)
     try:
         assert installed.returncode == 0, installed.stderr
+        for directory in ('/etc/wazo-ha', '/etc/wazo-ha/conf.d'):
+            st = os.stat(directory)
+            assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o755, 0, 0), directory
         for command in COMMANDS:
             result = sh(command, '--help', env={'PATH': '/usr/sbin:/usr/bin:/sbin:/bin'})
             assert result.returncode == 0, f'{command}: {result.stderr}'

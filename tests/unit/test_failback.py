@@ -39,11 +39,20 @@ def test_the_record_round_trips_and_says_how_long():
     ({'episode': 'ab'}, 'started_at'),
     ({'episode': 'ab', 'started_at': 1, 'ended_at': True}, 'ended_at'),
     ({'episode': 'ab', 'started_at': 10, 'ended_at': 5}, 'ended_at'),
+    ({'episode': 'ab', 'started_at': 1e300}, 'started_at'),      # a hostile slave's time
+    ({'episode': 'ab', 'started_at': 1, 'ended_at': 1e300}, 'ended_at'),
     ([1], 'object'),
 ])
 def test_a_wrong_record_is_refused_by_field(data, field):
     with pytest.raises(ValueError, match=field):
         episode_from_dict(data)
+
+
+def test_an_episode_out_of_the_clock_range_is_described_without_error():
+    """Review of issue 25: an Episode made elsewhere (an older state file) with a time the
+    C library cannot convert still reads as a sentence."""
+    assert '1e+300 (not a date)' in Episode('ab', 1e300).describe()
+    assert 'for ' in Episode('ab', 1e300, 2e300).describe()
 
 
 def test_the_record_is_a_read_only_module_apart_from_the_failback_directories():

@@ -103,3 +103,20 @@ def test_a_summary_too_old_or_of_another_shape_is_unknown(tmp_path):
         monitoring.read(str(tmp_path), NOW)
     with pytest.raises(monitoring.SummaryError, match='does not exist'):
         monitoring.read(str(tmp_path / 'none'), NOW)
+
+
+def test_a_peers_control_characters_reach_no_terminal():
+    """Review of issue 25: the slave's PostgreSQL error lines and rsync's stderr end up in
+    sentences, the summary, the status and mails: no escape sequence, no bidirectional
+    override, no carriage return survives."""
+    from wazo_ha_common.adapters.db.session import first_line
+    from wazo_ha_common.adapters.system import tail
+    from wazo_ha_common.status import render
+    hostile = 'FATAL: \x1b[2J\x1b]0;owned\x07role \u202edenied\r\x9b31m'
+    for shown in (monitoring.scrub(hostile), tail(f'rsync: {hostile}\n'),
+                  first_line(Exception(hostile)),
+                  render(Facts(role='corrupt', error=hostile), CRITICAL, [hostile])):
+        assert not any(c in shown for c in '\x1b\x07\r\u202e\x9b'), repr(shown)
+        assert 'denied' in shown
+    data = monitoring.summary(Facts(role='corrupt', error=hostile), CRITICAL, [hostile], 0.0)
+    assert '\x1b' not in monitoring.render({**data, 'warnings': [hostile]})

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from wazo_ha_common.adapters.system import read_no_follow, unlink_no_follow
+from wazo_ha_common.adapters.system import read_no_follow, unlink_no_follow, write_atomic
 from wazo_ha_common.errors import WazoHaError
 
 OTHER = 4321  # a user that is not root (the uid alone is enough for ownership)
@@ -40,6 +40,54 @@ def test_remove_takes_the_link_away_not_what_it_points_to(tmp_path):
     assert unlink_no_follow(str(theirs / 'wazo-ha.conf'))
     assert not os.path.lexists(theirs / 'wazo-ha.conf') and target.read_text() == 'kept\n'
     assert not unlink_no_follow(str(theirs / 'wazo-ha.conf'))
+
+
+def test_the_textfile_is_not_written_through_a_link_in_node_exporters_directory(tmp_path):
+    """Review of issue 25: node exporter's textfile directory is another user's; that user
+    replaces it by a link to a directory of root's: nothing is written there."""
+    from wazo_ha_common import monitoring
+    roots = tmp_path / 'cron.d'
+    roots.mkdir()
+    theirs = tmp_path / 'prometheus'
+    theirs.mkdir()
+    os.chown(theirs, OTHER, OTHER)
+    os.symlink(roots, theirs / 'node-exporter')
+    with pytest.raises(OSError):
+        monitoring.write_textfile(str(theirs / 'node-exporter' / 'wazo_ha.prom'), 'x 1\n')
+    assert os.listdir(roots) == []
+
+
+def test_the_textfile_replaces_a_link_standing_at_its_name(tmp_path):
+    """The file's own name made a link to a file of root's: the link is replaced, the file it
+    pointed to keeps its content and its mode."""
+    from wazo_ha_common import monitoring
+    shadow = tmp_path / 'shadow'
+    shadow.write_text('root:secret\n')
+    os.chmod(shadow, 0o600)
+    theirs = tmp_path / 'node-exporter'
+    theirs.mkdir()
+    os.chown(theirs, OTHER, OTHER)
+    os.symlink(shadow, theirs / 'wazo_ha.prom')
+    assert monitoring.write_textfile(str(theirs / 'wazo_ha.prom'), 'x 1\n')
+    prom = theirs / 'wazo_ha.prom'
+    assert not prom.is_symlink() and prom.read_text() == 'x 1\n'
+    assert os.stat(prom).st_mode & 0o777 == 0o644 and os.stat(prom).st_uid == 0
+    assert shadow.read_text() == 'root:secret\n' and os.stat(shadow).st_mode & 0o777 == 0o600
+
+
+def test_write_atomic_names_its_temporary_file_unpredictably_and_leaves_none(tmp_path):
+    """Every caller of write_atomic (the summary, ha.conf, state files) goes the same way: a
+    temporary name planted in advance is neither followed nor reused."""
+    target = tmp_path / 'elsewhere'
+    target.write_text('kept\n')
+    for guess in ('.status.json.tmp', '.status.json.'):
+        os.symlink(target, tmp_path / guess)
+    write_atomic(str(tmp_path / 'status.json'), '{}\n', mode=0o640)
+    assert (tmp_path / 'status.json').read_text() == '{}\n'
+    assert os.stat(tmp_path / 'status.json').st_mode & 0o777 == 0o640
+    assert target.read_text() == 'kept\n'
+    assert sorted(os.listdir(tmp_path)) == ['.status.json.', '.status.json.tmp', 'elsewhere',
+                                            'status.json']
 
 
 def test_a_file_changed_between_our_read_and_our_rename_is_not_overwritten(tmp_path):

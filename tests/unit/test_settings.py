@@ -99,6 +99,7 @@ def out_of_bounds(setting):
         settings.Path: ['relative/path', '', '/a\x01b'],
         settings.Directories: ['/', 'relative', '/etc/asterisk\n    /'],
         settings.Name: ['post gres', 'x;y', '', 'ébc'],
+        settings.Names: ['', 'asterisk ]x', 'a%(b)s'],
         settings.Bool: ['maybe', ''],
         settings.Verify: ['maybe', 'relative/ca.pem'],
         settings.Url: ['http://', 'ftp://host', 'localhost:9497', 'http://:80/', 'https://h:99999/'],
@@ -140,3 +141,29 @@ def test_a_huge_or_deeply_nested_settings_file_gives_one_short_line(tmp_path):
     with pytest.raises(SettingsError) as e:
         settings.load(path)
     assert len(str(e.value)) < 300
+
+
+@pytest.mark.parametrize('text, where, line', [
+    ('[check]\nup_after = 90\n[sync]\nconect timeout\ntimeout = 30\n',
+     '[sync] not a "key = value" line: conect timeout', 4),
+    ('[check]\nup_after = 90\n[sync]\ntimeout = 30\ntimeout = 40\n', '[sync] timeout: set twice', 5),
+    ('[check]\nup_after = 90\n[sync]\ntimeout = 30\n[sync]\n', '[sync]: section given twice', 5),
+])
+def test_a_syntax_error_in_conf_d_stops_only_the_commands_reading_its_section(tmp_path, text,
+                                                                              where, line):
+    """Review of issue 25: a line without '=' or a key given twice is tied to the section of
+    its line, with its line number; the failover check (its sections only) still loads, and
+    keeps the file's values of the sections without mistakes."""
+    main = write(tmp_path, '')
+    (tmp_path / 'conf.d').mkdir()
+    bad = write(tmp_path, text, 'conf.d/50-local.ini')
+    loaded = settings.load(main, strict=('paths', 'check', 'mail'))
+    assert loaded.check.up_after == 90
+    (tmp_path / 'clean').mkdir()
+    assert loaded.sync.timeout == settings.load(write(tmp_path, '', 'clean/config.ini')).sync.timeout
+    assert [p.text for p in loaded.problems] == [f'{bad}: line {line}: {where} (keep one)'
+                                                 if 'twice' in where else
+                                                 f'{bad}: line {line}: {where}']
+    assert not loaded.sound('sync') and loaded.sound('check')
+    with pytest.raises(SettingsError, match=f'line {line}: '):
+        settings.load(main, strict=('sync',))

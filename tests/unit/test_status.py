@@ -245,6 +245,16 @@ def test_a_converge_older_than_three_minutes_is_a_warning_unless_paused():
     assert evaluate(master(access=recent), NOW) == (OK, [])
 
 
+def test_a_slave_without_admin_psql_warns_that_a_rebuilt_master_is_not_refused():
+    """Review of issue 25: without [database] admin_psql the slave's converge cannot make its
+    record of the master cluster (wazo_ha.origin): said, not silent."""
+    level, warnings = evaluate(slave(origin_record=False), NOW)
+    assert level == WARNING and warnings == [
+        'WARNING: [database] admin_psql is empty: this slave keeps no record of the master '
+        'cluster it copies from, a rebuilt master is not refused (README: Replacing a master)']
+    assert evaluate(slave(origin_record=True), NOW) == (OK, [])
+
+
 def test_both_nodes_say_which_replication_is_in_force_and_why():
     """Continuous mode, the stream not in force: the master's last run copied as in hourly
     mode and says why; the slave's control record says what it meets. Warnings, not failures:

@@ -12,13 +12,13 @@ import json
 import logging
 import logging.handlers
 import os
+import re
 import secrets
 import shlex
 import shutil
 import socket
 import stat
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
@@ -44,9 +44,20 @@ def describe(argv: Sequence[str]) -> str:
     return ' '.join(shlex.quote(a) for a in argv)
 
 
+# control characters (C0 but the newline, DEL, C1) and the bidirectional overrides: what a
+# peer's text (its PostgreSQL's error lines, its rsync's stderr) could use to rewrite a terminal
+_CONTROL = re.compile('[\x00-\x09\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]')
+
+
+def printable(text: str) -> str:
+    """Text another machine wrote, fit for a terminal, a mail or a log: every control
+    character but the newline shown as '?'."""
+    return _CONTROL.sub('?', text)
+
+
 def tail(text: str, lines: int = OUTPUT_TAIL_LINES) -> str:
     kept = [line for line in text.strip().splitlines() if line.strip()][-lines:]
-    return ' | '.join(kept)
+    return printable(' | '.join(kept))
 
 
 def run(argv: Sequence[str], *, timeout: float = 120, check: bool = True,
@@ -141,27 +152,11 @@ def _read_pid(fd: int) -> str:
 
 
 def write_atomic(path: str, content: str, mode: int = 0o644) -> None:
-    """Write a file so that readers see the old or the new content, never a mix."""
-    directory = os.path.dirname(path) or '.'
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', dir=directory)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    """Write a file so that readers see the old or the new content, never a mix; its
+    directory is made when missing. Whoever owns the directory (node exporter's textfile
+    directory is another user's), no link is followed: see write_no_follow."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_no_follow(path, content, mode=mode)
 
 
 def open_directory(directory: str) -> int:
@@ -219,7 +214,7 @@ def write_no_follow(path: str, content: str, *, mode: int,
                 os.fsync(f.fileno())
             if expect is not _ANY and _read_at(dir_fd, name) != expect:
                 raise ChangedMeanwhile(f'{path} changed while it was being written')
-            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 NOTHING, BRING_BACK, SERVING = 'nothing', 'bring back', 'serving'
+LATEST = 4102444800.0   # 2100-01-01 UTC: a later time in a record is a slave's lie, refused
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,11 @@ class Episode:
         return None if self.ended_at is None else self.ended_at - self.started_at
 
     def describe(self) -> str:
-        began = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.started_at))
+        """A sentence's part; never raises, whatever the times (a record a slave wrote)."""
+        try:
+            began = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.started_at))
+        except (OverflowError, OSError, ValueError):
+            began = f'{self.started_at!r} (not a date)'
         if self.ended_at is None:
             return f'since {began}'
         return f'from {began} for {self.duration:.0f} s'
@@ -44,7 +49,7 @@ def episode_from_dict(data) -> Episode | None:
         if value is None and name == 'ended_at':
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or value < 0:
+                or not math.isfinite(value) or not 0 <= value <= LATEST:
             raise ValueError(f'{name}: not a time: {value!r}')
     if data.get('ended_at') is not None and data['ended_at'] < data['started_at']:
         raise ValueError('ended_at: before started_at')

@@ -215,8 +215,9 @@ def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks, force: 
     """Bring the services to the decided state on a change, and once per run anyway (at
     every probe while a failback waits for the phones); keep the failback record (what the
     master's next wazo-sync reads) in step. Root is mailed once per transition: the record
-    opens or closes an episode once. `held`: no failback (a foreign master, see
-    _held_by_origin). Returns the outcome and the wait under way."""
+    opens or closes an episode once, and keeps whether its failover was announced. `held`: no
+    failback (a foreign master, see _held_by_origin). Returns the outcome and the wait under
+    way."""
     if verdict.decision == health.UNKNOWN or not (verdict.changed or force):
         return None, waiting
     if held and verdict.decision == health.UP:
@@ -237,7 +238,8 @@ def _converge(settings: Settings, verdict: health.Verdict, hooks: Hooks, force: 
         change = failback.serving(settings)
         hooks.before_serving(settings)  # the slave's own writes from now on
         outcome = services.start(settings)
-        if change and not outcome.critical_failed:
+        # announced when the start first succeeds, at this run or at a retry of a failed step
+        if not outcome.critical_failed and failback.announce(settings):
             _announce_failover(settings, memory)
     else:
         asked: list[bool] = []

@@ -63,9 +63,10 @@ def record_path(settings: Settings) -> str:
     return os.path.join(settings.sync.record_dir, RECORD_FILE)
 
 
-def _save(settings: Settings, episode: Episode) -> None:
+def _save(settings: Settings, episode: Episode, announced: bool | None = None) -> None:
     write_state(settings.sync.record_dir, RECORD_FILE,
-                {**asdict(episode), 'duration': episode.duration})
+                {**asdict(episode), 'duration': episode.duration,
+                 **({} if announced is None else {'announced': announced})})
 
 
 def serving(settings: Settings, now: float | None = None) -> str | None:
@@ -74,8 +75,20 @@ def serving(settings: Settings, now: float | None = None) -> str | None:
     if current is not None and current.ended_at is None:
         return None
     episode = Episode(secrets.token_hex(8), time.time() if now is None else now)
-    _save(settings, episode)
+    _save(settings, episode, announced=False)
     return f'failback record: episode {episode.episode} opened (this slave serves telephony)'
+
+
+def announce(settings: Settings) -> bool:
+    """True once per episode, the first time its telephony started (maybe at a later run than
+    the one that opened it: a failed step retried); the record keeps that it was announced.
+    A record without the flag (written before it existed) counts as announced."""
+    current = parse_record(record_path(settings))
+    data = read_state(settings.sync.record_dir, RECORD_FILE)
+    if current is None or current.ended_at is not None or data.get('announced') is not False:
+        return False
+    _save(settings, current, announced=True)
+    return True
 
 
 def gave_back(settings: Settings, now: float | None = None) -> str | None:
@@ -117,7 +130,7 @@ def slave_view(settings: Settings) -> dict:
         return {}
     try:
         record = episode_from_dict(state.get('record') or {})
-    except ValueError:
+    except (ValueError, TypeError):   # written by an older wazo-sync: whatever the slave said
         record = None
     back = read_state(settings.paths.state_dir, BROUGHT_BACK_FILE)
     return {'read_at': state.get('read_at'),

@@ -8,14 +8,16 @@ directories and read those, and nothing else: no shell, no forwarding, no other 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 from . import failback, landing, rsyncd, voicemail_back
 from .. import role
@@ -26,7 +28,7 @@ from ..errors import WazoHaError
 from ..jobs import SYNC, LastRun, save_last_run
 from ..decisions.origin import ForeignMasterError
 from ..settings import Settings
-from ..adapters.system import describe, run, send_mail, single_instance, tail
+from ..adapters.system import describe, printable, run, send_mail, single_instance, tail
 
 logger = logging.getLogger('wazo-ha')
 
@@ -89,8 +91,12 @@ def ssh_options(settings: Settings, batch: bool = True) -> list[str]:
     return opts
 
 
-def rsync_shell(settings: Settings) -> str:
-    return describe(['ssh', *ssh_options(settings)])
+def rsync_shell(settings: Settings, control: str | None = None) -> str:
+    """The -e of rsync. `control`: the socket of an SSH connection shared by the sessions of
+    one run (see serving_reader); the first session opens it."""
+    shared = ['-o', 'ControlMaster=auto', '-o', f'ControlPath={control}',
+              '-o', f'ControlPersist={settings.sync.shared_connection_idle}'] if control else []
+    return describe(['ssh', *ssh_options(settings), *shared])
 
 
 def failback_modules(settings: Settings) -> list[rsync_modules.Module]:
@@ -161,7 +167,8 @@ def push(settings: Settings, dry_run: bool = False, replace: bool = False,
             said = check_origin(settings, slave, replace, SYNC.name, dry_run) \
                 if check_origin else None
         except ForeignMasterError as e:
-            _save_state(settings, 'failed', f'{e}; nothing pushed')
+            _save_state(settings, 'failed', str(e) if 'nothing pushed' in str(e)
+                        else f'{e}; nothing pushed')
             raise
         if said:
             logger.warning('%s', said)
@@ -203,7 +210,7 @@ def push(settings: Settings, dry_run: bool = False, replace: bool = False,
                         if line.strip()]
             if result.returncode != 0:
                 logger.error('rsync into %s exit status %d; output:\n%s', module.path,
-                             result.returncode, (result.stdout + result.stderr).strip())
+                             result.returncode, printable((result.stdout + result.stderr).strip()))
                 failures.append(f'{module.path}: rsync exit status {result.returncode}: '
                                 f'{tail(result.stderr, 2) or "no output"}')
         duration = time.monotonic() - started
@@ -323,15 +330,61 @@ def _stage(settings: Settings, target: str, module: rsync_modules.Module, stagin
                         f'status {result.returncode}: {tail(result.stderr, 2)}')
 
 
-def slave_serving(settings: Settings, slave_ip: str) -> str | None:
+SHARED_CONNECTION_PREFIX = 'wazo-ha-ssh-'
+
+
+def _sweep_shared_connections(idle: int) -> None:
+    """The directories a killed run left (its connection ended by itself `idle` seconds
+    after its last read): this user's own, never followed through a link."""
+    top = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(top) if n.startswith(SHARED_CONNECTION_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(top, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and \
+                time.time() - st.st_mtime > idle + 60:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def serving_reader(settings: Settings) -> Iterator[Callable[[str], str | None]]:
+    """slave_serving for the reads of one run (the replication's, before its copy and again
+    right before its commit): they share one SSH connection, its control socket in a private
+    directory, ended when the block ends. Each read is still a read of the record as it is
+    then, through the same key and forced command."""
+    _sweep_shared_connections(settings.sync.shared_connection_idle)
+    control_dir = tempfile.mkdtemp(prefix=SHARED_CONNECTION_PREFIX)  # 0700: this user's only
+    control = os.path.join(control_dir, 'ssh')
+    targets = set()
+
+    def serving(slave_ip: str) -> str | None:
+        targets.add(remote(settings.sync.remote_user, slave_ip))
+        return slave_serving(settings, slave_ip, control)
+    try:
+        yield serving
+    finally:
+        if os.path.exists(control):
+            for target in targets:
+                run(['ssh', '-o', f'ControlPath={control}', '-O', 'exit', target], timeout=30,
+                    check=False)
+        shutil.rmtree(control_dir, ignore_errors=True)
+
+
+def slave_serving(settings: Settings, slave_ip: str, control: str | None = None) -> str | None:
     """Why the master's database copy must leave the slave alone now: it serves telephony
     (its failback record has an open episode), or its record cannot be read; None when it
-    is on standby."""
+    is on standby. `control`: see serving_reader."""
     if not os.path.exists(settings.sync.ssh_key):
         return (f'cannot tell whether it serves telephony (no key {settings.sync.ssh_key} to '
                 'read its failback record: run wazo-sync -i)')
     try:
-        record = fetch_record(settings, remote(settings.sync.remote_user, slave_ip))
+        record = fetch_record(settings, remote(settings.sync.remote_user, slave_ip), control)
     except SyncError as e:
         return f'cannot tell whether it serves telephony ({e})'
     if failback_step(record, None) == SERVING:
@@ -339,21 +392,29 @@ def slave_serving(settings: Settings, slave_ip: str) -> str | None:
     return None
 
 
-def fetch_record(settings: Settings, target: str) -> Episode | None:
-    """The slave's record of the telephony it served (read through its read-only module)."""
+RECORD_MAX_SIZE = 65536   # a record is a hundred bytes: a slave's bigger file is not fetched
+
+
+def fetch_record(settings: Settings, target: str, control: str | None = None
+                 ) -> Episode | None:
+    """The slave's record of the telephony it served (read through its read-only module).
+    `control`: the socket of a shared SSH connection (see serving_reader)."""
     scratch = tempfile.mkdtemp(prefix='wazo-sync-record-')
     try:
-        result = run(['rsync', '-rt', '--include', f'/{failback.RECORD_FILE}', '--exclude', '*',
-                      '-e', rsync_shell(settings), f'{target}::{rsync_modules.RECORD}/',
+        result = run(['rsync', '-rt', f'--max-size={RECORD_MAX_SIZE}', '--info=skip1',
+                      '--include', f'/{failback.RECORD_FILE}', '--exclude', '*',
+                      '-e', rsync_shell(settings, control), f'{target}::{rsync_modules.RECORD}/',
                       f'{scratch}/'], timeout=settings.sync.connect_timeout + 60, check=False)
         if result.returncode != 0:
             logger.error('reading the failback record on %s: rsync exit status %d; output:\n%s',
-                         target, result.returncode, (result.stdout + result.stderr).strip())
+                         target, result.returncode, printable((result.stdout + result.stderr).strip()))
             raise SyncError(f'cannot read the failback record on {target} (rsync exit status '
                             f'{result.returncode}): {tail(result.stderr) or "no output"}'
                             + (' - run wazo-ha-config set --node-type slave ... on the slave, '
                                'or upgrade it' if 'unknown module' in result.stderr else ''))
         try:
+            if 'over max-size' in result.stdout:   # skipped: no proof the slave is on standby
+                raise ValueError(f'larger than {RECORD_MAX_SIZE} bytes')
             return failback.read_record(os.path.join(scratch, failback.RECORD_FILE))
         except (OSError, ValueError) as e:
             raise SyncError(f'cannot tell whether {target} serves telephony: its failback '

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, NoReturn
 
 
 from .. import jobs, role
@@ -89,13 +90,16 @@ def run(settings: Settings, argument: str | None, verify: bool = False, *,
     the copy as in hourly mode (copy(prepare)), it makes it when the stream is not in force.
     `serving(slave_ip)` (given by the command) says why the slave must be left alone now (it
     serves telephony, or that cannot be told), None when it may be written; `force` copies
-    anyway. `replace`: --replace-slave (see origin)."""
+    anyway. In hourly mode it is asked while the run logs into both databases and compares
+    (reads only): its answer comes before anything is written, and a slave that serves is left
+    alone whatever the comparison found. `replace`: --replace-slave (see origin)."""
     slave_ip = role.resolve_peer(settings, argument, 'master', 'replication')
-    with single_instance(settings.paths.lock_dir, NAME):
+    with single_instance(settings.paths.lock_dir, NAME), \
+            concurrent.futures.ThreadPoolExecutor(1) as asking:
         result = Result(slave=slave_ip, started_at=time.time())
-        held = serving(slave_ip) if serving is not None and not force else None
-        if held is not None:
-            return _hold(settings, slave_ip, result, held)
+        asked = asking.submit(serving, slave_ip) if serving is not None and not force else None
+        if settings.continuous and asked is not None and asked.result() is not None:
+            return _hold(settings, slave_ip, result, asked.result())
         last = read_state(settings.paths.state_dir, VERIFY_STATE_FILE).get('finished_at')
         result.verified = verify or verification_due(last, result.started_at,
                                                      settings.database.verify_every)
@@ -114,27 +118,40 @@ def run(settings: Settings, argument: str | None, verify: bool = False, *,
                                prepare=prepare, trust_tracking=False)
                 reconcile(settings, slave_ip, result, copy)
             else:
-                _replicate(settings, slave_ip, result, replace, None if force else serving)
-        except SlaveServes as e:  # a failover came while copying: rolled back, held
-            logger.warning('replication to %s rolled back: the slave started serving '
-                           'telephony during the copy', slave_ip)
+                _replicate(settings, slave_ip, result, replace, None if force else serving,
+                           asked=asked)
+        except SlaveServes as e:  # rolled back (a failover came while copying), held
+            if e.during_copy:
+                logger.warning('replication to %s rolled back: the slave started serving '
+                               'telephony during the copy', slave_ip)
             return _hold(settings, slave_ip, Result(slave=slave_ip, started_at=result.started_at),
                          e.why)
-        except origin.ForeignMasterError as e:
-            _save_state(settings, result, started, error=str(e))
-            raise
-        except SchemaMismatch as e:
-            _save_state(settings, result, started, error=str(e), kind=jobs.SCHEMA_MISMATCH)
-            raise
-        except session.DatabaseError as e:
-            message = f'replication to {slave_ip} failed, the slave is unchanged: {e}'
-            _save_state(settings, result, started, error=message)
-            raise session.DatabaseError(message) from None
+        except (origin.ForeignMasterError, SchemaMismatch, session.DatabaseError) as e:
+            # a slave that serves is left alone before anything else is said of it
+            why = asked.result() if asked is not None and not settings.continuous else None
+            if why is not None:
+                return _hold(settings, slave_ip,
+                             Result(slave=slave_ip, started_at=result.started_at), why)
+            _failed(settings, result, started, slave_ip, e)
         _save_state(settings, result, started)
         if result.verified and not continuous:
             _report_verification(settings, result, by_hand=verify)
         logger.info('%s', result.sentence())
         return result
+
+
+def _failed(settings: Settings, result: Result, started: float, slave_ip: str,
+            e: Exception) -> NoReturn:
+    """Record a failed run and raise its error."""
+    if isinstance(e, origin.ForeignMasterError):
+        _save_state(settings, result, started, error=str(e))
+        raise e
+    if isinstance(e, SchemaMismatch):
+        _save_state(settings, result, started, error=str(e), kind=jobs.SCHEMA_MISMATCH)
+        raise e
+    message = f'replication to {slave_ip} failed, the slave is unchanged: {e}'
+    _save_state(settings, result, started, error=message)
+    raise session.DatabaseError(message) from None
 
 
 def guard_slave(settings: Settings, nodes: Nodes, slave_ip: str, master_system: str,
@@ -196,12 +213,12 @@ HELD_MAIL_AFTER = 7200.0   # seconds of 'cannot tell' before root is mailed (onc
 
 
 class SlaveServes(Exception):
-    """Raised by the commit guard: the slave's record says it serves now; the slave's
-    transaction is rolled back (never committed)."""
+    """The slave's record says it serves now: its transaction is rolled back (never
+    committed). `during_copy`: raised by the commit guard, after the copy was written."""
 
-    def __init__(self, why: str):
+    def __init__(self, why: str, during_copy: bool = True):
         super().__init__(why)
-        self.why = why
+        self.why, self.during_copy = why, during_copy
 
 
 def _commit_guard(serving: Callable[[str], str | None], slave_ip: str):
@@ -220,10 +237,13 @@ def _commit_guard(serving: Callable[[str], str | None], slave_ip: str):
 def _replicate(settings: Settings, slave_ip: str, result: Result, replace: bool = False,
                serving: Callable[[str], str | None] | None = None,
                prepare: Callable[[Nodes], None] | None = None,
-               trust_tracking: bool = True) -> None:
+               trust_tracking: bool = True,
+               asked: concurrent.futures.Future | None = None) -> None:
     """The atomic copy. `prepare(nodes)` (the stream's fallback) runs first, before the
     master's snapshot is taken; without `trust_tracking` every table is compared by content
-    (the stream wrote the slave behind the tracking record's back)."""
+    (the stream wrote the slave behind the tracking record's back). `asked`: serving's answer
+    under way (read while this compares), awaited before any write; SlaveServes when the
+    slave serves."""
     with Nodes(settings, slave_ip, NAME) as nodes:
         if serving is not None:
             nodes.commit_guard = _commit_guard(serving, slave_ip)
@@ -233,7 +253,10 @@ def _replicate(settings: Settings, slave_ip: str, result: Result, replace: bool 
         now = tuple(tracking.Horizon(**h) for h in nodes.both(catalog.horizon))
         to_record = guard_slave(settings, nodes, slave_ip, now[0].system, replace)
         record = _trusted_record(settings, slave_ip, now) if trust_tracking else None
+        if result.verified or record is None:  # every row read: not on a slave that serves
+            _unless_serving(asked, nodes)
         changes = find_changes(nodes, tables, record, verify=result.verified)
+        _unless_serving(asked, nodes)
         result.tables_unchanged = len(tables) - len(changes.tables)
         if result.verified:
             result.differing, result.missed_by_tracking = \
@@ -247,6 +270,14 @@ def _replicate(settings: Settings, slave_ip: str, result: Result, replace: bool 
             nodes.rollback_slave()
         nodes.end_read()
     _save_tracking(settings, slave_ip, now, tables, changes, writer, record)
+
+
+def _unless_serving(asked: concurrent.futures.Future | None, nodes: Nodes) -> None:
+    """serving's answer: SlaveServes (the slave's transaction rolled back) when it serves."""
+    why = asked.result() if asked is not None else None
+    if why is not None:
+        nodes.rollback_slave()
+        raise SlaveServes(why, during_copy=False)
 
 
 def _tracking_path(settings: Settings) -> str:

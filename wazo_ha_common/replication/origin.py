@@ -19,13 +19,14 @@ import logging
 from ..access import pg_access
 from ..adapters.db import catalog, session
 from ..adapters.network import source_address
-from ..decisions.origin import MISSING, NO_TABLE, ForeignMasterError, decide
+from ..decisions.origin import (MISSING, NO_TABLE, ForeignMasterError, UnknownOriginError,
+                                decide, unknown_origin)
 from ..errors import WazoHaError
 from ..settings import Settings
 
 logger = logging.getLogger('wazo-ha')
 
-__all__ = ['ForeignMasterError', 'read', 'write', 'master_identity', 'guard', 'own_address',
+__all__ = ['ForeignMasterError', 'UnknownOriginError', 'read', 'write', 'master_identity', 'guard', 'own_address',
            'check_before_sync']
 
 
@@ -101,7 +102,10 @@ def check_before_sync(settings: Settings, slave_ip: str, replace: bool, by: str,
                       dry_run: bool = False) -> str:
     """wazo-sync: the same guard, through the replication role's login to the slave (a
     short transaction of its own). ForeignMasterError, or a sentence for the log. A slave
-    database that cannot be reached does not stop the file sync (said in the log)."""
+    whose record cannot be read (its database does not answer) is not pushed to: a rebuilt
+    master would delete its files (UnknownOriginError), unless `replace`. Only this master's
+    own database not answering lets the files go (it cannot be told apart from a master
+    without PostgreSQL: said in the log)."""
     try:
         master_conn = session.connect(settings.database.local_dsn,
                                       'the master database ([database] local_dsn)',
@@ -111,16 +115,23 @@ def check_before_sync(settings: Settings, slave_ip: str, replace: bool, by: str,
                                      catalog.horizon(session.cursor(master_conn))['system'])
         finally:
             session.close(master_conn)
+    except WazoHaError as e:
+        return (f'cannot tell which cluster this master is ({e}): files synced anyway')
+    try:
         slave_conn = session.connect(pg_access.slave_dsn(settings, slave_ip),
                                      f'the slave database at {slave_ip}', application=by)
+        try:
+            cur = session.cursor(slave_conn)
+            if guard(cur, own_address(slave_ip), master, replace) and not dry_run:
+                write(cur, master, by)
+            session.commit(slave_conn)
+        finally:
+            session.close(slave_conn)
+    except ForeignMasterError:
+        raise
     except WazoHaError as e:
-        return (f'cannot tell which master cluster the slave copied from ({e}): files synced '
-                'anyway')
-    try:
-        cur = session.cursor(slave_conn)
-        if guard(cur, own_address(slave_ip), master, replace) and not dry_run:
-            write(cur, master, by)
-        session.commit(slave_conn)
-    finally:
-        session.close(slave_conn)
+        if replace:
+            return (f'--replace-slave: cannot tell which cluster the slave copied from ({e}): '
+                    'files pushed anyway, its record is written by the next replication')
+        raise UnknownOriginError(unknown_origin(str(e))) from None
     return ''

@@ -13,6 +13,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from ...errors import WazoHaError
+from ..system import printable
 from . import ADMIN_OPTIONS
 
 
@@ -105,8 +106,9 @@ def end_other_sessions(conn, application: str) -> list[int]:
 
 
 def first_line(e: Exception) -> str:
+    """The first line of a PostgreSQL error (maybe the peer's words: no control character)."""
     text = str(e).strip() or type(e).__name__
-    return ' '.join(text.splitlines()[0].split())
+    return printable(' '.join(text.splitlines()[0].split()))
 
 
 @contextlib.contextmanager
