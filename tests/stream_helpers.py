@@ -2,7 +2,9 @@
 
 import time
 
+import baselines
 from check_helpers import FAST
+from datagen import installation_sql
 from replication_helpers import configure, copied_table_names, table_digests
 
 CONTINUOUS = {'database': {'mode': 'continuous'}}
@@ -115,3 +117,21 @@ def assert_password_kept_secret(master, slave):
             assert secret not in f.read(), path
     assert 'password' not in slave.psql("SELECT coalesce(string_agg(subconninfo, ' '), '') "
                                         "FROM pg_subscription")
+
+
+def first_hand_off_done(master, slave, _other):
+    master.psql(installation_sql(users=30, history=40))
+    setup_streaming(master, slave)
+
+
+def subscription_streams(_master, slave, _other):
+    """the slave's subscription is enabled and its apply worker runs"""
+    return wait_until(lambda: subscription(slave) == (True, True))
+
+
+def streaming_baseline(request):
+    """The shared 'streaming' baseline of a module's tests: continuous mode on both nodes,
+    paired, the first hand-off done, the subscription streaming (reset before each test)."""
+    master, slave, _ = baselines.shaped(request, baselines.PG, 'streaming', first_hand_off_done,
+                                        subscription_streams)
+    return master, slave

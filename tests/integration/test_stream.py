@@ -9,23 +9,12 @@ import time
 import psycopg2
 import pytest
 
-import baselines
 from datagen import installation_sql
 from replication_helpers import snapshot
 from stream_helpers import (assert_equal_copies, assert_password_kept_secret,
                             configure_continuous, continuous_settings, create_user, our_slots,
-                            setup_streaming, stream, stream_ok, subscription, users_named,
-                            wait_until)
-
-
-def first_hand_off_done(master, slave, _other):
-    master.psql(installation_sql(users=30, history=40))
-    setup_streaming(master, slave)
-
-
-def subscription_streams(_master, slave, _other):
-    """the slave's subscription is enabled and its apply worker runs"""
-    return wait_until(lambda: subscription(slave) == (True, True))
+                            stream, stream_ok, streaming_baseline, subscription,
+                            users_named, wait_until)
 
 
 @pytest.fixture
@@ -33,9 +22,7 @@ def streaming(request):
     """Continuous mode on both nodes, paired, the first hand-off done and the subscription
     streaming. Shared: reset to this baseline (both clusters, slot and subscription with them)
     before each test, its apply worker running again."""
-    master, slave, _ = baselines.shaped(request, baselines.PG, 'streaming', first_hand_off_done,
-                                        subscription_streams)
-    return master, slave
+    return streaming_baseline(request)
 
 
 @pytest.mark.fresh_testbed('sees the first hand-off as it left the nodes (a baseline restarts '

@@ -8,11 +8,10 @@ import subprocess
 
 import pytest
 
-import baselines
 from replication_helpers import table_rows
 from stream_helpers import (assert_equal_copies, configure_continuous, create_user, our_slots,
-                            stream, stream_ok, users_named, wait_equal, wait_until)
-from test_stream import first_hand_off_done, subscription_streams
+                            stream, stream_ok, streaming_baseline, users_named, wait_equal,
+                            wait_until)
 
 FALLBACK_SUBJECT = 'hourly copies, continuous replication is not in force'
 RESUMED_SUBJECT = 'continuous replication is in force again'
@@ -60,9 +59,8 @@ def rows(node, table):
 
 @pytest.fixture
 def streaming_pair(request):
-    master, slave, _ = baselines.shaped(request, baselines.PG, 'streaming', first_hand_off_done,
-                                        subscription_streams)
-    return master, slave
+    """test_stream's shared baseline: paired, handed off, streaming."""
+    return streaming_baseline(request)
 
 
 @pytest.mark.fresh_testbed('blocks the slave\'s flow to the master\'s 5432, drops its slot and '

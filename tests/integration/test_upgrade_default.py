@@ -16,15 +16,14 @@ import os
 import sys
 
 from check_helpers import FAST
-from datagen import installation_sql
 from replication_helpers import replicate, run_pairing
 from stream_helpers import create_user, stream, subscription, users_named, wait_until
-from test_converge import converge, ok, put_ha
+from test_converge import converge, ok
 from testbed import REPO
 
 UPGRADE = os.path.join(REPO, 'tests', 'fixtures', 'upgrade')
 sys.path.insert(0, UPGRADE)
-from pair_state import node_state, prune_to  # noqa: E402
+from pair_state import node_state, prune_to, quick_summary  # noqa: E402
 
 
 def recorded():
@@ -56,17 +55,7 @@ def test_an_hourly_pair_upgraded_replicates_before_wazo_sync_i_and_streams_after
     # the previous version's pair: its behaviour is this version's hourly mode
     for node in (master, slave):
         settings(node, 'hourly')
-    master.psql(installation_sql(users=5))
-    ok(put_ha(slave, 'slave', master.ip))
-    ok(put_ha(master, 'master', slave.ip))
-    for node in (master, slave):
-        ok(node.run('wazo-service', 'restart'))
-    ok(run_pairing(master, slave))
-    ok(replicate(master, slave.ip))
-    ok(master.wazo('wazo-sync'))
-    ok(slave.wazo('xivo-check-master-status'))
-    for node in (master, slave):
-        ok(converge(node))
+    quick_summary(master, slave)
     for name, node in (('master', master), ('slave', slave)):
         prune_to(node, before[name])  # this version's additions to the state files, if any
         now = node_state(node)
