@@ -102,3 +102,40 @@ def test_an_hourly_pair_upgraded_replicates_before_wazo_sync_i_and_streams_after
     assert subscription(slave) == (True, True)
     ok(replicate(master, slave.ip))
     assert 'hourly copies' not in master.wazo('wazo-ha-status').stdout
+
+
+def test_an_upgraded_pair_paired_with_5432_blocked_says_the_cause_of_now(pair):
+    """An hourly pair upgraded, its master's PostgreSQL restarted (wal_level active), run
+    through its hourly copies unpaired ("run wazo-sync -i"), then paired while the slave's flow
+    to 5432 stays blocked (the previous prerequisites never opened it): status and the mail no
+    longer ask for wazo-sync -i, which ran; no slot was ever dropped, so no earlier cause is
+    kept (stream/master.py records a cause only with a slot it dropped)."""
+    from datagen import installation_sql
+    from test_converge import put_ha
+    from test_stream_fallback import flow_blocked
+    master, slave = pair
+    for node in (master, slave):
+        settings(node, 'hourly')
+    master.psql(installation_sql(users=5))
+    ok(put_ha(slave, 'slave', master.ip))
+    ok(put_ha(master, 'master', slave.ip))
+    ok(run_pairing(master, slave))
+    ok(replicate(master, slave.ip))
+    for node in (master, slave):
+        settings(node, None)
+    ok(converge(master))
+    ok(converge(slave))
+    master.stop_postgres()
+    master.start_postgres()
+    with flow_blocked(slave, master):
+        ok(replicate(master, slave.ip))
+        assert 'wazo-sync -i' in master.wazo('wazo-ha-status').stdout, 'not paired yet'
+        ok(run_pairing(master, slave))
+        assert cron_minute_on_the_slave(slave).returncode != 0, 'the slave cannot reach 5432'
+        create_user(master, 'Blocked')
+        ok(replicate(master, slave.ip))
+        assert users_named(slave, 'Blocked'), 'the hourly copy carried it'
+        status = master.wazo('wazo-ha-status').stdout
+        assert 'hourly copies' in status, status
+        assert 'wazo-sync -i' not in status, 'status still asks for wazo-sync -i after it ran'
+        assert "slave's first hand-off" in status or 'no slot' in status, status

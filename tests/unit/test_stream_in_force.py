@@ -86,3 +86,13 @@ def test_a_slot_dropped_by_the_fallback_copy_keeps_its_cause_until_the_slave_han
     assert 'has not handed off since' in verdict.said
     # the slave handed off again: its new slot decides
     assert in_force(view(dropped=(NOT_STREAMING, said))).streaming
+
+
+@pytest.mark.parametrize('old', [NOT_PAIRED, WAL_LEVEL, NO_SLOT])
+def test_a_cause_that_dropped_no_slot_is_never_kept(old):
+    """Paired, no slot, and an old record naming a cause that was not the slot's (the pair not
+    paired then, wal_level, no slot at all): the current cause is said (the slave has no slot),
+    never the old cause's fix (which would ask for wazo-sync -i forever)."""
+    verdict = in_force(view(slots={}, dropped=(old, 'the pair is not paired for the stream yet')))
+    assert verdict.cause == NO_SLOT
+    assert 'not paired' not in verdict.said and verdict.fix == FIXES[NO_SLOT]

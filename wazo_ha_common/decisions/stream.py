@@ -141,6 +141,9 @@ FIXES = {
     NOT_STREAMING: FIX_PORT + '; wazo-ha-status on the slave says why it does not stream',
     BROKEN: 'see wazo-ha-status and the log on the slave',
 }
+# the causes a slot of the slave's had when the fallback copy dropped it: kept as the cause
+# until the slave hands off again (any other cause is read afresh at each run)
+DROPPED_CAUSES = (SLOT_LOST, NOT_STREAMING)
 # libpq's words for a master out of reach
 UNREACHABLE_WORDS = ('timeout expired', 'Connection refused', 'No route to host',
                      'Network is unreachable', 'server closed the connection unexpectedly')
@@ -152,8 +155,8 @@ class MasterView:
     wal_level: str                 # the active value (SHOW wal_level)
     paired: bool                   # the stream role has a password (wazo-sync -i ran)
     slots: dict[str, dict]         # our slots on the master (logical.slots)
-    # (cause, said) of the last fallback copy, which dropped the slave's slots: until the slave
-    # hands off again, its missing slot is that cause still
+    # (cause, said) of the fallback copy that dropped the slave's slot (a slot-side cause,
+    # DROPPED_CAUSES): until the slave hands off again, its missing slot is that cause still
     dropped: tuple[str, str] | None = None
 
 
@@ -184,7 +187,7 @@ def in_force(view: MasterView) -> InForce:
         return InForce(False, NOT_PAIRED, 'the pair is not paired for the stream yet (the stream '
                        'role has no password: wazo-sync -i has not run since continuous mode)')
     slot = slave_slot(view.slots)
-    if slot is None and view.dropped is not None:
+    if slot is None and view.dropped is not None and view.dropped[0] in DROPPED_CAUSES:
         cause, said = view.dropped
         return InForce(False, cause, said + ' (its slot was dropped for the hourly copy; the slave '
                        'has not handed off since)')

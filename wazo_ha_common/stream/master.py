@@ -28,7 +28,7 @@ from typing import Callable
 
 from ..adapters.db import catalog, logical, session
 from ..adapters.system import KeyStore, mail_once, read_state, send_mail, write_state
-from ..decisions.stream import InForce, MasterView, in_force, slave_slot
+from ..decisions.stream import DROPPED_CAUSES, InForce, MasterView, in_force, slave_slot
 from ..replication.compare import copied_tables, sequences_forward
 from ..replication.job import NAME, Result, guard_slave
 from ..replication.nodes import Nodes
@@ -83,17 +83,16 @@ def reconcile(settings: Settings, slave_ip: str, result: Result,
     since = since if isinstance(since, (int, float)) else time.time()
     result.fallback = {'cause': verdict.cause, 'said': verdict.said, 'fix': verdict.fix,
                        'since': since}
-    base = dropped[1] if dropped and verdict.cause == dropped[0] else verdict.said
+    kept = {k: v for k, v in state.items() if k != 'dropped' or not view.slots}
     write_state(settings.paths.state_dir, FALLBACK_FILE,
-                {**state, 'cause': verdict.cause, 'said': verdict.said, 'since': since,
-                 'dropped': [verdict.cause, base]})
+                {**kept, 'cause': verdict.cause, 'said': verdict.said, 'since': since})
     if unkept is not None:
         logger.error('publication: %s (the hourly copy below does not need it)', unkept)
     logger.warning('continuous replication is not in force for %s: %s (since %s); this run '
                    'copies as in hourly mode. To stream: %s', slave_ip, verdict.said,
                    _when(since), verdict.fix)
     try:
-        copy(lambda nodes: _before_copy(settings, nodes))
+        copy(lambda nodes: _before_copy(settings, nodes, verdict))
     except StreamResumed as e:
         logger.info('%s', e)
         result.fallback = None
@@ -125,10 +124,12 @@ def _view(settings: Settings, dropped: tuple[str, str] | None) -> MasterView:
                       dropped=dropped)
 
 
-def _before_copy(settings: Settings, nodes: Nodes) -> None:
+def _before_copy(settings: Settings, nodes: Nodes, verdict: InForce) -> None:
     """In the copy's slave transaction, before the master's snapshot: wait for any hand-off
     under way (the copy lock), then drop every slot of ours on the master; an active one means
-    the slave streams again: StreamResumed (the copy rolls back, nothing written)."""
+    the slave streams again: StreamResumed (the copy rolls back, nothing written). A slot
+    really dropped for a slot-side cause (DROPPED_CAUSES) records that cause, said until the
+    slave hands off again; any other cause is read afresh at each run."""
     logical.copy_lock(nodes.scur)
     d = settings.database
     admin = session.admin_connect(d.admin_dsn, d.admin_system_user, APPLICATION)
@@ -141,6 +142,10 @@ def _before_copy(settings: Settings, nodes: Nodes) -> None:
                 raise StreamResumed(f'the slave streams again on slot {name}: no hourly copy '
                                     'needed')
             logical.drop_slot(cur, name)
+            if verdict.cause in DROPPED_CAUSES:
+                write_state(settings.paths.state_dir, FALLBACK_FILE,
+                            {**read_state(settings.paths.state_dir, FALLBACK_FILE),
+                             'dropped': [verdict.cause, verdict.said]})
             logger.warning('dropped the slot %s of the slave before the hourly copy: a stream '
                            'that resumes must not apply again what the copy carries (the slave '
                            'hands off afresh once it can)', name)
