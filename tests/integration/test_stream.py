@@ -129,8 +129,9 @@ def test_a_failover_does_not_wait_for_a_hand_off_under_way(streaming):
 
 def test_a_conflict_on_the_slave_ends_in_a_fresh_hand_off_mailed_to_root(streaming):
     """A row written on the slave by someone else collides with the master's next insert:
-    PostgreSQL stops the subscription (disable_on_error); the next run copies afresh,
-    subscribes again and mails root once."""
+    PostgreSQL stops the subscription (disable_on_error); the next run enables it again on its
+    slot (it cannot tell a conflict from a lost connection), the same conflict stops it with
+    no progress, and the run after copies afresh, subscribes again and mails root once."""
     master, slave = streaming
     next_user, next_template = master.psql(
         "SELECT (SELECT last_value + 1 FROM userfeatures_id_seq), "
@@ -143,6 +144,9 @@ def test_a_conflict_on_the_slave_ends_in_a_fresh_hand_off_mailed_to_root(streami
                f"'', '', tenant_uuid, {next_template} FROM userfeatures LIMIT 1")
     create_user(master, 'Collides')
     assert wait_until(lambda: subscription(slave) == (False, False), 20)
+    out = stream_ok(slave)   # first enabled again on its slot (it may be a lost connection)
+    assert 'enabled again' in out or 'hand-off' not in out, out
+    assert wait_until(lambda: subscription(slave) == (False, False), 20), 'the same conflict'
     out = stream_ok(slave)
     assert 'hand-off done (the subscription stopped on an apply error or conflict' in out, out
     assert_equal_copies(master, slave)
@@ -150,6 +154,35 @@ def test_a_conflict_on_the_slave_ends_in_a_fresh_hand_off_mailed_to_root(streami
     mails = slave.mails()
     assert len(mails) == 1 and 'a fresh copy was needed' in mails[0], mails
     assert wait_until(lambda: subscription(slave) == (True, True))
+
+
+@pytest.mark.parametrize('cut', ['restart', 'walsender'])
+def test_a_lost_connection_streams_again_on_the_same_slot(streaming, cut):
+    """The master's PostgreSQL restarted, or its walsender ended: PostgreSQL disables the
+    subscription (disable_on_error counts a lost connection as an error); the slave's next
+    minute enables it again on the same slot, no fresh copy, no mail; what the master wrote
+    meanwhile arrives once (the slot resumes at the slave's confirmed position)."""
+    master, slave = streaming
+    slot = our_slots(master)[0].split(':')[0]
+    create_user(master, 'BeforeCut')
+    assert wait_until(lambda: users_named(slave, 'BeforeCut'), 20)
+    if cut == 'restart':
+        master.stop_postgres()
+        master.start_postgres()
+    else:
+        master.psql("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                    "WHERE active_pid IS NOT NULL")
+    create_user(master, 'AfterCut')
+    assert wait_until(lambda: subscription(slave) == (False, False), 20), 'disable_on_error'
+    out = stream_ok(slave)
+    assert 'hand-off' not in out and 'streaming from the master' in out, out
+    assert wait_until(lambda: users_named(slave, 'AfterCut'), 20)
+    assert our_slots(master) == [f'{slot}:true']
+    assert subscription(slave) == (True, True)
+    assert len(users_named(slave, 'BeforeCut')) == len(users_named(slave, 'AfterCut')) == 1
+    assert_equal_copies(master, slave)
+    assert slave.mails() == []
+    assert 'hand-off' not in stream_ok(slave)
 
 
 def test_a_lost_slot_ends_in_a_fresh_hand_off(streaming):

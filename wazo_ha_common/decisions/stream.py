@@ -17,6 +17,7 @@ NOTHING = 'nothing'      # the stream is healthy (or off while the slave serves)
 DISABLE = 'disable'      # stop applying: the slave serves, or the schemas differ
 HAND_OFF = 'hand-off'    # the atomic copy and a fresh subscription
 DROP = 'drop'            # not in continuous mode: remove the subscription left behind
+ENABLE = 'enable'        # a subscription disabled on an error, its slot kept: enabled again
 
 # who disabled the subscription (recorded when we do it); any other disabled subscription was
 # disabled by PostgreSQL itself on an apply error (disable_on_error)
@@ -39,6 +40,10 @@ class Facts:
     request: str | None = None    # a hand-off asked for (resume, by hand)
     handed_off_before: bool = False
     tables_changed: bool = False  # the publication's tables are not the subscription's
+    # re_enabled(slot, applied) of the last time a run enabled a subscription disabled on an
+    # error (the master's commit position of the last transaction the slave applied); None if
+    # never
+    re_enabled: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,11 +82,24 @@ def decide(f: Facts) -> Action:
         return Action(HAND_OFF, f'its slot {sub["slot"]} lost WAL the slave had not received '
                                 '([database] slot_wal_keep_size exceeded)', planned=False)
     if not sub['enabled']:
+        if f.re_enabled != re_enabled(sub['slot'], sub.get('applied', 0)):
+            return Action(ENABLE, f'the subscription stopped on an error (a restart of the '
+                                  f'master\'s PostgreSQL, its walsender ended, the connection '
+                                  f'reset: disable_on_error); its slot {sub["slot"]} is kept: '
+                                  'enabled again, it resumes where the slave confirmed')
         return Action(HAND_OFF, f'the subscription stopped on an apply error or conflict '
-                                f'({sub["errors"]} errors counted)', planned=False)
+                                f'({sub["errors"]} errors counted), again without progress '
+                                'since it was enabled again', planned=False)
     if f.tables_changed:  # a subscription takes a table's changes from its own start only
         return Action(HAND_OFF, 'the published tables changed')
     return Action(NOTHING, 'streaming')
+
+
+def re_enabled(slot: str, applied: int) -> str:
+    """The mark recorded when a subscription disabled on an error is enabled again: disabled
+    again on the same slot with no transaction applied since (the subscription's origin at the
+    same master position) means no progress: a hand-off then."""
+    return f'{slot}:{applied}'
 
 
 def stale_slots(slots: dict[str, dict], current: str | None) -> list[str]:

@@ -33,6 +33,8 @@ class Control:
     mailed_hand_off: str | None = None  # the cause of the unplanned hand-off last mailed
     mailed_tampering: str | None = None  # what someone changed in the subscription, last mailed
     failover_fence: str | None = None   # a new one at each failover and pause: see no_failover_since
+    # decisions.stream.re_enabled of the last subscription enabled again after an error
+    re_enabled: str | None = None
     # why this slave does not stream (decisions/stream: UNREACHABLE, NOT_PAIRED...), what status
     # says of it and since when (local time, as status shows it); None while it streams
     cause: str | None = None

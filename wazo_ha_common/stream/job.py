@@ -12,8 +12,9 @@ from ..adapters.db import catalog, logical, publishing, session
 from ..adapters.system import mail_once, single_instance
 from ..decisions import health
 from ..decisions.replication import schema_differences
-from ..decisions.stream import (BY_FAILOVER, BY_SCHEMA, DISABLE, DROP, HAND_OFF, LAG_WAIT, Facts,
-                                UNREACHABLE_WORDS, decide, slave_cause)
+from ..decisions.stream import (BY_FAILOVER, BY_SCHEMA, DISABLE, DROP, ENABLE, HAND_OFF,
+                                LAG_WAIT, Facts, UNREACHABLE_WORDS, decide, re_enabled,
+                                slave_cause)
 from ..errors import WazoHaError
 from ..decisions.origin import Look, kept_serving
 from ..failover import check, master_origin, services
@@ -118,7 +119,7 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
             action = decide(Facts(True, False, sub, ours.get(sub['slot']) if sub else None,
                                   tuple(differences), control.disabled_by,
                                   control.request, bool(details.get('last_hand_off')),
-                                  changed))
+                                  changed, control.re_enabled))
             details['subscription'] = _shown(sub)
             if differences:
                 if action.kind == DISABLE:
@@ -133,6 +134,8 @@ def _run(settings: Settings, master_ip: str, details: dict) -> str:
                 current = _hand_off(settings, master_ip, admin, sub, action, details, control)
                 admin = None
             else:
+                if action.kind == ENABLE:
+                    _enable_again(settings, admin, cur, sub, action)
                 _keep_subscription(settings, master_ip, admin, cur)
                 current = sub['slot']
                 details['lag_seconds'] = slots.lag(mcur, master, current)
@@ -184,6 +187,20 @@ def _look_at_master(settings: Settings, master_ip: str, admin) -> None:
     master_origin.save(settings, look)
     if look.foreign and (earlier is None or not earlier.foreign or earlier.system != system):
         logger.error('%s', kept_serving(master_ip))
+
+
+def _enable_again(settings: Settings, admin, cur, sub: dict, action) -> None:
+    """A subscription PostgreSQL disabled on an error (disable_on_error: any lost connection
+    too), its slot still on the master and not lost: enabled again, once per position. Nothing
+    is applied twice: the slot's confirmed position is what the slave committed (the apply
+    worker confirms only what its transactions committed), and the walsender sends from there;
+    nothing is skipped either (the slot held every change since). Disabled again with no
+    transaction applied since (the subscription's origin where it was: a real apply error),
+    the next run hands off afresh."""
+    logical.enable_subscription(cur, SUBSCRIPTION)
+    session.commit(admin)
+    update_control(settings, re_enabled=re_enabled(sub['slot'], sub['applied']))
+    logger.warning('%s', action.reason)
 
 
 def _keep_subscription(settings: Settings, master_ip: str, admin, cur) -> None:

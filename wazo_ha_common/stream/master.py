@@ -127,7 +127,8 @@ def _view(settings: Settings, dropped: tuple[str, str] | None) -> MasterView:
 def _before_copy(settings: Settings, nodes: Nodes, verdict: InForce) -> None:
     """In the copy's slave transaction, before the master's snapshot: wait for any hand-off
     under way (the copy lock), then drop every slot of ours on the master; an active one means
-    the slave streams again: StreamResumed (the copy rolls back, nothing written). A slot
+    the slave streams again: StreamResumed (the copy rolls back, nothing written), as does one
+    that becomes active between the listing and its drop (a subscription reconnecting). A slot
     really dropped for a slot-side cause (DROPPED_CAUSES) records that cause, said until the
     slave hands off again; any other cause is read afresh at each run."""
     logical.copy_lock(nodes.scur)
@@ -141,7 +142,12 @@ def _before_copy(settings: Settings, nodes: Nodes, verdict: InForce) -> None:
                 nodes.rollback_slave()
                 raise StreamResumed(f'the slave streams again on slot {name}: no hourly copy '
                                     'needed')
-            logical.drop_slot(cur, name)
+            try:
+                logical.drop_slot(cur, name)
+            except session.ObjectInUse:  # became active since it was listed (55006)
+                nodes.rollback_slave()
+                raise StreamResumed(f'the slave streams again on slot {name} (it became active '
+                                    'while the hourly copy prepared): no hourly copy needed')
             if verdict.cause in DROPPED_CAUSES:
                 write_state(settings.paths.state_dir, FALLBACK_FILE,
                             {**read_state(settings.paths.state_dir, FALLBACK_FILE),

@@ -83,18 +83,21 @@ def subscription(cur, name: str) -> dict | None:
     cur.execute("""
         SELECT s.subenabled, s.subslotname, w.pid,
                coalesce(st.apply_error_count, 0) + coalesce(st.sync_error_count, 0),
-               extract(epoch FROM w.latest_end_time)
+               extract(epoch FROM w.latest_end_time),
+               coalesce((o.remote_lsn - '0/0'::pg_lsn)::bigint, 0)
         FROM pg_subscription s
         LEFT JOIN pg_stat_subscription w ON w.subid = s.oid AND w.relid IS NULL
         LEFT JOIN pg_stat_subscription_stats st ON st.subid = s.oid
+        LEFT JOIN pg_replication_origin_status o ON o.external_id = 'pg_' || s.oid
         WHERE s.subname = %s AND s.subdbid = (SELECT oid FROM pg_database
                                               WHERE datname = current_database())""", (name,))
     row = cur.fetchone()
     if row is None:
         return None
-    enabled, slot, pid, errors, latest = row
+    enabled, slot, pid, errors, latest, applied = row
     return {'enabled': enabled, 'slot': slot, 'worker': pid, 'errors': int(errors),
-            'latest_end_time': float(latest) if latest is not None else None}
+            'latest_end_time': float(latest) if latest is not None else None,
+            'applied': int(applied)}
 
 
 @translated
@@ -164,6 +167,11 @@ def take_subscription(cur, pending: str, name: str) -> None:
 def subscription_exists(cur, name: str) -> bool:
     cur.execute('SELECT 1 FROM pg_subscription WHERE subname = %s', (name,))
     return cur.fetchone() is not None
+
+
+@translated
+def enable_subscription(cur, name: str) -> None:
+    cur.execute(sql.SQL('ALTER SUBSCRIPTION {} ENABLE').format(sql.Identifier(name)))
 
 
 @translated

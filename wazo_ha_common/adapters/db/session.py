@@ -18,6 +18,7 @@ from . import ADMIN_OPTIONS
 
 
 # the text form of every value must be the same on both nodes for fingerprints to compare
+OBJECT_IN_USE = '55006'
 SESSION_SETTINGS = ("SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; "
                     "SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; "
                     "SET bytea_output = 'hex'; SET client_encoding = 'UTF8'; "
@@ -32,6 +33,10 @@ class IntegrityViolation(DatabaseError):
     """A statement broke a constraint (a duplicate key, a dangling reference)."""
 
 
+class ObjectInUse(DatabaseError):
+    """The object is in use (SQLSTATE 55006): e.g. a replication slot a walsender holds."""
+
+
 def translated(function):
     """psycopg2's errors leave this module as DatabaseError, with the server's first line."""
     @functools.wraps(function)
@@ -41,6 +46,8 @@ def translated(function):
         except psycopg2.IntegrityError as e:
             raise IntegrityViolation(first_line(e)) from None
         except psycopg2.Error as e:
+            if getattr(e, 'pgcode', None) == OBJECT_IN_USE:
+                raise ObjectInUse(first_line(e)) from None
             raise DatabaseError(first_line(e)) from None
     return wrapper
 
