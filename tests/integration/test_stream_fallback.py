@@ -183,8 +183,8 @@ def test_a_hand_off_racing_the_fallback_copy_applies_nothing_twice(streaming_pai
     """The slave paused (its subscription disabled: the master sees the slot inactive and
     copies), then resumed while the master's fallback copy runs: both wait on the slave's copy
     lock, held by a test session, in the order `first`, and go on when it is released. Copy
-    first: it drops the hand-off's new slot, the hand-off copies from its own snapshot but its
-    slot is gone, and the next run hands off afresh. Hand-off first: the copy finds its slot
+    first: it drops the hand-off's new slot; the hand-off, finding its slot gone once it holds
+    the lock, rolls back and hands off afresh at once (stream/handoff.py). Hand-off first: the copy finds its slot
     active (no copy) or drops it (copy, then a fresh hand-off). Either way every copied table
     ends equal to the master's row for row and further changes stream."""
     import psycopg2
@@ -228,7 +228,10 @@ def test_a_hand_off_racing_the_fallback_copy_applies_nothing_twice(streaming_pai
     copied = 'hourly copy' in outs['copy']
     if first == 'copy':
         assert copied, outs
-    if copied:   # the slots were dropped before the copy: the next run hands off afresh
+    if first == 'copy':   # its slot dropped by the copy: the hand-off was made afresh at once
+        out = stream_ok(slave)
+        assert 'hand-off' not in out and 'streaming from the master' in out, out
+    elif copied:   # the slots were dropped before the copy: the next run hands off afresh
         out = stream_ok(slave)
         assert 'hand-off done (its slot' in out and 'is gone from the master' in out, out
     else:        # the hand-off's stream was in force by then: no copy
@@ -236,6 +239,57 @@ def test_a_hand_off_racing_the_fallback_copy_applies_nothing_twice(streaming_pai
     create_user(master, 'AfterRace')
     assert wait_until(lambda: users_named(slave, 'AfterRace'), 20)
     assert len(users_named(slave, 'Raced')) == 1
+    assert wait_equal(master, slave)
+    for table in ('userfeatures', 'func_key_template'):
+        assert rows(slave, table) == rows(master, table), table
+
+
+@pytest.mark.fresh_testbed('pauses the stream, holds the slave\'s copy lock and races the '
+                           'master\'s fallback copy with a hand-off')
+def test_a_hand_off_older_than_the_fallback_copy_never_takes_back_its_changes(streaming_pair):
+    """The fallback copy takes the slave's copy lock first; a hand-off whose slot and
+    snapshot were taken before that copy's waits behind it; a user created between the two
+    snapshots. Once both are done the user is on the slave: the hand-off, finding its slot
+    dropped by the copy, rolled back its older copy and handed off afresh
+    (stream/handoff.py, right after the copy lock); further changes stream."""
+    import psycopg2
+    from wazo_ha_common.adapters.db.logical import COPY_LOCK
+    master, slave = streaming_pair
+    r = slave.wazo('wazo-ha-config', 'pause', '--wait', '5')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert wait_until(lambda: all(s.endswith(':false') for s in our_slots(master)), 30)
+    holder = psycopg2.connect(f'host={slave.pgsock} dbname=asterisk user=postgres')
+    holder.autocommit = True
+    jobs = []
+    try:
+        holder.cursor().execute('SELECT pg_advisory_lock(%s)', (COPY_LOCK,))
+        assert slave.wazo('wazo-ha-config', 'resume').returncode == 0
+        jobs.append(master.popen('xivo-master-slave-db-replication', stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True))
+        assert wait_until(lambda: advisory_waiters(slave) == 1, 60)
+        jobs.append(slave.popen('wazo-ha-stream', stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True))
+        assert wait_until(lambda: advisory_waiters(slave) == 2, 60)
+        # the hand-off's slot and snapshot are taken (it waits on the lock): a change now
+        create_user(master, 'BetweenSnapshots')
+        holder.close()
+        outs = []
+        for job in jobs:
+            out, err = job.communicate(timeout=300)
+            outs.append((job.returncode, out, err))
+    finally:
+        if not holder.closed:
+            holder.close()
+        for job in jobs:
+            if job.poll() is None:
+                job.kill()
+                job.communicate()
+    assert [code for code, _, _ in outs] == [0, 0], outs
+    assert 'hourly copy' in outs[0][1], outs
+    assert len(users_named(slave, 'BetweenSnapshots')) == 1, 'taken back by the older copy'
+    assert 'hand-off' not in stream_ok(slave)
+    create_user(master, 'AfterBoth')
+    assert wait_until(lambda: users_named(slave, 'AfterBoth'), 20)
     assert wait_equal(master, slave)
     for table in ('userfeatures', 'func_key_template'):
         assert rows(slave, table) == rows(master, table), table

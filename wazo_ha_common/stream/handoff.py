@@ -37,6 +37,11 @@ class SubscriptionRefused(WazoHaError):
     """The master publishes other tables than the copied ones: nothing is subscribed."""
 
 
+class SlotDropped(WazoHaError):
+    """The hand-off's own slot was dropped (by the master's fallback copy) while it waited
+    for the copy lock: its snapshot is older than that copy's, its copy rolled back."""
+
+
 def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | None,
              guard: Callable[[], ContextManager] = contextlib.nullcontext) -> tuple[Copy, str]:
     """Copy and subscribe; `admin`: the slave's superuser connection (closed here).
@@ -92,15 +97,14 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         started = time.monotonic()
         # one copy into the slave's tables at a time: a fallback copy of the master's hourly
         # run waits for this one, or this one for it (see stream.master: which wins)
-        logical.copy_lock(nodes.scur)
-        if subscription is not None:  # the transaction starts by dropping the current one
-            logical.drop_subscription(nodes.scur, SUBSCRIPTION)
 
-        def again(cur) -> None:  # the writer's retry rolled back: the lock and the drop again
+        def begin(cur) -> None:  # also after the writer's retry rolled back
             logical.copy_lock(cur)
-            if subscription is not None:
+            _slot_kept(nodes, slot)
+            if subscription is not None:  # the transaction starts by dropping the current one
                 logical.drop_subscription(cur, SUBSCRIPTION)
-        nodes.after_rollback = again
+        begin(nodes.scur)
+        nodes.after_rollback = begin
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         if {t.name for t in tables} != copied:  # read from the same snapshot: never
             raise WazoHaError('the copied tables changed during the hand-off: tried again at '
@@ -128,6 +132,19 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
         for conn in (reader, replicator, writer, admin):
             if conn is not None:
                 session.close(conn)
+
+
+def _slot_kept(nodes: Nodes, slot: str) -> None:
+    """Right after the copy lock: the slot this hand-off made is still on the master. A
+    fallback copy that held the lock before drops every slot of ours, this one too: its
+    snapshot is then later than this hand-off's, and this copy, committed second, would take
+    back what that one carried. Gone: rolled back (SlotDropped), handed off afresh."""
+    present = slot in logical.slots(nodes.mcur, slot)
+    if not present:
+        session.rollback(nodes.slave)
+        raise SlotDropped(f'the slot {slot} of this hand-off was dropped on the master (by its '
+                          'hourly copy, which came first): this copy, from an older snapshot, '
+                          'is rolled back and the hand-off made afresh')
 
 
 def _origin(admin, master_system: str, master_ip: str) -> str | None:

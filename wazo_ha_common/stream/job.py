@@ -25,7 +25,7 @@ from . import PUBLICATION, SLOT_PREFIX, SUBSCRIPTION, connection as access, owne
 from .control import (Control, load_control, mailed, no_failover_since, record_cause,
                       update_control)
 from .failover import stop_applying
-from .handoff import APPLICATION, hand_off
+from .handoff import APPLICATION, SlotDropped, hand_off
 
 logger = logging.getLogger('wazo-ha')
 
@@ -267,8 +267,13 @@ def _schema_differences(settings: Settings, mcur, scur) -> list[str]:
 def _hand_off(settings: Settings, master_ip: str, admin, sub, action, details: dict,
               control: Control) -> str:
     logger.info('hand-off: %s', action.reason)
-    result, slot = hand_off(settings, master_ip, admin, sub, guard=lambda: no_failover_since(
-        settings, control.failover_fence))
+    def guard():
+        return no_failover_since(settings, control.failover_fence)
+    try:
+        result, slot = hand_off(settings, master_ip, admin, sub, guard=guard)
+    except SlotDropped as e:  # a fallback copy came first: its snapshot is later, keep it
+        logger.warning('%s', e)
+        result, slot = hand_off(settings, master_ip, _admin(settings), sub, guard=guard)
     # what was read before the hand-off is cleared, unless the failover or a pause has
     # written something since
     update_control(settings, expect={'disabled_by': control.disabled_by,

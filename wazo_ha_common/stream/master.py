@@ -11,9 +11,10 @@ is taken, drops every slot of ours on the master:
 - the hand-off committed first: its slot is dropped (inactive yet) and the fallback's copy
   replaces the slave's rows, or its apply worker already streams on it (active: the slot cannot
   be dropped) and the fallback copies nothing (StreamResumed): the stream is in force;
-- the hand-off's slot was made before the drop and it commits second: it has copied every
-  table from its own snapshot (content compared), but its subscription's slot is gone: it
-  applies nothing, and the next wazo-ha-stream run hands off afresh (new slot, new snapshot);
+- the hand-off's slot was made before the drop and it comes second: its snapshot is older
+  than the copy's, so committed it would take back what the copy carried; once it holds the
+  lock it finds its slot gone, rolls back and hands off afresh at once (stream.handoff: new
+  slot, new snapshot, later than the copy's);
 - the hand-off's slot was made after the drop: its snapshot is later than the fallback's and
   its copy, committed second, replaces the rows the fallback wrote; it streams from there.
 A stream that resumes after a fallback copy never finds the slot it had (dropped before the
