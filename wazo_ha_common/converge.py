@@ -129,7 +129,11 @@ def converge(settings: Settings, config: role.HaConfig | None = None,
     d = settings.database
     out = Outcome()
     errors: list[str] = []
-    catalog = _catalog(settings) if d.admin_psql else {}
+    try:
+        catalog = _catalog(settings) if d.admin_psql else {}
+        unread = None
+    except WazoHaError as e:  # PostgreSQL stopped (at installation): the files still written
+        catalog, unread = {}, str(e).split('\n', 1)[0][:200]
 
     def step(action: Callable[[], list[str]]) -> None:
         try:
@@ -147,6 +151,17 @@ def converge(settings: Settings, config: role.HaConfig | None = None,
         conf_changed = conf_changed or applied.conf_changed
         return applied.changes
 
+    if unread is not None:
+        # nothing of the database can be done: the files only (conf.d's wal_level then is in
+        # place for PostgreSQL's next start, e.g. the one of PUT /ha), the rest at the next run
+        step(files)
+        if not t.slave:
+            step(lambda: rsyncd.apply_daemon_config(settings, False))
+        raise WazoHaError(f'PostgreSQL cannot be read ({unread}): '
+                          + ('; '.join(out.changes) + '; ' if out.changes else '')
+                          + ('; '.join(errors) + '; ' if errors else '')
+                          + 'the roles and the publication are made at the next run, once '
+                          'PostgreSQL runs')
     # the continuous master's side: created before its pg_hba.conf block, taken away before
     if t.stream_master:
         if not d.admin_psql:

@@ -504,3 +504,26 @@ def test_set_run_again_restarts_nothing_while_a_restart_is_pending(pair):
         assert 'must be restarted for listen_addresses' in slave.wazo('wazo-ha-status').stdout
     finally:
         slave.write_settings()
+
+
+def test_postgresql_stopped_at_installation_still_gets_the_installation_lines(pair):
+    """debian/postinst's converge while PostgreSQL is stopped (an installation at boot, a
+    cluster down): the catalog cannot be read, yet conf.d/wazo-ha.conf is written (its
+    wal_level = logical is then in place for the PostgreSQL start, or PUT /ha's restart), the
+    failed reload tolerated, and the run fails with one line saying so; once PostgreSQL runs,
+    the next converge does the rest and changes no file."""
+    node, _ = pair
+    node.write_settings(database={'mode': None}, check={**FAST['check'], 'run_for': '6'})
+    node.stop_postgres()
+    try:
+        r = converge(node)
+        conf = wazo_ha_conf(node)
+    finally:
+        node.start_postgres()
+    assert r.returncode == 1, r.stdout + r.stderr
+    error = [line for line in r.stderr.splitlines() if 'PostgreSQL cannot be read' in line]
+    assert len(error) == 1 and 'not reloaded' in error[0], r.stderr
+    assert conf == INSTALLED_LINES
+    again = ok(converge(node))
+    assert 'wazo-ha.conf' not in again, again
+    assert wazo_ha_conf(node) == INSTALLED_LINES

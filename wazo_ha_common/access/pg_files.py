@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..adapters.system import ChangedMeanwhile, read_no_follow, run, unlink_no_follow
+from ..errors import WazoHaError
 from ..settings import Settings
 from . import pg_access, stream_access
 
@@ -176,8 +177,12 @@ def apply(settings: Settings, want: Wanted) -> Applied:
                 line for line in conf.splitlines() if not line.startswith('#')))
         result.conf_changed = True
     if result.hba_changed or result.conf_changed:
-        run(d.reload_command, timeout=60)
-        result.changes.append('PostgreSQL reloaded')
+        try:
+            run(d.reload_command, timeout=60)
+            result.changes.append('PostgreSQL reloaded')
+        except WazoHaError as e:  # stopped: it reads these files when it starts
+            result.changes.append('PostgreSQL not reloaded (' + str(e).split('\n', 1)[0][:200]
+                                  + '): it reads these files when it starts')
     return result
 
 
