@@ -360,6 +360,11 @@ TABLE = (
             "continuous mode, on the master: megabytes of WAL the slave's replication slot may\n"
             'hold back (max_slot_wal_keep_size); past it the slot is lost, the master\'s disk is\n'
             'safe and the slave makes a fresh copy'),
+    Setting('database', 'first_hand_off_wait', '900', Number(0, 86400, integer=True),
+            "continuous mode, on the master: seconds after the master's replication run first\n"
+            'finds the pair paired (wazo-sync -i) during which a slave that has no slot yet is\n'
+            "waiting for its first hand-off (its next cron minute): the run copies, status says\n"
+            'so, root is not mailed; past them, the slave with no slot is mailed as a cause'),
     Setting('database', 'subscription_drop_timeout', '20', Number(1, 600, integer=True),
             'seconds a converge waits for the old master to drop its slot when it drops the\n'
             'subscription of a node that is no longer its continuous slave; past them the\n'

@@ -255,9 +255,11 @@ def render(facts: Facts, level: int, warnings: list[str]) -> str:
         r = facts.replication
         fallback = (r.details or {}).get('fallback') if r and facts.mode == CONTINUOUS else None
         if r and r.ok and facts.mode == CONTINUOUS:
-            lines.append('replication in force: ' + (_in_force(fallback)
-                                                     if isinstance(fallback, dict)
-                                                     else 'continuous'))
+            # what the last run found: the slave may have handed off since (its status says)
+            lines.append('replication in force: ' + (
+                _in_force(fallback) + f', as the replication run of {_when(r.finished_at)} '
+                'found it (the slave\'s status tells whether it streams since)'
+                if isinstance(fallback, dict) else 'continuous'))
         if r and (facts.mode == CONTINUOUS or r.result == 'held'):
             lines.append(f'last replication run: {_when(r.finished_at)} {r.result}: {r.sentence}')
         elif r:

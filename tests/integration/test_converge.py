@@ -218,6 +218,38 @@ def test_the_quick_summary_exactly_as_documented(pair, first, mode):
         assert sysconfd_steps(node) == SYSCONFD_STEPS[node_type]
 
 
+def test_the_quick_summary_at_human_speed_mails_no_false_cause(pair):
+    """The Quick Summary with the default settings, step 5 (the replication) right after step 4
+    (`wazo-sync -i`), before the slave's first cron minute: the master finds the pair paired and
+    no slot yet, copies as in hourly mode and says it waits for the slave's first hand-off; no
+    "open TCP 5432" mail (no mail at all). The slave's cron minute then hands off, and the pair
+    streams; the next replication run finds the stream in force."""
+    master, slave = pair
+    for node in (master, slave):
+        installed(node, None)
+    ok(put_ha(master, 'master', slave.ip))
+    ok(put_ha(slave, 'slave', master.ip))
+    for node in (master, slave):
+        ok(node.run('wazo-service', 'restart'))
+    ok(run_pairing(master, slave))
+    out = ok(replicate(master, slave.ip))
+    assert "waiting for the slave's first hand-off" in out, out
+    status = master.wazo('wazo-ha-status').stdout
+    assert "waiting for the slave's first hand-off" in status and 'open TCP 5432' not in status
+    assert [m for m in master.mails() if 'continuous replication is not in force' in m] == []
+    ok(slave.wazo('xivo-check-master-status'))   # the slave's cron minute
+    ok(converge(slave))
+    handed = stream(slave)
+    assert handed.returncode == 0 and 'hand-off done (first hand-off)' in handed.stdout, \
+        handed.stdout + handed.stderr
+    master.psql(installation_sql(users=2))
+    create_user(master, 'Streamed')
+    assert wait_until(lambda: users_named(slave, 'Streamed'), 20), 'the pair streams'
+    assert 'the slave streams on slot' in ok(replicate(master, slave.ip))
+    assert 'replication in force: continuous' in master.wazo('wazo-ha-status').stdout
+    assert master.mails() == []
+
+
 def configured_continuous(pair):
     master, slave = pair
     master.psql(installation_sql(users=5))

@@ -9,9 +9,9 @@ import subprocess
 import pytest
 
 from replication_helpers import table_rows
-from stream_helpers import (assert_equal_copies, configure_continuous, create_user, our_slots,
-                            stream, stream_ok, streaming_baseline, users_named, wait_equal,
-                            wait_until)
+from stream_helpers import (assert_equal_copies, configure_continuous, continuous_settings,
+                            create_user, our_slots, stream, stream_ok, streaming_baseline,
+                            users_named, wait_equal, wait_until)
 
 FALLBACK_SUBJECT = 'hourly copies, continuous replication is not in force'
 RESUMED_SUBJECT = 'continuous replication is in force again'
@@ -150,12 +150,20 @@ def test_a_blocked_5432_gets_hourly_copies_then_the_stream_resumes_afresh(stream
 
 def test_a_slave_that_never_handed_off_gets_hourly_copies(pair):
     """A continuous master whose slave has no slot (wazo-ha-stream never ran there) copies as
-    in hourly mode instead of leaving the slave stale, and mails root once with the fix."""
+    in hourly mode instead of leaving the slave stale. Right after the pairing the slave's
+    first hand-off is awaited (its next cron minute): said, not mailed; once [database]
+    first_hand_off_wait has passed (0 here), the missing slot is a cause mailed once with the
+    fix."""
     master, slave = pair
     configure_continuous(master, slave)
     out = replicate(master)
-    assert 'hourly copy: continuous replication is not in force, the slave has no slot' in out, out
+    assert "hourly copy: continuous replication is not in force, waiting for the slave's " \
+           'first hand-off' in out, out
     assert_equal_copies(master, slave)
+    assert fallback_mails(master) == []
+    continuous_settings(master, database={'first_hand_off_wait': '0'})
+    out = replicate(master)
+    assert 'hourly copy: continuous replication is not in force, the slave has no slot' in out, out
     replicate(master)
     mails = fallback_mails(master)
     assert len(mails) == 1 and 'open TCP 5432' in mails[0], master.mails()

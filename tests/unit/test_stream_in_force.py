@@ -3,18 +3,20 @@ from what it reads (decisions.stream.in_force), and the slave's own causes (slav
 
 import pytest
 
-from wazo_ha_common.decisions.stream import (BROKEN, FIXES, NO_SLOT, NOT_PAIRED, NOT_STREAMING,
-                                             SLOT_LOST, UNREACHABLE, WAL_LEVEL, MasterView,
-                                             in_force, slave_cause, slave_slot)
+from wazo_ha_common.decisions.stream import (AWAITING, BROKEN, FIXES, NO_SLOT, NOT_PAIRED,
+                                             NOT_STREAMING, SLOT_LOST, UNMAILED_CAUSES,
+                                             UNREACHABLE, WAL_LEVEL, MasterView,
+                                             first_hand_off, in_force, slave_cause, slave_slot)
 
 
 def slot(active=True, wal_status='reserved'):
     return {'active': active, 'wal_status': wal_status, 'retained': 0, 'confirmed': 100}
 
 
-def view(wal_level="logical", paired=True, slots=None, dropped=None):
+def view(wal_level="logical", paired=True, slots=None, dropped=None, awaiting=False):
     return MasterView(wal_level=wal_level, paired=paired,
-                      slots={"wazo_ha_slot_1": slot()} if slots is None else slots, dropped=dropped)
+                      slots={"wazo_ha_slot_1": slot()} if slots is None else slots, dropped=dropped,
+                      awaiting=awaiting)
 
 
 def test_an_active_slot_means_the_stream_is_in_force():
@@ -96,3 +98,23 @@ def test_a_cause_that_dropped_no_slot_is_never_kept(old):
     verdict = in_force(view(slots={}, dropped=(old, 'the pair is not paired for the stream yet')))
     assert verdict.cause == NO_SLOT
     assert 'not paired' not in verdict.said and verdict.fix == FIXES[NO_SLOT]
+
+
+def test_right_after_the_pairing_the_first_hand_off_is_awaited_not_mailed():
+    """The Quick Summary at human speed: the replication run right after wazo-sync -i, before
+    the slave's first cron minute. The master's record starts when it first finds the pair
+    paired; within [database] first_hand_off_wait and with no slot seen since, the missing slot
+    is AWAITING (not mailed: UNMAILED_CAUSES), past it NO_SLOT; a slot once seen ends the wait
+    for good; not paired: no record."""
+    record, awaiting = first_hand_off({}, True, False, 1000.0, 900)
+    assert awaiting and record == {'paired_since': 1000.0, 'slot_seen': False}
+    verdict = in_force(view(slots={}, awaiting=awaiting))
+    assert verdict.cause == AWAITING and AWAITING in UNMAILED_CAUSES
+    assert 'first hand-off' in verdict.said and 'wazo-sync -i' not in verdict.fix
+    assert first_hand_off(record, True, False, 1899.0, 900)[1]
+    later, awaiting = first_hand_off(record, True, False, 1900.0, 900)
+    assert not awaiting and in_force(view(slots={}, awaiting=awaiting)).cause == NO_SLOT
+    seen, _ = first_hand_off(record, True, True, 1001.0, 900)
+    assert seen['slot_seen'] and not first_hand_off(seen, True, False, 1002.0, 900)[1]
+    assert first_hand_off(seen, False, False, 1003.0, 900) == ({}, False)
+    assert in_force(view(awaiting=True)).streaming   # a slot decides

@@ -142,6 +142,7 @@ NOT_PAIRED = 'not paired'         # no stream password: wazo-sync -i not run sin
 WAL_LEVEL = 'wal_level'           # wal_level = logical written, not active until a restart
 UNREACHABLE = 'unreachable'       # the slave cannot reach the master's TCP 5432 (slave side)
 NO_SLOT = 'no slot'               # the slave never handed off (master side)
+AWAITING = 'awaiting'             # paired just now, no slot yet: the slave's next minute hands off
 SLOT_LOST = 'slot lost'           # the slot lost WAL the slave had not received
 NOT_STREAMING = 'not streaming'   # the slave's slot is inactive (master side)
 BROKEN = 'broken'                 # the stream fails otherwise (slave side)
@@ -155,10 +156,14 @@ FIXES = {
     WAL_LEVEL: FIX_RESTART,
     UNREACHABLE: FIX_PORT,
     NO_SLOT: FIX_PORT + '; wazo-ha-status on the slave says why it does not hand off',
+    AWAITING: 'nothing: the slave hands off at its next cron minute (wazo-ha-stream); if it '
+              'does not, the next hourly run says why',
     SLOT_LOST: 'nothing: the slave hands off afresh at its next wazo-ha-stream run',
     NOT_STREAMING: FIX_PORT + '; wazo-ha-status on the slave says why it does not stream',
     BROKEN: 'see wazo-ha-status and the log on the slave',
 }
+# causes not mailed: they pass by themselves
+UNMAILED_CAUSES = (AWAITING,)
 # the causes a slot of the slave's had when the fallback copy dropped it: kept as the cause
 # until the slave hands off again (any other cause is read afresh at each run)
 DROPPED_CAUSES = (SLOT_LOST, NOT_STREAMING)
@@ -176,6 +181,9 @@ class MasterView:
     # (cause, said) of the fallback copy that dropped the slave's slot (a slot-side cause,
     # DROPPED_CAUSES): until the slave hands off again, its missing slot is that cause still
     dropped: tuple[str, str] | None = None
+    # paired for less than [database] first_hand_off_wait and no slot of the slave's seen since
+    # (first_hand_off): its first hand-off is due at its next cron minute
+    awaiting: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,6 +217,9 @@ def in_force(view: MasterView) -> InForce:
         cause, said = view.dropped
         return InForce(False, cause, said + ' (its slot was dropped for the hourly copy; the slave '
                        'has not handed off since)')
+    if slot is None and view.awaiting:
+        return InForce(False, AWAITING, 'waiting for the slave\'s first hand-off (its next cron '
+                       'minute, wazo-ha-stream): the pair was paired for the stream just now')
     if slot is None:
         return InForce(False, NO_SLOT, 'the slave has no slot on the master: it has not handed '
                        'off (it cannot reach the master\'s TCP 5432, or wazo-ha-stream does not '
@@ -222,6 +233,19 @@ def in_force(view: MasterView) -> InForce:
                        'does not stream (it cannot reach the master\'s TCP 5432, or its stream '
                        'is broken)', slot)
     return InForce(True, slot=slot)
+
+
+def first_hand_off(record: dict, paired: bool, has_slot: bool, now: float,
+                   wait: float) -> tuple[dict, bool]:
+    """The master's record of the slave's first hand-off, brought up to date, and whether it is
+    awaited: since the master's run first found the pair paired (wazo-sync -i), for `wait`
+    seconds, as long as no slot of the slave's was seen. Not paired: no record."""
+    if not paired:
+        return {}, False
+    since = record.get('paired_since')
+    since = since if isinstance(since, (int, float)) and since <= now else now
+    seen = record.get('slot_seen') is True or has_slot
+    return {'paired_since': since, 'slot_seen': seen}, not seen and now - since < wait
 
 
 def slave_cause(error: str) -> tuple[str, str]:

@@ -23,13 +23,15 @@ afresh once it reaches the master."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Callable
 
 from ..adapters.db import catalog, logical, session
 from ..adapters.system import KeyStore, mail_once, read_state, send_mail, write_state
-from ..decisions.stream import DROPPED_CAUSES, InForce, MasterView, in_force, slave_slot
+from ..decisions.stream import (DROPPED_CAUSES, UNMAILED_CAUSES, InForce, MasterView,
+                                first_hand_off, in_force, slave_slot)
 from ..replication.compare import copied_tables, sequences_forward
 from ..replication.job import NAME, Result, guard_slave
 from ..replication.nodes import Nodes
@@ -39,6 +41,7 @@ from . import SLOT_PREFIX, publication
 logger = logging.getLogger('wazo-ha')
 
 FALLBACK_FILE = 'stream-fallback.json'   # the cause in force, since when, the last one mailed
+FIRST_FILE = 'stream-first-hand-off.json'   # when the pair was first found paired, a slot seen
 SLOT_WAIT = 10.0    # seconds an inactive slot is watched (an apply worker restarting)
 FALLBACK_SUBJECT = 'Slave replication: hourly copies, continuous replication is not in force'
 RESUMED_SUBJECT = 'Slave replication: continuous replication is in force again'
@@ -67,6 +70,12 @@ def reconcile(settings: Settings, slave_ip: str, result: Result,
     dropped = (tuple(dropped) if isinstance(dropped, list) and len(dropped) == 2
                and all(isinstance(x, str) for x in dropped) else None)
     view = _view(settings, dropped)
+    first = read_state(settings.paths.state_dir, FIRST_FILE)
+    record, awaiting = first_hand_off(first, view.paired, bool(view.slots), time.time(),
+                                      settings.database.first_hand_off_wait)
+    if record != first:
+        write_state(settings.paths.state_dir, FIRST_FILE, record)
+    view = dataclasses.replace(view, awaiting=awaiting)
     verdict = in_force(view)
     if not view.slots and result.replace_slave:
         # --replace-slave (a rebuilt master): the new cluster is recorded with the sequences'
@@ -190,7 +199,9 @@ def _mailed(settings: Settings) -> KeyStore:
 
 
 def _mail(settings: Settings, slave_ip: str, verdict: InForce, since: float) -> None:
-    """Root is mailed once per cause, with the fix."""
+    """Root is mailed once per cause, with the fix (a cause that passes by itself is not)."""
+    if verdict.cause in UNMAILED_CAUSES:
+        return
     mail_once(settings, _mailed(settings), verdict.cause, FALLBACK_SUBJECT,
               f'{NAME} found the continuous replication to the slave {slave_ip} not in force '
               f'since {_when(since)}: {verdict.said}.\n\nUntil it is, this master copies its '
