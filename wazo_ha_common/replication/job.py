@@ -113,9 +113,9 @@ def run(settings: Settings, argument: str | None, verify: bool = False, *,
         try:
             if continuous:
                 result.replace_slave = replace
-                def copy(prepare: Callable[[Nodes], None]) -> None:
+                def copy(prepare: Callable[[Nodes], None], trust: Callable[[], bool]) -> None:
                     _replicate(settings, slave_ip, result, replace, None if force else serving,
-                               prepare=prepare, trust_tracking=False)
+                               prepare=prepare, trust_tracking=trust)
                 reconcile(settings, slave_ip, result, copy)
             else:
                 _replicate(settings, slave_ip, result, replace, None if force else serving,
@@ -237,11 +237,12 @@ def _commit_guard(serving: Callable[[str], str | None], slave_ip: str):
 def _replicate(settings: Settings, slave_ip: str, result: Result, replace: bool = False,
                serving: Callable[[str], str | None] | None = None,
                prepare: Callable[[Nodes], None] | None = None,
-               trust_tracking: bool = True,
+               trust_tracking: bool | Callable[[], bool] = True,
                asked: concurrent.futures.Future | None = None) -> None:
     """The atomic copy. `prepare(nodes)` (the stream's fallback) runs first, before the
-    master's snapshot is taken; without `trust_tracking` every table is compared by content
-    (the stream wrote the slave behind the tracking record's back). `asked`: serving's answer
+    master's snapshot is taken; without `trust_tracking` (a callable: read after `prepare`)
+    every table is compared by content (a stream may have written the slave behind the
+    tracking record's back). `asked`: serving's answer
     under way (read while this compares), awaited before any write; SlaveServes when the
     slave serves."""
     with Nodes(settings, slave_ip, NAME) as nodes:
@@ -252,7 +253,11 @@ def _replicate(settings: Settings, slave_ip: str, result: Result, replace: bool 
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)
         now = tuple(tracking.Horizon(**h) for h in nodes.both(catalog.horizon))
         to_record = guard_slave(settings, nodes, slave_ip, now[0].system, replace)
-        record = _trusted_record(settings, slave_ip, now) if trust_tracking else None
+        trust = trust_tracking() if callable(trust_tracking) else trust_tracking
+        if not trust:
+            logger.info('comparing the tables by content: a stream may have written the slave '
+                        'since the last copy that did')
+        record = _trusted_record(settings, slave_ip, now) if trust else None
         if result.verified or record is None:  # every row read: not on a slave that serves
             _unless_serving(asked, nodes)
         changes = find_changes(nodes, tables, record, verify=result.verified)

@@ -42,6 +42,9 @@ logger = logging.getLogger('wazo-ha')
 
 FALLBACK_FILE = 'stream-fallback.json'   # the cause in force, since when, the last one mailed
 FIRST_FILE = 'stream-first-hand-off.json'   # when the pair was first found paired, a slot seen
+# whether a stream may have written the slave since the last fallback copy compared every table
+# by content (a slot of the slave's seen): when not, the copy trusts the tracking record
+WRITTEN_FILE = 'stream-written.json'
 SLOT_WAIT = 10.0    # seconds an inactive slot is watched (an apply worker restarting)
 FALLBACK_SUBJECT = 'Slave replication: hourly copies, continuous replication is not in force'
 RESUMED_SUBJECT = 'Slave replication: continuous replication is in force again'
@@ -53,10 +56,12 @@ class StreamResumed(Exception):
 
 
 def reconcile(settings: Settings, slave_ip: str, result: Result,
-              copy: Callable[[Callable[[Nodes], None]], None]) -> None:
+              copy: Callable[[Callable[[Nodes], None], Callable[[], bool]], None]) -> None:
     """Continuous mode: the publication in step with the copied tables; then, when the stream
     is in force, the slave's sequences moved forward to the master's (logical replication does
-    not carry them; never back: the slave may be serving); when it is not, `copy(prepare)`:
+    not carry them; never back: the slave may be serving); when it is not, `copy(prepare,
+    trust)`, `trust()` read after `prepare`: whether the tracking record may be trusted (no
+    stream may have written the slave since the last copy that compared every table):
     the copy as in hourly mode, the slave's slots dropped first (see the module's docstring)."""
     try:
         result.publication = publication.keep_in_step(settings)
@@ -77,6 +82,11 @@ def reconcile(settings: Settings, slave_ip: str, result: Result,
         write_state(settings.paths.state_dir, FIRST_FILE, record)
     view = dataclasses.replace(view, awaiting=awaiting)
     verdict = in_force(view)
+    # no record (an upgrade, a state lost): a stream may have written the slave
+    written = read_state(settings.paths.state_dir, WRITTEN_FILE).get('written') is not False
+    if view.slots and not written:
+        write_state(settings.paths.state_dir, WRITTEN_FILE, {'written': True})
+    written = written or bool(view.slots)
     if not view.slots and result.replace_slave:
         # --replace-slave (a rebuilt master): the new cluster is recorded with the sequences'
         # commit, and the slave hands off afresh once it does not serve; never a copy over a
@@ -101,13 +111,19 @@ def reconcile(settings: Settings, slave_ip: str, result: Result,
     logger.warning('continuous replication is not in force for %s: %s (since %s); this run '
                    'copies as in hourly mode. To stream: %s', slave_ip, verdict.said,
                    _when(since), verdict.fix)
+    dropped_now: list[str] = []
     try:
-        copy(lambda nodes: _before_copy(settings, nodes, verdict))
+        copy(lambda nodes: dropped_now.extend(_before_copy(settings, nodes, verdict)),
+             lambda: not written and not dropped_now)
     except StreamResumed as e:
         logger.info('%s', e)
         result.fallback = None
         _streaming(settings, slave_ip, result, None)
         return
+    # every slot was dropped before this copy's snapshot, and a copy that could not trust the
+    # tracking record compared every table: the record is exact again; a hand-off since makes
+    # a slot, seen by the next run (or by its _before_copy) before any copy trusts the record
+    write_state(settings.paths.state_dir, WRITTEN_FILE, {'written': False})
     _mail(settings, slave_ip, verdict, since)
 
 
@@ -134,15 +150,17 @@ def _view(settings: Settings, dropped: tuple[str, str] | None) -> MasterView:
                       dropped=dropped)
 
 
-def _before_copy(settings: Settings, nodes: Nodes, verdict: InForce) -> None:
+def _before_copy(settings: Settings, nodes: Nodes, verdict: InForce) -> list[str]:
     """In the copy's slave transaction, before the master's snapshot: wait for any hand-off
     under way (the copy lock), then drop every slot of ours on the master; an active one means
     the slave streams again: StreamResumed (the copy rolls back, nothing written), as does one
     that becomes active between the listing and its drop (a subscription reconnecting). A slot
     really dropped for a slot-side cause (DROPPED_CAUSES) records that cause, said until the
-    slave hands off again; any other cause is read afresh at each run."""
+    slave hands off again; any other cause is read afresh at each run. Returns the slots
+    dropped (a stream may have written the slave: the copy then compares every table)."""
     logical.copy_lock(nodes.scur)
     d = settings.database
+    dropped = []
     admin = session.admin_connect(d.admin_dsn, d.admin_system_user, APPLICATION)
     try:
         admin.autocommit = True
@@ -158,6 +176,8 @@ def _before_copy(settings: Settings, nodes: Nodes, verdict: InForce) -> None:
                 nodes.rollback_slave()
                 raise StreamResumed(f'the slave streams again on slot {name} (it became active '
                                     'while the hourly copy prepared): no hourly copy needed')
+            dropped.append(name)
+            write_state(settings.paths.state_dir, WRITTEN_FILE, {'written': True})
             if verdict.cause in DROPPED_CAUSES:
                 write_state(settings.paths.state_dir, FALLBACK_FILE,
                             {**read_state(settings.paths.state_dir, FALLBACK_FILE),
@@ -167,6 +187,7 @@ def _before_copy(settings: Settings, nodes: Nodes, verdict: InForce) -> None:
                            'hands off afresh once it can)', name)
     finally:
         session.close(admin)
+    return dropped
 
 
 def _streaming(settings: Settings, slave_ip: str, result: Result, slot: str | None) -> None:
