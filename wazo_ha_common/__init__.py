@@ -1,3 +1,3 @@
 """wazo-ha: master/slave high availability for a pair of Wazo servers."""
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'

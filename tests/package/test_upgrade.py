@@ -18,7 +18,7 @@ import tempfile
 import pytest
 
 from datagen import installation_sql
-from package_helpers import sh
+from package_helpers import package_version, sh
 from stream_helpers import create_user, users_named
 from testbed import REPO
 
@@ -83,6 +83,10 @@ def pair_with_installed_commands(master, slave):
                      env=master.password_answers(ROOT_PASSWORD))
 
 
+def installed_version():
+    return sh('dpkg-query', '-W', '-f=${Version}', 'wazo-ha').stdout
+
+
 def test_an_hourly_pair_keeps_replicating_after_the_package_upgrade(previous_deb, deb, bed):
     if sh('dpkg-query', '-W', 'wazo-ha').returncode == 0:
         pytest.fail('wazo-ha is installed on this machine: the test would change it')
@@ -103,8 +107,12 @@ def test_an_hourly_pair_keeps_replicating_after_the_package_upgrade(previous_deb
         assert out.startswith('replication to'), out
         assert users_named(slave, 'BeforeUpgrade')
 
+        old = installed_version()
+        assert sh('dpkg', '--compare-versions', package_version(), 'gt', old).returncode == 0, \
+            f'this .deb ({package_version()}) must be newer than the previous one ({old})'
         upgrade = sh('dpkg', '-i', deb[0])
         assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+        assert installed_version() == package_version()
         # a cron minute on each node (the check on the slave first), the new default in force
         ok(installed(slave, 'xivo-check-master-status'))
         for node in (master, slave):
