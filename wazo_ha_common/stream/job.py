@@ -191,9 +191,11 @@ def _look_at_master(settings: Settings, master_ip: str, admin) -> None:
 
 def _enable_again(settings: Settings, admin, cur, sub: dict, action) -> None:
     """A subscription PostgreSQL disabled on an error (disable_on_error: any lost connection
-    too), its slot still on the master and not lost: enabled again, once per position. Nothing
-    is applied twice: the slot's confirmed position is what the slave committed (the apply
-    worker confirms only what its transactions committed), and the walsender sends from there;
+    too), its slot still on the master and not lost: enabled again, once per applied position.
+    Nothing is applied twice: the slot's confirmed position is no later than what the slave
+    committed (the apply worker confirms only what it has flushed; its origin records the
+    master's position with each applied commit, and a restarted worker asks the walsender to
+    resume from that origin), and the walsender sends only what follows;
     nothing is skipped either (the slot held every change since). Disabled again with no
     transaction applied since (the subscription's origin where it was: a real apply error),
     the next run hands off afresh."""
