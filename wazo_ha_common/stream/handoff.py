@@ -100,9 +100,9 @@ def hand_off(settings: Settings, master_ip: str, admin, subscription: dict | Non
 
         def begin(cur) -> None:  # also after the writer's retry rolled back
             logical.copy_lock(cur)
-            _slot_kept(nodes, slot)
             if subscription is not None:  # the transaction starts by dropping the current one
                 logical.drop_subscription(cur, SUBSCRIPTION)
+            _slot_kept(nodes, slot)
         begin(nodes.scur)
         nodes.after_rollback = begin
         tables, result.tables_excluded = copied_tables(nodes, settings.database.excluded_tables)

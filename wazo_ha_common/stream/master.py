@@ -176,6 +176,8 @@ def _before_copy(settings: Settings, nodes: Nodes, verdict: InForce) -> list[str
                 nodes.rollback_slave()
                 raise StreamResumed(f'the slave streams again on slot {name} (it became active '
                                     'while the hourly copy prepared): no hourly copy needed')
+            except session.ObjectMissing:  # dropped since it was listed (the slave's stale
+                pass                           # slots after its hand-off): gone all the same
             dropped.append(name)
             write_state(settings.paths.state_dir, WRITTEN_FILE, {'written': True})
             if verdict.cause in DROPPED_CAUSES:

@@ -19,6 +19,7 @@ from . import ADMIN_OPTIONS
 
 # the text form of every value must be the same on both nodes for fingerprints to compare
 OBJECT_IN_USE = '55006'
+UNDEFINED_OBJECT = '42704'
 SESSION_SETTINGS = ("SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; "
                     "SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; "
                     "SET bytea_output = 'hex'; SET client_encoding = 'UTF8'; "
@@ -37,6 +38,10 @@ class ObjectInUse(DatabaseError):
     """The object is in use (SQLSTATE 55006): e.g. a replication slot a walsender holds."""
 
 
+class ObjectMissing(DatabaseError):
+    """No such object (SQLSTATE 42704): e.g. a replication slot dropped meanwhile."""
+
+
 def translated(function):
     """psycopg2's errors leave this module as DatabaseError, with the server's first line."""
     @functools.wraps(function)
@@ -48,6 +53,8 @@ def translated(function):
         except psycopg2.Error as e:
             if getattr(e, 'pgcode', None) == OBJECT_IN_USE:
                 raise ObjectInUse(first_line(e)) from None
+            if getattr(e, 'pgcode', None) == UNDEFINED_OBJECT:
+                raise ObjectMissing(first_line(e)) from None
             raise DatabaseError(first_line(e)) from None
     return wrapper
 
