@@ -14,10 +14,21 @@ import os
 import pytest
 
 from datagen import installation_sql
-from stream_helpers import (continuous_settings, create_user, setup_streaming, stream, stream_ok,
-                            subscription, users_named, wait_until)
+from stream_helpers import (continuous_settings, create_user, our_slots, setup_streaming, stream,
+                            stream_ok, subscription, users_named, wait_until)
 
 ROLE = 'wazo_ha_replication'
+
+
+def slot_dropped(master, slave):
+    """The stream stopped and the slave's slot dropped on the master, as the master's fallback
+    copy does: the slave's next run hands off afresh (a subscription stopped while its slot
+    remains is only enabled again, stream/job.py)."""
+    slave.psql("ALTER SUBSCRIPTION wazo_ha DISABLE")
+    assert wait_until(lambda: our_slots(master) and
+                      all(s.endswith(':false') for s in our_slots(master)), 30), our_slots(master)
+    for slot in our_slots(master):
+        master.psql(f"SELECT pg_drop_replication_slot('{slot.split(':')[0]}')")
 OWNER = 'wazo_ha_subscriber'
 
 
@@ -104,7 +115,7 @@ def test_triggers_put_by_the_master_run_with_the_tables_owners_rights_only(strea
     assert not any(' as postgres ' in line for line in lines), lines
 
     # rows by a hand-off's copy: the master stops the stream, writes, the slave copies afresh
-    slave.psql("ALTER SUBSCRIPTION wazo_ha DISABLE")
+    slot_dropped(master, slave)
     create_user(master, 'Copied')
     since = os.path.getsize(slave.pglog)
     out = stream_ok(slave)
@@ -168,7 +179,7 @@ def test_a_table_named_like_a_slave_catalog_is_never_subscribed(streaming):
                 "ALTER PUBLICATION wazo_ha ADD TABLE pg_catalog.pg_description")
     assert master.psql("SELECT count(*) FROM pg_publication_tables WHERE pubname = 'wazo_ha' "
                        "AND schemaname = 'pg_catalog'") == '1'
-    slave.psql("ALTER SUBSCRIPTION wazo_ha DISABLE")  # as the master can make happen
+    slot_dropped(master, slave)  # as the master can make happen (its fallback copy)
     master.psql("INSERT INTO pg_catalog.pg_description VALUES "
                 "('pg_authid'::regclass, 'pg_class'::regclass, 0, 'written by the master')")
 
@@ -232,7 +243,7 @@ def test_functions_the_master_puts_in_public_never_run_in_a_superusers_session(s
     assert slave.psql("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace "
                       "AND proname IN ('json_build_object', 'has_parameter_privilege')") == '3'
     since = os.path.getsize(slave.pglog)
-    slave.psql("ALTER SUBSCRIPTION wazo_ha DISABLE")  # stands for the master dropping its slot
+    slot_dropped(master, slave)
     create_user(master, 'Copied')
 
     out = stream_ok(slave)

@@ -186,52 +186,79 @@ def advisory_waiters(slave):
                           'AND NOT granted'))
 
 
+class CopyLockRace:
+    """A test session holding the slave's copy lock (the one the fallback copy and the
+    hand-off take, adapters/db/logical.COPY_LOCK) and the commands started while it holds it;
+    release() lets them go; on exit the lock is released and any command still running killed."""
+
+    def __init__(self, slave):
+        import psycopg2
+        from wazo_ha_common.adapters.db.logical import COPY_LOCK
+        self.holder = psycopg2.connect(f'host={slave.pgsock} dbname=asterisk user=postgres')
+        self.holder.autocommit = True
+        self.jobs = []
+        try:
+            self.holder.cursor().execute('SELECT pg_advisory_lock(%s)', (COPY_LOCK,))
+        except BaseException:
+            self.holder.close()
+            raise
+
+    def start(self, node, command):
+        self.jobs.append(node.popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True))
+
+    def release(self):
+        self.holder.close()
+
+    def results(self):
+        """(exit code, stdout, stderr) of each command, in the order started."""
+        done = []
+        for job in self.jobs:
+            out, err = job.communicate(timeout=300)
+            done.append((job.returncode, out, err))
+        return done
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if not self.holder.closed:
+            self.holder.close()
+        for job in self.jobs:
+            if job.poll() is None:
+                job.kill()
+                job.communicate()
+
+
 @pytest.mark.parametrize('first', ['copy', 'hand-off'])
 def test_a_hand_off_racing_the_fallback_copy_applies_nothing_twice(streaming_pair, first):
     """The slave paused (its subscription disabled: the master sees the slot inactive and
     copies), then resumed while the master's fallback copy runs: both wait on the slave's copy
     lock, held by a test session, in the order `first`, and go on when it is released. Copy
     first: it drops the hand-off's new slot; the hand-off, finding its slot gone once it holds
-    the lock, rolls back and hands off afresh at once (stream/handoff.py). Hand-off first: the copy finds its slot
-    active (no copy) or drops it (copy, then a fresh hand-off). Either way every copied table
-    ends equal to the master's row for row and further changes stream."""
-    import psycopg2
-    from wazo_ha_common.adapters.db.logical import COPY_LOCK
+    the lock, rolls back and hands off afresh at once (stream/handoff.py). Hand-off first: the
+    copy finds its slot active (no copy) or drops it (copy, then a fresh hand-off). Either way
+    every copied table ends equal to the master's row for row and further changes stream."""
     master, slave = streaming_pair
     r = slave.wazo('wazo-ha-config', 'pause', '--wait', '5')
     assert r.returncode == 0, r.stdout + r.stderr
     assert wait_until(lambda: all(s.endswith(':false') for s in our_slots(master)), 30)
     create_user(master, 'Raced')
-    holder = psycopg2.connect(f'host={slave.pgsock} dbname=asterisk user=postgres')
-    holder.autocommit = True
-    jobs = []
-    try:
-        holder.cursor().execute('SELECT pg_advisory_lock(%s)', (COPY_LOCK,))
-        starts = {'copy': lambda: master.popen('xivo-master-slave-db-replication',
-                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                               text=True),
-                  'hand-off': lambda: slave.popen('wazo-ha-stream', stdout=subprocess.PIPE,
-                                                  stderr=subprocess.PIPE, text=True)}
+    with CopyLockRace(slave) as race:
+        starts = {'copy': lambda: race.start(master, 'xivo-master-slave-db-replication'),
+                  'hand-off': lambda: race.start(slave, 'wazo-ha-stream')}
         second = 'hand-off' if first == 'copy' else 'copy'
         if first == 'hand-off' or second == 'hand-off':
             assert slave.wazo('wazo-ha-config', 'resume').returncode == 0
-        jobs.append(starts[first]())
+        starts[first]()
         assert wait_until(lambda: advisory_waiters(slave) == 1, 60), first
-        jobs.append(starts[second]())
+        starts[second]()
         assert wait_until(lambda: advisory_waiters(slave) == 2, 60), second
-        holder.close()
+        race.release()
         outs = {}
-        for name, job in zip((first, second), jobs):
-            out, err = job.communicate(timeout=300)
-            assert job.returncode == 0, (name, out, err)
+        for name, (code, out, err) in zip((first, second), race.results()):
+            assert code == 0, (name, out, err)
             outs[name] = out
-    finally:
-        if not holder.closed:
-            holder.close()
-        for job in jobs:
-            if job.poll() is None:
-                job.kill()
-                job.communicate()
     assert 'hand-off done (resumed after a pause)' in outs['hand-off'], outs
     copied = 'hourly copy' in outs['copy']
     if first == 'copy':
@@ -260,38 +287,20 @@ def test_a_hand_off_older_than_the_fallback_copy_never_takes_back_its_changes(st
     snapshots. Once both are done the user is on the slave: the hand-off, finding its slot
     dropped by the copy, rolled back its older copy and handed off afresh
     (stream/handoff.py, right after the copy lock); further changes stream."""
-    import psycopg2
-    from wazo_ha_common.adapters.db.logical import COPY_LOCK
     master, slave = streaming_pair
     r = slave.wazo('wazo-ha-config', 'pause', '--wait', '5')
     assert r.returncode == 0, r.stdout + r.stderr
     assert wait_until(lambda: all(s.endswith(':false') for s in our_slots(master)), 30)
-    holder = psycopg2.connect(f'host={slave.pgsock} dbname=asterisk user=postgres')
-    holder.autocommit = True
-    jobs = []
-    try:
-        holder.cursor().execute('SELECT pg_advisory_lock(%s)', (COPY_LOCK,))
+    with CopyLockRace(slave) as race:
         assert slave.wazo('wazo-ha-config', 'resume').returncode == 0
-        jobs.append(master.popen('xivo-master-slave-db-replication', stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True))
+        race.start(master, 'xivo-master-slave-db-replication')
         assert wait_until(lambda: advisory_waiters(slave) == 1, 60)
-        jobs.append(slave.popen('wazo-ha-stream', stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True))
+        race.start(slave, 'wazo-ha-stream')
         assert wait_until(lambda: advisory_waiters(slave) == 2, 60)
         # the hand-off's slot and snapshot are taken (it waits on the lock): a change now
         create_user(master, 'BetweenSnapshots')
-        holder.close()
-        outs = []
-        for job in jobs:
-            out, err = job.communicate(timeout=300)
-            outs.append((job.returncode, out, err))
-    finally:
-        if not holder.closed:
-            holder.close()
-        for job in jobs:
-            if job.poll() is None:
-                job.kill()
-                job.communicate()
+        race.release()
+        outs = race.results()
     assert [code for code, _, _ in outs] == [0, 0], outs
     assert 'hourly copy' in outs[0][1], outs
     assert len(users_named(slave, 'BetweenSnapshots')) == 1, 'taken back by the older copy'

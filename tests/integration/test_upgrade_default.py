@@ -104,19 +104,15 @@ def test_an_hourly_pair_upgraded_replicates_before_wazo_sync_i_and_streams_after
     assert 'hourly copies' not in master.wazo('wazo-ha-status').stdout
 
 
-def test_an_upgraded_pair_paired_with_5432_blocked_says_the_cause_of_now(pair):
-    """An hourly pair upgraded, its master's PostgreSQL restarted (wal_level active), run
-    through its hourly copies unpaired ("run wazo-sync -i"), then paired while the slave's flow
-    to 5432 stays blocked (the previous prerequisites never opened it): status and the mail no
-    longer ask for wazo-sync -i, which ran; no slot was ever dropped, so no earlier cause is
-    kept (stream/master.py records a cause only with a slot it dropped)."""
+def upgraded_hourly_pair(master, slave, users):
+    """An hourly pair configured through PUT /ha and paired, replicated once, then its
+    settings as the previous version left them (no mode: continuous now) and a converge on
+    each node: upgraded, not yet paired for the stream."""
     from datagen import installation_sql
     from test_converge import put_ha
-    from test_stream_fallback import flow_blocked
-    master, slave = pair
     for node in (master, slave):
         settings(node, 'hourly')
-    master.psql(installation_sql(users=5))
+    master.psql(installation_sql(users=users))
     ok(put_ha(slave, 'slave', master.ip))
     ok(put_ha(master, 'master', slave.ip))
     ok(run_pairing(master, slave))
@@ -125,6 +121,17 @@ def test_an_upgraded_pair_paired_with_5432_blocked_says_the_cause_of_now(pair):
         settings(node, None)
     ok(converge(master))
     ok(converge(slave))
+
+
+def test_an_upgraded_pair_paired_with_5432_blocked_says_the_cause_of_now(pair):
+    """An hourly pair upgraded, its master's PostgreSQL restarted (wal_level active), run
+    through its hourly copies unpaired ("run wazo-sync -i"), then paired while the slave's flow
+    to 5432 stays blocked (the previous prerequisites never opened it): status and the mail no
+    longer ask for wazo-sync -i, which ran; no slot was ever dropped, so no earlier cause is
+    kept (stream/master.py records a cause only with a slot it dropped)."""
+    from test_stream_fallback import flow_blocked
+    master, slave = pair
+    upgraded_hourly_pair(master, slave, users=5)
     master.stop_postgres()
     master.start_postgres()
     with flow_blocked(slave, master):
@@ -146,21 +153,10 @@ def test_fallback_copies_trust_the_tracking_record_while_no_stream_wrote_the_sla
     every table by content (nothing recorded says no stream wrote the slave); the next ones,
     with no slot of the slave's seen since, trust the tracking record as hourly mode does (the
     cheap comparison by row xmin) and still carry every change: tables equal row for row."""
-    from datagen import installation_sql
-    from test_converge import log_lines, put_ha
+    from test_converge import log_lines
     from stream_helpers import assert_equal_copies
     master, slave = pair
-    for node in (master, slave):
-        settings(node, 'hourly')
-    master.psql(installation_sql(users=50))
-    ok(put_ha(slave, 'slave', master.ip))
-    ok(put_ha(master, 'master', slave.ip))
-    ok(run_pairing(master, slave))
-    ok(replicate(master, slave.ip))
-    for node in (master, slave):
-        settings(node, None)
-    ok(converge(master))
-    ok(converge(slave))
+    upgraded_hourly_pair(master, slave, users=50)
     by_content = 'comparing the tables by content: a stream may have written the slave'
     runs = []
     for name in ('First', 'Second', 'Third'):
