@@ -58,6 +58,16 @@ def _labels(text: str, line: str) -> dict:
     return labels
 
 
+def _enter_family(name: str, current, done: set):
+    """The family a line belongs to: a family met again after another one is refused."""
+    if name != current:
+        if name in done:
+            raise FormatError(f'family {name} is not contiguous')
+        if current:
+            done.add(current)
+    return name
+
+
 def parse(text: str) -> tuple[dict, dict, dict]:
     """(samples {(name, ((label, value), ...)): value}, types {name: type}, helps {name: text})."""
     if not text.endswith('\n'):
@@ -69,12 +79,7 @@ def parse(text: str) -> tuple[dict, dict, dict]:
             name, _, arg = rest.partition(' ')
             if not NAME.fullmatch(name):
                 raise FormatError(f'bad metric name in {line!r}')
-            if name != current:
-                if name in done:
-                    raise FormatError(f'family {name} is not contiguous')
-                if current:
-                    done.add(current)
-                current = name
+            current = _enter_family(name, current, done)
             table = helps if kind == 'HELP' else types
             if name in table:
                 raise FormatError(f'{kind} of {name} twice')
@@ -108,12 +113,7 @@ def parse(text: str) -> tuple[dict, dict, dict]:
         value = _value(fields[0], line)
         if len(fields) == 2 and not re.fullmatch(r'-?\d+', fields[1]):
             raise FormatError(f'bad timestamp in {line!r}')
-        if name != current:
-            if name in done:
-                raise FormatError(f'family {name} is not contiguous')
-            if current:
-                done.add(current)
-            current = name
+        current = _enter_family(name, current, done)
         key = (name, tuple(sorted(labels.items())))
         if key in samples:
             raise FormatError(f'duplicate sample {line!r}')

@@ -7,7 +7,8 @@ from wazo_ha_common import jobs, settings
 from wazo_ha_common import converge
 
 
-def test_a_failing_converge_mails_once_while_it_fails_the_same_way(tmp_path):
+def mailing_node(tmp_path):
+    """Settings whose sendmail appends each mail to tmp_path/mails, ended by '--- end'."""
     mails = tmp_path / 'mails'
     sendmail = tmp_path / 'sendmail'
     sendmail.write_text(f'#!/bin/sh\ncat >> {mails}\necho "--- end" >> {mails}\n')
@@ -15,7 +16,11 @@ def test_a_failing_converge_mails_once_while_it_fails_the_same_way(tmp_path):
     config = tmp_path / 'config.ini'
     config.write_text(f'[paths]\nstate_dir = {tmp_path}\nlog_file = {tmp_path}/log\n'
                       f'[mail]\nsendmail = {sendmail}\n')
-    s = settings.load(str(config))
+    return settings.load(str(config)), mails
+
+
+def test_a_failing_converge_mails_once_while_it_fails_the_same_way(tmp_path):
+    s, mails = mailing_node(tmp_path)
     failed = jobs.LastRun('failed', time.time(), 'psql failed: no', jobs.FAILED, {})
     jobs.save_last_run(str(tmp_path), jobs.CONVERGE, failed)
     assert converge.mail_failure_once(s, 'psql failed: no') is True
@@ -30,14 +35,7 @@ def test_a_failing_converge_mails_once_while_it_fails_the_same_way(tmp_path):
 
 
 def test_a_failure_before_any_record_is_mailed_once_too(tmp_path):
-    mails = tmp_path / 'mails'
-    sendmail = tmp_path / 'sendmail'
-    sendmail.write_text(f'#!/bin/sh\ncat >> {mails}\necho "--- end" >> {mails}\n')
-    os.chmod(sendmail, 0o755)
-    config = tmp_path / 'config.ini'
-    config.write_text(f'[paths]\nstate_dir = {tmp_path}\nlog_file = {tmp_path}/log\n'
-                      f'[mail]\nsendmail = {sendmail}\n')
-    s = settings.load(str(config))
+    s, mails = mailing_node(tmp_path)
     for _ in range(3):
         converge.mail_failure_once(s, '/etc/xivo/ha.conf: not JSON: node access left as it is')
     assert mails.read_text().count('--- end') == 1
