@@ -29,16 +29,20 @@ deps:
 
 # the suite in TEST_JOBS processes (pytest-xdist; whole files to each, so that a file's shared
 # testbed is built once; 0: one process), then the package tests alone: they install the .deb
-# on the host, which no live testbed may see. Four on two cores (five ran faster, 537 s, but
-# test_phones's bound-across-runs test failed once under it): a test mostly waits (for
-# probes, timeouts, PostgreSQL, ssh); with three the two cores were busy about a third of the
-# time (2026-12-06, whole make check: 1021 tests in 667 s with three processes, 612 s with
-# four, 537 s with five, each then 18 package tests in 131-138 s)
-TEST_JOBS ?= 4
+# on the host, which no live testbed may see. Meanwhile tests/package/debs.py builds the two
+# .debs they install (this tree's, the previous release's for the upgrade test): a build
+# touches no installed package. Five processes on two cores: a test mostly waits (for probes,
+# timeouts, PostgreSQL, ssh); with four the cores were busy 42 % of the time (2026-12-06,
+# 1021 tests: 667 s with three processes, 588-612 s with four, 537 s with five)
+TEST_JOBS ?= 5
+CHECK_DEBS := build/check-debs
 check: deps
+	@mkdir -p $(CHECK_DEBS)
+	$(PYTHON) tests/package/debs.py $(CHECK_DEBS) >$(CHECK_DEBS)/build.log 2>&1 & debs=$$!; \
 	$(PYTHON) -m pytest -n $(TEST_JOBS) --dist loadfile --ignore=tests/package; rc=$$?; \
+	wait $$debs; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
-	$(PYTHON) -m pytest tests/package; prc=$$?; \
+	WAZO_HA_DEBS_BUILT=$(CHECK_DEBS) $(PYTHON) -m pytest tests/package; prc=$$?; \
 	if [ $$prc -eq 5 ]; then echo "pytest collected no package tests: failing" >&2; exit 1; fi; \
 	[ $$rc -eq 0 ] && exit $$prc; exit $$rc
 

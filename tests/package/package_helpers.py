@@ -1,5 +1,5 @@
-"""Shared by the package tests: build the .deb once (with `make deb`, through stdeb); a Wazo
-node's own packages as stand-ins."""
+"""Shared by the package tests: the .deb built once (tests/package/debs.py: `make deb`, through
+stdeb); a Wazo node's own packages as stand-ins."""
 
 import configparser
 import hashlib
@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+import debs
 from testbed import REPO
 from wazo_ha_common import __version__
 
@@ -27,11 +28,12 @@ def package_version():
 def deb():
     if sh('dpkg-query', '-W', 'wazo-ha').returncode == 0:
         pytest.fail('wazo-ha is already installed on this machine: remove it before the tests')
-    build = sh('make', '-s', 'deb', cwd=REPO, timeout=600)
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    built = os.environ.get(debs.BUILT_ENV)  # make check built it while the suite ran
+    rc, log = debs.built_current(built) if built else debs.build_current()
+    assert rc == 0, log[-6000:]
     path = os.path.join(REPO, 'dist', f'wazo-ha_{package_version()}_all.deb')
     assert os.path.exists(path)
-    return path, build.stdout + build.stderr
+    return path, log
 
 
 XIVO_CONFIG_FILES = ['/usr/sbin/xivo-master-slave-db-replication',

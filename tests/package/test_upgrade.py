@@ -5,51 +5,29 @@ replication keeps working with no action (continuous is now the default; until `
 and the master's PostgreSQL restart the master's hourly run copies).
 
 The previous .deb is built once from a temporary checkout of that commit (`git worktree add`,
-its own `make deb`) and kept under build/previous-deb/. The nodes run in their own namespaces
+its own `make deb`: tests/package/debs.py, which make check runs beside the suite) and kept
+under build/previous-deb/. The nodes run in their own namespaces
 with their own PostgreSQL 15 clusters and sshd; the installed commands run (PYTHONPATH empty:
 the package's module). `wazo-service` is the testbed's recording stand-in
 (wazo-platform/wazo-service, bin/wazo-service)."""
 
-import glob
 import os
 import shutil
-import tempfile
 
 import pytest
 
+import debs
 from datagen import installation_sql
 from package_helpers import package_version, sh
 from stream_helpers import create_user, users_named
-from testbed import REPO
 
-PREVIOUS = 'a9487b7'
 INSTALLED = {'PYTHONPATH': ''}
 ROOT_PASSWORD = 'upgrade-test-root'
 
 
 @pytest.fixture(scope='session')
 def previous_deb():
-    """The .deb of commit PREVIOUS, built from a temporary checkout, cached under build/."""
-    cache = os.path.join(REPO, 'build', 'previous-deb', PREVIOUS)
-    found = glob.glob(os.path.join(cache, 'wazo-ha_*_all.deb'))
-    if found:
-        return found[0]
-    checkout = tempfile.mkdtemp(prefix='wazo-ha-previous-')
-    os.rmdir(checkout)  # git worktree add makes it
-    added = sh('git', '-C', REPO, 'worktree', 'add', '--detach', checkout, PREVIOUS)
-    assert added.returncode == 0, added.stderr
-    try:
-        built = sh('make', '-s', 'deb', cwd=checkout, timeout=900)
-        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-        debs = glob.glob(os.path.join(checkout, 'dist', 'wazo-ha_*_all.deb'))
-        assert len(debs) == 1, debs
-        os.makedirs(cache, exist_ok=True)
-        kept = os.path.join(cache, os.path.basename(debs[0]))
-        shutil.copy(debs[0], kept + '.part')
-        os.rename(kept + '.part', kept)
-        return kept
-    finally:
-        sh('git', '-C', REPO, 'worktree', 'remove', '--force', checkout)
+    return debs.previous_deb()
 
 
 def installed(node, command, *args, **kwargs):
