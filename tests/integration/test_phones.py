@@ -137,6 +137,15 @@ def failed_over(master, slave):
     assert slave.services_state() == 'all'
 
 
+def master_back_after_a_failover(master, slave, contacts: str) -> None:
+    """The slave took over; the asterisk stand-in then answers with these counts of registered
+    contacts, a line a question (testbed.ASTERISK_BEHAVIOUR); the master's link is back."""
+    failed_over(master, slave)
+    with open(slave.asterisk_contacts_file, 'w') as f:
+        f.write(contacts)
+    master.link(True)
+
+
 def stop_after_last_count(slave) -> None:
     calls = slave.stand_in_calls()
     last_stop = max(i for i, c in enumerate(calls) if c == 'wazo-service stop wazo')
@@ -149,10 +158,7 @@ def test_failback_waits_for_the_phones_then_stops(nodes):
     1, none, as Asterisk's `database show registrar/contact` (main/db.c; res_pjsip/location.c
     keeps them in astdb), a trunk's fixed contact only in `pjsip show contacts`."""
     master, slave = nodes
-    failed_over(master, slave)
-    with open(slave.asterisk_contacts_file, 'w') as f:
-        f.write('2\n2\n1\n0\n')
-    master.link(True)
+    master_back_after_a_failover(master, slave, '2\n2\n1\n0\n')
     run_check(slave, 10)
     log = open(slave.log_file).read()
     assert 'failback phones: waited' in log and 'for 2 phones to register on the master ' \
@@ -165,10 +171,7 @@ def test_failback_gives_up_waiting_for_the_phones_at_its_bound(nodes):
     """3 contacts that never leave; [check] failback_phones_timeout 2 s + margin 1 s: stops
     3 s after the decision "master up" (looked at every probe, 1 s)."""
     master, slave = nodes
-    failed_over(master, slave)
-    with open(slave.asterisk_contacts_file, 'w') as f:
-        f.write('3\n')
-    master.link(True)
+    master_back_after_a_failover(master, slave, '3\n')
     run_check(slave, 10, failback_phones_timeout='2', failback_phones_margin='1')
     log = open(slave.log_file).read()
     found = re.search(r'failback phones: waited (\d+) s \(the limit, \[check\] '
@@ -186,10 +189,7 @@ def test_the_bound_of_the_wait_holds_across_runs(nodes):
     leaves a gap between two runs: the bound then falls about 2 s into the second run, far from
     the 7 s that a bound counted from the run's own start would give, whatever the load."""
     master, slave = nodes
-    failed_over(master, slave)
-    with open(slave.asterisk_contacts_file, 'w') as f:
-        f.write('3\n')
-    master.link(True)
+    master_back_after_a_failover(master, slave, '3\n')
     run_check(slave, 6, failback_phones_timeout='7', failback_phones_margin='0')
     assert slave.services_state() == 'all', 'still waiting at the end of the first run'
     log = open(slave.log_file).read()
@@ -241,10 +241,7 @@ def test_a_master_dying_during_the_wait_keeps_the_slave_serving(nodes):
 
 def test_failback_does_not_wait_when_turned_off(nodes):
     master, slave = nodes
-    failed_over(master, slave)
-    with open(slave.asterisk_contacts_file, 'w') as f:
-        f.write('3\n')
-    master.link(True)
+    master_back_after_a_failover(master, slave, '3\n')
     run_check(slave, 7, failback_phones='false')
     assert slave.services_state() == 'base'
     assert COUNT not in slave.stand_in_calls()

@@ -18,6 +18,24 @@ def forward(node, user):
     return node.psql(f"SELECT enableunc || ' ' || destunc FROM userfeatures WHERE id = {user}")
 
 
+def copied_then_changed_on_the_slave(master, slave) -> str:
+    """A pair configured, one copy made, then a user's forward set on the slave alone (as *21
+    there would): the user's id."""
+    master.psql(installation_sql(users=20, history=50))
+    configure(master, slave)
+    user = master.psql('SELECT min(id) FROM userfeatures')
+    assert replicate(master).returncode == 0
+    slave.psql(f'UPDATE userfeatures SET {FORWARD} WHERE id = {user}')
+    return user
+
+
+def served_record(slave) -> str:
+    """The slave's failback record (failback.serving writes it), its directory made."""
+    record = os.path.join(slave.root, 'failback-record', 'served.json')
+    os.makedirs(os.path.dirname(record), exist_ok=True)
+    return record
+
+
 def test_a_slave_serving_after_a_sip_failover_keeps_its_changes_until_failback(pair):
     master, slave = pair
     master.psql(installation_sql(users=50, history=100))
@@ -52,11 +70,7 @@ def test_a_slave_serving_after_a_sip_failover_keeps_its_changes_until_failback(p
 
 def test_a_slave_whose_record_cannot_be_read_is_left_alone_unless_forced(pair):
     master, slave = pair
-    master.psql(installation_sql(users=20, history=50))
-    configure(master, slave)
-    user = master.psql('SELECT min(id) FROM userfeatures')
-    assert replicate(master).returncode == 0
-    slave.psql(f'UPDATE userfeatures SET {FORWARD} WHERE id = {user}')
+    user = copied_then_changed_on_the_slave(master, slave)
     slave.stop_sshd()  # its PostgreSQL answers, its failback record cannot be read
     result = replicate(master, check=False)
     assert result.returncode == 0, result.stderr
@@ -84,13 +98,8 @@ def test_an_invalid_failback_record_on_the_slave_means_cannot_tell(pair):
     """Review of issue 24: a served.json that is there but invalid is no proof the slave is on
     standby: the copy holds (as for an unreadable record), it does not copy over it."""
     master, slave = pair
-    master.psql(installation_sql(users=20, history=50))
-    configure(master, slave)
-    user = master.psql('SELECT min(id) FROM userfeatures')
-    assert replicate(master).returncode == 0
-    slave.psql(f'UPDATE userfeatures SET {FORWARD} WHERE id = {user}')
-    record = os.path.join(slave.root, 'failback-record', 'served.json')
-    os.makedirs(os.path.dirname(record), exist_ok=True)
+    user = copied_then_changed_on_the_slave(master, slave)
+    record = served_record(slave)
     for bad in ('{"episode": "ab', '{}', '{"episode": "x y", "started_at": 1}'):
         with open(record, 'w') as f:
             f.write(bad)
@@ -110,11 +119,7 @@ def test_a_copy_under_way_when_the_slave_starts_serving_rolls_back(pair):
     import psycopg2
     from stream_helpers import wait_until
     master, slave = pair
-    master.psql(installation_sql(users=20, history=50))
-    configure(master, slave)
-    user = master.psql('SELECT min(id) FROM userfeatures')
-    assert replicate(master).returncode == 0
-    slave.psql(f'UPDATE userfeatures SET {FORWARD} WHERE id = {user}')
+    user = copied_then_changed_on_the_slave(master, slave)
     holder = psycopg2.connect(f'host={slave.pgsock} dbname=asterisk user=postgres')
     try:
         holder.cursor().execute('LOCK TABLE userfeatures IN SHARE MODE')
@@ -124,8 +129,7 @@ def test_a_copy_under_way_when_the_slave_starts_serving_rolls_back(pair):
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
             "'xivo-master-slave-db-replication' AND wait_event_type = 'Lock'") == '1', 60), \
             'the copy waits on the lock'
-        record = os.path.join(slave.root, 'failback-record', 'served.json')
-        os.makedirs(os.path.dirname(record), exist_ok=True)
+        record = served_record(slave)
         with open(record, 'w') as f:  # as failback.serving writes it
             json.dump({'episode': 'abc123', 'started_at': 1_800_000_000.0, 'ended_at': None}, f)
     finally:
@@ -146,8 +150,7 @@ def test_a_hostile_slave_record_neither_crashes_the_master_nor_is_fetched_whole(
     master, slave = pair
     configure(master, slave)
     assert replicate(master).returncode == 0
-    record = os.path.join(slave.root, 'failback-record', 'served.json')
-    os.makedirs(os.path.dirname(record), exist_ok=True)
+    record = served_record(slave)
     for bad, why in (({'episode': 'abc', 'started_at': 1e300, 'ended_at': None},
                       'started_at: not a time: 1e+300'),
                      ({'episode': 'abc', 'started_at': 1, 'pad': 'x' * 100_000},
