@@ -4,17 +4,13 @@ stdeb); a Wazo node's own packages as stand-ins."""
 import configparser
 import hashlib
 import os
-import subprocess
 
 import pytest
 
 import debs
+from debs import sh  # noqa: F401 (the package tests' one way to run a command)
 from testbed import REPO
 from wazo_ha_common import __version__
-
-
-def sh(*argv, **kw):
-    return subprocess.run(argv, capture_output=True, text=True, **kw)
 
 
 def package_version():
