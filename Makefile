@@ -31,17 +31,19 @@ deps:
 # testbed is built once; 0: one process), then the package tests alone: they install the .deb
 # on the host, which no live testbed may see. Meanwhile tests/package/debs.py builds the two
 # .debs they install (this tree's, the previous release's for the upgrade test): a build
-# touches no installed package. Five processes on two cores: a test mostly waits (for probes,
+# touches no installed package; in a session of its own, ended with the recipe (Ctrl-C too). Five processes on two cores: a test mostly waits (for probes,
 # timeouts, PostgreSQL, ssh); with four the cores were busy 42 % of the time (2026-12-06,
 # 1021 tests: 667 s with three processes, 588-612 s with four, 537 s with five)
 TEST_JOBS ?= 5
-CHECK_DEBS := build/check-debs
+CHECK_DEBS := $(CURDIR)/build/check-debs
 check: deps
 	@mkdir -p $(CHECK_DEBS)
-	$(PYTHON) tests/package/debs.py $(CHECK_DEBS) >$(CHECK_DEBS)/build.log 2>&1 & debs=$$!; \
+	setsid $(PYTHON) tests/package/debs.py $(CHECK_DEBS) $(CURDIR)/$(DEB) \
+		>$(CHECK_DEBS)/build.log 2>&1 & debs=$$!; \
+	trap 'kill -TERM -$$debs 2>/dev/null' EXIT; trap 'exit 130' INT TERM HUP; \
 	$(PYTHON) -m pytest -n $(TEST_JOBS) --dist loadfile --ignore=tests/package; rc=$$?; \
-	wait $$debs; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
+	wait $$debs; trap - EXIT; \
 	WAZO_HA_DEBS_BUILT=$(CHECK_DEBS) $(PYTHON) -m pytest tests/package; prc=$$?; \
 	if [ $$prc -eq 5 ]; then echo "pytest collected no package tests: failing" >&2; exit 1; fi; \
 	[ $$rc -eq 0 ] && exit $$prc; exit $$rc

@@ -185,9 +185,10 @@ def test_failback_gives_up_waiting_for_the_phones_at_its_bound(nodes):
 def test_the_bound_of_the_wait_holds_across_runs(nodes):
     """The first run decides "master up" and begins the wait, then ends (run_for); the next
     run goes on with the same wait (kept in the check's state) and stops at its bound counted
-    from the first run, not from its own start. Between the runs the test pauses 3 s, as cron
-    leaves a gap between two runs: the bound then falls about 2 s into the second run, far from
-    the 7 s that a bound counted from the run's own start would give, whatever the load."""
+    from the first run, not from its own start. The second run starts 4.5 s after the wait
+    began (the test pauses between the runs, as cron leaves a gap between two runs): the bound
+    then falls 2.5 s into the second run, far from the 7 s that a bound counted from the run's
+    own start would give, whatever the load."""
     master, slave = nodes
     master_back_after_a_failover(master, slave, '3\n')
     run_check(slave, 6, failback_phones_timeout='7', failback_phones_margin='0')
@@ -195,7 +196,9 @@ def test_the_bound_of_the_wait_holds_across_runs(nodes):
     log = open(slave.log_file).read()
     assert 'failback phones: 3 registered here: the telephony stops once none is left, at ' \
         'most 7 s from now' in log, log
-    time.sleep(3)
+    with open(os.path.join(slave.state_dir, 'check.json')) as f:
+        began = json.load(f)['failback_phones']['began']
+    time.sleep(max(0.0, began + 4.5 - time.time()))
     second = time.time()
     run_check(slave, 9, failback_phones_timeout='7', failback_phones_margin='0')
     log = open(slave.log_file).read()

@@ -3,75 +3,132 @@ previous release's (commit PREVIOUS, built from a temporary checkout and cached 
 build/previous-deb/), for the upgrade test.
 
 Neither build touches the packages installed on the host, so `make check` runs this file in
-the background while the rest of the suite runs (`debs.py DIR`: the build's output and exit
-status in DIR), then hands DIR to the package tests in BUILT_ENV; without it (pytest run by
-hand) the fixtures build here and now."""
+the background while the rest of the suite runs (`debs.py DIR`: the build's output, exit status,
+the digest of the tree it built and of the .deb it made, in DIR), then hands DIR to the package
+tests in BUILT_ENV. They take that .deb only if the tree and the .deb are still the ones
+recorded; without BUILT_ENV (pytest run by hand) the fixtures build here and now. Two builds
+never run at once in one tree (a lock in build/)."""
 
+import fcntl
 import glob
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREVIOUS = 'a9487b7'  # the last commit with hourly as the default
 BUILT_ENV = 'WAZO_HA_DEBS_BUILT'
+# what the sdist leaves out (MANIFEST.in's prune lines): no part of the .deb
+NOT_PACKAGED = ('tests/', 'demo/', 'bench/', 'docs/')
 
 
 def sh(*argv, **kw):
     return subprocess.run(argv, capture_output=True, text=True, **kw)
 
 
+@contextmanager
+def build_lock():
+    """One build at a time in this tree (`make deb` removes what another is making)."""
+    os.makedirs(os.path.join(REPO, 'build'), exist_ok=True)
+    fd = os.open(os.path.join(REPO, 'build', 'debs.lock'), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def tree_digest() -> str:
+    """SHA-256 of the files the .deb is made from, as they are now in the working tree (those
+    git tracks or would track, outside NOT_PACKAGED)."""
+    listed = subprocess.run(['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'],
+                            cwd=REPO, capture_output=True, check=True).stdout
+    digest = hashlib.sha256()
+    for path in sorted(p for p in listed.decode().split('\0') if p and not p.startswith(NOT_PACKAGED)):
+        full = os.path.join(REPO, path)
+        digest.update(path.encode() + b'\0')
+        if os.path.isfile(full):
+            digest.update(file_digest(full).encode())
+        digest.update(b'\0')
+    return digest.hexdigest()
+
+
+def file_digest(path: str) -> str:
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def build_current() -> tuple[int, str]:
     """`make deb` in this tree: its exit status and output (stdout then stderr)."""
-    build = sh('make', '-s', 'deb', cwd=REPO, timeout=600)
+    with build_lock():
+        try:
+            build = sh('make', '-s', 'deb', cwd=REPO, timeout=600)
+        except subprocess.TimeoutExpired as e:
+            return 1, f'make deb took longer than {e.timeout:g} s: stopped'
     return build.returncode, build.stdout + build.stderr
 
 
-def built_current(directory: str) -> tuple[int, str]:
-    """What `debs.py DIR` recorded of its `make deb` (a missing record: exit status 1)."""
+def built_current(directory: str, deb: str) -> tuple[int, str]:
+    """What `debs.py DIR` recorded of its `make deb`, if it built this tree's `deb` as it is
+    now; otherwise exit status 1 and why."""
     try:
         with open(os.path.join(directory, 'current.rc')) as f:
             rc = int(f.read())
         with open(os.path.join(directory, 'current.log')) as f:
-            return rc, f.read()
+            log = f.read()
+        with open(os.path.join(directory, 'current.digests')) as f:
+            tree, made = f.read().split()
     except (OSError, ValueError) as e:
-        return 1, f'no record of the .deb built by make check in {directory}: {e}'
+        return 1, (f'no record of a .deb built by make check in {directory} ({e}; its output: '
+                   f'{os.path.join(directory, "build.log")})')
+    if rc == 0 and tree != tree_digest():
+        return 1, f'the tree changed since make check built {deb}: build it again (make deb)'
+    if rc == 0 and (not os.path.exists(deb) or file_digest(deb) != made):
+        return 1, f'{deb} is not the .deb make check built: build it again (make deb)'
+    return rc, log
 
 
 def previous_deb() -> str:
     """The .deb of commit PREVIOUS: the cached one, or built from a temporary checkout."""
     cache = os.path.join(REPO, 'build', 'previous-deb', PREVIOUS)
-    found = glob.glob(os.path.join(cache, 'wazo-ha_*_all.deb'))
-    if found:
-        return found[0]
-    checkout = tempfile.mkdtemp(prefix='wazo-ha-previous-')
-    os.rmdir(checkout)  # git worktree add makes it
-    added = sh('git', '-C', REPO, 'worktree', 'add', '--detach', checkout, PREVIOUS)
-    assert added.returncode == 0, added.stderr
-    try:
-        built = sh('make', '-s', 'deb', cwd=checkout, timeout=900)
-        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-        debs = glob.glob(os.path.join(checkout, 'dist', 'wazo-ha_*_all.deb'))
-        assert len(debs) == 1, debs
-        os.makedirs(cache, exist_ok=True)
-        kept = os.path.join(cache, os.path.basename(debs[0]))
-        shutil.copy(debs[0], kept + '.part')
-        os.rename(kept + '.part', kept)
-        return kept
-    finally:
-        sh('git', '-C', REPO, 'worktree', 'remove', '--force', checkout)
+    with build_lock():
+        found = glob.glob(os.path.join(cache, 'wazo-ha_*_all.deb'))
+        if found:
+            return found[0]
+        checkout = tempfile.mkdtemp(prefix='wazo-ha-previous-')
+        os.rmdir(checkout)  # git worktree add makes it
+        added = sh('git', '-C', REPO, 'worktree', 'add', '--detach', checkout, PREVIOUS)
+        assert added.returncode == 0, added.stderr
+        try:
+            built = sh('make', '-s', 'deb', cwd=checkout, timeout=900)
+            assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+            debs = glob.glob(os.path.join(checkout, 'dist', 'wazo-ha_*_all.deb'))
+            assert len(debs) == 1, debs
+            os.makedirs(cache, exist_ok=True)
+            kept = os.path.join(cache, os.path.basename(debs[0]))
+            shutil.copy(debs[0], kept + '.part')
+            os.rename(kept + '.part', kept)
+            return kept
+        finally:
+            sh('git', '-C', REPO, 'worktree', 'remove', '--force', checkout)
 
 
-def main(directory: str) -> int:
+def main(directory: str, deb: str) -> int:
     os.makedirs(directory, exist_ok=True)
-    for name in ('current.rc', 'current.log'):
+    for name in ('current.rc', 'current.log', 'current.digests'):
         if os.path.exists(os.path.join(directory, name)):
             os.unlink(os.path.join(directory, name))
+    tree = tree_digest()
     rc, log = build_current()
     with open(os.path.join(directory, 'current.log'), 'w') as f:
         f.write(log)
+    with open(os.path.join(directory, 'current.digests'), 'w') as f:
+        f.write(f'{tree} {file_digest(deb) if os.path.exists(deb) else "none"}\n')
     with open(os.path.join(directory, 'current.rc'), 'w') as f:
         f.write(f'{rc}\n')
     try:
@@ -83,6 +140,6 @@ def main(directory: str) -> int:
 
 
 if __name__ == '__main__':
-    if len(sys.argv) != 2:
-        sys.exit(f'usage: {sys.argv[0]} DIR')
-    sys.exit(main(sys.argv[1]))
+    if len(sys.argv) != 3:
+        sys.exit(f'usage: {sys.argv[0]} DIR DEB (the .deb make deb makes)')
+    sys.exit(main(sys.argv[1], sys.argv[2]))

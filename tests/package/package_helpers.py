@@ -24,10 +24,10 @@ def package_version():
 def deb():
     if sh('dpkg-query', '-W', 'wazo-ha').returncode == 0:
         pytest.fail('wazo-ha is already installed on this machine: remove it before the tests')
-    built = os.environ.get(debs.BUILT_ENV)  # make check built it while the suite ran
-    rc, log = debs.built_current(built) if built else debs.build_current()
-    assert rc == 0, log[-6000:]
     path = os.path.join(REPO, 'dist', f'wazo-ha_{package_version()}_all.deb')
+    built = os.environ.get(debs.BUILT_ENV)  # make check built it while the suite ran
+    rc, log = debs.built_current(built, path) if built else debs.build_current()
+    assert rc == 0, log[-6000:]
     assert os.path.exists(path)
     return path, log
 
