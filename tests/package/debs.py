@@ -14,6 +14,7 @@ import glob
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -119,6 +120,8 @@ def previous_deb() -> str:
 
 
 def main(directory: str, deb: str) -> int:
+    # stopped (make check's recipe ended, Ctrl-C): the temporary checkout is removed on the way
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.makedirs(directory, exist_ok=True)
     for name in ('current.rc', 'current.log', 'current.digests'):
         if os.path.exists(os.path.join(directory, name)):
