@@ -6,12 +6,14 @@ member of the group reads it, another user gets UNKNOWN (3)."""
 import grp
 import json
 import os
+import shutil
+import tempfile
 
 import pytest
 
 from check_helpers import check
 from prometheus_text import parse
-from testbed import BIN_DIR
+from testbed import BIN_DIR, REPO
 
 NOBODY = 65534
 
@@ -40,14 +42,34 @@ def agent(nodes):
     return master, slave, gid
 
 
-def as_user(node, *args, groups=None):
-    """wazo-ha-status run by uid/gid 65534 (nobody), with `groups` as its supplementary groups."""
-    who = ['setpriv', f'--reuid={NOBODY}', f'--regid={NOBODY}',
-           f'--groups={groups}' if groups is not None else '--clear-groups']
-    return node.run(*who, '/usr/bin/python3', os.path.join(BIN_DIR, 'wazo-ha-status'), *args)
+@pytest.fixture(scope='module')
+def readable_code():
+    """wazo-ha-status and its modules where any user can read them, as the package installs
+    them: the checkout may be readable by root alone (a clone under /root, mode 0700)."""
+    top = tempfile.mkdtemp(prefix='wazo-ha-agent-code-')
+    try:
+        os.chmod(top, 0o755)
+        shutil.copytree(os.path.join(REPO, 'wazo_ha_common'), os.path.join(top, 'wazo_ha_common'),
+                        ignore=shutil.ignore_patterns('__pycache__'))
+        shutil.copy(os.path.join(BIN_DIR, 'wazo-ha-status'), top)
+        yield top
+    finally:
+        shutil.rmtree(top)
 
 
-def test_a_member_of_the_group_reads_the_summary_another_user_gets_unknown(agent):
+@pytest.fixture
+def as_user(readable_code):
+    def run(node, *args, groups=None):
+        """wazo-ha-status run by uid/gid 65534 (nobody), with `groups` as its supplementary
+        groups."""
+        who = ['setpriv', f'--reuid={NOBODY}', f'--regid={NOBODY}',
+               f'--groups={groups}' if groups is not None else '--clear-groups']
+        return node.run(*who, '/usr/bin/python3', os.path.join(readable_code, 'wazo-ha-status'),
+                        *args, env={'PYTHONPATH': readable_code})
+    return run
+
+
+def test_a_member_of_the_group_reads_the_summary_another_user_gets_unknown(agent, as_user):
     master, slave, gid = agent
     by_root = slave.wazo('wazo-ha-status')
     assert by_root.returncode in (0, 1), by_root.stdout + by_root.stderr
@@ -81,7 +103,7 @@ def test_the_summary_and_the_metrics_hold_no_secret(agent):
         'sync', 'stream', 'settings_problems', 'peer_record'}
 
 
-def test_prometheus_text_for_an_agent_and_the_textfile_collector(agent):
+def test_prometheus_text_for_an_agent_and_the_textfile_collector(agent, as_user):
     master, slave, gid = agent
     textfile_dir = os.path.join(slave.root, 'node-exporter')
     os.makedirs(textfile_dir)
@@ -97,7 +119,7 @@ def test_prometheus_text_for_an_agent_and_the_textfile_collector(agent):
     assert samples[('wazo_ha_peer_reachable', ())] == 1
 
 
-def test_a_stale_summary_is_unknown(agent):
+def test_a_stale_summary_is_unknown(agent, as_user):
     master, slave, gid = agent
     assert slave.wazo('wazo-ha-status', '--write-summary').returncode == 0
     path = os.path.join(slave.root, 'monitoring', 'status.json')
