@@ -4,6 +4,7 @@ stdeb); a Wazo node's own packages as stand-ins."""
 import configparser
 import hashlib
 import os
+from contextlib import contextmanager
 
 import pytest
 
@@ -69,20 +70,27 @@ def diversions():
     return sh('dpkg-divert', '--list', 'wazo-ha').stdout
 
 
-@pytest.fixture
-def wazo_node(tmp_path, deb):
+@contextmanager
+def stand_ins_installed(directory):
     """xivo-config and xivo-sync stand-in packages installed, owning the HA commands as on a
-    Wazo node; yields (our .deb, the originals' digests, tmp_path). Purges all at the end."""
+    Wazo node; yields the originals' digests. Purges them, and wazo-ha, at the end."""
     for name in ('xivo-config', 'xivo-sync', 'wazo-ha'):
         if sh('dpkg-query', '-W', name).returncode == 0:
             pytest.fail(f'{name} is installed on this machine: the test would change it')
-    config_deb = build_stand_in(tmp_path, 'xivo-config', '1.0', XIVO_CONFIG_FILES)
-    sync_deb = build_stand_in(tmp_path, 'xivo-sync', '1.0', XIVO_SYNC_FILES)
+    config_deb = build_stand_in(directory, 'xivo-config', '1.0', XIVO_CONFIG_FILES)
+    sync_deb = build_stand_in(directory, 'xivo-sync', '1.0', XIVO_SYNC_FILES)
     result = sh('dpkg', '-i', config_deb, sync_deb)
     assert result.returncode == 0, result.stderr
-    originals = {p: digest(p) for p in XIVO_CONFIG_FILES + XIVO_SYNC_FILES}
     try:
-        yield deb[0], originals, tmp_path
+        yield {p: digest(p) for p in XIVO_CONFIG_FILES + XIVO_SYNC_FILES}
     finally:
         sh('dpkg', '--purge', 'wazo-ha')
         sh('dpkg', '--purge', 'xivo-config', 'xivo-sync')
+
+
+@pytest.fixture
+def wazo_node(tmp_path, deb):
+    """The stand-ins installed (stand_ins_installed), for one test; yields (our .deb, the
+    originals' digests, tmp_path)."""
+    with stand_ins_installed(tmp_path) as originals:
+        yield deb[0], originals, tmp_path

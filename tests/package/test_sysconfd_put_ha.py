@@ -14,7 +14,7 @@ import shutil
 
 import pytest
 
-from package_helpers import sh
+from package_helpers import sh, stand_ins_installed
 from testbed import REPO
 
 SYSCONFD = os.path.join(REPO, 'tests', 'sysconfd_stand_in.py')
@@ -74,11 +74,18 @@ class Node:
             return f.read()
 
 
+@pytest.fixture(scope='module')
+def installed_on_a_wazo_node(tmp_path_factory, deb):
+    """The stand-ins of Wazo's packages, then wazo-ha, installed once for these tests: they
+    change their nodes, never the installation."""
+    with stand_ins_installed(tmp_path_factory.mktemp('stand-ins')):
+        installed = sh('dpkg', '-i', deb[0])
+        assert installed.returncode == 0, installed.stderr
+        yield
+
+
 @pytest.fixture
-def wazo(wazo_node, bed, tmp_path):
-    deb = wazo_node[0]
-    installed = sh('dpkg', '-i', deb)
-    assert installed.returncode == 0, installed.stderr
+def wazo(installed_on_a_wazo_node, bed, tmp_path):
     assert 'xivo-manage-slave-services.distrib by wazo-ha' in sh('dpkg-divert', '--list').stdout
     bed.add_node('peer', 1, with_postgres=False)
     return Node(bed.add_node('node', 2), tmp_path)
