@@ -43,15 +43,19 @@ def agent(nodes):
 
 
 @pytest.fixture(scope='module')
-def readable_code():
-    """wazo-ha-status and its modules where any user can read them, as the package installs
-    them: the checkout may be readable by root alone (a clone under /root, mode 0700)."""
-    top = tempfile.mkdtemp(prefix='wazo-ha-agent-code-')
+def readable_code(session_dir):
+    """wazo-ha-status and its modules where any user can read them, with the modes the package
+    installs them with: the checkout may be readable by root alone (a clone under /root, mode
+    0700, or made with umask 077)."""
+    top = tempfile.mkdtemp(prefix='agent-code-', dir=session_dir)
     try:
-        os.chmod(top, 0o755)
         shutil.copytree(os.path.join(REPO, 'wazo_ha_common'), os.path.join(top, 'wazo_ha_common'),
                         ignore=shutil.ignore_patterns('__pycache__'))
         shutil.copy(os.path.join(BIN_DIR, 'wazo-ha-status'), top)
+        for folder, _, files in os.walk(top):
+            os.chmod(folder, 0o755)
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o644)
         yield top
     finally:
         shutil.rmtree(top)

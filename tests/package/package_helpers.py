@@ -79,9 +79,9 @@ def stand_ins_installed(directory):
             pytest.fail(f'{name} is installed on this machine: the test would change it')
     config_deb = build_stand_in(directory, 'xivo-config', '1.0', XIVO_CONFIG_FILES)
     sync_deb = build_stand_in(directory, 'xivo-sync', '1.0', XIVO_SYNC_FILES)
-    result = sh('dpkg', '-i', config_deb, sync_deb)
-    assert result.returncode == 0, result.stderr
     try:
+        result = sh('dpkg', '-i', config_deb, sync_deb)
+        assert result.returncode == 0, result.stderr
         yield {p: digest(p) for p in XIVO_CONFIG_FILES + XIVO_SYNC_FILES}
     finally:
         sh('dpkg', '--purge', 'wazo-ha')

@@ -82,6 +82,9 @@ def installed_on_a_wazo_node(tmp_path_factory, deb):
         installed = sh('dpkg', '-i', deb[0])
         assert installed.returncode == 0, installed.stderr
         yield
+        # what made sharing it right: every installed file as dpkg installed it
+        verified = sh('dpkg', '--verify', 'xivo-config', 'xivo-sync', 'wazo-ha')
+        assert verified.returncode == 0 and verified.stdout == '', verified.stdout + verified.stderr
 
 
 @pytest.fixture
