@@ -31,8 +31,9 @@ deps:
 # testbed is built once; 0: one process), then the package tests alone: they install the .deb
 # on the host, which no live testbed may see. Meanwhile tests/package/debs.py builds the two
 # .debs they install (this tree's, the previous release's for the upgrade test): a build
-# touches no installed package; in a session of its own, ended with the recipe (Ctrl-C too). Five processes on two cores: a test mostly waits (for probes,
-# timeouts, PostgreSQL, ssh); with four the cores were busy 42 % of the time (2026-12-06,
+# touches no installed package; it runs in a session of its own, ended with the recipe
+# (Ctrl-C too). Five processes on two cores: a test mostly waits (for probes, timeouts,
+# PostgreSQL, ssh); with four the cores were busy 42 % of the time (2026-12-06,
 # 1021 tests: 667 s with three processes, 588-612 s with four, 537-571 s with five; the whole
 # make check 10 min 48 s - 11 min 15 s, fresh clones that build both .debs included)
 TEST_JOBS ?= 5
