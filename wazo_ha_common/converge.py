@@ -147,7 +147,8 @@ def converge(settings: Settings, config: role.HaConfig | None = None,
     def files() -> list[str]:
         nonlocal conf_changed
         applied = pg_files.apply(settings, pg_files.wanted(settings, t.node_type,
-                                                           t.remote_address))
+                                                           t.remote_address),
+                                 stopped=unread is not None)
         conf_changed = conf_changed or applied.conf_changed
         return applied.changes
 

@@ -559,3 +559,18 @@ def test_postgresql_stopped_at_installation_still_gets_the_installation_lines(pa
     again = ok(converge(node))
     assert 'wazo-ha.conf' not in again, again
     assert wazo_ha_conf(node) == INSTALLED_LINES
+
+
+def test_a_failed_reload_of_a_running_postgresql_fails_the_converge(pair):
+    """Only a PostgreSQL that cannot be read (stopped, at installation) is excused a failed
+    reload: on a running one the new files would not be in force, so the converge fails and
+    says which command failed."""
+    node, _ = pair
+    node.write_settings(database={'mode': None, 'reload_command': '/bin/false'})
+    conf = os.path.join(node.pgdata, 'conf.d', 'wazo-ha.conf')
+    if os.path.exists(conf):
+        os.unlink(conf)
+    r = converge(node)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert '/bin/false' in r.stderr and 'not reloaded' not in r.stderr, r.stderr
+    assert wazo_ha_conf(node) == INSTALLED_LINES, 'the files are written all the same'

@@ -131,10 +131,12 @@ def render(hba: str, want: Wanted, database: str, remote_user: str,
     return text, conf
 
 
-def apply(settings: Settings, want: Wanted) -> Applied:
+def apply(settings: Settings, want: Wanted, stopped: bool = False) -> Applied:
     """Write pg_hba.conf and conf.d/wazo-ha.conf as `want` says; reload PostgreSQL once when
     either changed. Nothing is written, nor reloaded, when both are as they should be; no link
-    is followed in the configuration directory (its owner, postgres, could plant one)."""
+    is followed in the configuration directory (its owner, postgres, could plant one).
+    A failed reload raises, unless the caller found PostgreSQL `stopped` (it cannot be read:
+    at installation): then it is said, and PostgreSQL reads the files when it starts."""
     conf_dir = settings.paths.postgresql_conf_dir
     d = settings.database
     hba_path = os.path.join(conf_dir, 'pg_hba.conf')
@@ -180,7 +182,9 @@ def apply(settings: Settings, want: Wanted) -> Applied:
         try:
             run(d.reload_command, timeout=60)
             result.changes.append('PostgreSQL reloaded')
-        except WazoHaError as e:  # stopped: it reads these files when it starts
+        except WazoHaError as e:
+            if not stopped:
+                raise
             result.changes.append('PostgreSQL not reloaded (' + str(e).split('\n', 1)[0][:200]
                                   + '): it reads these files when it starts')
     return result
