@@ -26,7 +26,7 @@ from ..decisions.voicemail import listed_bytes
 from ..decisions.failback import BRING_BACK, SERVING, Episode, plan as failback_step
 from ..errors import WazoHaError
 from ..jobs import SYNC, LastRun, save_last_run
-from ..decisions.origin import ForeignMasterError
+from ..decisions.origin import ForeignMasterError, UnknownOriginError
 from ..settings import Settings
 from ..adapters.system import describe, printable, run, send_mail, single_instance, tail
 
@@ -167,7 +167,8 @@ def push(settings: Settings, dry_run: bool = False, replace: bool = False,
             said = check_origin(settings, slave, replace, SYNC.name, dry_run) \
                 if check_origin else None
         except ForeignMasterError as e:
-            _save_state(settings, 'failed', str(e) if 'nothing pushed' in str(e)
+            # an unknown origin says "nothing pushed" itself
+            _save_state(settings, 'failed', str(e) if isinstance(e, UnknownOriginError)
                         else f'{e}; nothing pushed')
             raise
         if said:
