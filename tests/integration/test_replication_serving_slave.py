@@ -9,6 +9,7 @@ import os
 from check_helpers import check
 from datagen import installation_sql
 from replication_helpers import assert_slave_consistent, configure, replicate
+from testbed import sh
 
 SIP = {'sip_options': 'udp:5060'}
 FORWARD = "enableunc = 1, destunc = '0612345678'"
@@ -183,14 +184,15 @@ def test_the_record_reads_of_one_run_share_one_ssh_connection(pair):
     with open(sshd_log) as f:
         assert f.read().count('Accepted publickey') - before == 1, 'one login for both reads'
     from stream_helpers import wait_until
-    assert wait_until(lambda: _shared_ssh_left() == [], 10), \
-        f'the shared connection ended with the run: {_shared_ssh_left()}'
+    assert wait_until(lambda: _shared_ssh_left(master) == [], 10), \
+        f'the shared connection ended with the run: {_shared_ssh_left(master)}'
 
 
-def _shared_ssh_left() -> list:
-    """ssh processes (a control master) of a connection shared by a run's reads."""
+def _shared_ssh_left(node) -> list:
+    """ssh processes (a control master) of a connection shared by a run's reads, in the node's
+    namespace (other test files' runs may have theirs meanwhile)."""
     left = []
-    for pid in filter(str.isdigit, os.listdir('/proc')):
+    for pid in sh('ip', 'netns', 'pids', node.ns, check=False).stdout.split():
         try:
             with open(f'/proc/{pid}/cmdline', 'rb') as f:
                 argv = f.read().split(b'\0')
