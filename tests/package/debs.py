@@ -23,8 +23,6 @@ from contextlib import contextmanager
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREVIOUS = 'a9487b7'  # the last commit with hourly as the default
 BUILT_ENV = 'WAZO_HA_DEBS_BUILT'
-# what the sdist leaves out (MANIFEST.in's prune lines): no part of the .deb
-NOT_PACKAGED = ('tests/', 'demo/', 'bench/', 'docs/')
 
 
 def sh(*argv, **kw):
@@ -44,13 +42,21 @@ def build_lock():
         os.close(fd)
 
 
+def not_packaged() -> tuple[str, ...]:
+    """The folders the sdist leaves out (MANIFEST.in's prune lines): no part of the .deb."""
+    with open(os.path.join(REPO, 'MANIFEST.in')) as f:
+        return tuple(line.split()[1].rstrip('/') + '/' for line in f
+                     if len(line.split()) == 2 and line.split()[0] == 'prune')
+
+
 def tree_digest() -> str:
     """SHA-256 of the files the .deb is made from, as they are now in the working tree (those
-    git tracks or would track, outside NOT_PACKAGED)."""
+    git tracks or would track, outside the folders the sdist prunes)."""
     listed = subprocess.run(['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'],
                             cwd=REPO, capture_output=True, check=True).stdout
+    pruned = not_packaged()
     digest = hashlib.sha256()
-    for path in sorted(p for p in listed.decode().split('\0') if p and not p.startswith(NOT_PACKAGED)):
+    for path in sorted(p for p in listed.decode().split('\0') if p and not p.startswith(pruned)):
         full = os.path.join(REPO, path)
         digest.update(path.encode() + b'\0')
         if os.path.isfile(full):
@@ -101,11 +107,11 @@ def previous_deb() -> str:
         found = glob.glob(os.path.join(cache, 'wazo-ha_*_all.deb'))
         if found:
             return found[0]
-        checkout = tempfile.mkdtemp(prefix='wazo-ha-previous-')
-        os.rmdir(checkout)  # git worktree add makes it
-        added = sh('git', '-C', REPO, 'worktree', 'add', '--detach', checkout, PREVIOUS)
-        assert added.returncode == 0, added.stderr
+        parent = tempfile.mkdtemp(prefix='wazo-ha-previous-')  # 0700: nobody else's name
+        checkout = os.path.join(parent, 'tree')                 # git worktree add makes it
         try:
+            added = sh('git', '-C', REPO, 'worktree', 'add', '--detach', checkout, PREVIOUS)
+            assert added.returncode == 0, added.stderr
             built = sh('make', '-s', 'deb', cwd=checkout, timeout=900)
             assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
             debs = glob.glob(os.path.join(checkout, 'dist', 'wazo-ha_*_all.deb'))
@@ -117,6 +123,7 @@ def previous_deb() -> str:
             return kept
         finally:
             sh('git', '-C', REPO, 'worktree', 'remove', '--force', checkout)
+            shutil.rmtree(parent, ignore_errors=True)
 
 
 def main(directory: str, deb: str) -> int:

@@ -4,6 +4,7 @@ lintian-clean of errors and warnings, installs and purges cleanly."""
 import configparser
 import gzip
 import os
+import shutil
 import subprocess
 
 from package_helpers import package_version, sh
@@ -16,6 +17,8 @@ COMMANDS = ['/usr/sbin/xivo-master-slave-db-replication', '/usr/sbin/xivo-manage
 OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/lib/wazo-ha-monitoring', '/var/log/wazo-ha.log', '/etc/cron.d/wazo-ha',
          '/etc/wazo-auth-keys/conf.d/wazo-ha.yml',
          '/etc/logrotate.d/wazo-ha']
+# what postinst's converge writes for the host's cluster ([paths] postgresql_conf_dir's default)
+HOST_PG_CONF = '/etc/postgresql/15/main/conf.d/wazo-ha.conf'
 
 
 MODULES = ['__init__', 'cli', 'converge', 'diagnosis', 'errors', 'hooks', 'jobs', 'monitoring',
@@ -140,12 +143,13 @@ def test_lintian_reports_no_error_nor_warning(deb):
 def test_install_run_help_and_purge(deb):
     path, _ = deb
     # review of issue 25: settings directories made beforehand by someone else become root's
-    os.makedirs('/etc/wazo-ha/conf.d', exist_ok=True)
-    for directory in ('/etc/wazo-ha', '/etc/wazo-ha/conf.d'):
-        os.chown(directory, 65534, 65534)
-        os.chmod(directory, 0o777)
-    installed = sh('dpkg', '-i', path)
+    made = not os.path.exists('/etc/wazo-ha')
     try:
+        os.makedirs('/etc/wazo-ha/conf.d', exist_ok=True)
+        for directory in ('/etc/wazo-ha', '/etc/wazo-ha/conf.d'):
+            os.chown(directory, 65534, 65534)
+            os.chmod(directory, 0o777)
+        installed = sh('dpkg', '-i', path)
         assert installed.returncode == 0, installed.stderr
         for directory in ('/etc/wazo-ha', '/etc/wazo-ha/conf.d'):
             st = os.stat(directory)
@@ -168,8 +172,13 @@ def test_install_run_help_and_purge(deb):
         status = sh('/usr/sbin/wazo-ha-status')
         assert status.returncode in (1, 2)
         assert os.path.exists('/var/log/wazo-ha.log')
+        # postinst's converge: continuous mode's lines for the host's own cluster
+        with open(HOST_PG_CONF) as f:
+            assert 'wal_level = logical\n' in f.read()
     finally:
         purged = sh('dpkg', '--purge', 'wazo-ha')
+        if made and os.path.exists('/etc/wazo-ha') and os.stat('/etc/wazo-ha').st_uid != 0:
+            shutil.rmtree('/etc/wazo-ha')  # the install failed: nobody's directory goes
     assert purged.returncode == 0, purged.stderr
-    for path in OWNED + COMMANDS:
+    for path in OWNED + COMMANDS + [HOST_PG_CONF]:
         assert not os.path.exists(path), f'{path} left after purge'
