@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -24,7 +25,6 @@ import tempfile
 import textwrap
 import threading
 import time
-import uuid
 from typing import Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -675,7 +675,7 @@ def cleanup_leftovers() -> list[str]:
         alive = _live_testbeds()
         for line in sh('ip', 'netns', 'list', check=False).stdout.splitlines():
             ns = line.split()[0] if line.split() else ''
-            if ns.startswith('whaw') and ns[3:8] not in alive:
+            if ns.startswith('whaw') and ns[3:].split('-')[0] not in alive:
                 _kill_netns(ns)
                 sh('ip', 'netns', 'del', ns, check=False)
                 removed.append(ns)
@@ -697,17 +697,30 @@ class Testbed:
 
     def __init__(self, workdir: str, template: str | None):
         self.template = template
-        self.tag = 'w' + uuid.uuid4().hex[:4]
-        self.prefix = f'wha{self.tag}'
-        self.hub = f'{self.prefix}-hub'
+        self.tag = self.prefix = self.hub = self.nsdir = ''  # claimed by start()
         self.workdir = tempfile.mkdtemp(prefix='wazo-ha-bed-', dir=workdir)
         os.chmod(self.workdir, 0o755)
-        self.nsdir = os.path.join('/run', f'{NSDIR_PREFIX}{self.tag}')
         self.nodes: dict[str, Node] = {}
         self._nsdir_mounted = False
 
+    def _claim_tag(self) -> None:
+        """A tag no live testbed holds: its directory under /run is created exclusively, so
+        two testbeds drawing the same tag never share (nor tear down) each other's names."""
+        for _ in range(100):
+            tag = 'w' + secrets.token_hex(3)
+            nsdir = os.path.join('/run', f'{NSDIR_PREFIX}{tag}')
+            try:
+                os.mkdir(nsdir, 0o755)
+            except FileExistsError:
+                continue
+            self.tag, self.nsdir = tag, nsdir
+            self.prefix = f'wha{tag}'
+            self.hub = f'{self.prefix}-hub'
+            return
+        raise RuntimeError('no free testbed tag under /run')
+
     def start(self) -> Testbed:
-        os.makedirs(self.nsdir)
+        self._claim_tag()
         # the owner first: another run's cleanup never takes this testbed for a leftover
         with open(os.path.join(self.nsdir, 'owner'), 'w') as f:
             f.write(str(os.getpid()))
@@ -741,6 +754,9 @@ class Testbed:
                 f.write(''.join(m + '\n' for m in missing))  # deepest first
 
     def close(self) -> None:
+        if not self.tag:  # never started: no name of its own to remove
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            return
         for node in self.nodes.values():
             with contextlib.suppress(Exception):
                 node.teardown()

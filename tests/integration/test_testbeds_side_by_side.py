@@ -150,3 +150,41 @@ def test_a_unit_test_run_never_cleans_up_testbeds(tmp_path):
                      '    assert session_dir\n')
     assert run_pytest(tmp_path, '-p', 'conftest', '--rootdir', str(tmp_path),
                       str(probe)) == ['cleanup_leftovers']
+
+
+def test_a_tag_drawn_twice_never_tears_down_the_testbed_holding_it(session_dir, pg_template,
+                                                                    monkeypatch):
+    """Two testbeds that draw the same tag: the second draws again, and one that finds no free
+    tag fails without removing anything of the first (CI once lost the story's network so: a
+    second testbed's start stopped on the first's /run directory and its close deleted the
+    first's hub namespace)."""
+    def hub_alive(bed):
+        names = [line.split()[0] for line in sh('ip', 'netns', 'list').stdout.splitlines()]
+        return bed.hub in names and os.path.isdir(bed.nsdir)
+
+    first = testbed.Testbed(session_dir, pg_template)
+    beds = [first]
+    try:
+        first.start()
+        held = first.tag[1:]
+        draws = iter([held, held])
+        real = testbed.secrets.token_hex
+        monkeypatch.setattr(testbed.secrets, 'token_hex', lambda n: next(draws, None) or real(n))
+        second = testbed.Testbed(session_dir, pg_template)
+        beds.append(second)
+        second.start()
+        assert second.tag != first.tag and hub_alive(second)
+        assert next(draws, None) is None, 'the held tag was drawn twice, then another'
+
+        monkeypatch.setattr(testbed.secrets, 'token_hex', lambda n: held)
+        third = testbed.Testbed(session_dir, pg_template)
+        beds.append(third)
+        with pytest.raises(RuntimeError, match='no free testbed tag'):
+            third.start()
+        third.close()
+        assert hub_alive(first), 'a testbed that never started removed the first one'
+        assert not os.path.exists(third.workdir)
+    finally:
+        monkeypatch.undo()
+        for bed in reversed(beds):
+            bed.close()
