@@ -181,7 +181,8 @@ class SharedBed:
         for node in self.nodes:
             if node.with_postgres:
                 node.start_postgres()
-            if baseline.nodes[node.name].sshd:
+            # (on a capture, the sshd the build started still runs: kept, not started twice)
+            if baseline.nodes[node.name].sshd and node.sshd_pid is None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(node.root, 'sshd', 'sshd.pid'))
                 node.start_sshd()
