@@ -6,7 +6,7 @@ import pytest
 
 import baselines
 from check_helpers import configure_fast_slave
-from testbed import REPO, Testbed, cleanup_leftovers, template_cluster
+from testbed import REPO, Testbed, cleanup_leftovers, template_cluster, testbeds_of_others
 
 _SHARED: list[baselines.SharedBeds] = []
 # The longest files, longest first, collected before the others: pytest-xdist (make check's
@@ -44,6 +44,12 @@ def pytest_runtest_setup(item):
     # /etc/wazo-ha would detach a live node's bind mount, so no shared testbed outlives them
     if os.path.relpath(str(item.path), REPO).startswith(os.path.join('tests', 'package', '')):
         close_shared_testbeds()
+        # nor another process's (another pytest-xdist worker, another run): they run alone
+        others = testbeds_of_others()
+        if others:
+            pytest.fail('the package tests install on the host and run alone (make check runs '
+                        f'them after the suite): testbeds of other processes are live: '
+                        f'{" ".join(sorted(others))}', pytrace=False)
 
 
 def pytest_sessionfinish(session):
@@ -161,15 +167,19 @@ postgresql_conf_dir = {self.root}/postgresql
 monitoring_dir = {self.root}/monitoring
 prometheus_textfile = {self.root}/node-exporter/wazo_ha.prom
 fail2ban_jail = {self.root}/fail2ban/jail.d/wazo-ha.conf
+# never the host's own fail2ban (a test that runs one gives its client in conf.d)
+fail2ban_client =
 [database]
 local_dsn = host=/nonexistent dbname=asterisk
 admin_psql =
 passfile = {self.root}/pgpass
+subscription_passfile = {self.root}/subscription.pgpass
 reload_command = /bin/true
 restart_command = /bin/true
 # no cluster here (admin_psql empty): the opt-out, which needs none on a master
 mode = hourly
 [sync]
+ssh_key = {self.root}/ssh/xivo_id_rsa
 rsyncd_conf = {self.root}/rsyncd.conf
 directories = {self.root}/files/extensions
 failback_directories = {self.root}/files/voicemail

@@ -1,11 +1,11 @@
 """Helpers for tests of the continuous replication: a pair in continuous mode, streaming."""
 
-import time
 
 import baselines
 from check_helpers import FAST
 from datagen import installation_sql
 from replication_helpers import configure, copied_table_names, table_digests
+from testbed import wait_until
 
 CONTINUOUS = {'database': {'mode': 'continuous'}}
 
@@ -49,16 +49,6 @@ def subscription(slave):
 def our_slots(master):
     return master.psql("SELECT string_agg(slot_name || ':' || active, ' ' ORDER BY slot_name) "
                        "FROM pg_replication_slots WHERE slot_name LIKE 'wazo_ha_slot_%'").split()
-
-
-def wait_until(predicate, timeout=20.0, step=0.1):
-    """predicate()'s first true value within timeout seconds, else the last (false) one."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step)
 
 
 def copied_digests(master, slave):

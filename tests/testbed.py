@@ -102,6 +102,16 @@ def sh(*argv, check=True, **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
+def wait_until(predicate, timeout=20.0, step=0.1):
+    """predicate()'s first true value within timeout seconds, else the last (false) one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
 def read_fixture(path: str) -> str:
     with open(path, encoding='utf-8') as f:
         return f.read()
@@ -459,11 +469,14 @@ class Node:
         os.makedirs('/run/sshd', exist_ok=True)
         result = self.run('/usr/sbin/sshd', '-f', cfg, '-E', os.path.join(keydir, 'sshd.log'))
         assert result.returncode == 0, result.stderr
-        for _ in range(50):
+        for _ in range(150):
             with contextlib.suppress(OSError, ValueError), open(f'{keydir}/sshd.pid') as f:
                 self.sshd_pid = int(f.read())
                 return
             time.sleep(0.1)
+        with open(os.path.join(keydir, 'sshd.log')) as f:
+            log = f.read()[-2000:]
+        raise AssertionError(f'{self.name}: sshd wrote no pid file in 15 s; its log: {log}')
 
     def stop_sshd(self) -> None:
         """Stop the node's sshd and wait until it is gone (no half-closed listener left)."""
@@ -481,15 +494,23 @@ class Node:
     @contextlib.contextmanager
     def lock_held(self, command: str):
         """Another process holds the command's lock (as a running instance would)."""
+        ready = os.path.join(self.root, f'{command}.lock-held')  # (outside the lock dir)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(ready)
         holder = subprocess.Popen(['flock', os.path.join(self.root, 'lock', f'{command}.lock'),
-                                   'sleep', '60'], start_new_session=True)
+                                   'sh', '-c', 'touch "$1" && exec sleep 60', 'sh', ready],
+                                  start_new_session=True)
         try:
-            time.sleep(0.3)
+            wait_until(lambda: os.path.exists(ready) or holder.poll() is not None)
+            assert os.path.exists(ready) and holder.poll() is None, \
+                f'{command}.lock: not held (flock exited {holder.poll()})'
             yield
         finally:
             # flock's child (sleep) holds the lock too: end the whole group
             os.killpg(holder.pid, signal.SIGKILL)
             holder.wait()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(ready)
 
     def start_sip_server(self, port: int = 5060) -> None:
         """A real SIP server (kamailio, from Debian) on the node's address, udp and tcp, that
@@ -642,13 +663,25 @@ def _live_testbeds() -> set[str]:
             with open(os.path.join(path, 'owner')) as f:
                 os.kill(int(f.read()), 0)
             alive.add(name[len(NSDIR_PREFIX):])
-        except FileNotFoundError:
+        except (FileNotFoundError, ValueError):  # its owner not written yet: starting
             with contextlib.suppress(OSError):
                 if time.time() - os.stat(path).st_mtime < STARTING_GRACE:
                     alive.add(name[len(NSDIR_PREFIX):])
-        except (OSError, ValueError):
+        except OSError:
             pass
     return alive
+
+
+def testbeds_of_others() -> set[str]:
+    """Tags of the live testbeds that another process owns (or that are still starting)."""
+    others = set()
+    for tag in _live_testbeds():
+        with contextlib.suppress(OSError, ValueError):
+            with open(os.path.join('/run', f'{NSDIR_PREFIX}{tag}', 'owner')) as f:
+                if int(f.read()) == os.getpid():
+                    continue
+        others.add(tag)
+    return others
 
 
 def _remove_registered_mountpoints(keep_for: set[str]) -> list[str]:
@@ -720,10 +753,12 @@ class Testbed:
         raise RuntimeError('no free testbed tag under /run')
 
     def start(self) -> Testbed:
-        self._claim_tag()
-        # the owner first: another run's cleanup never takes this testbed for a leftover
-        with open(os.path.join(self.nsdir, 'owner'), 'w') as f:
-            f.write(str(os.getpid()))
+        # the tag and its owner under the lock that another run's cleanup holds while it
+        # lists the live testbeds: it never takes this one for a leftover
+        with _registry_lock():
+            self._claim_tag()
+            with open(os.path.join(self.nsdir, 'owner'), 'w') as f:
+                f.write(str(os.getpid()))
         sh('mount', '--bind', self.nsdir, self.nsdir)
         self._nsdir_mounted = True
         sh('mount', '--make-private', self.nsdir)

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from check_helpers import check
+from testbed import wait_until
 
 
 def memory(slave):
@@ -97,7 +98,9 @@ def test_tcp_probe_makes_a_dead_telephony_stack_count_as_down(nodes):
                           's=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n'
                           's.bind(("198.18.0.1", 5060)); s.listen(); time.sleep(600)')
     try:
-        time.sleep(0.5)
+        assert wait_until(lambda: master.run('ss', '-Hltn', 'sport = :5060').stdout
+                          or server.poll() is not None)
+        assert server.poll() is None, 'the listener on 5060 did not start'
         check(slave, tcp_ports='5060')
         assert slave.services_state() == 'base'
     finally:

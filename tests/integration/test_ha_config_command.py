@@ -3,9 +3,10 @@
 import json
 import os
 import subprocess
-import time
 
 import pytest
+
+from testbed import wait_until
 
 PEER = '198.18.0.2'
 
@@ -173,9 +174,12 @@ def test_set_waits_for_a_running_master_check(local):
     lock = os.path.join(local.root, 'lock', 'xivo-check-master-status.lock')
     released = os.path.join(local.root, 'released')
     os.makedirs(os.path.dirname(lock), mode=0o700, exist_ok=True)
-    holder = subprocess.Popen(['flock', lock, 'sh', '-c', f'sleep 2; date +%s.%N > {released}'])
+    held = os.path.join(local.root, 'held')
+    holder = subprocess.Popen(['flock', lock, 'sh', '-c',
+                               f'touch {held}; sleep 2; date +%s.%N > {released}'])
     try:
-        time.sleep(0.5)
+        assert wait_until(lambda: os.path.exists(held) or holder.poll() is not None)
+        assert holder.poll() is None, 'the check lock was never held'
         result = local.run('wazo-ha-config', 'set', '--node-type', 'master', '--remote-address', PEER)
         assert result.returncode == 0, result.stderr
     finally:

@@ -1,12 +1,11 @@
 """xivo-manage-slave-services: the exact steps of failover and failback, idempotent."""
 
 import os
-import time
 
 import pytest
 
 import baselines
-from testbed import BIN_DIR
+from testbed import BIN_DIR, wait_until
 
 START_CALLS = [
     'wazo-service status all',
@@ -140,7 +139,9 @@ def test_a_start_and_a_stop_asked_at_once_never_interleave(slave):
     calls = len(slave.stand_in_calls())
     first = slave.popen('/usr/bin/python3', os.path.join(BIN_DIR, 'xivo-manage-slave-services'),
                         'start')
-    time.sleep(0.5)
+    # the start holds the lock once its first step is recorded
+    assert wait_until(lambda: len(slave.stand_in_calls()) > calls or first.poll() is not None)
+    assert first.poll() is None, 'the start ended before the stop was asked'
     second = manage(slave, 'stop')
     assert first.wait(timeout=60) == 0 and second.returncode == 0, second.stderr
     made = [c for c in slave.stand_in_calls()[calls:] if c != 'wazo-service status all']
