@@ -100,7 +100,7 @@ def ours_left(node):
 
 
 # continuous mode (the default) keeps these on every role from the installation on, so that
-# the PostgreSQL restart of the next PUT /ha activates them (pg_files.install_conf)
+# the PostgreSQL restart of the next PUT /ha activates them (pg_files.render_conf)
 INSTALLED_LINES = ['wal_level = logical', "listen_addresses = '*'"]
 INSTALLED = "conf.d/wazo-ha.conf: the installation's wal_level = logical, listen_addresses = '*'"
 

@@ -44,16 +44,6 @@ def test_hba_block_goes_first_is_replaced_and_removed_leaving_other_lines_alone(
                                     None, 'asterisk', ROLE) == both
 
 
-def test_conf_of_a_continuous_master():
-    """wal_level = logical (needs a restart), the WAL a slot may hold back, listen_addresses."""
-    text = stream_access.render_conf('198.18.0.2', '198.18.0.1, localhost', 1024)
-    assert text.splitlines()[1:] == ['wal_level = logical', 'max_slot_wal_keep_size = 1024MB',
-                                     "listen_addresses = '198.18.0.1, localhost'"]
-    assert text.startswith(stream_access.CONF_HEADER)
-    assert not pg_access.render_conf('198.18.0.1', 'x').startswith(stream_access.CONF_HEADER)
-    assert stream_access.render_conf(None, 'x', 1024) is None
-
-
 def steps(state, wanted=True):
     return [s.sql for s in stream_access.role_steps(state, ROLE, wanted)]
 

@@ -4,7 +4,8 @@
 On a slave, wazo-ha manages:
 - a block at the top of pg_hba.conf (first match wins, so it precedes wazo-sysconfd's own
   `host asterisk postgres MASTER/32 trust`, which it makes unreachable);
-- conf.d/wazo-ha.conf holding listen_addresses (Debian's postgresql.conf includes conf.d);
+- conf.d/wazo-ha.conf holding listen_addresses (Debian's postgresql.conf includes conf.d;
+  access.pg_files renders it);
 - the replication role ([database] remote_user): member of the role owning the replicated
   tables, allowed to SET session_replication_role; no login until paired.
 What is applied where, and when, is converge (the command)'s; the files are access.pg_files'; the
@@ -101,14 +102,6 @@ def with_block(text: str, begin: str, end: str, rules: list[str]) -> str:
         kept.append(line)
     result = ([begin, *rules, end] if rules else []) + kept
     return '\n'.join(result) + '\n' if result else ''
-
-
-def render_conf(master_ip: str | None, listen_addresses: str) -> str | None:
-    """Content of conf.d/wazo-ha.conf, or None when the file should not exist."""
-    if not master_ip:
-        return None
-    return ('# Managed by wazo-ha-config: the master connects to this slave for replication.\n'
-            f"listen_addresses = '{listen_addresses}'\n")
 
 
 def listen_addresses(settings: Settings, peer_ip: str, peer: str = 'master') -> str:

@@ -4,9 +4,9 @@
   file so that its lines match before anything wazo-sysconfd appends;
 - conf.d/wazo-ha.conf: listen_addresses on a slave; wal_level, max_slot_wal_keep_size and
   listen_addresses on a continuous master; in continuous mode wal_level = logical on every role
-  (a slave too, and a node not yet configured: the installation's file, see install_conf), so
-  that the PostgreSQL restart of Wazo's own PUT /ha activates it; no file in hourly mode on a
-  node that is not a slave.
+  (a slave too, and a node not yet configured: the installation's file), so that the
+  PostgreSQL restart of Wazo's own PUT /ha activates it; no file in hourly mode on a node that
+  is not a slave. render_conf() is its one renderer.
 
 render() is pure; apply() writes what differs and reloads PostgreSQL once when anything did.
 A setting that needs a restart (listen_addresses, wal_level) is then pending: see pending()."""
@@ -102,14 +102,29 @@ def any_listen(settings: Settings) -> str:
     return settings.database.listen_addresses or '*'
 
 
+# the first line of conf.d/wazo-ha.conf says why the file is there
+SLAVE_HEADER = '# Managed by wazo-ha-config: the master connects to this slave for replication.\n'
+MASTER_HEADER = '# Managed by wazo-ha-config: the slave streams the changes of this master.\n'
 INSTALL_HEADER = ('# Managed by wazo-ha-config: continuous mode, so that the next restart of '
                   'PostgreSQL\n# (the one PUT /ha does) makes it ready to stream to a slave.\n')
 
 
-def install_conf(listen: str) -> str:
-    """conf.d/wazo-ha.conf of a continuous node that is neither slave nor master (yet): what
-    a master needs that only a restart applies."""
-    return INSTALL_HEADER + 'wal_level = logical\n' + f"listen_addresses = '{listen}'\n"
+def render_conf(want: Wanted) -> str | None:
+    """conf.d/wazo-ha.conf as `want` says, or None when the file should not exist:
+    - a slave listens toward its master; in continuous mode with wal_level = logical too, ready
+      for the day it is made master (PUT /ha restarts PostgreSQL);
+    - a continuous master: wal_level = logical, the WAL a slot may hold back, listen_addresses;
+    - a continuous node that is neither (yet): what a master needs that only a restart applies;
+    - an hourly node that is not a slave: no file."""
+    listen = f"listen_addresses = '{want.listen}'\n"
+    if want.master_ip:
+        return SLAVE_HEADER + listen + ('wal_level = logical\n' if want.continuous else '')
+    if want.stream_slave_ip:
+        return (MASTER_HEADER + 'wal_level = logical\n'
+                f'max_slot_wal_keep_size = {want.keep_mb}MB\n' + listen)
+    if want.continuous:
+        return INSTALL_HEADER + 'wal_level = logical\n' + listen
+    return None
 
 
 def render(hba: str, want: Wanted, database: str, remote_user: str,
@@ -120,15 +135,7 @@ def render(hba: str, want: Wanted, database: str, remote_user: str,
     text = pg_access.render_hba(hba, want.master_ip, database, remote_user, local_user)
     text = stream_access.render_hba(text, want.stream_slave_ip, database, stream_user)
     text = pg_access.with_block(text, GUARD_BEGIN, GUARD_END, guard_lines(text, want.master_ip))
-    if want.master_ip:
-        conf = pg_access.render_conf(want.master_ip, want.listen)
-        if conf and want.continuous:  # ready for the day it is made master (PUT /ha restarts)
-            conf += 'wal_level = logical\n'
-    elif want.stream_slave_ip:
-        conf = stream_access.render_conf(want.stream_slave_ip, want.listen, want.keep_mb)
-    else:
-        conf = install_conf(want.listen) if want.continuous else None
-    return text, conf
+    return text, render_conf(want)
 
 
 def apply(settings: Settings, want: Wanted, stopped: bool = False) -> Applied:

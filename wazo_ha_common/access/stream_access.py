@@ -9,7 +9,7 @@ the files, access.pairing gives the slave the role's password):
   role from anywhere else, into any other database or for physical replication (the
   `replication` keyword) refused;
 - conf.d/wazo-ha.conf: wal_level = logical, max_slot_wal_keep_size and listen_addresses
-  (render_conf; a restart makes them take effect);
+  (access.pg_files renders it; a restart makes them take effect);
 - the stream role: REPLICATION, no superuser, no createdb/createrole/bypassrls, member of no
   role, no login until `wazo-sync -i` pairs (see publication for its SELECT grants).
 Anything else (hourly mode, a slave, a disabled node) takes all that away again: the
@@ -71,18 +71,6 @@ def render_hba(text: str, slave_ip: str | None, database: str, user: str) -> str
     """pg_hba.conf with our block first (or without it when slave_ip is None); every other
     line, the slave-side block of pg_access included, kept in order."""
     return pg_access.with_block(text, BEGIN, END, hba_lines(slave_ip, database, user))
-
-
-CONF_HEADER = '# Managed by wazo-ha-config: the slave streams the changes of this master.\n'
-
-
-def render_conf(slave_ip: str | None, listen_addresses: str, keep_mb: int) -> str | None:
-    """conf.d/wazo-ha.conf of a continuous master, or None (not one)."""
-    if not slave_ip:
-        return None
-    return (CONF_HEADER + 'wal_level = logical\n'
-            f'max_slot_wal_keep_size = {keep_mb}MB\n'
-            f"listen_addresses = '{listen_addresses}'\n")
 
 
 # the stream role (decisions pure, run through psql as the superuser)
