@@ -1,12 +1,11 @@
 import os
-import shutil
-import tempfile
 
 import pytest
 
 import baselines
 from check_helpers import configure_fast_slave
-from testbed import REPO, Testbed, cleanup_leftovers, template_cluster, testbeds_of_others
+from testbed import (REPO, Testbed, cleanup_leftovers, session_directory, template_cluster,
+                     testbeds_of_others)
 
 _SHARED: list[baselines.SharedBeds] = []
 # The longest files, longest first, collected before the others: pytest-xdist (make check's
@@ -81,15 +80,14 @@ def close_shared_testbeds():
 @pytest.fixture(scope='session')
 def session_dir(request):
     """The run's directory for testbeds. Its first user removes what an interrupted run left
-    (never a testbed whose owner runs): a run without testbeds (unit tests) touches none."""
+    (never a testbed whose owner runs, never a live run's directory): a run without testbeds
+    (unit tests) touches none."""
     reporter = request.config.pluginmanager.get_plugin('terminalreporter')
     for leftover in cleanup_leftovers():
         if reporter is not None:
             reporter.write_line(f'removed a leftover of an interrupted run: {leftover}')
-    path = tempfile.mkdtemp(prefix='wazo-ha-tests-')
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with session_directory() as path:
+        yield path
 
 
 @pytest.fixture(scope='session')

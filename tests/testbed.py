@@ -16,6 +16,7 @@ Everything is torn down by Testbed.close(), which kills every process of the nam
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import shutil
@@ -643,7 +644,6 @@ STARTING_GRACE = 120  # seconds a testbed directory without its owner file count
 
 @contextlib.contextmanager
 def _registry_lock():
-    import fcntl
     fd = os.open(REGISTRY_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -722,6 +722,63 @@ def cleanup_leftovers() -> list[str]:
                 removed.append(path)
         if not alive:
             removed += _remove_registered_mountpoints(set())
+    return removed + _sweep_session_dirs()
+
+
+# A run's directory (its testbeds' node roots, the template cluster): locked by its pytest
+# process for as long as it lives, so that a later run removes the directory of a killed one.
+SESSION_PREFIX = 'wazo-ha-tests-'
+
+
+@contextlib.contextmanager
+def session_directory():
+    """A new directory for this run's testbeds, locked (flock on the directory) until it is
+    removed at the end of the block, or until this process dies."""
+    path = tempfile.mkdtemp(prefix=SESSION_PREFIX)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.chmod(path, 0o755)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
+
+
+def _mount_points_under(path: str) -> list[str]:
+    with open('/proc/self/mountinfo') as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if p == path or p.startswith(path + '/')]
+
+
+def _sweep_session_dirs() -> list[str]:
+    """Remove the directories of runs that were killed: nobody holds their lock, and they are
+    older than a run's start (a directory just made is locked a moment later). Never one
+    with something mounted under it, never through a link."""
+    removed = []
+    top = tempfile.gettempdir()
+    for name in os.listdir(top):
+        if not name.startswith(SESSION_PREFIX):
+            continue
+        path = os.path.join(top, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid() or time.time() - st.st_mtime < STARTING_GRACE:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue   # its run goes on
+            if _mount_points_under(path):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
     return removed
 
 

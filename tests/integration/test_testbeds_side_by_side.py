@@ -4,9 +4,11 @@ even while one of them closes (a testbed that removed a host mount point such as
 host's real /etc/wazo-ha/rsyncd.conf and /var/spool/asterisk)."""
 
 import os
+import signal
 import stat
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -188,3 +190,48 @@ def test_a_tag_drawn_twice_never_tears_down_the_testbed_holding_it(session_dir, 
         monkeypatch.undo()
         for bed in reversed(beds):
             bed.close()
+
+
+def test_the_directory_of_a_killed_run_is_swept_and_no_other(tmp_path, monkeypatch):
+    """A run's directory is locked by its pytest process: a later run removes it once that
+    process is gone (killed runs left them in /tmp for good), never while it lives, never
+    one just made (it is locked a moment later), never one with a mount under it, never
+    through a link."""
+    top = tmp_path / 'tmp'
+    top.mkdir()
+    monkeypatch.setattr(testbed.tempfile, 'tempdir', str(top))
+    old = time.time() - testbed.STARTING_GRACE - 10
+    names = ('killed', 'live', 'starting', 'mounted')
+    dirs = {n: top / f'{testbed.SESSION_PREFIX}{n}' for n in names}
+    for d in dirs.values():
+        d.mkdir()
+        (d / 'node').mkdir()
+        (d / 'node' / 'file').write_text('x')
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    (elsewhere / 'kept').write_text('x')
+    (top / f'{testbed.SESSION_PREFIX}link').symlink_to(elsewhere)
+    holder = subprocess.Popen(['flock', str(dirs['live']), 'sh', '-c',
+                               f'touch {tmp_path}/held; exec sleep 60'],
+                              start_new_session=True)
+    sh('mount', '-t', 'tmpfs', 'tmpfs', str(dirs['mounted'] / 'node'))
+    try:
+        assert testbed.wait_until(lambda: (tmp_path / 'held').exists())
+        for name in ('killed', 'live', 'mounted'):
+            os.utime(dirs[name], (old, old))
+        assert testbed._sweep_session_dirs() == [str(dirs['killed'])]
+        assert not dirs['killed'].exists()
+        assert (dirs['live'] / 'node' / 'file').exists(), 'its run goes on'
+        assert dirs['starting'].exists() and dirs['mounted'].exists()
+        assert (elsewhere / 'kept').exists()
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)   # flock and its child, which holds the lock too
+        holder.wait()
+        sh('umount', str(dirs['mounted'] / 'node'), check=False)
+    # with its process gone (and the mount), the other two go too
+    assert sorted(testbed._sweep_session_dirs()) == [str(dirs['live']), str(dirs['mounted'])]
+    # and the directory a run gets is locked while the run lasts, removed with it
+    with testbed.session_directory() as mine:
+        os.utime(mine, (old, old))
+        assert testbed._sweep_session_dirs() == []
+    assert not os.path.exists(mine)
