@@ -4,8 +4,8 @@ import pytest
 
 import baselines
 from check_helpers import configure_fast_slave
-from testbed import (REPO, Testbed, cleanup_leftovers, session_directory, template_cluster,
-                     testbeds_of_others)
+from testbed import (NSDIR_PREFIX, REPO, STARTING_GRACE, Testbed, cleanup_leftovers,
+                     session_directory, template_cluster, testbeds_of_others)
 
 _SHARED: list[baselines.SharedBeds] = []
 # The longest files, longest first, collected before the others: pytest-xdist (make check's
@@ -47,8 +47,10 @@ def pytest_runtest_setup(item):
         others = testbeds_of_others()
         if others:
             pytest.fail('the package tests install on the host and run alone (make check runs '
-                        f'them after the suite): testbeds of other processes are live: '
-                        f'{" ".join(sorted(others))}', pytrace=False)
+                        'them after the suite): testbeds of other processes are live (or were '
+                        f'made less than {STARTING_GRACE} s ago): '
+                        + ' '.join(f'/run/{NSDIR_PREFIX}{tag}' for tag in sorted(others)),
+                        pytrace=False)
 
 
 def pytest_sessionfinish(session):

@@ -1,6 +1,5 @@
 """Helpers for tests of the continuous replication: a pair in continuous mode, streaming."""
 
-
 import baselines
 from check_helpers import FAST
 from datagen import installation_sql

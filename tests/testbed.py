@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -639,7 +640,7 @@ def _kill_netns(ns: str) -> None:
 REGISTRY_LOCK = '/run/wazo-ha-testbeds.lock'
 REGISTRY = '/run/wazo-ha-testbeds.mountpoints'
 NSDIR_PREFIX = 'wazo-ha-testbed-'
-STARTING_GRACE = 120  # seconds a testbed directory without its owner file counts as alive
+STARTING_GRACE = 120  # seconds a directory whose owner's lock is free still counts as alive
 
 
 @contextlib.contextmanager
@@ -652,6 +653,46 @@ def _registry_lock():
         os.close(fd)
 
 
+def _lock_directory(path: str) -> int:
+    """The directory locked (flock) by this process for as long as the descriptor stays
+    open: its owner's life, which another process tells by trying the lock (_owner_alive).
+    Never passed on to a child (close-on-exec)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _owner_alive(path: str) -> bool | None:
+    """Whether the process that locked this directory (_lock_directory) still runs: its lock
+    is held (unlike a process number, never mistaken for another process). None: not ours
+    to judge (gone, a link, another user's)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+    finally:
+        os.close(fd)
+
+
+def _young(path: str) -> bool:
+    try:
+        return time.time() - os.stat(path).st_mtime < STARTING_GRACE
+    except OSError:
+        return False
+
+
 def _live_testbeds() -> set[str]:
     """Tags of the testbeds whose owner process runs (or that are still starting)."""
     alive = set()
@@ -659,16 +700,8 @@ def _live_testbeds() -> set[str]:
         if not name.startswith(NSDIR_PREFIX):
             continue
         path = os.path.join('/run', name)
-        try:
-            with open(os.path.join(path, 'owner')) as f:
-                os.kill(int(f.read()), 0)
+        if _owner_alive(path) or _young(path):
             alive.add(name[len(NSDIR_PREFIX):])
-        except (FileNotFoundError, ValueError):  # its owner not written yet: starting
-            with contextlib.suppress(OSError):
-                if time.time() - os.stat(path).st_mtime < STARTING_GRACE:
-                    alive.add(name[len(NSDIR_PREFIX):])
-        except OSError:
-            pass
     return alive
 
 
@@ -735,10 +768,11 @@ def session_directory():
     """A new directory for this run's testbeds, locked (flock on the directory) until it is
     removed at the end of the block, or until this process dies."""
     path = tempfile.mkdtemp(prefix=SESSION_PREFIX)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = _lock_directory(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.chmod(path, 0o755)
+        # the daemons of the nodes (postgres, sshd) pass through, no other user opens it (a
+        # shared lock taken by another user would keep a killed run's directory forever)
+        os.chmod(path, 0o711)
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
@@ -746,8 +780,12 @@ def session_directory():
 
 
 def _mount_points_under(path: str) -> list[str]:
+    """The mount points at or below `path` (its real path), as /proc/self/mountinfo lists
+    them (its octal escapes, such as \\040 for a space, decoded)."""
+    path = os.path.realpath(path)
     with open('/proc/self/mountinfo') as f:
-        points = [line.split()[4] for line in f]
+        points = [re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)), line.split()[4])
+                  for line in f]
     return [p for p in points if p == path or p.startswith(path + '/')]
 
 
@@ -758,27 +796,11 @@ def _sweep_session_dirs() -> list[str]:
     removed = []
     top = tempfile.gettempdir()
     for name in os.listdir(top):
-        if not name.startswith(SESSION_PREFIX):
-            continue
         path = os.path.join(top, name)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            st = os.fstat(fd)
-            if st.st_uid != os.geteuid() or time.time() - st.st_mtime < STARTING_GRACE:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue   # its run goes on
-            if _mount_points_under(path):
-                continue
+        if name.startswith(SESSION_PREFIX) and _owner_alive(path) is False \
+                and not _young(path) and not _mount_points_under(path):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
-        finally:
-            os.close(fd)
     return removed
 
 
@@ -792,6 +814,7 @@ class Testbed:
         os.chmod(self.workdir, 0o755)
         self.nodes: dict[str, Node] = {}
         self._nsdir_mounted = False
+        self._owner_lock: int | None = None
 
     def _claim_tag(self) -> None:
         """A tag no live testbed holds: its directory under /run is created exclusively, so
@@ -800,7 +823,7 @@ class Testbed:
             tag = 'w' + secrets.token_hex(3)
             nsdir = os.path.join('/run', f'{NSDIR_PREFIX}{tag}')
             try:
-                os.mkdir(nsdir, 0o755)
+                os.mkdir(nsdir, 0o711)
             except FileExistsError:
                 continue
             self.tag, self.nsdir = tag, nsdir
@@ -814,7 +837,8 @@ class Testbed:
         # lists the live testbeds: it never takes this one for a leftover
         with _registry_lock():
             self._claim_tag()
-            with open(os.path.join(self.nsdir, 'owner'), 'w') as f:
+            self._owner_lock = _lock_directory(self.nsdir)   # held while this testbed lives
+            with open(os.path.join(self.nsdir, 'owner'), 'w') as f:  # who (testbeds_of_others)
                 f.write(str(os.getpid()))
         sh('mount', '--bind', self.nsdir, self.nsdir)
         self._nsdir_mounted = True
@@ -858,6 +882,9 @@ class Testbed:
             sh('umount', self.nsdir, check=False)
         with _registry_lock():
             shutil.rmtree(self.nsdir, ignore_errors=True)
+            if self._owner_lock is not None:
+                os.close(self._owner_lock)
+                self._owner_lock = None
             _remove_registered_mountpoints(set())
         shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -235,12 +235,14 @@ def test_a_hand_off_racing_the_fallback_copy_applies_nothing_twice(streaming_pai
     """The slave paused (its subscription disabled: the master sees the slot inactive and
     copies), then resumed while the master's fallback copy runs: both wait on the slave's copy
     lock, held by a test session, in the order `first`, and go on when it is released; a user
-    is created while both wait (after the snapshots each took). Copy first: it drops the
-    hand-off's new slot; the hand-off, finding its slot gone once it holds the lock, rolls back
-    its older copy and hands off afresh at once (stream/handoff.py, right after the copy lock),
-    so that user is on the slave when both are done, never taken back. Hand-off first: the
-    copy finds its slot active (no copy) or drops it (copy, then a fresh hand-off). Either way
-    every copied table ends equal to the master's row for row and further changes stream."""
+    is created while both wait: after the hand-off's slot and snapshot, before the copy's (it
+    takes its snapshot once it holds the lock), so the copy carries it and the hand-off's copy
+    does not. Copy first: it drops the hand-off's new slot; the hand-off, finding its slot gone
+    once it holds the lock, rolls back its older copy and hands off afresh at once
+    (stream/handoff.py, right after the copy lock), so that user is on the slave when both are
+    done, never taken back. Hand-off first: the copy finds its slot active (no copy) or drops
+    it (copy, then a fresh hand-off). Either way every copied table ends equal to the master's
+    row for row and further changes stream."""
     master, slave = streaming_pair
     r = slave.wazo('wazo-ha-config', 'pause', '--wait', '5')
     assert r.returncode == 0, r.stdout + r.stderr
@@ -250,13 +252,12 @@ def test_a_hand_off_racing_the_fallback_copy_applies_nothing_twice(streaming_pai
         starts = {'copy': lambda: race.start(master, 'xivo-master-slave-db-replication'),
                   'hand-off': lambda: race.start(slave, 'wazo-ha-stream')}
         second = 'hand-off' if first == 'copy' else 'copy'
-        if first == 'hand-off' or second == 'hand-off':
-            assert slave.wazo('wazo-ha-config', 'resume').returncode == 0
+        assert slave.wazo('wazo-ha-config', 'resume').returncode == 0
         starts[first]()
         assert wait_until(lambda: advisory_waiters(slave) == 1, 60), first
         starts[second]()
         assert wait_until(lambda: advisory_waiters(slave) == 2, 60), second
-        create_user(master, 'BetweenSnapshots')  # both snapshots taken: in neither
+        create_user(master, 'BetweenSnapshots')  # after the hand-off's snapshot
         race.release()
         outs = {}
         for name, (code, out, err) in zip((first, second), race.results()):
@@ -264,10 +265,9 @@ def test_a_hand_off_racing_the_fallback_copy_applies_nothing_twice(streaming_pai
             outs[name] = out
     assert 'hand-off done (resumed after a pause)' in outs['hand-off'], outs
     copied = 'hourly copy' in outs['copy']
-    if first == 'copy':
+    if first == 'copy':   # its slot dropped by the copy: the hand-off was made afresh at once
         assert copied, outs
         assert len(users_named(slave, 'BetweenSnapshots')) == 1, 'taken back by the older copy'
-    if first == 'copy':   # its slot dropped by the copy: the hand-off was made afresh at once
         out = stream_ok(slave)
         assert 'hand-off' not in out and 'streaming from the master' in out, out
     elif copied:   # the slots were dropped before the copy: the next run hands off afresh

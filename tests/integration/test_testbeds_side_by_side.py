@@ -1,9 +1,12 @@
 """Two testbeds at once never touch the host: their nodes write only their own directories,
 even while one of them closes (a testbed that removed a host mount point such as
 /etc/wazo-ha on close detached that bind mount in the other's nodes, which then wrote the
-host's real /etc/wazo-ha/rsyncd.conf and /var/spool/asterisk)."""
+host's real /etc/wazo-ha/rsyncd.conf and /var/spool/asterisk). And the harness's own rules
+for runs side by side: a testbed's names are its own, a run removes only what killed runs
+left, a unit-test run removes nothing."""
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -228,10 +231,42 @@ def test_the_directory_of_a_killed_run_is_swept_and_no_other(tmp_path, monkeypat
         os.killpg(holder.pid, signal.SIGKILL)   # flock and its child, which holds the lock too
         holder.wait()
         sh('umount', str(dirs['mounted'] / 'node'), check=False)
-    # with its process gone (and the mount), the other two go too
+    # with its process gone (flock's child, which held the lock too, a moment later) and the
+    # mount, the other two go too
+    assert testbed.wait_until(lambda: testbed._owner_alive(str(dirs['live'])) is False, 10)
     assert sorted(testbed._sweep_session_dirs()) == [str(dirs['live']), str(dirs['mounted'])]
     # and the directory a run gets is locked while the run lasts, removed with it
     with testbed.session_directory() as mine:
         os.utime(mine, (old, old))
         assert testbed._sweep_session_dirs() == []
     assert not os.path.exists(mine)
+
+
+def test_a_testbed_is_alive_while_its_owner_holds_its_lock_whatever_its_process_number(tmp_path):
+    """A killed run's testbed whose recorded owner number now names another live process
+    (numbers wrap) is a leftover all the same: liveness is the owner's lock on its /run
+    directory, not the number (the package tests' guard would otherwise refuse to run until
+    that process ended)."""
+    old = time.time() - testbed.STARTING_GRACE - 10
+    dead, held = (os.path.join('/run', f'{testbed.NSDIR_PREFIX}wzz{n}') for n in ('dead', 'held'))
+    holder = None
+    try:
+        for path in (dead, held):
+            os.mkdir(path, 0o711)
+            with open(os.path.join(path, 'owner'), 'w') as f:
+                f.write('1')   # init: alive for as long as the machine is up
+            os.utime(path, (old, old))
+        holder = subprocess.Popen(['flock', held, 'sh', '-c',
+                                   f'touch {tmp_path}/held; exec sleep 60'],
+                                  start_new_session=True)
+        assert testbed.wait_until(lambda: (tmp_path / 'held').exists())
+        live = testbed._live_testbeds()
+        assert 'wzzheld' in live and 'wzzdead' not in live, live
+        others = testbed.testbeds_of_others()
+        assert 'wzzheld' in others and 'wzzdead' not in others, others
+    finally:
+        if holder is not None:
+            os.killpg(holder.pid, signal.SIGKILL)
+            holder.wait()
+        for path in (dead, held):
+            shutil.rmtree(path, ignore_errors=True)

@@ -13,7 +13,6 @@ A setting that needs a restart (listen_addresses, wal_level) is then pending: se
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -115,7 +114,8 @@ def render_conf(want: Wanted) -> str | None:
       for the day it is made master (PUT /ha restarts PostgreSQL);
     - a continuous master: wal_level = logical, the WAL a slot may hold back, listen_addresses;
     - a continuous node that is neither (yet): what a master needs that only a restart applies;
-    - an hourly node that is not a slave: no file."""
+    - an hourly node that is not a slave: no file (wanted() names a stream slave only in
+      continuous mode)."""
     listen = f"listen_addresses = '{want.listen}'\n"
     if want.master_ip:
         return SLAVE_HEADER + listen + ('wal_level = logical\n' if want.continuous else '')

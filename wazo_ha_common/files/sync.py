@@ -359,15 +359,17 @@ def serving_reader(settings: Settings) -> Iterator[Callable[[str], str | None]]:
     right before its commit): they share one SSH connection, its control socket in a private
     directory, ended when the block ends. Each read is still a read of the record as it is
     then, through the same key and forced command. What killed runs left is swept at the first
-    read: the replication reads under its instance lock, so a second run, which the lock
-    sends away, never sweeps the directory of a run under way."""
+    read: the replication reads under its instance lock (one node per host, one lock), so a
+    second run, which the lock sends away, never sweeps the directory of a run under way."""
     control_dir = tempfile.mkdtemp(prefix=SHARED_CONNECTION_PREFIX)  # 0700: this user's only
     control = os.path.join(control_dir, 'ssh')
     targets = set()
+    swept = []
 
     def serving(slave_ip: str) -> str | None:
-        if not targets:
+        if not swept:
             _sweep_shared_connections(settings.sync.shared_connection_idle)
+            swept.append(True)
         targets.add(remote(settings.sync.remote_user, slave_ip))
         return slave_serving(settings, slave_ip, control)
     try:
