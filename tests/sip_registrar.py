@@ -103,10 +103,12 @@ def config(ip: str, port: int, ctl_socket: str, min_expiry: int, max_expiry: int
         ''')
 
 
-def control_script(kamailio_cfg: str, base: str, delay_file: str) -> str:
+def control_script(kamailio_cfg: str, base: str, delay_file: str, port: int) -> str:
     """`sip-registrar start|stop|running`, run by the wazo-service stand-in inside the node.
     start: after the delay written in `delay_file` (seconds; none: 0), kamailio in its own
-    session, its output in base/kamailio.log; stop: the whole session killed at once."""
+    session, its output in base/kamailio.log, waited for until it listens on `port` (udp and
+    tcp: kamailio writes its pid file before it binds); stop: the whole session killed at
+    once."""
     pid = os.path.join(base, 'kamailio.pid')
     return textwrap.dedent(f'''\
         #!/bin/sh
@@ -121,7 +123,10 @@ def control_script(kamailio_cfg: str, base: str, delay_file: str) -> str:
             setsid -f kamailio -DD -E -m 16 -M 4 -f {kamailio_cfg} -P $pid -Y {base} \\
               </dev/null >>{base}/kamailio.log 2>&1
             i=0
-            while [ $i -lt 100 ] && ! [ -s $pid ]; do sleep 0.05; i=$((i + 1)); done
+            while [ $i -lt 200 ] && ! {{ [ -s $pid ] &&
+                [ "$(ss -Hln 'sport = :{port}' | wc -l)" -ge 2 ]; }}; do
+              sleep 0.05; i=$((i + 1))
+            done
             ;;
           stop)
             if running; then

@@ -573,7 +573,7 @@ class Node:
                                          max_expiry, default_expiry))
         self.set_registrar_delay(delay)
         with open(self.registrar_script, 'w') as f:
-            f.write(sip_registrar.control_script(cfg, base, os.path.join(base, 'delay')))
+            f.write(sip_registrar.control_script(cfg, base, os.path.join(base, 'delay'), port))
         os.chmod(self.registrar_script, 0o755)
 
     def set_registrar_delay(self, delay: float) -> None:
