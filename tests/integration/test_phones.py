@@ -330,10 +330,11 @@ def test_sipp_phones_fail_over_to_the_backup_and_return(bed, phones_node):
             'moved to the backup'
         assert sipp.alive()
         moved = time.time()
-        time.sleep(1.5)
-        answered = [e for e in caller.events() if e.get('event') == 'call in answered'
-                    and e['t'] > moved and e['via'] == slave.ip]
-        assert {e['phone'] for e in answered} == set(names), 'called through the backup'
+
+        def called_through_the_backup():  # (every phone called through each server each 0.5 s)
+            return {e['phone'] for e in caller.events() if e.get('event') == 'call in answered'
+                    and e['t'] > moved and e['via'] == slave.ip} == set(names)
+        assert wait_until(called_through_the_backup, 5), 'called through the backup'
         # their registrations on the dead master expire there (it knows them no more)
         assert wait_until(lambda: master.registered() == [], FAST_EXPIRY['max_expiry'] + 2)
         master.link(True)
