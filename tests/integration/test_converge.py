@@ -564,7 +564,8 @@ def test_postgresql_stopped_at_installation_still_gets_the_installation_lines(pa
 def test_a_failed_reload_of_a_running_postgresql_fails_the_converge(pair):
     """Only a PostgreSQL that cannot be read (stopped, at installation) is excused a failed
     reload: on a running one the new files would not be in force, so the converge fails and
-    says which command failed."""
+    says which command failed, and goes on failing at the next runs, which find the files
+    already written, until a reload succeeds; then it is silent again."""
     node, _ = pair
     node.write_settings(database={'mode': None, 'reload_command': '/bin/false'})
     conf = os.path.join(node.pgdata, 'conf.d', 'wazo-ha.conf')
@@ -574,3 +575,8 @@ def test_a_failed_reload_of_a_running_postgresql_fails_the_converge(pair):
     assert r.returncode == 1, r.stdout + r.stderr
     assert '/bin/false' in r.stderr and 'not reloaded' not in r.stderr, r.stderr
     assert wazo_ha_conf(node) == INSTALLED_LINES, 'the files are written all the same'
+    again = converge(node)
+    assert again.returncode == 1 and '/bin/false' in again.stderr, 'the reload is still owed'
+    node.write_settings(database={'mode': None})
+    assert 'PostgreSQL reloaded (owed since a reload that failed)' in ok(converge(node))
+    assert ok(converge(node)) == ''

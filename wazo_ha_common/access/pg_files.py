@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass, field
 
-from ..adapters.system import ChangedMeanwhile, read_no_follow, run, unlink_no_follow
+from ..adapters.system import (ChangedMeanwhile, read_no_follow, read_state, run,
+                               unlink_no_follow, write_state)
 from ..errors import WazoHaError
 from ..settings import Settings
 from . import pg_access, stream_access
@@ -28,6 +30,9 @@ CONF_NAME = pg_access.CONF_NAME
 RESTART_SETTINGS = ('listen_addresses', 'wal_level')
 # what PostgreSQL says, in pg_file_settings, of a changed setting that needs a restart
 NEEDS_RESTART = 'setting could not be applied'
+# a reload that failed on a running PostgreSQL: owed until one succeeds (the files are already
+# as they should be at the next run, which would otherwise find nothing to reload)
+RELOAD_OWED = 'pg-reload-owed.json'
 PENDING_SQL = ("SELECT json_build_object('pending', (SELECT coalesce(json_agg(DISTINCT name), "
                f"'[]'::json) FROM pg_file_settings WHERE error = '{NEEDS_RESTART}' AND name IN "
                f"({', '.join(repr(n) for n in RESTART_SETTINGS)})))")
@@ -143,7 +148,8 @@ def apply(settings: Settings, want: Wanted, stopped: bool = False) -> Applied:
     either changed. Nothing is written, nor reloaded, when both are as they should be; no link
     is followed in the configuration directory (its owner, postgres, could plant one).
     A failed reload raises, unless the caller found PostgreSQL `stopped` (it cannot be read:
-    at installation): then it is said, and PostgreSQL reads the files when it starts."""
+    at installation): then it is said, and PostgreSQL reads the files when it starts. A
+    reload that failed is owed (RELOAD_OWED): the next runs reload until one succeeds."""
     conf_dir = settings.paths.postgresql_conf_dir
     d = settings.database
     hba_path = os.path.join(conf_dir, 'pg_hba.conf')
@@ -185,15 +191,21 @@ def apply(settings: Settings, want: Wanted, stopped: bool = False) -> Applied:
             result.changes.append(f'{conf_path}: ' + '; '.join(
                 line for line in conf.splitlines() if not line.startswith('#')))
         result.conf_changed = True
-    if result.hba_changed or result.conf_changed:
+    owed = read_state(settings.paths.state_dir, RELOAD_OWED).get('since')
+    if result.hba_changed or result.conf_changed or owed:
         try:
             run(d.reload_command, timeout=60)
-            result.changes.append('PostgreSQL reloaded')
+            result.changes.append('PostgreSQL reloaded' if result.hba_changed or
+                                  result.conf_changed else 'PostgreSQL reloaded (owed since a '
+                                  'reload that failed)')
         except WazoHaError as e:
             if not stopped:
+                write_state(settings.paths.state_dir, RELOAD_OWED, {'since': owed or time.time()})
                 raise
             result.changes.append('PostgreSQL not reloaded (' + str(e).split('\n', 1)[0][:200]
                                   + '): it reads these files when it starts')
+        if owed:
+            unlink_no_follow(os.path.join(settings.paths.state_dir, RELOAD_OWED))
     return result
 
 
