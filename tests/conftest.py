@@ -4,8 +4,8 @@ import pytest
 
 import baselines
 from check_helpers import configure_fast_slave
-from testbed import (NSDIR_PREFIX, REPO, STARTING_GRACE, Testbed, cleanup_leftovers,
-                     session_directory, template_cluster, testbeds_of_others)
+from testbed import (NSDIR_PREFIX, REPO, Testbed, cleanup_leftovers, live_testbeds,
+                     session_directory, template_cluster)
 
 _SHARED: list[baselines.SharedBeds] = []
 # The longest files, longest first, collected before the others: pytest-xdist (make check's
@@ -44,12 +44,12 @@ def pytest_runtest_setup(item):
     if os.path.relpath(str(item.path), REPO).startswith(os.path.join('tests', 'package', '')):
         close_shared_testbeds()
         # nor another process's (another pytest-xdist worker, another run): they run alone
-        others = testbeds_of_others()
-        if others:
+        # (this one has none left: a test's own testbed is made by its fixtures, after this)
+        live = live_testbeds()
+        if live:
             pytest.fail('the package tests install on the host and run alone (make check runs '
-                        'them after the suite): testbeds of other processes are live (or were '
-                        f'made less than {STARTING_GRACE} s ago): '
-                        + ' '.join(f'/run/{NSDIR_PREFIX}{tag}' for tag in sorted(others)),
+                        'them after the suite): testbeds are live: '
+                        + ' '.join(f'/run/{NSDIR_PREFIX}{tag}' for tag in sorted(live)),
                         pytrace=False)
 
 

@@ -114,6 +114,23 @@ def wait_until(predicate, timeout=20.0, step=0.1):
         time.sleep(step)
 
 
+@contextlib.contextmanager
+def flock_held(path: str, prefix: Sequence[str] = ()):
+    """Another process (started through `prefix`, such as runuser) holds an flock on `path`,
+    a file or a directory, from the start of the block (it says so once it holds it) to its
+    end (then it is killed with its child, which holds the lock too)."""
+    holder = subprocess.Popen([*prefix, 'flock', '-w', '10', str(path), 'sh', '-c',
+                               'echo held; exec sleep 300'], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        assert holder.stdout.readline() == 'held\n', f'{path}: not held ({holder.wait()})'
+        yield
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+
+
 def read_fixture(path: str) -> str:
     with open(path, encoding='utf-8') as f:
         return f.read()
@@ -493,26 +510,9 @@ class Node:
                 time.sleep(0.05)
             self.sshd_pid = None
 
-    @contextlib.contextmanager
     def lock_held(self, command: str):
         """Another process holds the command's lock (as a running instance would)."""
-        ready = os.path.join(self.root, f'{command}.lock-held')  # (outside the lock dir)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(ready)
-        holder = subprocess.Popen(['flock', os.path.join(self.root, 'lock', f'{command}.lock'),
-                                   'sh', '-c', 'touch "$1" && exec sleep 60', 'sh', ready],
-                                  start_new_session=True)
-        try:
-            wait_until(lambda: os.path.exists(ready) or holder.poll() is not None)
-            assert os.path.exists(ready) and holder.poll() is None, \
-                f'{command}.lock: not held (flock exited {holder.poll()})'
-            yield
-        finally:
-            # flock's child (sleep) holds the lock too: end the whole group
-            os.killpg(holder.pid, signal.SIGKILL)
-            holder.wait()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(ready)
+        return flock_held(os.path.join(self.root, 'lock', f'{command}.lock'))
 
     def start_sip_server(self, port: int = 5060) -> None:
         """A real SIP server (kamailio, from Debian) on the node's address, udp and tcp, that
@@ -640,7 +640,6 @@ def _kill_netns(ns: str) -> None:
 REGISTRY_LOCK = '/run/wazo-ha-testbeds.lock'
 REGISTRY = '/run/wazo-ha-testbeds.mountpoints'
 NSDIR_PREFIX = 'wazo-ha-testbed-'
-STARTING_GRACE = 120  # seconds a directory whose owner's lock is free still counts as alive
 
 
 @contextlib.contextmanager
@@ -686,35 +685,17 @@ def _owner_alive(path: str) -> bool | None:
         os.close(fd)
 
 
-def _young(path: str) -> bool:
-    try:
-        return time.time() - os.stat(path).st_mtime < STARTING_GRACE
-    except OSError:
-        return False
-
-
 def _live_testbeds() -> set[str]:
-    """Tags of the testbeds whose owner process runs (or that are still starting)."""
-    alive = set()
-    for name in os.listdir('/run'):
-        if not name.startswith(NSDIR_PREFIX):
-            continue
-        path = os.path.join('/run', name)
-        if _owner_alive(path) or _young(path):
-            alive.add(name[len(NSDIR_PREFIX):])
-    return alive
+    """Under the registry lock: the tags of the testbeds whose owner process runs (a testbed
+    claims its directory and takes its lock under the registry lock: none is half made)."""
+    return {name[len(NSDIR_PREFIX):] for name in os.listdir('/run')
+            if name.startswith(NSDIR_PREFIX) and _owner_alive(os.path.join('/run', name))}
 
 
-def testbeds_of_others() -> set[str]:
-    """Tags of the live testbeds that another process owns (or that are still starting)."""
-    others = set()
-    for tag in _live_testbeds():
-        with contextlib.suppress(OSError, ValueError):
-            with open(os.path.join('/run', f'{NSDIR_PREFIX}{tag}', 'owner')) as f:
-                if int(f.read()) == os.getpid():
-                    continue
-        others.add(tag)
-    return others
+def live_testbeds() -> set[str]:
+    """The tags of the testbeds whose owner process runs, this one's included."""
+    with _registry_lock():
+        return _live_testbeds()
 
 
 def _remove_registered_mountpoints(keep_for: set[str]) -> list[str]:
@@ -734,8 +715,8 @@ def _remove_registered_mountpoints(keep_for: set[str]) -> list[str]:
 
 
 def cleanup_leftovers() -> list[str]:
-    """Remove what an interrupted (killed) test run left: namespaces, mounts, clusters.
-    Testbeds whose owner runs, or that are still starting, are never touched."""
+    """Remove what an interrupted (killed) test run left: namespaces, mounts, clusters, its
+    directory. Testbeds and directories whose owner runs are never touched."""
     removed = []
     with _registry_lock():
         alive = _live_testbeds()
@@ -748,14 +729,18 @@ def cleanup_leftovers() -> list[str]:
         for name in os.listdir('/run'):
             if name.startswith(NSDIR_PREFIX) and name[len(NSDIR_PREFIX):] not in alive:
                 path = os.path.join('/run', name)
-                for mnt in os.listdir(path):
-                    sh('umount', os.path.join(path, mnt), check=False)
-                sh('umount', path, check=False)
-                shutil.rmtree(path, ignore_errors=True)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    for mnt in os.listdir(path):
+                        sh('umount', os.path.join(path, mnt), check=False)
+                    sh('umount', path, check=False)
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
                 removed.append(path)
         if not alive:
             removed += _remove_registered_mountpoints(set())
-    return removed + _sweep_session_dirs()
+        removed += _sweep_session_dirs()
+    return removed
 
 
 # A run's directory (its testbeds' node roots, the template cluster): locked by its pytest
@@ -766,9 +751,11 @@ SESSION_PREFIX = 'wazo-ha-tests-'
 @contextlib.contextmanager
 def session_directory():
     """A new directory for this run's testbeds, locked (flock on the directory) until it is
-    removed at the end of the block, or until this process dies."""
-    path = tempfile.mkdtemp(prefix=SESSION_PREFIX)
-    fd = _lock_directory(path)
+    removed at the end of the block, or until this process dies; made and locked under the
+    registry lock, which the sweep of killed runs' directories holds."""
+    with _registry_lock():
+        path = tempfile.mkdtemp(prefix=SESSION_PREFIX)
+        fd = _lock_directory(path)
     try:
         # the daemons of the nodes (postgres, sshd) pass through, no other user opens it (a
         # shared lock taken by another user would keep a killed run's directory forever)
@@ -790,15 +777,14 @@ def _mount_points_under(path: str) -> list[str]:
 
 
 def _sweep_session_dirs() -> list[str]:
-    """Remove the directories of runs that were killed: nobody holds their lock, and they are
-    older than a run's start (a directory just made is locked a moment later). Never one
-    with something mounted under it, never through a link."""
+    """Under the registry lock: remove the directories of runs that were killed (nobody holds
+    their lock); never one with something mounted under it, never through a link."""
     removed = []
     top = tempfile.gettempdir()
     for name in os.listdir(top):
         path = os.path.join(top, name)
         if name.startswith(SESSION_PREFIX) and _owner_alive(path) is False \
-                and not _young(path) and not _mount_points_under(path):
+                and not _mount_points_under(path):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
@@ -833,13 +819,11 @@ class Testbed:
         raise RuntimeError('no free testbed tag under /run')
 
     def start(self) -> Testbed:
-        # the tag and its owner under the lock that another run's cleanup holds while it
+        # the tag and its lock under the lock that another run's cleanup holds while it
         # lists the live testbeds: it never takes this one for a leftover
         with _registry_lock():
             self._claim_tag()
             self._owner_lock = _lock_directory(self.nsdir)   # held while this testbed lives
-            with open(os.path.join(self.nsdir, 'owner'), 'w') as f:  # who (testbeds_of_others)
-                f.write(str(os.getpid()))
         sh('mount', '--bind', self.nsdir, self.nsdir)
         self._nsdir_mounted = True
         sh('mount', '--make-private', self.nsdir)

@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from testbed import flock_held
+
 CONFIG_LOCK = 'wazo-ha-config.lock'
 
 
@@ -32,10 +34,6 @@ def run_lock(local):
         yield parent, lock_dir
     finally:
         shutil.rmtree(base)
-
-
-def as_nobody(*argv, **kw):
-    return subprocess.Popen(['runuser', '-u', 'nobody', '--', *argv], **kw)
 
 
 def assert_private_and_used(lock_dir):
@@ -56,15 +54,10 @@ def test_a_lock_dir_made_and_held_by_another_user_does_not_block_the_job(local, 
     made = subprocess.run(['runuser', '-u', 'nobody', '--', 'sh', '-c',
                            f'mkdir -m 777 {lock_dir} && touch {lock_dir}/{CONFIG_LOCK}'])
     assert made.returncode == 0
-    holder = as_nobody('flock', str(lock_dir / CONFIG_LOCK), 'sleep', '60', start_new_session=True)
-    try:
-        time.sleep(0.3)
+    with flock_held(lock_dir / CONFIG_LOCK, prefix=('runuser', '-u', 'nobody', '--')):
         result, took = set_disabled(local)
         assert result.returncode == 0, result.stderr
         assert took < 20, 'the job did not wait for the attacker (its own wait is 30 s)'
-    finally:
-        os.killpg(holder.pid, 9)
-        holder.wait()
     assert_private_and_used(lock_dir)
     aside = [p for p in os.listdir(parent) if p.startswith('wazo-ha.untrusted-')]
     assert len(aside) == 1 and os.stat(parent / aside[0]).st_uid != 0

@@ -5,13 +5,12 @@ host's real /etc/wazo-ha/rsyncd.conf and /var/spool/asterisk). And the harness's
 for runs side by side: a testbed's names are its own, a run removes only what killed runs
 left, a unit-test run removes nothing."""
 
+import contextlib
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import threading
-import time
 
 import pytest
 
@@ -157,8 +156,7 @@ def test_a_unit_test_run_never_cleans_up_testbeds(tmp_path):
                       str(probe)) == ['cleanup_leftovers']
 
 
-def test_a_tag_drawn_twice_never_tears_down_the_testbed_holding_it(session_dir, pg_template,
-                                                                    monkeypatch):
+def test_a_tag_drawn_twice_never_tears_down_the_testbed_holding_it(session_dir, monkeypatch):
     """Two testbeds that draw the same tag: the second draws again, and one that finds no free
     tag fails without removing anything of the first (CI once lost the story's network so: a
     second testbed's start stopped on the first's /run directory and its close deleted the
@@ -167,7 +165,7 @@ def test_a_tag_drawn_twice_never_tears_down_the_testbed_holding_it(session_dir, 
         names = [line.split()[0] for line in sh('ip', 'netns', 'list').stdout.splitlines()]
         return bed.hub in names and os.path.isdir(bed.nsdir)
 
-    first = testbed.Testbed(session_dir, pg_template)
+    first = testbed.Testbed(session_dir, None)
     beds = [first]
     try:
         first.start()
@@ -175,14 +173,14 @@ def test_a_tag_drawn_twice_never_tears_down_the_testbed_holding_it(session_dir, 
         draws = iter([held, held])
         real = testbed.secrets.token_hex
         monkeypatch.setattr(testbed.secrets, 'token_hex', lambda n: next(draws, None) or real(n))
-        second = testbed.Testbed(session_dir, pg_template)
+        second = testbed.Testbed(session_dir, None)
         beds.append(second)
         second.start()
         assert second.tag != first.tag and hub_alive(second)
         assert next(draws, None) is None, 'the held tag was drawn twice, then another'
 
         monkeypatch.setattr(testbed.secrets, 'token_hex', lambda n: held)
-        third = testbed.Testbed(session_dir, pg_template)
+        third = testbed.Testbed(session_dir, None)
         beds.append(third)
         with pytest.raises(RuntimeError, match='no free testbed tag'):
             third.start()
@@ -197,76 +195,59 @@ def test_a_tag_drawn_twice_never_tears_down_the_testbed_holding_it(session_dir, 
 
 def test_the_directory_of_a_killed_run_is_swept_and_no_other(tmp_path, monkeypatch):
     """A run's directory is locked by its pytest process: a later run removes it once that
-    process is gone (killed runs left them in /tmp for good), never while it lives, never
-    one just made (it is locked a moment later), never one with a mount under it, never
-    through a link."""
+    process is gone (killed runs left them in /tmp for good), never while it lives, never one
+    with a mount under it, never through a link."""
     top = tmp_path / 'tmp'
     top.mkdir()
     monkeypatch.setattr(testbed.tempfile, 'tempdir', str(top))
-    old = time.time() - testbed.STARTING_GRACE - 10
-    names = ('killed', 'live', 'starting', 'mounted')
-    dirs = {n: top / f'{testbed.SESSION_PREFIX}{n}' for n in names}
+    dirs = {n: top / f'{testbed.SESSION_PREFIX}{n}' for n in ('killed', 'live', 'mounted')}
     for d in dirs.values():
         d.mkdir()
         (d / 'node').mkdir()
         (d / 'node' / 'file').write_text('x')
-    elsewhere = tmp_path / 'elsewhere'
+    elsewhere = tmp_path / 'elsewhere'   # a directory nobody holds, behind a link
     elsewhere.mkdir()
     (elsewhere / 'kept').write_text('x')
     (top / f'{testbed.SESSION_PREFIX}link').symlink_to(elsewhere)
-    holder = subprocess.Popen(['flock', str(dirs['live']), 'sh', '-c',
-                               f'touch {tmp_path}/held; exec sleep 60'],
-                              start_new_session=True)
     sh('mount', '-t', 'tmpfs', 'tmpfs', str(dirs['mounted'] / 'node'))
     try:
-        assert testbed.wait_until(lambda: (tmp_path / 'held').exists())
-        for name in ('killed', 'live', 'mounted'):
-            os.utime(dirs[name], (old, old))
-        assert testbed._sweep_session_dirs() == [str(dirs['killed'])]
+        with testbed.flock_held(dirs['live']), testbed._registry_lock():
+            assert testbed._sweep_session_dirs() == [str(dirs['killed'])]
         assert not dirs['killed'].exists()
         assert (dirs['live'] / 'node' / 'file').exists(), 'its run goes on'
-        assert dirs['starting'].exists() and dirs['mounted'].exists()
-        assert (elsewhere / 'kept').exists()
+        assert dirs['mounted'].exists() and (elsewhere / 'kept').exists()
     finally:
-        os.killpg(holder.pid, signal.SIGKILL)   # flock and its child, which holds the lock too
-        holder.wait()
         sh('umount', str(dirs['mounted'] / 'node'), check=False)
-    # with its process gone (flock's child, which held the lock too, a moment later) and the
-    # mount, the other two go too
+    # its holder gone (flock's child may end a moment later) and the mount, the two others go
     assert testbed.wait_until(lambda: testbed._owner_alive(str(dirs['live'])) is False, 10)
-    assert sorted(testbed._sweep_session_dirs()) == [str(dirs['live']), str(dirs['mounted'])]
+    with testbed._registry_lock():
+        assert sorted(testbed._sweep_session_dirs()) == [str(dirs['live']),
+                                                         str(dirs['mounted'])]
     # and the directory a run gets is locked while the run lasts, removed with it
     with testbed.session_directory() as mine:
-        os.utime(mine, (old, old))
-        assert testbed._sweep_session_dirs() == []
+        with testbed._registry_lock():
+            assert testbed._sweep_session_dirs() == []
     assert not os.path.exists(mine)
 
 
-def test_a_testbed_is_alive_while_its_owner_holds_its_lock_whatever_its_process_number(tmp_path):
-    """A killed run's testbed whose recorded owner number now names another live process
-    (numbers wrap) is a leftover all the same: liveness is the owner's lock on its /run
-    directory, not the number (the package tests' guard would otherwise refuse to run until
-    that process ended)."""
-    old = time.time() - testbed.STARTING_GRACE - 10
+def test_a_testbed_is_alive_while_its_owner_holds_its_lock():
+    """Liveness is the owner's lock on the testbed's /run directory (not a process number,
+    which wraps): a directory nobody holds is a leftover, one held is alive, and the package
+    tests' guard (live_testbeds) sees it. Made under the registry lock, as start() makes a
+    testbed's, so that another run's cleanup never finds them half made."""
     dead, held = (os.path.join('/run', f'{testbed.NSDIR_PREFIX}wzz{n}') for n in ('dead', 'held'))
-    holder = None
+    holding = contextlib.ExitStack()
     try:
-        for path in (dead, held):
-            os.mkdir(path, 0o711)
-            with open(os.path.join(path, 'owner'), 'w') as f:
-                f.write('1')   # init: alive for as long as the machine is up
-            os.utime(path, (old, old))
-        holder = subprocess.Popen(['flock', held, 'sh', '-c',
-                                   f'touch {tmp_path}/held; exec sleep 60'],
-                                  start_new_session=True)
-        assert testbed.wait_until(lambda: (tmp_path / 'held').exists())
-        live = testbed._live_testbeds()
-        assert 'wzzheld' in live and 'wzzdead' not in live, live
-        others = testbed.testbeds_of_others()
-        assert 'wzzheld' in others and 'wzzdead' not in others, others
+        with testbed._registry_lock():
+            for path in (dead, held):
+                os.mkdir(path, 0o711)
+            holding.enter_context(testbed.flock_held(held))
+            live = testbed._live_testbeds()
+        with holding:
+            assert 'wzzheld' in live and 'wzzdead' not in live, live
+            live = testbed.live_testbeds()   # (the dead one may be swept meanwhile)
+            assert 'wzzheld' in live and 'wzzdead' not in live, live
     finally:
-        if holder is not None:
-            os.killpg(holder.pid, signal.SIGKILL)
-            holder.wait()
+        holding.close()
         for path in (dead, held):
             shutil.rmtree(path, ignore_errors=True)
