@@ -107,8 +107,8 @@ def control_script(kamailio_cfg: str, base: str, delay_file: str, port: int) -> 
     """`sip-registrar start|stop|running`, run by the wazo-service stand-in inside the node.
     start: after the delay written in `delay_file` (seconds; none: 0), kamailio in its own
     session, its output in base/kamailio.log, waited for until it listens on `port` (udp and
-    tcp: kamailio writes its pid file before it binds); stop: the whole session killed at
-    once."""
+    tcp: kamailio writes its pid file before it binds; 10 s at most, then said in that log and
+    exit 1); stop: the whole session killed at once."""
     pid = os.path.join(base, 'kamailio.pid')
     return textwrap.dedent(f'''\
         #!/bin/sh
@@ -123,8 +123,9 @@ def control_script(kamailio_cfg: str, base: str, delay_file: str, port: int) -> 
             setsid -f kamailio -DD -E -m 16 -M 4 -f {kamailio_cfg} -P $pid -Y {base} \\
               </dev/null >>{base}/kamailio.log 2>&1
             i=0
-            while [ $i -lt 200 ] && ! {{ [ -s $pid ] &&
-                [ "$(ss -Hln 'sport = :{port}' | wc -l)" -ge 2 ]; }}; do
+            while [ "$(ss -Hln 'sport = :{port}' | wc -l)" -lt 2 ]; do
+              [ $i -lt 200 ] || {{ echo "sip-registrar: not listening on :{port} after 10 s" \
+                                   >>{base}/kamailio.log; exit 1; }}
               sleep 0.05; i=$((i + 1))
             done
             ;;

@@ -5,13 +5,13 @@ fresh_testbed get one of their own."""
 
 import json
 import os
+import subprocess
 import threading
 import time
 
 import pytest
 
 from check_helpers import check
-from testbed import wait_until
 
 
 def memory(slave):
@@ -96,16 +96,16 @@ def test_tcp_probe_makes_a_dead_telephony_stack_count_as_down(nodes):
     master, slave = nodes
     server = master.popen('python3', '-c', 'import socket,time\n'
                           's=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n'
-                          's.bind(("198.18.0.1", 5060)); s.listen(); time.sleep(600)')
+                          's.bind(("198.18.0.1", 5060)); s.listen(); print("listening", flush=True)\n'
+                          'time.sleep(600)', stdout=subprocess.PIPE, text=True)
     try:
-        assert wait_until(lambda: master.run('ss', '-Hltn', 'sport = :5060').stdout
-                          or server.poll() is not None)
-        assert server.poll() is None, 'the listener on 5060 did not start'
+        assert server.stdout.readline() == 'listening\n', 'the listener on 5060 did not start'
         check(slave, tcp_ports='5060')
         assert slave.services_state() == 'base'
     finally:
         server.kill()
         server.wait()
+        server.stdout.close()
     result = check(slave, run_for=6, tcp_ports='5060')  # ping answers, port 5060 closed
     assert 'TCP 5060 closed' in result.stdout + open(slave.log_file).read()
     assert slave.services_state() == 'all'

@@ -18,7 +18,7 @@ from check_helpers import configure_fast_slave
 from phones_helpers import Phones
 from sip_capture import Capture, sip_messages
 from sipp_phones import SippPhones
-from testbed import calls_after
+from testbed import calls_after, wait_until
 from wazo_ha_common.decisions.registrations import contacts_in
 
 # Yealink's behaviour with every timer divided by 40 (fallback.timeout 120 s -> 3 s)
@@ -36,15 +36,6 @@ def sip_answers(node, client, port=5060) -> bool:
             '("%s",%d))\ntry: print(s.recv(2000).split(b"\\r\\n")[0].decode())\n'
             'except OSError: sys.exit(1)' % (node.ip, client.ip, client.ip, node.ip, node.ip, port))
     return client.run('/usr/bin/python3', '-c', code).returncode == 0
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
 
 
 @pytest.fixture
@@ -137,13 +128,16 @@ def failed_over(master, slave):
     assert slave.services_state() == 'all'
 
 
-def master_back_after_a_failover(master, slave, contacts: str) -> None:
+def master_back_after_a_failover(master, slave, contacts: str) -> float:
     """The slave took over; the asterisk stand-in then answers with these counts of registered
-    contacts, a line a question (testbed.ASTERISK_BEHAVIOUR); the master's link is back."""
+    contacts, a line a question (testbed.ASTERISK_BEHAVIOUR); the master's link is back. When
+    it came back (time.time(), taken just before)."""
     failed_over(master, slave)
     with open(slave.asterisk_contacts_file, 'w') as f:
         f.write(contacts)
+    back = time.time()
     master.link(True)
+    return back
 
 
 def stop_after_last_count(slave) -> None:
@@ -219,11 +213,7 @@ def test_a_master_dying_during_the_wait_keeps_the_slave_serving(nodes):
     them: once the health rule decides it down (down_after, not one lost probe), the wait
     ends and the slave does not stop its telephony (nobody would serve)."""
     master, slave = nodes
-    failed_over(master, slave)
-    with open(slave.asterisk_contacts_file, 'w') as f:
-        f.write('3\n')
-    back = time.time()
-    master.link(True)
+    back = master_back_after_a_failover(master, slave, '3\n')
     # the decision "up" comes after up_after (4 s); "down" again 3 s after the cut (down_after)
     cut = threading.Timer(7, master.link, args=(False,))
     cut.start()

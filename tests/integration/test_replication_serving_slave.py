@@ -9,7 +9,7 @@ import os
 from check_helpers import check
 from datagen import installation_sql
 from replication_helpers import assert_slave_consistent, configure, replicate
-from testbed import sh
+from testbed import sh, wait_until
 
 SIP = {'sip_options': 'udp:5060'}
 FORWARD = "enableunc = 1, destunc = '0612345678'"
@@ -118,7 +118,6 @@ def test_a_copy_under_way_when_the_slave_starts_serving_rolls_back(pair):
     import subprocess
 
     import psycopg2
-    from stream_helpers import wait_until
     master, slave = pair
     user = copied_then_changed_on_the_slave(master, slave)
     holder = psycopg2.connect(f'host={slave.pgsock} dbname=asterisk user=postgres')
@@ -183,7 +182,6 @@ def test_the_record_reads_of_one_run_share_one_ssh_connection(pair):
     assert 'tables copied' in result.stdout, result.stdout
     with open(sshd_log) as f:
         assert f.read().count('Accepted publickey') - before == 1, 'one login for both reads'
-    from stream_helpers import wait_until
     assert wait_until(lambda: _shared_ssh_left(master) == [], 10), \
         f'the shared connection ended with the run: {_shared_ssh_left(master)}'
 

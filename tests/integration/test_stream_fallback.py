@@ -278,7 +278,6 @@ def test_a_hand_off_racing_the_fallback_copy_applies_nothing_twice(streaming_pai
     create_user(master, 'AfterRace')
     assert wait_until(lambda: users_named(slave, 'AfterRace'), 20)
     assert len(users_named(slave, 'Raced')) == 1
-    assert wait_until(lambda: len(users_named(slave, 'BetweenSnapshots')) == 1, 20)
-    assert wait_equal(master, slave)
+    assert wait_equal(master, slave)  # (BetweenSnapshots too, once, in either order)
     for table in ('userfeatures', 'func_key_template'):
         assert rows(slave, table) == rows(master, table), table

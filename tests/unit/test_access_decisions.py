@@ -61,31 +61,33 @@ def test_one_render_for_both_roles_and_modes_keeps_every_other_line():
     assert pg_files.render(hba, slave, 'asterisk', REPL, STREAM) == (hba, conf), 'idempotent'
 
 
+SLAVE_HEADER = '# Managed by wazo-ha-config: the master connects to this slave for replication.'
+MASTER_HEADER = '# Managed by wazo-ha-config: the slave streams the changes of this master.'
+INSTALL_HEADER = ['# Managed by wazo-ha-config: continuous mode, so that the next restart of '
+                  'PostgreSQL', '# (the one PUT /ha does) makes it ready to stream to a slave.']
+
+
 @pytest.mark.parametrize('want, lines', [
     (pg_files.Wanted(master_ip='198.18.0.1', listen='198.18.0.2, localhost'),
-     [pg_files.SLAVE_HEADER, "listen_addresses = '198.18.0.2, localhost'"]),
+     [SLAVE_HEADER, "listen_addresses = '198.18.0.2, localhost'"]),
     (pg_files.Wanted(master_ip='198.18.0.1', listen='198.18.0.2, localhost', continuous=True),
-     [pg_files.SLAVE_HEADER, "listen_addresses = '198.18.0.2, localhost'",
-      'wal_level = logical']),
+     [SLAVE_HEADER, "listen_addresses = '198.18.0.2, localhost'", 'wal_level = logical']),
     (pg_files.Wanted(stream_slave_ip='198.18.0.2', listen='198.18.0.1, localhost', keep_mb=1024,
                      continuous=True),
-     [pg_files.MASTER_HEADER, 'wal_level = logical', 'max_slot_wal_keep_size = 1024MB',
+     [MASTER_HEADER, 'wal_level = logical', 'max_slot_wal_keep_size = 1024MB',
       "listen_addresses = '198.18.0.1, localhost'"]),
     (pg_files.Wanted(listen='*', continuous=True),
-     [pg_files.INSTALL_HEADER, 'wal_level = logical', "listen_addresses = '*'"]),
+     [*INSTALL_HEADER, 'wal_level = logical', "listen_addresses = '*'"]),
     (pg_files.Wanted(), None),
 ])
 def test_conf_d_for_each_role_and_mode(want, lines):
     """One renderer of conf.d/wazo-ha.conf: a slave listens toward its master (and in
     continuous mode is ready to be made master); a continuous master adds what a slot needs; a
     continuous node not yet configured what only a restart applies; an hourly node that is not
-    a slave has no file."""
+    a slave has no file. Each text written out here, its first line saying why it is there."""
     conf = pg_files.render_conf(want)
-    if lines is None:
-        assert conf is None
-    else:
-        assert conf == lines[0] + ''.join(line + '\n' for line in lines[1:])
-    assert pg_files.render(HBA, want, 'asterisk', REPL, STREAM)[1] == conf
+    assert conf == (None if lines is None else ''.join(line + '\n' for line in lines))
+    assert pg_files.render(HBA, want, 'asterisk', REPL, STREAM)[1] == conf, 'render uses it'
 
 
 def test_our_blocks_move_back_first_when_something_was_put_before_them():
