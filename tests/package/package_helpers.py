@@ -2,14 +2,14 @@
 stdeb); a Wazo node's own packages as stand-ins."""
 
 import configparser
-import hashlib
 import os
 from contextlib import contextmanager
 
 import pytest
 
 import debs
-from debs import sh  # noqa: F401 (the package tests' one way to run a command)
+# the package tests' one way to run a command and to digest a file
+from debs import file_digest as digest, sh  # noqa: F401
 from testbed import REPO
 from wazo_ha_common import __version__
 
@@ -59,11 +59,6 @@ def build_stand_in(tmp_path, name, version, files):
     result = sh('dpkg-deb', '--root-owner-group', '--build', str(root), str(deb))
     assert result.returncode == 0, result.stderr
     return str(deb)
-
-
-def digest(path):
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def diversions():

@@ -10,6 +10,7 @@ import subprocess
 from package_helpers import package_version, sh
 from testbed import REPO
 from wazo_ha_common import __version__
+from wazo_ha_common.settings import TABLE
 
 COMMANDS = ['/usr/sbin/xivo-master-slave-db-replication', '/usr/sbin/xivo-manage-slave-services',
             '/usr/sbin/xivo-check-master-status', '/usr/bin/wazo-sync', '/usr/sbin/wazo-ha-config',
@@ -18,7 +19,9 @@ OWNED = ['/etc/wazo-ha', '/var/lib/wazo-ha', '/var/lib/wazo-ha-monitoring', '/va
          '/etc/wazo-auth-keys/conf.d/wazo-ha.yml',
          '/etc/logrotate.d/wazo-ha']
 # what postinst's converge writes for the host's cluster ([paths] postgresql_conf_dir's default)
-HOST_PG_CONF = '/etc/postgresql/15/main/conf.d/wazo-ha.conf'
+# the host cluster's file that postinst's converge writes ([paths] postgresql_conf_dir)
+HOST_PG_CONF = os.path.join(next(s.default for s in TABLE if (s.section, s.key) ==
+                                 ('paths', 'postgresql_conf_dir')), 'conf.d', 'wazo-ha.conf')
 
 
 MODULES = ['__init__', 'cli', 'converge', 'diagnosis', 'errors', 'hooks', 'jobs', 'monitoring',
@@ -144,6 +147,7 @@ def test_install_run_help_and_purge(deb):
     path, _ = deb
     # review of issue 25: settings directories made beforehand by someone else become root's
     made = not os.path.exists('/etc/wazo-ha')
+    assert not os.path.exists(HOST_PG_CONF), f'{HOST_PG_CONF} is there before the install'
     try:
         os.makedirs('/etc/wazo-ha/conf.d', exist_ok=True)
         for directory in ('/etc/wazo-ha', '/etc/wazo-ha/conf.d'):
