@@ -33,9 +33,9 @@ deps:
 # .debs they install (this tree's, the previous release's for the upgrade test): a build
 # touches no installed package; it runs in a session of its own, ended with the recipe
 # (Ctrl-C too). Five processes on two cores: a test mostly waits (for probes, timeouts,
-# PostgreSQL, ssh); with four the cores were busy 42 % of the time (2026-12-06,
-# 1021 tests: 667 s with three processes, 588-612 s with four, 537-571 s with five; the whole
-# make check 10 min 48 s - 11 min 15 s, fresh clones that build both .debs included)
+# PostgreSQL, ssh); with four the cores were busy 42 % of the time (2026-12-06, 1021 tests:
+# 667 s with three processes, 588-612 s with four, 537-571 s with five; 2026-12-07, 1028
+# tests: 525-579 s, the whole make check 10 min 22 s - 11 min 25 s in fresh clones)
 TEST_JOBS ?= 5
 CHECK_DEBS := $(CURDIR)/build/check-debs
 check: deps
