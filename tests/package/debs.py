@@ -3,15 +3,16 @@ previous release's (commit PREVIOUS, built from a temporary checkout and cached 
 build/previous-deb/), for the upgrade test.
 
 Neither build touches the packages installed on the host, so `make check` runs this file in
-the background while the rest of the suite runs (`debs.py DIR`: the build's output, exit status,
-the digest of the tree it built and of the .deb it made, in DIR), then hands DIR to the package
-tests in BUILT_ENV. They take that .deb only if the tree and the .deb are still the ones
+the background while the rest of the suite runs (`debs.py DIR DEB`: the build's exit status and
+output, the digest of the tree it built and of the .deb it made, in DIR/RECORD), then hands DIR
+to the package tests in BUILT_ENV. They take that .deb only if the tree and the .deb are still the ones
 recorded; without BUILT_ENV (pytest run by hand) the fixtures build here and now. Two builds
 never run at once in one tree (a lock in build/)."""
 
 import fcntl
 import glob
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREVIOUS = 'a9487b7'  # the last commit with hourly as the default
 BUILT_ENV = 'WAZO_HA_DEBS_BUILT'
+RECORD = 'current.json'
 
 
 def sh(*argv, **kw):
@@ -84,13 +86,10 @@ def built_current(directory: str, deb: str) -> tuple[int, str]:
     """What `debs.py DIR` recorded of its `make deb`, if it built this tree's `deb` as it is
     now; otherwise exit status 1 and why."""
     try:
-        with open(os.path.join(directory, 'current.rc')) as f:
-            rc = int(f.read())
-        with open(os.path.join(directory, 'current.log')) as f:
-            log = f.read()
-        with open(os.path.join(directory, 'current.digests')) as f:
-            tree, made = f.read().split()
-    except (OSError, ValueError) as e:
+        with open(os.path.join(directory, RECORD)) as f:
+            record = json.load(f)
+        rc, log, tree, made = record['rc'], record['log'], record['tree'], record['deb']
+    except (OSError, ValueError, KeyError, TypeError) as e:
         return 1, (f'no record of a .deb built by make check in {directory} ({e}; its output: '
                    f'{os.path.join(directory, "build.log")})')
     if rc == 0 and tree != tree_digest():
@@ -130,17 +129,15 @@ def main(directory: str, deb: str) -> int:
     # stopped (make check's recipe ended, Ctrl-C): the temporary checkout is removed on the way
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.makedirs(directory, exist_ok=True)
-    for name in ('current.rc', 'current.log', 'current.digests'):
-        if os.path.exists(os.path.join(directory, name)):
-            os.unlink(os.path.join(directory, name))
+    record = os.path.join(directory, RECORD)
+    if os.path.exists(record):
+        os.unlink(record)   # an older run's: never taken for this one's
     tree = tree_digest()
     rc, log = build_current()
-    with open(os.path.join(directory, 'current.log'), 'w') as f:
-        f.write(log)
-    with open(os.path.join(directory, 'current.digests'), 'w') as f:
-        f.write(f'{tree} {file_digest(deb) if os.path.exists(deb) else "none"}\n')
-    with open(os.path.join(directory, 'current.rc'), 'w') as f:
-        f.write(f'{rc}\n')
+    with open(record + '.part', 'w') as f:
+        json.dump({'rc': rc, 'log': log, 'tree': tree,
+                   'deb': file_digest(deb) if os.path.exists(deb) else None}, f)
+    os.replace(record + '.part', record)   # whole or not at all
     try:
         print(f'previous .deb: {previous_deb()}')
     except (AssertionError, OSError, subprocess.SubprocessError) as e:

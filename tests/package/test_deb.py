@@ -1,5 +1,6 @@
-"""The .deb: built with `make deb` through stdeb, holds exactly the expected files, is
-lintian-clean of errors and warnings, installs and purges cleanly."""
+"""The .deb: built with `make deb` through stdeb (which fails unless lintian finds neither error
+nor warning, so every test here has a lintian-clean .deb), holds exactly the expected files,
+installs and purges cleanly."""
 
 import configparser
 import gzip
@@ -134,13 +135,6 @@ def test_the_build_went_through_stdeb(deb):
     changelog = subprocess.run(['tar', '-xO', './usr/share/doc/wazo-ha/changelog.Debian.gz'],
                                input=extracted, capture_output=True).stdout
     assert b'automatically created by stdeb' in gzip.decompress(changelog)
-
-
-def test_lintian_reports_no_error_nor_warning(deb):
-    path, _ = deb
-    result = sh('lintian', path)
-    found = [line for line in result.stdout.splitlines() if line.startswith(('E:', 'W:'))]
-    assert found == []
 
 
 def test_install_run_help_and_purge(deb):
